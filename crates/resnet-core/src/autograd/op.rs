@@ -1,0 +1,42 @@
+//! What an op remembers for its backward pass: its inputs and whatever it saved.
+
+use crate::backend::{Activation, BatchStats, ConvGeometry, PoolGeometry, Storage};
+use crate::tensor::Tensor;
+
+pub enum Op {
+    Conv2d { x: Tensor, w: Tensor, bias: Option<Tensor>, geometry: ConvGeometry },
+    /// Training mode (batch statistics) or eval mode (frozen running statistics).
+    BatchNorm { x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchStats, batch_statistics: bool },
+    Activation { x: Tensor, act: Activation },
+    Add { a: Tensor, b: Tensor },
+    AddActivation { a: Tensor, b: Tensor, act: Activation },
+    Scale { x: Tensor, alpha: f32 },
+    MaxPool2d { x: Tensor, geometry: PoolGeometry },
+    GlobalAvgPool { x: Tensor },
+    Linear { x: Tensor, w: Tensor, bias: Option<Tensor> },
+    Reshape { x: Tensor },
+    /// Mean softmax cross-entropy over the batch; `labels` as f32 class indices.
+    CrossEntropy { logits: Tensor, labels: Storage, probs: Storage },
+    ShortcutA { x: Tensor, c_out: usize, stride: usize, pad_before: usize },
+}
+
+impl Op {
+    pub fn inputs(&self) -> Vec<&Tensor> {
+        match self {
+            Op::Conv2d { x, w, bias, .. } | Op::Linear { x, w, bias } => {
+                let mut v = vec![x, w];
+                v.extend(bias.iter());
+                v
+            }
+            Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
+            Op::Add { a, b } | Op::AddActivation { a, b, .. } => vec![a, b],
+            Op::Activation { x, .. }
+            | Op::Scale { x, .. }
+            | Op::MaxPool2d { x, .. }
+            | Op::GlobalAvgPool { x }
+            | Op::Reshape { x }
+            | Op::ShortcutA { x, .. } => vec![x],
+            Op::CrossEntropy { logits, .. } => vec![logits],
+        }
+    }
+}

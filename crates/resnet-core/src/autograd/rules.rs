@@ -1,0 +1,97 @@
+//! Every backward rule, in one place. Each takes the op, its output and the gradient of the
+//! output, and returns the gradient of each input that may need one.
+
+use super::Op;
+use crate::backend::Storage;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tensor, Storage)>> {
+    let be = out.device().backend();
+    let mut grads = Vec::new();
+    match op {
+        Op::Conv2d { x, w, bias, geometry: g } => {
+            if x.requires_grad() {
+                grads.push((x.clone(), be.conv2d_backward_data(gy, &w.storage(), g)?));
+            }
+            if w.requires_grad() {
+                grads.push((w.clone(), be.conv2d_backward_weight(&x.storage(), gy, g)?));
+            }
+            if let Some(b) = bias.as_ref().filter(|b| b.requires_grad()) {
+                grads.push((b.clone(), be.sum_nhw(gy, g.n, g.c_out, g.oh * g.ow)?));
+            }
+        }
+        Op::BatchNorm { x, gamma, beta, stats, batch_statistics } => {
+            let s = x.shape();
+            let (dx, dgamma, dbeta) = be.batch_norm_backward(
+                &x.storage(),
+                gy,
+                &gamma.storage(),
+                stats,
+                s[0],
+                s[1],
+                s[2] * s[3],
+                *batch_statistics,
+            )?;
+            grads.push((x.clone(), dx));
+            grads.push((gamma.clone(), dgamma));
+            grads.push((beta.clone(), dbeta));
+        }
+        Op::Activation { x, act } => {
+            grads.push((x.clone(), be.activation_backward(&out.storage(), gy, *act)?));
+        }
+        Op::Add { a, b } => {
+            grads.push((a.clone(), gy.clone()));
+            grads.push((b.clone(), gy.clone()));
+        }
+        Op::AddActivation { a, b, act } => {
+            let g = be.activation_backward(&out.storage(), gy, *act)?;
+            grads.push((a.clone(), g.clone()));
+            grads.push((b.clone(), g));
+        }
+        Op::Scale { x, alpha } => {
+            grads.push((x.clone(), be.scale(gy, *alpha)?));
+        }
+        Op::MaxPool2d { x, geometry } => {
+            grads.push((x.clone(), be.max_pool2d_backward(&x.storage(), gy, geometry)?));
+        }
+        Op::GlobalAvgPool { x } => {
+            let s = x.shape();
+            grads.push((x.clone(), be.global_avg_pool_backward(gy, s[0], s[1], s[2] * s[3])?));
+        }
+        Op::Linear { x, w, bias } => {
+            let (n, k) = (x.shape()[0], x.shape()[1]);
+            let m = w.shape()[0];
+            if x.requires_grad() {
+                // dx[n, k] = dy[n, m] . w[m, k]
+                grads.push((x.clone(), be.matmul(gy, &w.storage(), n, m, k, false, false)?));
+            }
+            if w.requires_grad() {
+                // dw[m, k] = dy^T[m, n] . x[n, k]
+                grads.push((w.clone(), be.matmul(gy, &x.storage(), m, n, k, true, false)?));
+            }
+            if let Some(b) = bias.as_ref().filter(|b| b.requires_grad()) {
+                grads.push((b.clone(), be.sum_rows(gy, n, m)?));
+            }
+        }
+        Op::Reshape { x } => {
+            grads.push((x.clone(), gy.clone()));
+        }
+        Op::CrossEntropy { logits, labels, probs } => {
+            let (n, classes) = (logits.shape()[0], logits.shape()[1]);
+            // The loss is the batch mean, hence the 1/n.
+            grads.push((
+                logits.clone(),
+                be.cross_entropy_backward(probs, labels, gy, n, classes, 1.0 / n as f32)?,
+            ));
+        }
+        Op::ShortcutA { x, c_out, stride, pad_before } => {
+            let s = x.shape();
+            grads.push((
+                x.clone(),
+                be.shortcut_a_backward(gy, s[0], s[1], s[2], s[3], *c_out, *stride, *pad_before)?,
+            ));
+        }
+    }
+    Ok(grads)
+}

@@ -1,0 +1,377 @@
+//! The CPU backend: storage is a shared `Vec<f32>`; convolutions are im2col + the `gemm` crate,
+//! everything else runs on rayon over ndarray-style slices, using every core.
+
+mod conv;
+pub mod gemm;
+mod loss;
+mod norm;
+mod pool;
+
+use super::{Activation, Backend, BatchStats, ConvGeometry, Device, PoolGeometry, SgdStep, Storage};
+use crate::error::{Error, Result};
+use gemm::{MatView, Threads};
+use ndarray::{ArrayView2, Axis};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+pub type CpuStorage = Arc<Vec<f32>>;
+
+pub struct CpuBackend;
+
+/// Below this many elements a parallel loop costs more than it saves.
+const PAR_THRESHOLD: usize = 1 << 15;
+
+fn data(s: &Storage) -> Result<&[f32]> {
+    match s {
+        Storage::Cpu(v) => Ok(v),
+        #[allow(unreachable_patterns)]
+        _ => Err(Error::DeviceMismatch { op: "cpu kernel", a: "cpu".into(), b: s.device().to_string() }),
+    }
+}
+
+fn data_mut(s: &mut Storage) -> Result<&mut Vec<f32>> {
+    match s {
+        // Copy-on-write: a tensor saved for backward keeps its old values.
+        Storage::Cpu(v) => Ok(Arc::make_mut(v)),
+        #[allow(unreachable_patterns)]
+        _ => Err(Error::DeviceMismatch { op: "cpu kernel", a: "cpu".into(), b: s.device().to_string() }),
+    }
+}
+
+fn store(v: Vec<f32>) -> Result<Storage> {
+    Ok(Storage::Cpu(Arc::new(v)))
+}
+
+fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
+    if a.len() >= PAR_THRESHOLD {
+        a.par_iter().map(|&v| f(v)).collect()
+    } else {
+        a.iter().map(|&v| f(v)).collect()
+    }
+}
+
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<Vec<f32>> {
+    if a.len() != b.len() {
+        return Err(Error::Internal(format!("elementwise op on {} and {} values", a.len(), b.len())));
+    }
+    Ok(if a.len() >= PAR_THRESHOLD {
+        a.par_iter().zip(b.par_iter()).map(|(&x, &y)| f(x, y)).collect()
+    } else {
+        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    })
+}
+
+fn activate(v: f32, act: Activation) -> f32 {
+    match act {
+        Activation::Relu => v.max(0.0),
+        Activation::Tanh => v.tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+    }
+}
+
+/// d act / d x, written in terms of the output y.
+fn activate_grad(y: f32, g: f32, act: Activation) -> f32 {
+    match act {
+        Activation::Relu => {
+            if y > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        }
+        Activation::Tanh => g * (1.0 - y * y),
+        Activation::Sigmoid => g * y * (1.0 - y),
+    }
+}
+
+impl Backend for CpuBackend {
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn upload(&self, d: &[f32]) -> Result<Storage> {
+        store(d.to_vec())
+    }
+
+    fn download(&self, s: &Storage) -> Result<Vec<f32>> {
+        Ok(data(s)?.to_vec())
+    }
+
+    fn zeros(&self, len: usize) -> Result<Storage> {
+        store(vec![0.0; len])
+    }
+
+    fn add(&self, a: &Storage, b: &Storage) -> Result<Storage> {
+        store(zip_map(data(a)?, data(b)?, |x, y| x + y)?)
+    }
+
+    fn add_activation(&self, a: &Storage, b: &Storage, act: Activation) -> Result<Storage> {
+        store(zip_map(data(a)?, data(b)?, |x, y| activate(x + y, act))?)
+    }
+
+    fn scale(&self, a: &Storage, alpha: f32) -> Result<Storage> {
+        store(map(data(a)?, |v| v * alpha))
+    }
+
+    fn activation(&self, x: &Storage, act: Activation) -> Result<Storage> {
+        store(map(data(x)?, |v| activate(v, act)))
+    }
+
+    fn activation_backward(&self, y: &Storage, gy: &Storage, act: Activation) -> Result<Storage> {
+        store(zip_map(data(y)?, data(gy)?, |y, g| activate_grad(y, g, act))?)
+    }
+
+    fn conv2d(&self, x: &Storage, w: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Result<Storage> {
+        let b = bias.map(data).transpose()?;
+        store(conv::forward(data(x)?, data(w)?, b, g))
+    }
+
+    fn conv2d_backward_data(&self, gy: &Storage, w: &Storage, g: &ConvGeometry) -> Result<Storage> {
+        store(conv::backward_data(data(gy)?, data(w)?, g))
+    }
+
+    fn conv2d_backward_weight(&self, x: &Storage, gy: &Storage, g: &ConvGeometry) -> Result<Storage> {
+        store(conv::backward_weight(data(x)?, data(gy)?, g))
+    }
+
+    fn sum_nhw(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage> {
+        let gy = data(gy)?;
+        store(
+            (0..c)
+                .map(|ch| (0..n).map(|i| gy[(i * c + ch) * hw..][..hw].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
+                .collect(),
+        )
+    }
+
+    fn batch_norm_train(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        n: usize,
+        c: usize,
+        hw: usize,
+        eps: f32,
+    ) -> Result<(Storage, BatchStats)> {
+        let x = data(x)?;
+        let (mean, var) = norm::channel_stats(x, n, c, hw);
+        let invstd = norm::invstd(&var, eps);
+        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, c, hw);
+        Ok((store(y)?, BatchStats { mean: store(mean)?, var: store(var)?, invstd: store(invstd)? }))
+    }
+
+    fn batch_norm_frozen_stats(&self, running_mean: &Storage, running_var: &Storage, eps: f32) -> Result<BatchStats> {
+        let var = data(running_var)?;
+        Ok(BatchStats { mean: running_mean.clone(), var: running_var.clone(), invstd: store(norm::invstd(var, eps))? })
+    }
+
+    fn batch_norm_apply(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        stats: &BatchStats,
+        _n: usize,
+        c: usize,
+        hw: usize,
+    ) -> Result<Storage> {
+        store(norm::apply(data(x)?, data(gamma)?, data(beta)?, data(&stats.mean)?, data(&stats.invstd)?, c, hw))
+    }
+
+    fn batch_norm_backward(
+        &self,
+        x: &Storage,
+        gy: &Storage,
+        gamma: &Storage,
+        stats: &BatchStats,
+        n: usize,
+        c: usize,
+        hw: usize,
+        batch_statistics: bool,
+    ) -> Result<(Storage, Storage, Storage)> {
+        let (dx, dgamma, dbeta) = norm::backward(
+            data(x)?,
+            data(gy)?,
+            data(gamma)?,
+            data(&stats.mean)?,
+            data(&stats.invstd)?,
+            n,
+            c,
+            hw,
+            batch_statistics,
+        );
+        Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
+    }
+
+    fn update_running_stats(
+        &self,
+        running_mean: &mut Storage,
+        running_var: &mut Storage,
+        stats: &BatchStats,
+        momentum: f32,
+        _eps: f32,
+        count: usize,
+    ) -> Result<()> {
+        let unbias = count as f32 / (count.max(2) - 1) as f32;
+        for (r, &m) in data_mut(running_mean)?.iter_mut().zip(data(&stats.mean)?) {
+            *r = (1.0 - momentum) * *r + momentum * m;
+        }
+        for (r, &v) in data_mut(running_var)?.iter_mut().zip(data(&stats.var)?) {
+            *r = (1.0 - momentum) * *r + momentum * v * unbias;
+        }
+        Ok(())
+    }
+
+    fn max_pool2d(&self, x: &Storage, g: &PoolGeometry) -> Result<Storage> {
+        store(pool::max_pool2d(data(x)?, g))
+    }
+
+    fn max_pool2d_backward(&self, x: &Storage, gy: &Storage, g: &PoolGeometry) -> Result<Storage> {
+        store(pool::max_pool2d_backward(data(x)?, data(gy)?, g))
+    }
+
+    fn global_avg_pool(&self, x: &Storage, _n: usize, _c: usize, hw: usize) -> Result<Storage> {
+        store(pool::global_avg_pool(data(x)?, hw))
+    }
+
+    fn global_avg_pool_backward(&self, gy: &Storage, _n: usize, _c: usize, hw: usize) -> Result<Storage> {
+        store(pool::global_avg_pool_backward(data(gy)?, hw))
+    }
+
+    fn matmul(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        m: usize,
+        k: usize,
+        n: usize,
+        transpose_a: bool,
+        transpose_b: bool,
+    ) -> Result<Storage> {
+        let (a, b) = (data(a)?, data(b)?);
+        let av = if transpose_a { MatView::transposed(a, m, k) } else { MatView::new(a, m, k) };
+        let bv = if transpose_b { MatView::transposed(b, k, n) } else { MatView::new(b, k, n) };
+        let mut c = vec![0.0f32; m * n];
+        gemm::gemm(&mut c, av, bv, false, Threads::All);
+        store(c)
+    }
+
+    fn add_row_bias(&self, x: &Storage, bias: &Storage, _rows: usize, cols: usize) -> Result<Storage> {
+        let b = data(bias)?;
+        let mut y = data(x)?.to_vec();
+        y.chunks_mut(cols).for_each(|row| row.iter_mut().zip(b).for_each(|(v, &bi)| *v += bi));
+        store(y)
+    }
+
+    fn sum_rows(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        let view = ArrayView2::from_shape((rows, cols), data(x)?).map_err(|e| Error::Internal(e.to_string()))?;
+        store(view.sum_axis(Axis(0)).to_vec())
+    }
+
+    fn cross_entropy(&self, logits: &Storage, labels: &Storage, _n: usize, classes: usize) -> Result<(Storage, Storage)> {
+        let (losses, probs) = loss::cross_entropy(data(logits)?, data(labels)?, classes);
+        Ok((store(losses)?, store(probs)?))
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        probs: &Storage,
+        labels: &Storage,
+        upstream: &Storage,
+        _n: usize,
+        classes: usize,
+        scale: f32,
+    ) -> Result<Storage> {
+        let up = data(upstream)?.first().copied().unwrap_or(1.0);
+        store(loss::cross_entropy_backward(data(probs)?, data(labels)?, classes, scale * up))
+    }
+
+    fn topk_correct(&self, logits: &Storage, labels: &Storage, _n: usize, classes: usize, k: usize) -> Result<Storage> {
+        store(loss::topk_correct(data(logits)?, data(labels)?, classes, k))
+    }
+
+    fn sum_all(&self, x: &Storage) -> Result<Storage> {
+        store(vec![data(x)?.iter().map(|&v| v as f64).sum::<f64>() as f32])
+    }
+
+    fn shortcut_a(
+        &self,
+        x: &Storage,
+        n: usize,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        stride: usize,
+        pad_before: usize,
+    ) -> Result<Storage> {
+        let x = data(x)?;
+        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+        let mut y = vec![0.0f32; n * c_out * oh * ow];
+        y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, yp)| {
+            let (i, co) = (p / c_out, p % c_out);
+            if co < pad_before || co >= pad_before + c_in {
+                return;
+            }
+            let plane = &x[(i * c_in + co - pad_before) * h * w..][..h * w];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    yp[oy * ow + ox] = plane[oy * stride * w + ox * stride];
+                }
+            }
+        });
+        store(y)
+    }
+
+    fn shortcut_a_backward(
+        &self,
+        gy: &Storage,
+        n: usize,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        stride: usize,
+        pad_before: usize,
+    ) -> Result<Storage> {
+        let gy = data(gy)?;
+        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+        let mut gx = vec![0.0f32; n * c_in * h * w];
+        gx.par_chunks_mut(h * w).enumerate().for_each(|(p, gp)| {
+            let (i, ci) = (p / c_in, p % c_in);
+            let src = &gy[(i * c_out + ci + pad_before) * oh * ow..][..oh * ow];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    gp[oy * stride * w + ox * stride] = src[oy * ow + ox];
+                }
+            }
+        });
+        store(gx)
+    }
+
+    fn sgd_update(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, s: &SgdStep) -> Result<()> {
+        let g = data(grad)?;
+        let p = data_mut(param)?;
+        let buf = data_mut(momentum_buf)?;
+        if p.len() != g.len() || buf.len() != p.len() {
+            return Err(Error::Internal(format!("sgd: param {} grad {} momentum {}", p.len(), g.len(), buf.len())));
+        }
+        // PyTorch's SGD, term for term (dampening 0).
+        let step = |(pv, (&gv, bv)): (&mut f32, (&f32, &mut f32))| {
+            let d = gv + s.weight_decay * *pv;
+            if s.momentum != 0.0 {
+                *bv = if s.first_step { d } else { s.momentum * *bv + d };
+                let upd = if s.nesterov { d + s.momentum * *bv } else { *bv };
+                *pv -= s.lr * upd;
+            } else {
+                *pv -= s.lr * d;
+            }
+        };
+        if p.len() >= PAR_THRESHOLD {
+            p.par_iter_mut().zip(g.par_iter().zip(buf.par_iter_mut())).for_each(step);
+        } else {
+            p.iter_mut().zip(g.iter().zip(buf.iter_mut())).for_each(step);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! Batch normalisation over NCHW on the CPU. Statistics are reduced per channel in f64 (one
+//! channel per task, in a fixed order: deterministic), the elementwise parts run per plane.
+
+use rayon::prelude::*;
+
+/// Per-channel (mean, biased variance) of x[n, c, hw].
+pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+    let count = (n * hw) as f64;
+    let stats: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..n).map(move |i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
+            let mean = planes().map(|p| p.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / count;
+            let var = planes()
+                .map(|p| p.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>())
+                .sum::<f64>()
+                / count;
+            (mean as f32, var as f32)
+        })
+        .collect();
+    stats.into_iter().unzip()
+}
+
+pub fn invstd(var: &[f32], eps: f32) -> Vec<f32> {
+    var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect()
+}
+
+/// y = (x - mean) * invstd * gamma + beta, plane by plane.
+pub fn apply(x: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(plane, (yp, xp))| {
+        let ch = plane % c;
+        let scale = invstd[ch] * gamma[ch];
+        let shift = beta[ch] - mean[ch] * scale;
+        yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift);
+    });
+    y
+}
+
+/// (dx, dgamma, dbeta). With batch statistics the mean and variance are functions of x and
+/// contribute to dx; with frozen statistics dx is a per-channel scaling of dy.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    gy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    batch_statistics: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut sum_gy, mut sum_gy_xc) = (0.0f64, 0.0f64);
+            for i in 0..n {
+                let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                for (&g, &v) in gy[r.clone()].iter().zip(&x[r]) {
+                    sum_gy += g as f64;
+                    sum_gy_xc += g as f64 * (v - mean[ch]) as f64;
+                }
+            }
+            (sum_gy, sum_gy_xc)
+        })
+        .collect();
+    let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
+    let dgamma: Vec<f32> = sums.iter().zip(invstd).map(|(s, &is)| (s.1 * is as f64) as f32).collect();
+    let count = (n * hw) as f32;
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dp)| {
+        let ch = plane % c;
+        let r = plane * hw..(plane + 1) * hw;
+        let k = gamma[ch] * invstd[ch];
+        if batch_statistics {
+            // dx = k * (dy - mean(dy) - xhat * mean(dy * xhat))
+            let mean_gy = dbeta[ch] / count;
+            let proj = dgamma[ch] / count * invstd[ch];
+            for ((d, &g), &v) in dp.iter_mut().zip(&gy[r.clone()]).zip(&x[r]) {
+                *d = k * (g - mean_gy - (v - mean[ch]) * proj);
+            }
+        } else {
+            dp.iter_mut().zip(&gy[r]).for_each(|(d, &g)| *d = k * g);
+        }
+    });
+    (dx, dgamma, dbeta)
+}

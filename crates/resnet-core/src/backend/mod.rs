@@ -1,0 +1,261 @@
+//! The backend seam. A backend owns device storage and the kernels over it; autograd, layers and
+//! blocks only ever call this trait, so a new device (wgpu) is one more `Storage` variant and one
+//! more `Backend` impl, with no change above this line. Every method takes and returns device
+//! storage: nothing here implies a host copy except `upload`/`download`.
+
+pub mod cpu;
+mod geometry;
+
+pub use geometry::{ConvGeometry, PoolGeometry};
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// Where a tensor lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Device {
+    Cpu,
+}
+
+impl Device {
+    pub fn backend(self) -> &'static dyn Backend {
+        match self {
+            Device::Cpu => &cpu::CpuBackend,
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+        }
+    }
+}
+
+/// Device-resident f32 storage, shared cheaply: cloning bumps a reference count. Integer data
+/// (labels) is stored as f32 too: exact for every class index a classifier can have (< 2^24),
+/// and it keeps one storage type per device.
+#[derive(Clone)]
+pub enum Storage {
+    Cpu(cpu::CpuStorage),
+}
+
+impl Storage {
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Storage({}, {} floats)", self.device(), self.len())
+    }
+}
+
+/// Hyper-parameters of one SGD update, already resolved for this step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+    /// PyTorch seeds the momentum buffer with the first gradient instead of decaying from zero.
+    pub first_step: bool,
+}
+
+/// Batch-norm statistics of one training forward pass, saved for backward.
+pub struct BatchStats {
+    pub mean: Storage,
+    /// Biased variance, as normalisation uses; kept so running statistics lose no precision.
+    pub var: Storage,
+    pub invstd: Storage,
+}
+
+/// Elementwise activations that share one forward/backward kernel shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Tanh,
+    Sigmoid,
+}
+
+/// The kernels a device must provide. Shapes are checked by the caller (the autograd layer);
+/// a backend may assume lengths agree with the geometry it is given.
+pub trait Backend: Send + Sync {
+    fn device(&self) -> Device;
+
+    fn upload(&self, data: &[f32]) -> Result<Storage>;
+    fn download(&self, s: &Storage) -> Result<Vec<f32>>;
+    fn zeros(&self, len: usize) -> Result<Storage>;
+
+    // Elementwise.
+    fn add(&self, a: &Storage, b: &Storage) -> Result<Storage>;
+    /// `y = act(a + b)`: the residual join, fused.
+    fn add_activation(&self, a: &Storage, b: &Storage, act: Activation) -> Result<Storage>;
+    fn scale(&self, a: &Storage, alpha: f32) -> Result<Storage>;
+    fn activation(&self, x: &Storage, act: Activation) -> Result<Storage>;
+    /// Gradient through an activation, from its output `y` (all three are functions of y).
+    fn activation_backward(&self, y: &Storage, gy: &Storage, act: Activation) -> Result<Storage>;
+
+    // Convolution (NCHW input, OIHW weight).
+    fn conv2d(&self, x: &Storage, w: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Result<Storage>;
+    fn conv2d_backward_data(&self, gy: &Storage, w: &Storage, g: &ConvGeometry) -> Result<Storage>;
+    fn conv2d_backward_weight(&self, x: &Storage, gy: &Storage, g: &ConvGeometry) -> Result<Storage>;
+    /// Sum of an NCHW tensor over N, H and W: the bias gradient.
+    fn sum_nhw(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage>;
+
+    // Batch norm over NCHW, per channel.
+    /// Normalises with the batch's own statistics (biased variance), saved for backward.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        n: usize,
+        c: usize,
+        hw: usize,
+        eps: f32,
+    ) -> Result<(Storage, BatchStats)>;
+    /// Statistics for eval mode: the running mean and 1/sqrt(running_var + eps).
+    fn batch_norm_frozen_stats(&self, running_mean: &Storage, running_var: &Storage, eps: f32) -> Result<BatchStats>;
+    /// y = (x - mean) * invstd * gamma + beta
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_apply(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        stats: &BatchStats,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> Result<Storage>;
+    /// Returns (dx, dgamma, dbeta). With `batch_statistics` the mean and variance depend on x
+    /// (training mode); without, they are constants (eval mode).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward(
+        &self,
+        x: &Storage,
+        gy: &Storage,
+        gamma: &Storage,
+        stats: &BatchStats,
+        n: usize,
+        c: usize,
+        hw: usize,
+        batch_statistics: bool,
+    ) -> Result<(Storage, Storage, Storage)>;
+    /// running = (1 - momentum) * running + momentum * batch, with the unbiased variance as PyTorch.
+    fn update_running_stats(
+        &self,
+        running_mean: &mut Storage,
+        running_var: &mut Storage,
+        stats: &BatchStats,
+        momentum: f32,
+        eps: f32,
+        count: usize,
+    ) -> Result<()>;
+
+    // Pooling.
+    fn max_pool2d(&self, x: &Storage, g: &PoolGeometry) -> Result<Storage>;
+    fn max_pool2d_backward(&self, x: &Storage, gy: &Storage, g: &PoolGeometry) -> Result<Storage>;
+    /// [N, C, HW] -> [N, C]
+    fn global_avg_pool(&self, x: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage>;
+    fn global_avg_pool_backward(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage>;
+
+    // Dense.
+    /// Row-major `C[m, n] = op(A) op(B)`, `op(A)` being [m, k] and `op(B)` [k, n].
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        m: usize,
+        k: usize,
+        n: usize,
+        transpose_a: bool,
+        transpose_b: bool,
+    ) -> Result<Storage>;
+    /// x[rows, cols] + bias[cols]
+    fn add_row_bias(&self, x: &Storage, bias: &Storage, rows: usize, cols: usize) -> Result<Storage>;
+    /// Column sums of x[rows, cols] -> [cols]
+    fn sum_rows(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage>;
+
+    // Loss.
+    /// Softmax cross-entropy. Returns (per-sample losses [n], softmax probabilities [n, classes]).
+    fn cross_entropy(&self, logits: &Storage, labels: &Storage, n: usize, classes: usize) -> Result<(Storage, Storage)>;
+    /// d(upstream[0] * scale * sum of losses)/d logits = upstream[0] * scale * (probs - onehot).
+    /// `upstream` stays on the device: no readback in the middle of backward.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_backward(
+        &self,
+        probs: &Storage,
+        labels: &Storage,
+        upstream: &Storage,
+        n: usize,
+        classes: usize,
+        scale: f32,
+    ) -> Result<Storage>;
+    /// Per-sample indicator (1.0/0.0) that the label is among the top `k` logits.
+    fn topk_correct(&self, logits: &Storage, labels: &Storage, n: usize, classes: usize, k: usize) -> Result<Storage>;
+    /// Sum of all elements, as a 1-element storage (stays on the device).
+    fn sum_all(&self, x: &Storage) -> Result<Storage>;
+
+    // Option-A shortcut: x[:, :, ::stride, ::stride], zero-padded from c_in to c_out channels
+    // (`pad_before` zero channels first, the rest after).
+    #[allow(clippy::too_many_arguments)]
+    fn shortcut_a(
+        &self,
+        x: &Storage,
+        n: usize,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        stride: usize,
+        pad_before: usize,
+    ) -> Result<Storage>;
+    #[allow(clippy::too_many_arguments)]
+    fn shortcut_a_backward(
+        &self,
+        gy: &Storage,
+        n: usize,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        stride: usize,
+        pad_before: usize,
+    ) -> Result<Storage>;
+
+    // Optimiser: in place, fused (weight decay, momentum, Nesterov, step).
+    fn sgd_update(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, step: &SgdStep)
+        -> Result<()>;
+}
+
+/// Checks that every storage handed to an op lives on one device; names the op when not.
+pub fn same_device(op: &'static str, storages: &[&Storage]) -> Result<Device> {
+    let first = storages
+        .first()
+        .ok_or_else(|| Error::Internal(format!("{op}: no inputs")))?
+        .device();
+    for s in storages.iter().skip(1) {
+        if s.device() != first {
+            return Err(Error::DeviceMismatch { op, a: first.to_string(), b: s.device().to_string() });
+        }
+    }
+    Ok(first)
+}

@@ -1,0 +1,12 @@
+//! resnet-core: tensors, reverse-mode autograd, convolution, batch norm and the residual networks
+//! of He et al. (2015), with the device behind one seam (`backend`). Knows nothing of Node.
+
+pub mod autograd;
+pub mod backend;
+pub mod error;
+pub mod ops;
+pub mod tensor;
+
+pub use backend::Device;
+pub use error::{Error, Result};
+pub use tensor::Tensor;
