@@ -3,10 +3,16 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod data;
 pub mod error;
+pub mod io;
+pub mod model;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 
 pub use backend::Device;
 pub use error::{Error, Result};
+pub use model::Model;
 pub use tensor::Tensor;

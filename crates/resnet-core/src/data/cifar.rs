@@ -172,7 +172,10 @@ mod tests {
         let (file, _, _) = fake_batch(2, 1);
         std::fs::write(&p, &file[..file.len() - 1]).unwrap();
         let msg = read_cifar_batch(&p).unwrap_err().to_string();
-        assert!(msg.contains("data_batch_1.bin") && msg.contains("6145"), "{msg}");
+        assert!(
+            msg.contains("data_batch_1.bin") && msg.contains("6145"),
+            "{msg}"
+        );
         std::fs::write(&p, b"").unwrap();
         assert!(read_cifar_batch(&p).is_err());
 

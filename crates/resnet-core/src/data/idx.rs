@@ -99,7 +99,11 @@ fn read_idx(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)
             format!(
                 "{} IDX file: header declares {dims_text} = {expected} bytes of data, but the \
                  file has {available} bytes after the {header_len}-byte header",
-                if expected > available { "truncated" } else { "malformed" },
+                if expected > available {
+                    "truncated"
+                } else {
+                    "malformed"
+                },
             ),
         ));
     }
@@ -130,7 +134,11 @@ fn read_idx(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)
             format!(
                 "{} IDX file: header declares {dims_text} = {expected} bytes of data, but the \
                  decompressed data after the {header_len}-byte header has {actual}",
-                if (data.len() as u64) < expected { "truncated" } else { "malformed" },
+                if (data.len() as u64) < expected {
+                    "truncated"
+                } else {
+                    "malformed"
+                },
             ),
         ));
     }
@@ -229,7 +237,10 @@ pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<Dataset> {
         h,
         w,
         10,
-        FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
+        FASHION_MNIST_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     )
 }
 
@@ -278,13 +289,23 @@ mod tests {
     }
 
     /// Writes a fake Fashion-MNIST split (n images of h x w) and returns its pixels and labels.
-    fn write_split(dir: &Path, prefix: &str, n: usize, gzip: bool, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    fn write_split(
+        dir: &Path,
+        prefix: &str,
+        n: usize,
+        gzip: bool,
+        seed: u64,
+    ) -> (Vec<u8>, Vec<u8>) {
         let pixels = random_bytes(n * 28 * 28, seed);
         let labels: Vec<u8> = random_bytes(n, seed + 1).iter().map(|b| b % 10).collect();
         let img = idx_bytes(MAGIC_IMAGES, &[n as u32, 28, 28], &pixels);
         let lab = idx_bytes(MAGIC_LABELS, &[n as u32], &labels);
         let suffix = if gzip { ".gz" } else { "" };
-        let (img, lab) = if gzip { (gz(&img), gz(&lab)) } else { (img, lab) };
+        let (img, lab) = if gzip {
+            (gz(&img), gz(&lab))
+        } else {
+            (img, lab)
+        };
         std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte{suffix}")), img).unwrap();
         std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte{suffix}")), lab).unwrap();
         (pixels, labels)
@@ -317,7 +338,10 @@ mod tests {
         std::fs::write(&p, idx_bytes(MAGIC_LABELS, &[3], &[1, 2, 3])).unwrap();
         let msg = read_idx_images(&p).unwrap_err().to_string();
         assert!(msg.contains("magic"), "{msg}");
-        assert!(msg.contains("0x00000803") && msg.contains("0x00000801"), "{msg}");
+        assert!(
+            msg.contains("0x00000803") && msg.contains("0x00000801"),
+            "{msg}"
+        );
         assert!(msg.contains("labels-as-images"), "{msg}");
     }
 
@@ -358,7 +382,10 @@ mod tests {
         // u32::MAX^3 overflows u64.
         let huge = idx_bytes(MAGIC_IMAGES, &[u32::MAX; 3], &[]);
         std::fs::write(&p, huge).unwrap();
-        assert!(read_idx_images(&p).unwrap_err().to_string().contains("overflow"));
+        assert!(read_idx_images(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("overflow"));
     }
 
     #[test]
@@ -397,7 +424,10 @@ mod tests {
         let msg = read_fashion_mnist(dir.path(), Split::Train)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("11 labels") && msg.contains("12 images"), "{msg}");
+        assert!(
+            msg.contains("11 labels") && msg.contains("12 images"),
+            "{msg}"
+        );
 
         // Label 10 with 10 classes.
         let mut bad = vec![3u8; 12];
@@ -427,7 +457,10 @@ mod tests {
         let msg = read_fashion_mnist(dir.path(), Split::Test)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("t10k-labels") && !msg.contains("t10k-images"), "{msg}");
+        assert!(
+            msg.contains("t10k-labels") && !msg.contains("t10k-images"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -464,7 +497,11 @@ mod tests {
         let p = dir.path().join("fuzz");
         let (mut ok, mut err) = (0, 0);
         for i in 0..500 {
-            let mut bytes = if i % 2 == 0 { valid.clone() } else { valid_gz.clone() };
+            let mut bytes = if i % 2 == 0 {
+                valid.clone()
+            } else {
+                valid_gz.clone()
+            };
             mutate(&mut bytes, &mut rng);
             std::fs::write(&p, &bytes).unwrap();
             let result = std::panic::catch_unwind(|| {
@@ -478,7 +515,10 @@ mod tests {
                 Err(_) => panic!("reader panicked on mutation {i}: {bytes:?}"),
             }
         }
-        assert!(err > 100, "mutations should mostly be rejected ({ok} ok, {err} err)");
+        assert!(
+            err > 100,
+            "mutations should mostly be rejected ({ok} ok, {err} err)"
+        );
     }
 
     /// Random truncation, byte flips or header-field rewrites.

@@ -270,7 +270,14 @@ mod tests {
     fn new_rejects_inconsistent_buffers_and_labels() {
         assert!(Dataset::new(vec![0; 10], vec![0, 1], 1, 2, 2, 10, vec![]).is_err());
         let err = Dataset::new(vec![0; 8], vec![0, 12], 1, 2, 2, 10, vec![]).unwrap_err();
-        assert!(matches!(err, Error::LabelRange { label: 12, index: 1, classes: 10 }));
+        assert!(matches!(
+            err,
+            Error::LabelRange {
+                label: 12,
+                index: 1,
+                classes: 10
+            }
+        ));
     }
 
     #[test]

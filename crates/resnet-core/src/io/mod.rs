@@ -1,0 +1,3 @@
+//! Persistence: model checkpoints.
+
+pub mod checkpoint;

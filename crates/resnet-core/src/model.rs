@@ -1,0 +1,386 @@
+//! A ResNet with its optimiser: the unit the binding drives. One `train_step` does forward, loss,
+//! backward and the update; inputs are validated first so bad data is an error, not a panic.
+
+use crate::autograd::no_grad;
+use crate::backend::Device;
+use crate::error::{Error, Result};
+use crate::io::checkpoint::{self, NamedTensor, TensorData};
+use crate::nn::{Ctx, Entry, LayerSummary, ResNet, ResNetSpec};
+use crate::ops;
+use crate::optim::{Sgd, SgdConfig};
+use crate::tensor::Tensor;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+pub const FORMAT: &str = "resnet-wgpu";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TrainStats {
+    pub loss: f32,
+    /// Top-1 hits in this batch (training mode, before the update).
+    pub correct: usize,
+    pub batch: usize,
+    /// The rate this step used.
+    pub lr: f32,
+    /// Optimiser steps taken so far, this one included.
+    pub step: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Default)]
+pub struct EvalStats {
+    pub loss_sum: f64,
+    pub top1: usize,
+    pub top5: usize,
+    pub count: usize,
+}
+
+pub struct Model {
+    net: ResNet,
+    device: Device,
+    optimizer: Sgd,
+}
+
+/// Checks an NCHW batch against the model before anything touches a device.
+fn check_images(spec: &ResNetSpec, images: &[f32], shape: [usize; 4]) -> Result<()> {
+    let [n, c, h, w] = shape;
+    if c != spec.in_channels {
+        return Err(Error::shape(
+            "images",
+            format!("the model takes {} channel(s), got images of shape [{n}, {c}, {h}, {w}]", spec.in_channels),
+        ));
+    }
+    if n == 0 || h == 0 || w == 0 {
+        return Err(Error::shape("images", format!("empty batch or image: shape {shape:?}")));
+    }
+    if images.len() != n * c * h * w {
+        return Err(Error::shape(
+            "images",
+            format!("shape {shape:?} needs {} values, got {}", n * c * h * w, images.len()),
+        ));
+    }
+    if let Some(index) = images.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { index });
+    }
+    Ok(())
+}
+
+fn check_labels(n: usize, labels: &[i32]) -> Result<()> {
+    if labels.len() != n {
+        return Err(Error::shape("labels", format!("{} labels for a batch of {n} images", labels.len())));
+    }
+    Ok(())
+}
+
+impl Model {
+    pub fn new(spec: ResNetSpec, seed: u64, device: Device) -> Result<Self> {
+        let net = ResNet::new(&spec, seed, device)?;
+        let optimizer = Sgd::new(net.parameters().into_iter().map(|(_, t)| t).collect(), SgdConfig::default())?;
+        Ok(Model { net, device, optimizer })
+    }
+
+    pub fn spec(&self) -> &ResNetSpec {
+        &self.net.spec
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn net(&self) -> &ResNet {
+        &self.net
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.net.num_parameters()
+    }
+
+    pub fn summary(&self, h: usize, w: usize) -> Result<Vec<LayerSummary>> {
+        self.net.summary(h, w)
+    }
+
+    /// Replaces the optimiser settings; momentum buffers and the step count carry over.
+    pub fn configure_optimizer(&mut self, cfg: SgdConfig) -> Result<()> {
+        cfg.validate()?;
+        self.optimizer.config = cfg;
+        Ok(())
+    }
+
+    pub fn optimizer_config(&self) -> &SgdConfig {
+        &self.optimizer.config
+    }
+
+    pub fn step(&self) -> u64 {
+        self.optimizer.step_count()
+    }
+
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.net.parameters()
+    }
+
+    pub fn parameter(&self, name: &str) -> Option<Tensor> {
+        self.parameters().into_iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    fn ctx(training: bool) -> Ctx<'static> {
+        if training {
+            Ctx::train()
+        } else {
+            Ctx::eval()
+        }
+    }
+
+    /// Logits, recorded for autograd (custom loops from TS).
+    pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        self.net.forward(x, &Self::ctx(training))
+    }
+
+    /// Pooled features [N, C] before the classifier (custom heads).
+    pub fn features(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        self.net.features(x, &Self::ctx(training))
+    }
+
+    /// Forward, mean cross-entropy, backward and one SGD update.
+    pub fn train_step(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
+        check_images(&self.net.spec, images, shape)?;
+        check_labels(shape[0], labels)?;
+        let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
+        let x = Tensor::from_vec(images, &shape, self.device)?;
+        self.optimizer.zero_grad();
+        let logits = self.net.forward(&x, &Ctx::train())?;
+        let loss = ops::cross_entropy(&logits, &y)?;
+        loss.backward()?;
+        let lr = self.optimizer.lr();
+        self.optimizer.step()?;
+        self.optimizer.zero_grad();
+        let be = self.device.backend();
+        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], self.net.spec.num_classes, 1)?)?;
+        let loss_value = loss.scalar()?;
+        if !loss_value.is_finite() {
+            return Err(Error::invalid(format!(
+                "training diverged: the loss is {loss_value} at step {} (lower the learning rate)",
+                self.step()
+            )));
+        }
+        Ok(TrainStats {
+            loss: loss_value,
+            correct: be.download(&hits)?[0].round() as usize,
+            batch: shape[0],
+            lr,
+            step: self.step(),
+        })
+    }
+
+    /// Logits [N, classes] in eval mode.
+    pub fn predict(&self, images: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+        check_images(&self.net.spec, images, shape)?;
+        no_grad(|| {
+            let x = Tensor::from_vec(images, &shape, self.device)?;
+            self.net.forward(&x, &Ctx::eval())?.to_vec()
+        })
+    }
+
+    /// Summed loss and top-1/top-5 hits of one batch in eval mode.
+    pub fn evaluate_batch(&self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<EvalStats> {
+        check_images(&self.net.spec, images, shape)?;
+        check_labels(shape[0], labels)?;
+        let classes = self.net.spec.num_classes;
+        no_grad(|| {
+            let y = ops::labels_tensor(labels, classes, self.device)?;
+            let x = Tensor::from_vec(images, &shape, self.device)?;
+            let logits = self.net.forward(&x, &Ctx::eval())?;
+            let be = self.device.backend();
+            let (losses, _) = be.cross_entropy(&logits.storage(), &y.storage(), shape[0], classes)?;
+            let count = |k| -> Result<usize> {
+                let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], classes, k)?)?;
+                Ok(be.download(&hits)?[0].round() as usize)
+            };
+            Ok(EvalStats {
+                loss_sum: be.download(&be.sum_all(&losses)?)?[0] as f64,
+                top1: count(1)?,
+                top5: count(5.min(classes))?,
+                count: shape[0],
+            })
+        })
+    }
+
+    /// Parameters and buffers under torchvision's names (num_batches_tracked as int64).
+    pub fn state_dict(&self) -> Result<Vec<NamedTensor>> {
+        let mut out = Vec::new();
+        let mut err = None;
+        self.net.visit(&mut |name, e| {
+            let t = match e {
+                Entry::Param(t) | Entry::Buffer(t) => t.to_vec().map(|v| NamedTensor::f32(name, t.shape().to_vec(), v)),
+                Entry::Counter(c) => Ok(NamedTensor::i64(name, vec![], vec![c.load(Ordering::Relaxed) as i64])),
+            };
+            match t {
+                Ok(t) => out.push(t),
+                Err(e) => err = Some(e),
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Loads parameters and buffers; every missing, unexpected or misshapen key is named.
+    pub fn load_state_dict(&mut self, tensors: &[NamedTensor]) -> Result<()> {
+        let given: BTreeMap<&str, &NamedTensor> = tensors
+            .iter()
+            .filter(|t| !t.name.starts_with("optimizer."))
+            .map(|t| (t.name.as_str(), t))
+            .collect();
+        let mut expected = BTreeSet::new();
+        let (mut missing, mut misshapen) = (Vec::new(), Vec::new());
+        self.net.visit(&mut |name, e| {
+            let shape: Vec<usize> = match &e {
+                Entry::Param(t) | Entry::Buffer(t) => t.shape().to_vec(),
+                Entry::Counter(_) => vec![],
+            };
+            match given.get(name.as_str()) {
+                None => missing.push(name.clone()),
+                Some(t) if t.numel() != shape.iter().product::<usize>() || (!shape.is_empty() && t.shape != shape) => {
+                    misshapen.push(format!("{name} (checkpoint {:?}, model {shape:?})", t.shape))
+                }
+                Some(_) => {}
+            }
+            expected.insert(name);
+        });
+        let unexpected: Vec<&str> = given.keys().filter(|k| !expected.contains(**k)).copied().collect();
+        if !missing.is_empty() || !unexpected.is_empty() || !misshapen.is_empty() {
+            let list = |v: Vec<String>| {
+                let n = v.len();
+                let mut s = v.into_iter().take(8).collect::<Vec<_>>().join(", ");
+                if n > 8 {
+                    s.push_str(&format!(", ... ({n} in all)"));
+                }
+                s
+            };
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!("missing keys: {}", list(missing)));
+            }
+            if !unexpected.is_empty() {
+                parts.push(format!("unexpected keys: {}", list(unexpected.iter().map(|s| s.to_string()).collect())));
+            }
+            if !misshapen.is_empty() {
+                parts.push(format!("misshapen keys: {}", list(misshapen)));
+            }
+            return Err(Error::StateDict(parts.join("; ")));
+        }
+        let device = self.device;
+        let mut result = Ok(());
+        self.net.visit(&mut |name, e| {
+            if result.is_err() {
+                return;
+            }
+            let t = given[name.as_str()];
+            result = match (e, &t.data) {
+                (Entry::Param(p) | Entry::Buffer(p), TensorData::F32(v)) => {
+                    device.backend().upload(v).and_then(|s| p.set_storage(s))
+                }
+                (Entry::Counter(c), TensorData::I64(v)) => {
+                    c.store(v.first().copied().unwrap_or(0).max(0) as u64, Ordering::Relaxed);
+                    Ok(())
+                }
+                (_, _) => Err(Error::StateDict(format!("{name} has the wrong dtype"))),
+            };
+        });
+        result
+    }
+
+    fn metadata(&self, extra: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut m = extra;
+        m.insert("format".into(), FORMAT.into());
+        m.insert("version".into(), VERSION.into());
+        m.insert("spec".into(), self.net.spec.to_json());
+        m.insert("optimizer".into(), serde_json::to_string(&self.optimizer.config).unwrap_or_default());
+        m.insert("step".into(), self.step().to_string());
+        m
+    }
+
+    /// Weights, buffers, optimiser state and the spec in one safetensors file, written atomically.
+    pub fn save_checkpoint(&self, path: &Path, extra: BTreeMap<String, String>) -> Result<()> {
+        let mut tensors = self.state_dict()?;
+        let params = self.parameters();
+        for ((name, p), buf) in params.iter().zip(self.optimizer.momentum_buffers()) {
+            if let Some(b) = buf {
+                let v = b.device().backend().download(b)?;
+                tensors.push(NamedTensor::f32(format!("{MOMENTUM_PREFIX}{name}"), p.shape().to_vec(), v));
+            }
+        }
+        checkpoint::save(path, &tensors, &self.metadata(extra))
+    }
+
+    /// Rebuilds the model from the spec stored in a checkpoint and restores everything in it.
+    pub fn load_checkpoint(path: &Path, device: Device) -> Result<(Model, BTreeMap<String, String>)> {
+        let (tensors, meta) = checkpoint::load(path)?;
+        let spec_json = meta.get("spec").ok_or_else(|| {
+            Error::checkpoint(path, "no architecture in its metadata (not a resnet-wgpu checkpoint; use loadWeights for a plain state dict)")
+        })?;
+        let spec = ResNetSpec::from_json(spec_json).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        let mut model = Model::new(spec, 0, device)?;
+        model.restore(path, &tensors, &meta)?;
+        Ok((model, meta))
+    }
+
+    /// Loads weights into this model; the checkpoint must be of the same architecture.
+    pub fn load_weights(&mut self, path: &Path) -> Result<BTreeMap<String, String>> {
+        let (tensors, meta) = checkpoint::load(path)?;
+        if let Some(spec_json) = meta.get("spec") {
+            if let Ok(theirs) = ResNetSpec::from_json(spec_json) {
+                if &theirs != self.spec() {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!(
+                            "it holds a different architecture: checkpoint {} but this model is {}",
+                            describe(&theirs),
+                            describe(self.spec())
+                        ),
+                    ));
+                }
+            }
+        }
+        self.restore(path, &tensors, &meta)?;
+        Ok(meta)
+    }
+
+    fn restore(&mut self, path: &Path, tensors: &[NamedTensor], meta: &BTreeMap<String, String>) -> Result<()> {
+        self.load_state_dict(tensors).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        if let Some(cfg) = meta.get("optimizer").and_then(|j| SgdConfig::from_json(j).ok()) {
+            self.optimizer.config = cfg;
+        }
+        let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let by_name: BTreeMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut buffers = Vec::new();
+        for (name, p) in self.parameters() {
+            buffers.push(match by_name.get(format!("{MOMENTUM_PREFIX}{name}").as_str()) {
+                Some(NamedTensor { data: TensorData::F32(v), .. }) if v.len() == p.numel() => Some(self.device.backend().upload(v)?),
+                Some(_) => return Err(Error::checkpoint(path, format!("momentum buffer of {name} is misshapen"))),
+                None => None,
+            });
+        }
+        self.optimizer.restore(step, buffers)
+    }
+}
+
+/// "ResNet-20 (cifar, option A, 1 channel(s), 10 classes)"
+pub fn describe(spec: &ResNetSpec) -> String {
+    let per_block = |b: &crate::nn::StageSpec| match b.block {
+        crate::nn::BlockKind::Basic => 2,
+        crate::nn::BlockKind::Bottleneck => 3,
+    };
+    let depth: usize = 2 + spec.stages.iter().map(|s| s.count * per_block(s)).sum::<usize>();
+    format!(
+        "{}-{depth} ({:?} stem, option {:?}, {} channel(s), {} classes)",
+        if spec.plain { "Plain" } else { "ResNet" },
+        spec.stem,
+        spec.shortcut,
+        spec.in_channels,
+        spec.num_classes
+    )
+}

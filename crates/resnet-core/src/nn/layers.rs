@@ -1,0 +1,114 @@
+//! The parameterised layers: Conv2d, BatchNorm2d, Linear. Each owns its tensors and lists them
+//! under torchvision's names.
+
+use super::init::Init;
+use super::{Ctx, Entry, Visitor};
+use crate::backend::{ConvGeometry, Device};
+use crate::error::Result;
+use crate::ops::{self, BatchNormArgs};
+use crate::tensor::Tensor;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    /// Bias-free (a batch norm always follows), He-initialised.
+    pub fn new(init: &mut Init, device: Device, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self> {
+        let w = init.kaiming_normal_fan_out(c_out, c_in, kernel, kernel);
+        Ok(Conv2d { weight: Tensor::parameter(&w, &[c_out, c_in, kernel, kernel], device)?, bias: None, stride, padding })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
+    }
+
+    pub fn geometry(&self, input: &[usize]) -> Result<ConvGeometry> {
+        ConvGeometry::new(input, self.weight.shape(), self.stride, self.padding)
+    }
+
+    pub fn visit(&self, prefix: &str, v: &mut Visitor) {
+        v(format!("{prefix}weight"), Entry::Param(&self.weight));
+        if let Some(b) = &self.bias {
+            v(format!("{prefix}bias"), Entry::Param(b));
+        }
+    }
+}
+
+pub struct BatchNorm2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub num_batches_tracked: AtomicU64,
+}
+
+pub const BN_MOMENTUM: f32 = 0.1;
+pub const BN_EPS: f32 = 1e-5;
+
+impl BatchNorm2d {
+    /// gamma 1, beta 0 (the paper), running statistics of a unit normal.
+    pub fn new(device: Device, c: usize) -> Result<Self> {
+        let (ones, zeros) = (vec![1.0; c], vec![0.0; c]);
+        Ok(BatchNorm2d {
+            weight: Tensor::parameter(&ones, &[c], device)?,
+            bias: Tensor::parameter(&zeros, &[c], device)?,
+            running_mean: Tensor::from_vec(&zeros, &[c], device)?,
+            running_var: Tensor::from_vec(&ones, &[c], device)?,
+            num_batches_tracked: AtomicU64::new(0),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let y = ops::batch_norm2d(
+            x,
+            &BatchNormArgs {
+                gamma: &self.weight,
+                beta: &self.bias,
+                running_mean: &self.running_mean,
+                running_var: &self.running_var,
+                training: ctx.training,
+                momentum: BN_MOMENTUM,
+                eps: BN_EPS,
+            },
+        )?;
+        if ctx.training {
+            self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(y)
+    }
+
+    pub fn visit(&self, prefix: &str, v: &mut Visitor) {
+        v(format!("{prefix}weight"), Entry::Param(&self.weight));
+        v(format!("{prefix}bias"), Entry::Param(&self.bias));
+        v(format!("{prefix}running_mean"), Entry::Buffer(&self.running_mean));
+        v(format!("{prefix}running_var"), Entry::Buffer(&self.running_var));
+        v(format!("{prefix}num_batches_tracked"), Entry::Counter(&self.num_batches_tracked));
+    }
+}
+
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(init: &mut Init, device: Device, c_in: usize, c_out: usize) -> Result<Self> {
+        let w = init.uniform_fan_in(c_out * c_in, c_in);
+        let b = init.uniform_fan_in(c_out, c_in);
+        Ok(Linear { weight: Tensor::parameter(&w, &[c_out, c_in], device)?, bias: Tensor::parameter(&b, &[c_out], device)? })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.weight, Some(&self.bias))
+    }
+
+    pub fn visit(&self, prefix: &str, v: &mut Visitor) {
+        v(format!("{prefix}weight"), Entry::Param(&self.weight));
+        v(format!("{prefix}bias"), Entry::Param(&self.bias));
+    }
+}

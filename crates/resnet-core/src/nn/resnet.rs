@@ -1,0 +1,199 @@
+//! The ResNet assembled from a `ResNetSpec`: stem, stages of blocks, global pool, classifier.
+
+use super::blocks::{Block, BlockConfig, Shortcut};
+use super::init::Init;
+use super::layers::{BatchNorm2d, Conv2d, Linear};
+use super::spec::{ResNetSpec, Stem};
+use super::{Ctx, Entry, Visitor};
+use crate::backend::{Activation, ConvGeometry, Device, PoolGeometry};
+use crate::error::{Error, Result};
+use crate::ops;
+use crate::tensor::Tensor;
+use serde::Serialize;
+
+pub struct ResNet {
+    pub spec: ResNetSpec,
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub stages: Vec<Vec<Block>>,
+    pub fc: Linear,
+    act: Activation,
+}
+
+/// One row of `summary()`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerSummary {
+    pub name: String,
+    pub kind: String,
+    pub output_shape: Vec<usize>,
+    pub params: usize,
+    /// Multiply-adds of the forward pass for one image (the paper's "FLOPs").
+    pub macs: u64,
+}
+
+impl ResNet {
+    pub fn new(spec: &ResNetSpec, seed: u64, device: Device) -> Result<Self> {
+        spec.validate()?;
+        let mut init = Init::new(seed);
+        let act: Activation = spec.activation.into();
+        let (k, s, p) = match spec.stem {
+            Stem::Cifar => (3, 1, 1),
+            Stem::Imagenet => (7, 2, 3),
+        };
+        let conv1 = Conv2d::new(&mut init, device, spec.in_channels, spec.stem_width, k, s, p)?;
+        let bn1 = BatchNorm2d::new(device, spec.stem_width)?;
+        let mut c_in = spec.stem_width;
+        let mut stages = Vec::new();
+        for st in &spec.stages {
+            let mut blocks = Vec::new();
+            for j in 0..st.count {
+                let cfg = BlockConfig {
+                    kind: st.block,
+                    c_in,
+                    width: st.width,
+                    stride: if j == 0 { st.stride } else { 1 },
+                    shortcut: spec.shortcut,
+                    plain: spec.plain,
+                    bottleneck_stride: spec.bottleneck_stride,
+                    act,
+                };
+                let b = Block::new(&mut init, device, &cfg)?;
+                c_in = b.c_out;
+                blocks.push(b);
+            }
+            stages.push(blocks);
+        }
+        let fc = Linear::new(&mut init, device, c_in, spec.num_classes)?;
+        Ok(ResNet { spec: spec.clone(), conv1, bn1, stages, fc, act })
+    }
+
+    fn stem(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let y = ops::activation(&self.bn1.forward(&self.conv1.forward(x)?, ctx)?, self.act)?;
+        match self.spec.stem {
+            Stem::Cifar => Ok(y),
+            Stem::Imagenet => ops::max_pool2d(&y, 3, 2, 1),
+        }
+    }
+
+    /// The output of every stage (C2..C5 for the ImageNet nets), for use as a backbone.
+    pub fn stage_outputs(&self, x: &Tensor, ctx: &Ctx) -> Result<Vec<Tensor>> {
+        self.check_input(x)?;
+        let mut y = self.stem(x, ctx)?;
+        let mut outs = Vec::new();
+        for blocks in &self.stages {
+            for b in blocks {
+                y = b.forward(&y, ctx)?;
+            }
+            outs.push(y.clone());
+        }
+        Ok(outs)
+    }
+
+    /// Globally pooled features [N, C] before the classifier.
+    pub fn features(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let last = self.stage_outputs(x, ctx)?.pop().ok_or_else(|| Error::Internal("no stages".into()))?;
+        ops::global_avg_pool(&last)
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        self.fc.forward(&self.features(x, ctx)?)
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let s = x.shape();
+        if s.len() != 4 || s[1] != self.spec.in_channels {
+            return Err(Error::shape(
+                "resnet",
+                format!("expected images of shape [N, {}, H, W], got {s:?}", self.spec.in_channels),
+            ));
+        }
+        if s[0] == 0 {
+            return Err(Error::shape("resnet", "the batch is empty"));
+        }
+        Ok(())
+    }
+
+    /// Every parameter, buffer and counter under torchvision's names, in a fixed order.
+    pub fn visit(&self, v: &mut Visitor) {
+        self.conv1.visit("conv1.", v);
+        self.bn1.visit("bn1.", v);
+        for (i, blocks) in self.stages.iter().enumerate() {
+            for (j, b) in blocks.iter().enumerate() {
+                b.visit(&format!("layer{}.{}.", i + 1, j), v);
+            }
+        }
+        self.fc.visit("fc.", v);
+    }
+
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.visit(&mut |name, e| {
+            if let Entry::Param(t) = e {
+                out.push((name, t.clone()));
+            }
+        });
+        out
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.parameters().iter().map(|(_, t)| t.numel()).sum()
+    }
+
+    /// Layers with output shapes, parameters and multiply-adds for an `h` x `w` input, computed
+    /// from shapes alone (no forward pass).
+    pub fn summary(&self, h: usize, w: usize) -> Result<Vec<LayerSummary>> {
+        let mut rows = Vec::new();
+        let mut shape = vec![1, self.spec.in_channels, h, w];
+        let g = self.conv1.geometry(&shape)?;
+        shape = g.out_shape().to_vec();
+        rows.push(LayerSummary {
+            name: "conv1".into(),
+            kind: format!("Conv2d {}x{}/{} + BN + act", g.kh, g.kw, g.stride),
+            output_shape: shape.clone(),
+            params: self.conv1.weight.numel() + 2 * self.bn1.weight.numel(),
+            macs: g.macs(),
+        });
+        if self.spec.stem == Stem::Imagenet {
+            let pg = PoolGeometry::new(&shape, 3, 2, 1)?;
+            shape = pg.out_shape().to_vec();
+            rows.push(LayerSummary { name: "maxpool".into(), kind: "MaxPool2d 3x3/2".into(), output_shape: shape.clone(), params: 0, macs: 0 });
+        }
+        for (i, blocks) in self.stages.iter().enumerate() {
+            for (j, b) in blocks.iter().enumerate() {
+                let mut macs = 0;
+                let mut params = 0;
+                let input = shape.clone();
+                for (conv, bn) in &b.convs {
+                    let g: ConvGeometry = conv.geometry(&shape)?;
+                    macs += g.macs();
+                    params += conv.weight.numel() + 2 * bn.weight.numel();
+                    shape = g.out_shape().to_vec();
+                }
+                let sc = match &b.shortcut {
+                    Shortcut::Projection { conv, bn } => {
+                        let g = conv.geometry(&input)?;
+                        macs += g.macs();
+                        params += conv.weight.numel() + 2 * bn.weight.numel();
+                        "projection"
+                    }
+                    Shortcut::ZeroPad { .. } => "option A",
+                    Shortcut::Identity => "identity",
+                    Shortcut::None => "none (plain)",
+                };
+                let kind = format!("{:?}Block, shortcut {sc}", b.kind);
+                rows.push(LayerSummary { name: format!("layer{}.{}", i + 1, j), kind, output_shape: shape.clone(), params, macs });
+            }
+        }
+        let c = shape[1];
+        rows.push(LayerSummary { name: "avgpool".into(), kind: "GlobalAvgPool".into(), output_shape: vec![1, c], params: 0, macs: 0 });
+        rows.push(LayerSummary {
+            name: "fc".into(),
+            kind: "Linear".into(),
+            output_shape: vec![1, self.spec.num_classes],
+            params: self.fc.weight.numel() + self.fc.bias.numel(),
+            macs: (c * self.spec.num_classes) as u64,
+        });
+        Ok(rows)
+    }
+}

@@ -1,0 +1,171 @@
+//! The architecture as plain data. TypeScript builds it (`resnet.cifar`, `resnet.imagenet`), it
+//! crosses the binding as JSON, and it is stored in every checkpoint so a model can be rebuilt.
+
+use crate::backend::Activation;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// One 3x3 stride-1 convolution (the paper's CIFAR nets).
+    Cifar,
+    /// 7x7 stride-2 convolution and 3x3 stride-2 max pool (the paper's ImageNet nets).
+    Imagenet,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    Basic,
+    Bottleneck,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShortcutOption {
+    /// Identity; zero-padded, subsampled identity where dimensions change (parameter-free).
+    A,
+    /// Identity; 1x1 projection where dimensions change.
+    B,
+    /// 1x1 projection on every block.
+    C,
+}
+
+/// Which convolution of a bottleneck carries a stage's stride.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BottleneckStride {
+    /// The paper: the first 1x1 convolution.
+    #[serde(rename = "1x1")]
+    Conv1x1,
+    /// torchvision's "v1.5", whose pretrained weights expect it: the 3x3 convolution.
+    #[serde(rename = "3x3")]
+    Conv3x3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationKind {
+    #[default]
+    Relu,
+    Tanh,
+    Sigmoid,
+}
+
+impl From<ActivationKind> for Activation {
+    fn from(a: ActivationKind) -> Self {
+        match a {
+            ActivationKind::Relu => Activation::Relu,
+            ActivationKind::Tanh => Activation::Tanh,
+            ActivationKind::Sigmoid => Activation::Sigmoid,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StageSpec {
+    pub block: BlockKind,
+    pub count: usize,
+    /// Channels of the block's 3x3 convolutions; a bottleneck outputs four times this.
+    pub width: usize,
+    pub stride: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResNetSpec {
+    pub stem: Stem,
+    pub stem_width: usize,
+    pub stages: Vec<StageSpec>,
+    pub shortcut: ShortcutOption,
+    #[serde(default)]
+    pub plain: bool,
+    pub in_channels: usize,
+    pub num_classes: usize,
+    #[serde(default = "default_bottleneck_stride")]
+    pub bottleneck_stride: BottleneckStride,
+    #[serde(default)]
+    pub activation: ActivationKind,
+}
+
+fn default_bottleneck_stride() -> BottleneckStride {
+    BottleneckStride::Conv3x3
+}
+
+impl ResNetSpec {
+    pub fn from_json(json: &str) -> Result<Self> {
+        let spec: ResNetSpec =
+            serde_json::from_str(json).map_err(|e| Error::invalid(format!("invalid ResNet spec: {e}")))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a spec always serialises")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid(format!("invalid ResNet spec: {m}")));
+        if self.in_channels == 0 || self.num_classes == 0 || self.stem_width == 0 {
+            return bad("inChannels, numClasses and stemWidth must be at least 1".into());
+        }
+        if self.stages.is_empty() {
+            return bad("at least one stage is needed".into());
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            if s.count == 0 || s.width == 0 || s.stride == 0 {
+                return bad(format!("stage {} needs count, width and stride of at least 1, got {s:?}", i + 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// CIFAR ResNet of depth 6n+2 (the paper's section 4.2).
+    pub fn cifar(depth: usize, shortcut: ShortcutOption, plain: bool, in_channels: usize, num_classes: usize) -> Result<Self> {
+        if depth < 8 || (depth - 2) % 6 != 0 {
+            return Err(Error::invalid(format!("CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")));
+        }
+        let n = (depth - 2) / 6;
+        Ok(ResNetSpec {
+            stem: Stem::Cifar,
+            stem_width: 16,
+            stages: [(16, 1), (32, 2), (64, 2)]
+                .iter()
+                .map(|&(width, stride)| StageSpec { block: BlockKind::Basic, count: n, width, stride })
+                .collect(),
+            shortcut,
+            plain,
+            in_channels,
+            num_classes,
+            bottleneck_stride: BottleneckStride::Conv3x3,
+            activation: ActivationKind::Relu,
+        })
+    }
+
+    /// ImageNet ResNet-18/34/50/101/152 (the paper's Table 1).
+    pub fn imagenet(depth: usize, shortcut: ShortcutOption, in_channels: usize, num_classes: usize) -> Result<Self> {
+        let (block, counts) = match depth {
+            18 => (BlockKind::Basic, [2, 2, 2, 2]),
+            34 => (BlockKind::Basic, [3, 4, 6, 3]),
+            50 => (BlockKind::Bottleneck, [3, 4, 6, 3]),
+            101 => (BlockKind::Bottleneck, [3, 4, 23, 3]),
+            152 => (BlockKind::Bottleneck, [3, 8, 36, 3]),
+            _ => return Err(Error::invalid(format!("ImageNet ResNet depth must be 18, 34, 50, 101 or 152, got {depth}"))),
+        };
+        Ok(ResNetSpec {
+            stem: Stem::Imagenet,
+            stem_width: 64,
+            stages: counts
+                .iter()
+                .zip([(64, 1), (128, 2), (256, 2), (512, 2)])
+                .map(|(&count, (width, stride))| StageSpec { block, count, width, stride })
+                .collect(),
+            shortcut,
+            plain: false,
+            in_channels,
+            num_classes,
+            bottleneck_stride: BottleneckStride::Conv3x3,
+            activation: ActivationKind::Relu,
+        })
+    }
+}

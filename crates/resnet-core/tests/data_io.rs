@@ -1,0 +1,107 @@
+//! End-to-end through the public API only: dataset -> loader -> checkpoint, as the trainer uses it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use resnet_core::data::idx::{read_fashion_mnist, DEFAULT_FASHION_MNIST_DIR};
+use resnet_core::data::{Augment, Dataset, Loader, LoaderConfig, Normalize, Split};
+use resnet_core::io::checkpoint::{self, NamedTensor, TensorData};
+
+fn synthetic(n: usize) -> Dataset {
+    // Deterministic but non-constant pixels and labels.
+    let images = (0..n * 3 * 8 * 8).map(|i| (i * 31 % 251) as u8).collect();
+    let labels = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+    Dataset::new(images, labels, 3, 8, 8, 10, vec![]).unwrap()
+}
+
+#[test]
+fn loader_epoch_over_a_validation_split() {
+    let full = synthetic(100);
+    let (train, val) = full.split_at(80);
+    let norm = Normalize::from_dataset(&train);
+    let config = LoaderConfig {
+        batch_size: 32,
+        shuffle: true,
+        drop_last: false,
+        augment: Some(Augment::paper()),
+        normalize: norm,
+        seed: 1,
+    };
+    let train = Arc::new(train);
+    let loader = Loader::new(train.clone(), config.clone(), 0).unwrap();
+    assert_eq!(loader.len(), 3);
+    let mut count = 0;
+    for batch in loader {
+        let batch = batch.unwrap();
+        assert_eq!(batch.images.len(), batch.shape.iter().product::<usize>());
+        count += batch.labels.len();
+    }
+    assert_eq!(count, 80);
+    let val_loader = Loader::new(
+        Arc::new(val),
+        LoaderConfig {
+            augment: None,
+            shuffle: false,
+            ..config
+        },
+        0,
+    );
+    assert_eq!(val_loader.unwrap().len(), 1);
+}
+
+#[test]
+fn checkpoint_round_trip_through_public_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.safetensors");
+    let tensors = vec![
+        NamedTensor::f32(
+            "conv1.weight",
+            vec![2, 1, 1, 3],
+            vec![0.5, -1.25, 3.0, 1e-7, -0.0, 42.0],
+        ),
+        NamedTensor::i64("bn1.num_batches_tracked", vec![], vec![391]),
+    ];
+    let meta: BTreeMap<String, String> = [("epoch".to_string(), "3".to_string())].into();
+    checkpoint::save(&path, &tensors, &meta).unwrap();
+    let (back, meta_back) = checkpoint::load(&path).unwrap();
+    assert_eq!(back, tensors);
+    assert_eq!(meta_back, meta);
+    assert!(matches!(back[1].data, TensorData::I64(ref v) if v == &[391]));
+}
+
+#[test]
+fn real_fashion_mnist_epoch_if_installed() {
+    let dir = Path::new(DEFAULT_FASHION_MNIST_DIR);
+    if !dir.is_dir() {
+        eprintln!("skipping: {DEFAULT_FASHION_MNIST_DIR} not present");
+        return;
+    }
+    let test = Arc::new(read_fashion_mnist(dir, Split::Test).unwrap());
+    let config = LoaderConfig {
+        batch_size: 128,
+        shuffle: true,
+        drop_last: false,
+        augment: Some(Augment {
+            pad_crop: 4,
+            flip: true,
+        }),
+        normalize: Normalize::from_dataset(&test),
+        seed: 7,
+    };
+    let t = std::time::Instant::now();
+    let loader = Loader::new(test.clone(), config, 0).unwrap();
+    assert_eq!(loader.len(), 79);
+    let mut sum = 0.0f64;
+    let mut n = 0usize;
+    for batch in loader {
+        let batch = batch.unwrap();
+        sum += batch.images.iter().map(|&v| v as f64).sum::<f64>();
+        n += batch.images.len();
+    }
+    eprintln!("10000 Fashion-MNIST images batched in {:?}", t.elapsed());
+    assert_eq!(n, 10_000 * 784);
+    // Normalised by its own statistics, the mean is ~0 (padding shifts it slightly negative).
+    let mean = sum / n as f64;
+    assert!(mean.abs() < 0.3, "{mean}");
+}

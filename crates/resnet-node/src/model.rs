@@ -1,0 +1,366 @@
+//! `NativeModel`: a ResNet owned by Rust. Long calls (train step, predict, evaluate, save, load)
+//! are `AsyncTask`s on the libuv pool; the rest are quick synchronous calls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use resnet_core::model::Model;
+use resnet_core::nn::ResNetSpec;
+use resnet_core::optim::SgdConfig;
+use resnet_core::Device;
+
+use crate::convert::{parse_device, shape4};
+use crate::errors::{guard, guard_core, invalid, js_error};
+use crate::tensor::NativeTensor;
+
+/// Shared between the JS object and the tasks it has in flight; `None` once disposed.
+type Shared = Arc<Mutex<Option<Model>>>;
+
+fn with_model<T>(inner: &Shared, f: impl FnOnce(&mut Model) -> resnet_core::Result<T>) -> Result<T> {
+    let mut slot = inner.lock().map_err(|_| {
+        Error::from_reason("model is unusable: an earlier call panicked while using it; create or load it again")
+    })?;
+    let model = slot.as_mut().ok_or_else(|| Error::from_reason("model has been disposed"))?;
+    f(model).map_err(js_error)
+}
+
+/// A seed from a JS number: a non-negative integer up to 2^53.
+fn parse_seed(seed: Option<f64>) -> Result<u64> {
+    let s = seed.unwrap_or(0.0);
+    if !(s.is_finite() && s >= 0.0 && s.fract() == 0.0 && s <= 9_007_199_254_740_992.0) {
+        return Err(invalid(format!("seed must be a non-negative integer, got {s}")));
+    }
+    Ok(s as u64)
+}
+
+/// Scalars of one training step.
+#[napi(object)]
+pub struct TrainStats {
+    pub loss: f64,
+    pub correct: u32,
+    pub batch: u32,
+    pub lr: f64,
+    pub step: i64,
+}
+
+/// Sums over one evaluated batch (divide by `count` for means).
+#[napi(object)]
+pub struct EvalStats {
+    pub loss_sum: f64,
+    pub top1: u32,
+    pub top5: u32,
+    pub count: u32,
+}
+
+#[napi]
+pub struct NativeModel {
+    inner: Shared,
+}
+
+impl NativeModel {
+    fn wrap(model: Model) -> Self {
+        NativeModel { inner: Arc::new(Mutex::new(Some(model))) }
+    }
+}
+
+#[napi]
+impl NativeModel {
+    /// Builds a freshly initialised model from a spec (JSON), a seed and a device name.
+    #[napi(constructor)]
+    pub fn new(spec_json: String, seed: Option<f64>, device: Option<String>) -> Result<Self> {
+        guard("NativeModel", || {
+            let device = parse_device(device.as_deref())?;
+            let seed = parse_seed(seed)?;
+            let spec = ResNetSpec::from_json(&spec_json).map_err(js_error)?;
+            Model::new(spec, seed, device).map(NativeModel::wrap).map_err(js_error)
+        })
+    }
+
+    /// Rebuilds a model from a checkpoint (architecture from the file), off the main thread.
+    #[napi(ts_return_type = "Promise<NativeModel>")]
+    pub fn load(path: String, device: Option<String>) -> Result<AsyncTask<LoadTask>> {
+        let device = parse_device(device.as_deref())?;
+        Ok(AsyncTask::new(LoadTask { path: PathBuf::from(path), device }))
+    }
+
+    /// The architecture as JSON (the same form the constructor takes).
+    #[napi]
+    pub fn spec_json(&self) -> Result<String> {
+        guard("specJson", || with_model(&self.inner, |m| Ok(m.spec().to_json())))
+    }
+
+    #[napi]
+    pub fn num_parameters(&self) -> Result<i64> {
+        guard("numParameters", || with_model(&self.inner, |m| Ok(m.num_parameters() as i64)))
+    }
+
+    /// Optimizer steps taken so far.
+    #[napi]
+    pub fn step(&self) -> Result<i64> {
+        guard("step", || with_model(&self.inner, |m| Ok(m.step() as i64)))
+    }
+
+    /// Per-layer rows (name, kind, outputShape, params, macs) for an h x w input, as JSON.
+    #[napi]
+    pub fn summary(&self, height: u32, width: u32) -> Result<String> {
+        guard("summary", || {
+            let rows = with_model(&self.inner, |m| m.summary(height as usize, width as usize))?;
+            serde_json::to_string(&rows).map_err(|e| Error::from_reason(format!("summary: {e}")))
+        })
+    }
+
+    /// Replaces the optimizer (SGD config JSON: lr, momentum, weightDecay, nesterov, schedule).
+    #[napi]
+    pub fn configure_optimizer(&self, config_json: String) -> Result<()> {
+        guard("configureOptimizer", || {
+            let cfg = SgdConfig::from_json(&config_json).map_err(js_error)?;
+            with_model(&self.inner, |m| {
+                m.configure_optimizer(cfg);
+                Ok(())
+            })
+        })
+    }
+
+    /// One forward + loss + backward + optimizer update on a worker thread.
+    #[napi(ts_return_type = "Promise<TrainStats>")]
+    pub fn train_step(&self, images: Float32Array, shape: Vec<u32>, labels: Int32Array) -> Result<AsyncTask<TrainStepTask>> {
+        Ok(AsyncTask::new(TrainStepTask {
+            model: self.inner.clone(),
+            images: images.to_vec(),
+            shape: shape4("trainStep", &shape)?,
+            labels: labels.to_vec(),
+        }))
+    }
+
+    /// Logits [N, numClasses] (eval mode) on a worker thread.
+    #[napi(ts_return_type = "Promise<Float32Array>")]
+    pub fn predict(&self, images: Float32Array, shape: Vec<u32>) -> Result<AsyncTask<PredictTask>> {
+        Ok(AsyncTask::new(PredictTask {
+            model: self.inner.clone(),
+            images: images.to_vec(),
+            shape: shape4("predict", &shape)?,
+        }))
+    }
+
+    /// Loss sum and top-1/top-5 hits of one labelled batch (eval mode) on a worker thread.
+    #[napi(ts_return_type = "Promise<EvalStats>")]
+    pub fn evaluate_batch(&self, images: Float32Array, shape: Vec<u32>, labels: Int32Array) -> Result<AsyncTask<EvaluateTask>> {
+        Ok(AsyncTask::new(EvaluateTask {
+            model: self.inner.clone(),
+            images: images.to_vec(),
+            shape: shape4("evaluateBatch", &shape)?,
+            labels: labels.to_vec(),
+        }))
+    }
+
+    /// Writes a safetensors checkpoint (atomic) with string metadata.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn save(&self, path: String, metadata: Option<HashMap<String, String>>) -> AsyncTask<SaveTask> {
+        AsyncTask::new(SaveTask {
+            model: self.inner.clone(),
+            path: PathBuf::from(path),
+            metadata: metadata.unwrap_or_default().into_iter().collect(),
+        })
+    }
+
+    /// Loads weights from a checkpoint of the same architecture into this model.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn load_weights(&self, path: String) -> AsyncTask<LoadWeightsTask> {
+        AsyncTask::new(LoadWeightsTask { model: self.inner.clone(), path: PathBuf::from(path) })
+    }
+
+    /// Parameter and buffer names, torchvision style (`layer1.0.conv1.weight`).
+    #[napi]
+    pub fn parameter_names(&self) -> Result<Vec<String>> {
+        guard("parameterNames", || {
+            with_model(&self.inner, |m| Ok(m.parameters().into_iter().map(|(name, _)| name).collect()))
+        })
+    }
+
+    /// The live parameter tensor (shares storage with the model).
+    #[napi]
+    pub fn parameter(&self, name: String) -> Result<NativeTensor> {
+        guard("parameter", || {
+            with_model(&self.inner, |m| Ok(m.parameter(&name)))?
+                .map(NativeTensor::from)
+                .ok_or_else(|| invalid(format!("the model has no parameter named '{name}' (see parameterNames())")))
+        })
+    }
+
+    /// Logits for `x`; with `training` the graph is recorded for `backward()`.
+    #[napi]
+    pub fn forward(&self, x: &NativeTensor, training: bool) -> Result<NativeTensor> {
+        guard("forward", || with_model(&self.inner, |m| m.forward(&x.inner, training)).map(NativeTensor::from))
+    }
+
+    /// Pooled features [N, C] before the classifier.
+    #[napi]
+    pub fn features(&self, x: &NativeTensor, training: bool) -> Result<NativeTensor> {
+        guard("features", || with_model(&self.inner, |m| m.features(&x.inner, training)).map(NativeTensor::from))
+    }
+
+    /// Frees the model now (waits for a call in flight); later calls throw "model has been disposed".
+    #[napi]
+    pub fn dispose(&self) {
+        let mut slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = None;
+    }
+
+    #[napi(getter)]
+    pub fn disposed(&self) -> bool {
+        self.inner.lock().map(|s| s.is_none()).unwrap_or(true)
+    }
+}
+
+pub struct TrainStepTask {
+    model: Shared,
+    images: Vec<f32>,
+    shape: [usize; 4],
+    labels: Vec<i32>,
+}
+
+impl Task for TrainStepTask {
+    type Output = TrainStats;
+    type JsValue = TrainStats;
+
+    fn compute(&mut self) -> Result<TrainStats> {
+        guard("trainStep", || {
+            let s = with_model(&self.model, |m| m.train_step(&self.images, self.shape, &self.labels))?;
+            Ok(TrainStats {
+                loss: s.loss as f64,
+                correct: s.correct as u32,
+                batch: s.batch as u32,
+                lr: s.lr as f64,
+                step: s.step as i64,
+            })
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: TrainStats) -> Result<TrainStats> {
+        Ok(output)
+    }
+}
+
+pub struct PredictTask {
+    model: Shared,
+    images: Vec<f32>,
+    shape: [usize; 4],
+}
+
+impl Task for PredictTask {
+    type Output = Vec<f32>;
+    type JsValue = Float32Array;
+
+    fn compute(&mut self) -> Result<Vec<f32>> {
+        guard("predict", || with_model(&self.model, |m| m.predict(&self.images, self.shape)))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Vec<f32>) -> Result<Float32Array> {
+        Ok(Float32Array::new(output))
+    }
+}
+
+pub struct EvaluateTask {
+    model: Shared,
+    images: Vec<f32>,
+    shape: [usize; 4],
+    labels: Vec<i32>,
+}
+
+impl Task for EvaluateTask {
+    type Output = EvalStats;
+    type JsValue = EvalStats;
+
+    fn compute(&mut self) -> Result<EvalStats> {
+        guard("evaluateBatch", || {
+            let s = with_model(&self.model, |m| m.evaluate_batch(&self.images, self.shape, &self.labels))?;
+            Ok(EvalStats { loss_sum: s.loss_sum, top1: s.top1 as u32, top5: s.top5 as u32, count: s.count as u32 })
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: EvalStats) -> Result<EvalStats> {
+        Ok(output)
+    }
+}
+
+pub struct SaveTask {
+    model: Shared,
+    path: PathBuf,
+    metadata: BTreeMap<String, String>,
+}
+
+impl Task for SaveTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        let metadata = std::mem::take(&mut self.metadata);
+        guard("save", || with_model(&self.model, |m| m.save_checkpoint(&self.path, metadata)))
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub struct LoadWeightsTask {
+    model: Shared,
+    path: PathBuf,
+}
+
+impl Task for LoadWeightsTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        guard("loadWeights", || with_model(&self.model, |m| m.load_weights(&self.path)))
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub struct LoadTask {
+    path: PathBuf,
+    device: Device,
+}
+
+impl Task for LoadTask {
+    type Output = Model;
+    type JsValue = NativeModel;
+
+    fn compute(&mut self) -> Result<Model> {
+        guard_core("load", || Model::load_checkpoint(&self.path, self.device))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Model) -> Result<NativeModel> {
+        Ok(NativeModel::wrap(output))
+    }
+}
+
+/// The string metadata stored in a checkpoint (e.g. the normalisation a model was trained with).
+#[napi(ts_return_type = "Promise<Record<string, string>>")]
+pub fn read_checkpoint_metadata(path: String) -> AsyncTask<MetadataTask> {
+    AsyncTask::new(MetadataTask { path: PathBuf::from(path) })
+}
+
+pub struct MetadataTask {
+    path: PathBuf,
+}
+
+impl Task for MetadataTask {
+    type Output = BTreeMap<String, String>;
+    type JsValue = HashMap<String, String>;
+
+    fn compute(&mut self) -> Result<BTreeMap<String, String>> {
+        guard_core("readCheckpointMetadata", || resnet_core::io::checkpoint::load(&self.path).map(|(_, meta)| meta))
+    }
+
+    fn resolve(&mut self, _env: Env, output: BTreeMap<String, String>) -> Result<HashMap<String, String>> {
+        Ok(output.into_iter().collect())
+    }
+}
