@@ -2,9 +2,18 @@
 //! with a 1x1 fast path that skips im2col. Images run in parallel (one single-threaded GEMM each)
 //! when the batch can fill the cores; otherwise one multi-threaded GEMM per image.
 
+use super::buffers::CpuBuffer;
 use super::gemm::{gemm, MatView, Threads};
 use crate::backend::ConvGeometry;
 use rayon::prelude::*;
+
+/// Output columns `first..last` whose input column `ox*stride + j - padding` lies inside the image.
+fn valid_columns(g: &ConvGeometry, j: usize) -> (usize, usize) {
+    let (p, s) = (g.padding as isize, g.stride as isize);
+    let first = ((p - j as isize).max(0) as usize).div_ceil(g.stride).min(g.ow);
+    let last = ((g.w as isize + p - j as isize + s - 1) / s).clamp(first as isize, g.ow as isize) as usize;
+    (first, last)
+}
 
 /// Writes the [c_in*kh*kw, oh*ow] patch matrix of one image.
 fn im2col(x: &[f32], g: &ConvGeometry, col: &mut [f32]) {
@@ -15,27 +24,25 @@ fn im2col(x: &[f32], g: &ConvGeometry, col: &mut [f32]) {
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = &mut col[((c * g.kh + i) * g.kw + j) * oh * ow..][..oh * ow];
-                for oy in 0..oh {
+                let (first, last) = valid_columns(g, j);
+                for (oy, out) in row.chunks_exact_mut(ow).enumerate() {
                     let iy = (oy * g.stride + i) as isize - p;
-                    let out = &mut row[oy * ow..(oy + 1) * ow];
-                    if iy < 0 || iy >= g.h as isize {
+                    if iy < 0 || iy >= g.h as isize || first == last {
                         out.fill(0.0);
                         continue;
                     }
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    // Valid output columns: 0 <= ox*stride + j - p < w.
-                    let first = (p - j as isize).max(0) as usize;
-                    let first = first.div_ceil(g.stride).min(ow);
-                    let last_excl = ((g.w as isize + p - j as isize + g.stride as isize - 1) / g.stride as isize)
-                        .clamp(first as isize, ow as isize) as usize;
                     out[..first].fill(0.0);
-                    out[last_excl..].fill(0.0);
+                    out[last..].fill(0.0);
+                    let start = first * g.stride + j - g.padding;
                     if g.stride == 1 {
-                        let start = (first as isize + j as isize - p) as usize;
-                        out[first..last_excl].copy_from_slice(&src[start..start + last_excl - first]);
+                        // Rows are short (8..56 floats): a plain loop beats a memmove call.
+                        for (o, v) in out[first..last].iter_mut().zip(&src[start..]) {
+                            *o = *v;
+                        }
                     } else {
-                        for (ox, o) in out.iter_mut().enumerate().take(last_excl).skip(first) {
-                            *o = src[(ox * g.stride + j) - g.padding];
+                        for (o, v) in out[first..last].iter_mut().zip(src[start..].iter().step_by(g.stride)) {
+                            *o = *v;
                         }
                     }
                 }
@@ -60,11 +67,18 @@ fn col2im(col: &[f32], g: &ConvGeometry, gx: &mut [f32]) {
                     }
                     let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
                     let src = &row[oy * ow..(oy + 1) * ow];
-                    let first = ((p - j as isize).max(0) as usize).div_ceil(g.stride).min(ow);
-                    let last_excl = ((g.w as isize + p - j as isize + g.stride as isize - 1) / g.stride as isize)
-                        .clamp(first as isize, ow as isize) as usize;
-                    for ox in first..last_excl {
-                        dst[ox * g.stride + j - g.padding] += src[ox];
+                    let (first, last_excl) = valid_columns(g, j);
+                    if first >= last_excl {
+                        continue;
+                    }
+                    let start = first * g.stride + j - g.padding;
+                    if g.stride == 1 {
+                        let len = last_excl - first;
+                        dst[start..start + len].iter_mut().zip(&src[first..last_excl]).for_each(|(d, s)| *d += s);
+                    } else {
+                        for (d, s) in dst[start..].iter_mut().step_by(g.stride).zip(&src[first..last_excl]) {
+                            *d += s;
+                        }
                     }
                 }
             }
@@ -79,23 +93,23 @@ fn patch_len(g: &ConvGeometry) -> usize {
 /// Runs `per_image(index, output_slice, scratch)` over the batch, in parallel when it pays.
 fn for_each_image<F>(out: &mut [f32], per_image_len: usize, n: usize, scratch_len: usize, per_image: F)
 where
-    F: Fn(usize, &mut [f32], &mut Vec<f32>, Threads) + Sync + Send,
+    F: Fn(usize, &mut [f32], &mut CpuBuffer, Threads) + Sync + Send,
 {
     if n >= rayon::current_num_threads() && n > 1 {
         out.par_chunks_mut(per_image_len)
             .enumerate()
-            .for_each_init(|| vec![0.0; scratch_len], |scratch, (i, o)| per_image(i, o, scratch, Threads::Single));
+            .for_each_init(|| CpuBuffer::uninit(scratch_len), |scratch, (i, o)| per_image(i, o, scratch, Threads::Single));
     } else {
-        let mut scratch = vec![0.0; scratch_len];
+        let mut scratch = CpuBuffer::uninit(scratch_len);
         for (i, o) in out.chunks_mut(per_image_len).enumerate() {
             per_image(i, o, &mut scratch, Threads::All);
         }
     }
 }
 
-pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> CpuBuffer {
     let (in_len, out_hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
-    let mut y = vec![0.0f32; g.n * g.c_out * out_hw];
+    let mut y = CpuBuffer::uninit(g.n * g.c_out * out_hw);
     if y.is_empty() {
         return y;
     }
@@ -119,9 +133,38 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> 
     y
 }
 
-pub fn backward_data(gy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+/// For stride 1 the data gradient is itself a convolution: of dy with the kernel flipped and its
+/// channels swapped, padded by k-1-p. That runs on the im2col fast path instead of a scatter.
+fn backward_data_as_convolution(gy: &[f32], w: &[f32], g: &ConvGeometry) -> Option<CpuBuffer> {
+    if g.stride != 1 || g.kh != g.kw || g.padding >= g.kh || g.is_pointwise() {
+        return None;
+    }
+    let (kh, kw) = (g.kh, g.kw);
+    let mut flipped = vec![0.0f32; w.len()];
+    for o in 0..g.c_out {
+        for c in 0..g.c_in {
+            for i in 0..kh {
+                for j in 0..kw {
+                    flipped[((c * g.c_out + o) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] = w[((o * g.c_in + c) * kh + i) * kw + j];
+                }
+            }
+        }
+    }
+    let pad = kh - 1 - g.padding;
+    let tg = ConvGeometry::new(&[g.n, g.c_out, g.oh, g.ow], &[g.c_in, g.c_out, kh, kw], 1, pad).ok()?;
+    if tg.oh != g.h || tg.ow != g.w {
+        return None;
+    }
+    Some(forward(gy, &flipped, None, &tg))
+}
+
+pub fn backward_data(gy: &[f32], w: &[f32], g: &ConvGeometry) -> CpuBuffer {
+    if let Some(gx) = backward_data_as_convolution(gy, w, g) {
+        return gx;
+    }
     let (in_len, out_hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
-    let mut gx = vec![0.0f32; g.n * in_len];
+    // col2im accumulates, so this one starts from zero.
+    let mut gx = CpuBuffer::zeroed(g.n * in_len);
     if gx.is_empty() {
         return gx;
     }
@@ -155,7 +198,7 @@ pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let threads = if chunks >= rayon::current_num_threads() { Threads::Single } else { Threads::All };
     let partial = |c: usize| {
         let mut gw = vec![0.0f32; w_len];
-        let mut col = vec![0.0f32; if pointwise { 0 } else { k * out_hw }];
+        let mut col = CpuBuffer::uninit(if pointwise { 0 } else { k * out_hw });
         for i in c * chunk..((c + 1) * chunk).min(g.n) {
             let xi = &x[i * in_len..(i + 1) * in_len];
             let patches: &[f32] = if pointwise {

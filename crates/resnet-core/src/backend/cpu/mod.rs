@@ -1,6 +1,7 @@
 //! The CPU backend: storage is a shared `Vec<f32>`; convolutions are im2col + the `gemm` crate,
 //! everything else runs on rayon over ndarray-style slices, using every core.
 
+mod buffers;
 mod conv;
 pub mod gemm;
 mod loss;
@@ -14,7 +15,9 @@ use ndarray::{ArrayView2, Axis};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-pub type CpuStorage = Arc<Vec<f32>>;
+pub use buffers::{cached_bytes, release_cached, CpuBuffer};
+
+pub type CpuStorage = Arc<CpuBuffer>;
 
 pub struct CpuBackend;
 
@@ -29,36 +32,41 @@ fn data(s: &Storage) -> Result<&[f32]> {
     }
 }
 
-fn data_mut(s: &mut Storage) -> Result<&mut Vec<f32>> {
+fn data_mut(s: &mut Storage) -> Result<&mut [f32]> {
     match s {
         // Copy-on-write: a tensor saved for backward keeps its old values.
-        Storage::Cpu(v) => Ok(Arc::make_mut(v)),
+        Storage::Cpu(v) => Ok(&mut **Arc::make_mut(v)),
         #[allow(unreachable_patterns)]
         _ => Err(Error::DeviceMismatch { op: "cpu kernel", a: "cpu".into(), b: s.device().to_string() }),
     }
 }
 
-fn store(v: Vec<f32>) -> Result<Storage> {
-    Ok(Storage::Cpu(Arc::new(v)))
+/// Wraps a kernel's output (a pooled buffer or a small Vec) as storage.
+fn store(v: impl Into<CpuBuffer>) -> Result<Storage> {
+    Ok(Storage::Cpu(Arc::new(v.into())))
 }
 
-fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
+fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> CpuBuffer {
+    let mut out = CpuBuffer::uninit(a.len());
     if a.len() >= PAR_THRESHOLD {
-        a.par_iter().map(|&v| f(v)).collect()
+        out.par_iter_mut().zip(a.par_iter()).for_each(|(o, &v)| *o = f(v));
     } else {
-        a.iter().map(|&v| f(v)).collect()
+        out.iter_mut().zip(a).for_each(|(o, &v)| *o = f(v));
     }
+    out
 }
 
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<Vec<f32>> {
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<CpuBuffer> {
     if a.len() != b.len() {
         return Err(Error::Internal(format!("elementwise op on {} and {} values", a.len(), b.len())));
     }
-    Ok(if a.len() >= PAR_THRESHOLD {
-        a.par_iter().zip(b.par_iter()).map(|(&x, &y)| f(x, y)).collect()
+    let mut out = CpuBuffer::uninit(a.len());
+    if a.len() >= PAR_THRESHOLD {
+        out.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).for_each(|(o, (&x, &y))| *o = f(x, y));
     } else {
-        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
-    })
+        out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y));
+    }
+    Ok(out)
 }
 
 fn activate(v: f32, act: Activation) -> f32 {
@@ -90,7 +98,7 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, d: &[f32]) -> Result<Storage> {
-        store(d.to_vec())
+        store(CpuBuffer::from_slice(d))
     }
 
     fn download(&self, s: &Storage) -> Result<Vec<f32>> {
@@ -98,7 +106,7 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<Storage> {
-        store(vec![0.0; len])
+        store(CpuBuffer::zeroed(len))
     }
 
     fn add(&self, a: &Storage, b: &Storage) -> Result<Storage> {
@@ -139,7 +147,7 @@ impl Backend for CpuBackend {
         store(
             (0..c)
                 .map(|ch| (0..n).map(|i| gy[(i * c + ch) * hw..][..hw].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
-                .collect(),
+                .collect::<Vec<f32>>(),
         )
     }
 
@@ -251,14 +259,14 @@ impl Backend for CpuBackend {
         let (a, b) = (data(a)?, data(b)?);
         let av = if transpose_a { MatView::transposed(a, m, k) } else { MatView::new(a, m, k) };
         let bv = if transpose_b { MatView::transposed(b, k, n) } else { MatView::new(b, k, n) };
-        let mut c = vec![0.0f32; m * n];
+        let mut c = CpuBuffer::uninit(m * n);
         gemm::gemm(&mut c, av, bv, false, Threads::All);
         store(c)
     }
 
     fn add_row_bias(&self, x: &Storage, bias: &Storage, _rows: usize, cols: usize) -> Result<Storage> {
         let b = data(bias)?;
-        let mut y = data(x)?.to_vec();
+        let mut y = CpuBuffer::from_slice(data(x)?);
         y.chunks_mut(cols).for_each(|row| row.iter_mut().zip(b).for_each(|(v, &bi)| *v += bi));
         store(y)
     }
@@ -307,7 +315,7 @@ impl Backend for CpuBackend {
     ) -> Result<Storage> {
         let x = data(x)?;
         let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let mut y = vec![0.0f32; n * c_out * oh * ow];
+        let mut y = CpuBuffer::zeroed(n * c_out * oh * ow);
         y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, yp)| {
             let (i, co) = (p / c_out, p % c_out);
             if co < pad_before || co >= pad_before + c_in {
@@ -336,7 +344,7 @@ impl Backend for CpuBackend {
     ) -> Result<Storage> {
         let gy = data(gy)?;
         let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let mut gx = vec![0.0f32; n * c_in * h * w];
+        let mut gx = CpuBuffer::zeroed(n * c_in * h * w);
         gx.par_chunks_mut(h * w).enumerate().for_each(|(p, gp)| {
             let (i, ci) = (p / c_in, p % c_in);
             let src = &gy[(i * c_out + ci + pad_before) * oh * ow..][..oh * ow];

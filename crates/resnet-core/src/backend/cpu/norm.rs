@@ -1,6 +1,7 @@
 //! Batch normalisation over NCHW on the CPU. Statistics are reduced per channel in f64 (one
 //! channel per task, in a fixed order: deterministic), the elementwise parts run per plane.
 
+use super::buffers::CpuBuffer;
 use rayon::prelude::*;
 
 /// Per-channel (mean, biased variance) of x[n, c, hw].
@@ -26,8 +27,8 @@ pub fn invstd(var: &[f32], eps: f32) -> Vec<f32> {
 }
 
 /// y = (x - mean) * invstd * gamma + beta, plane by plane.
-pub fn apply(x: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32], c: usize, hw: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
+pub fn apply(x: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32], c: usize, hw: usize) -> CpuBuffer {
+    let mut y = CpuBuffer::uninit(x.len());
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(plane, (yp, xp))| {
         let ch = plane % c;
         let scale = invstd[ch] * gamma[ch];
@@ -50,7 +51,7 @@ pub fn backward(
     c: usize,
     hw: usize,
     batch_statistics: bool,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> (CpuBuffer, Vec<f32>, Vec<f32>) {
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -68,7 +69,7 @@ pub fn backward(
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
     let dgamma: Vec<f32> = sums.iter().zip(invstd).map(|(s, &is)| (s.1 * is as f64) as f32).collect();
     let count = (n * hw) as f32;
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = CpuBuffer::uninit(x.len());
     dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dp)| {
         let ch = plane % c;
         let r = plane * hw..(plane + 1) * hw;

@@ -1,6 +1,7 @@
 //! Max pooling and global average pooling on the CPU, one (image, channel) plane per task.
 
 use crate::backend::PoolGeometry;
+use super::buffers::CpuBuffer;
 use rayon::prelude::*;
 
 /// Index in the plane of each window's maximum (the first one on ties, as PyTorch), or None for a
@@ -28,9 +29,9 @@ fn window_argmax(plane: &[f32], g: &PoolGeometry, oy: usize, ox: usize) -> Optio
     best.map(|(i, _)| i)
 }
 
-pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
+pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> CpuBuffer {
     let (in_hw, out_hw) = (g.h * g.w, g.oh * g.ow);
-    let mut y = vec![0.0f32; g.n * g.c * out_hw];
+    let mut y = CpuBuffer::uninit(g.n * g.c * out_hw);
     y.par_chunks_mut(out_hw).enumerate().for_each(|(p, yp)| {
         let plane = &x[p * in_hw..(p + 1) * in_hw];
         for oy in 0..g.oh {
@@ -42,9 +43,9 @@ pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
     y
 }
 
-pub fn max_pool2d_backward(x: &[f32], gy: &[f32], g: &PoolGeometry) -> Vec<f32> {
+pub fn max_pool2d_backward(x: &[f32], gy: &[f32], g: &PoolGeometry) -> CpuBuffer {
     let (in_hw, out_hw) = (g.h * g.w, g.oh * g.ow);
-    let mut gx = vec![0.0f32; x.len()];
+    let mut gx = CpuBuffer::zeroed(x.len());
     gx.par_chunks_mut(in_hw).enumerate().for_each(|(p, gp)| {
         let plane = &x[p * in_hw..(p + 1) * in_hw];
         for oy in 0..g.oh {
@@ -62,8 +63,8 @@ pub fn global_avg_pool(x: &[f32], hw: usize) -> Vec<f32> {
     x.par_chunks(hw).map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32).collect()
 }
 
-pub fn global_avg_pool_backward(gy: &[f32], hw: usize) -> Vec<f32> {
-    let mut gx = vec![0.0f32; gy.len() * hw];
+pub fn global_avg_pool_backward(gy: &[f32], hw: usize) -> CpuBuffer {
+    let mut gx = CpuBuffer::uninit(gy.len() * hw);
     gx.par_chunks_mut(hw).zip(gy.par_iter()).for_each(|(p, &g)| p.fill(g / hw as f32));
     gx
 }
