@@ -1,15 +1,16 @@
 //! safetensors checkpoints: an 8-byte little-endian header length, a JSON header (tensor name ->
 //! dtype, shape, byte range; optional string map `__metadata__`), then the raw little-endian data.
 //!
-//! Saving writes the format directly rather than through `safetensors::serialize`, because that
-//! sorts tensors by dtype and name; we keep the caller's order (a state dict's natural order).
-//! Loading goes through the `safetensors` crate, which validates offsets against shapes.
+//! Both directions go through the `safetensors` crate: it lays out and aligns the file on save and
+//! validates offsets against shapes on load. The file's order is the crate's (by alignment, then
+//! name); callers look tensors up by name.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -65,14 +66,13 @@ impl NamedTensor {
 
 /// Writes atomically: serialise to `<path>.tmp-<pid>-<random>` in the same directory, fsync the
 /// file, rename over `path`, fsync the directory (best effort). A crash never leaves a broken
-/// file at `path`. Creates no parent dirs (error naming the dir if missing). Tensors are written
-/// in the given order; metadata goes in the safetensors `__metadata__` header (string->string).
+/// file at `path`. Creates no parent dirs (error naming the dir if missing). Metadata goes in the safetensors `__metadata__` header (string->string).
 pub fn save(
     path: &Path,
     tensors: &[NamedTensor],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let header = encode_header(path, tensors, metadata)?;
+    let bytes = encode(path, tensors, metadata)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -93,7 +93,7 @@ pub fn save(
         rand::random::<u64>()
     ));
 
-    let written = write_file(&tmp, &header, tensors).and_then(|()| std::fs::rename(&tmp, path));
+    let written = write_file(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         // Best effort: the temp file is garbage either way.
         let _ = std::fs::remove_file(&tmp);
@@ -106,44 +106,21 @@ pub fn save(
     Ok(())
 }
 
-fn write_file(tmp: &Path, header: &[u8], tensors: &[NamedTensor]) -> std::io::Result<()> {
-    let file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(&(header.len() as u64).to_le_bytes())?;
-    w.write_all(header)?;
-    for t in tensors {
-        let bytes: Vec<u8> = match &t.data {
-            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        };
-        w.write_all(&bytes)?;
-    }
-    let file = w.into_inner().map_err(|e| e.into_error())?;
+fn write_file(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    file.write_all(bytes)?;
     file.sync_all()
 }
 
-/// The JSON header, padded with spaces to a multiple of 8 bytes (as the reference writer does,
-/// so the data section starts aligned).
-fn encode_header(
-    path: &Path,
-    tensors: &[NamedTensor],
-    metadata: &BTreeMap<String, String>,
-) -> Result<Vec<u8>> {
+/// Checks names and lengths (naming the offending tensor), then lets the `safetensors` crate lay
+/// out the file: it orders tensors by alignment so every dtype starts aligned, as PyTorch wants.
+fn encode(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
     let mut names = HashSet::with_capacity(tensors.len());
-    let mut header = String::from("{");
-    if !metadata.is_empty() {
-        header.push_str("\"__metadata__\":");
-        header.push_str(&json(metadata)?);
-    }
-    let mut offset = 0usize;
     for t in tensors {
         if t.name.is_empty() || t.name == "__metadata__" || !names.insert(t.name.as_str()) {
             return Err(Error::checkpoint(
                 path,
-                format!(
-                    "cannot save: tensor name {:?} is empty, reserved or repeated",
-                    t.name
-                ),
+                format!("cannot save: tensor name {:?} is empty, reserved or repeated", t.name),
             ));
         }
         if t.numel() != t.data.len() {
@@ -158,31 +135,24 @@ fn encode_header(
                 ),
             ));
         }
-        let (dtype, size) = match t.data {
-            TensorData::F32(_) => ("F32", 4),
-            TensorData::I64(_) => ("I64", 8),
-        };
-        let end = offset + size * t.data.len();
-        if header.len() > 1 {
-            header.push(',');
-        }
-        header.push_str(&format!(
-            "{}:{{\"dtype\":\"{dtype}\",\"shape\":{},\"data_offsets\":[{offset},{end}]}}",
-            json(&t.name)?,
-            json(&t.shape)?
-        ));
-        offset = end;
     }
-    header.push('}');
-    while header.len() % 8 != 0 {
-        header.push(' ');
+    let raw: Vec<(Dtype, Vec<u8>)> = tensors
+        .iter()
+        .map(|t| match &t.data {
+            TensorData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            TensorData::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        })
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for (t, (dtype, bytes)) in tensors.iter().zip(&raw) {
+        let view = TensorView::new(*dtype, t.shape.clone(), bytes)
+            .map_err(|e| Error::checkpoint(path, format!("cannot save tensor `{}`: {e}", t.name)))?;
+        views.push((t.name.as_str(), view));
     }
-    Ok(header.into_bytes())
+    let meta = (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    safetensors::serialize(views, meta).map_err(|e| Error::checkpoint(path, format!("cannot save: {e}")))
 }
 
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Internal(format!("checkpoint header: {e}")))
-}
 
 /// Reads a safetensors file fully. Every problem is an `Error::Checkpoint` naming the file.
 /// Returns tensors in file (offset) order plus the metadata (empty if none). Accepts F32, F16 and
@@ -302,7 +272,6 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut f = |n: usize| (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
         vec![
-            // Deliberately not sorted by name or dtype: order must survive.
             NamedTensor::f32("layer1.0.conv1.weight", vec![4, 3, 3, 3], f(108)),
             NamedTensor::i64("bn1.num_batches_tracked", vec![], vec![123_456_789_012]),
             NamedTensor::f32("bn1.running_var", vec![3], f(3)),
@@ -335,11 +304,14 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_keeps_order_values_and_metadata() {
+    fn round_trip_keeps_values_and_metadata() {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = saved(dir.path());
-        let (tensors, metadata) = load(&p).unwrap();
-        assert_eq!(tensors, sample_tensors(1));
+        let (mut tensors, metadata) = load(&p).unwrap();
+        let mut want = sample_tensors(1);
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(tensors, want);
         assert_eq!(metadata, meta());
 
         let empty = dir.path().join("empty.safetensors");
@@ -498,7 +470,11 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["model.safetensors"]);
-        assert_eq!(load(&p).unwrap().0, newer);
+        let by_name = |mut v: Vec<NamedTensor>| {
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        };
+        assert_eq!(by_name(load(&p).unwrap().0), by_name(newer));
 
         // A failed save (bad tensor) leaves the old file intact and no temp file.
         let bad = [NamedTensor::f32("w", vec![2, 2], vec![1.0; 3])];
