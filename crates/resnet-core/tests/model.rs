@@ -1,0 +1,494 @@
+//! The model as users see it: architecture sizes (against the paper and torchvision), torchvision
+//! names, determinism, training, input validation and checkpoints.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use resnet_core::io::checkpoint::TensorData;
+use resnet_core::nn::{BottleneckStride, ResNetSpec, ShortcutOption};
+use resnet_core::{Device, Model};
+use std::collections::BTreeMap;
+
+const DEV: Device = Device::Cpu;
+
+fn batch(
+    seed: u64,
+    n: usize,
+    c: usize,
+    hw: usize,
+    classes: usize,
+) -> (Vec<f32>, [usize; 4], Vec<i32>) {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let images = (0..n * c * hw * hw)
+        .map(|_| r.random_range(-1.5f32..1.5))
+        .collect();
+    let labels = (0..n).map(|_| r.random_range(0..classes as i32)).collect();
+    (images, [n, c, hw, hw], labels)
+}
+
+fn cifar(depth: usize, option: ShortcutOption) -> ResNetSpec {
+    ResNetSpec::cifar(depth, option, false, 3, 10).unwrap()
+}
+
+fn imagenet(depth: usize) -> ResNetSpec {
+    ResNetSpec::imagenet(depth, ShortcutOption::B, 3, 1000).unwrap()
+}
+
+fn params_bits(m: &Model) -> Vec<(String, Vec<u32>)> {
+    m.parameters()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sizes
+
+#[test]
+fn cifar_parameter_counts() {
+    // Counted by hand from section 4.2: 3x3 convs 16-32-64 wide, BN weight+bias, fc 64->10.
+    // Option A (the paper's CIFAR choice) has no shortcut parameters: ResNet-20 is 0.27M,
+    // ResNet-56 0.85M, ResNet-110 1.7M, as in Table 6. Option B adds two projections
+    // (16->32: 512 + 64; 32->64: 2048 + 128 = 2752 parameters).
+    for (depth, a, b) in [
+        (20, 269_722, 272_474),
+        (32, 464_154, 466_906),
+        (56, 853_018, 855_770),
+        (110, 1_727_962, 1_730_714),
+    ] {
+        let ma = Model::new(cifar(depth, ShortcutOption::A), 0, DEV).unwrap();
+        let mb = Model::new(cifar(depth, ShortcutOption::B), 0, DEV).unwrap();
+        assert_eq!(ma.num_parameters(), a, "ResNet-{depth} option A");
+        assert_eq!(mb.num_parameters(), b, "ResNet-{depth} option B");
+        // The summary's per-layer counts add up to the same total.
+        let total: usize = ma.summary(32, 32).unwrap().iter().map(|r| r.params).sum();
+        assert_eq!(total, a, "ResNet-{depth} summary");
+    }
+    // Plain nets have no shortcuts at all; option C projects on every block.
+    let plain = Model::new(
+        ResNetSpec::cifar(20, ShortcutOption::B, true, 3, 10).unwrap(),
+        0,
+        DEV,
+    )
+    .unwrap();
+    assert_eq!(plain.num_parameters(), 269_722);
+    let c = Model::new(cifar(20, ShortcutOption::C), 0, DEV).unwrap();
+    // Nine 1x1 projections with their batch norms, one per block.
+    let proj: usize = [
+        (16, 16),
+        (16, 16),
+        (16, 16),
+        (16, 32),
+        (32, 32),
+        (32, 32),
+        (32, 64),
+        (64, 64),
+        (64, 64),
+    ]
+    .iter()
+    .map(|&(i, o)| i * o + 2 * o)
+    .sum();
+    assert_eq!(c.num_parameters(), 269_722 + proj);
+}
+
+#[test]
+fn imagenet_parameter_counts_and_macs() {
+    // torchvision's parameter counts; multiply-adds of the convolutions and fc at 224x224.
+    // torchvision (v1.5, stride on the 3x3): 1.81 / 3.66 / 4.09 / 7.80 / 11.51 GMACs.
+    // The paper's layout (stride on the first 1x1): 3.86 / 7.57 / 11.28 vs Table 1's 3.8 / 7.6 / 11.3.
+    // (depth, parameters, MACs, approximate GMACs, paper layout: (MACs, the paper's GFLOPs))
+    type Case = (usize, usize, u64, f64, Option<(u64, f64)>);
+    let cases: [Case; 5] = [
+        (18, 11_689_512, 1_814_073_344, 1.8, None),
+        (34, 21_797_672, 3_663_761_408, 3.6, None),
+        (
+            50,
+            25_557_032,
+            4_089_184_256,
+            4.1,
+            Some((3_857_973_248, 3.8)),
+        ),
+        (
+            101,
+            44_549_160,
+            7_801_405_440,
+            7.8,
+            Some((7_570_194_432, 7.6)),
+        ),
+        (
+            152,
+            60_192_808,
+            11_513_626_624,
+            11.5,
+            Some((11_282_415_616, 11.3)),
+        ),
+    ];
+    for (depth, params, macs, approx_g, paper) in cases {
+        let spec = imagenet(depth);
+        let m = Model::new(spec.clone(), 0, DEV).unwrap();
+        assert_eq!(m.num_parameters(), params, "ResNet-{depth} parameters");
+        let rows = m.summary(224, 224).unwrap();
+        let total: u64 = rows.iter().map(|r| r.macs).sum();
+        assert_eq!(total, macs, "ResNet-{depth} MACs");
+        assert!(
+            (total as f64 / 1e9 - approx_g).abs() / approx_g < 0.03,
+            "ResNet-{depth}: {total}"
+        );
+        assert_eq!(
+            rows.iter().map(|r| r.params).sum::<usize>(),
+            params,
+            "ResNet-{depth} summary params"
+        );
+        let last = rows.last().unwrap();
+        assert_eq!(
+            (last.name.as_str(), last.output_shape.as_slice()),
+            ("fc", &[1, 1000][..])
+        );
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(&names[..3], ["conv1", "maxpool", "layer1.0"]);
+        assert_eq!(rows[1].output_shape, [1, 64, 56, 56]);
+        if let Some((paper_macs, paper_g)) = paper {
+            let mut spec = spec;
+            spec.bottleneck_stride = BottleneckStride::Conv1x1;
+            let m = Model::new(spec, 0, DEV).unwrap();
+            assert_eq!(
+                m.num_parameters(),
+                params,
+                "the stride's position changes no parameter count"
+            );
+            let total: u64 = m.summary(224, 224).unwrap().iter().map(|r| r.macs).sum();
+            assert_eq!(total, paper_macs, "ResNet-{depth} (paper layout) MACs");
+            let rel = (total as f64 / 1e9 - paper_g).abs() / paper_g;
+            assert!(
+                rel < 0.05,
+                "ResNet-{depth}: {total} MACs vs the paper's {paper_g}G"
+            );
+        }
+    }
+}
+
+#[test]
+fn torchvision_names() {
+    let m = Model::new(imagenet(50), 0, DEV).unwrap();
+    let sd = m.state_dict().unwrap();
+    // 53 batch norms x 5 entries + 53 convolutions + fc weight and bias.
+    assert_eq!(sd.len(), 320);
+    let names: Vec<&str> = sd.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        &names[..8],
+        [
+            "conv1.weight",
+            "bn1.weight",
+            "bn1.bias",
+            "bn1.running_mean",
+            "bn1.running_var",
+            "bn1.num_batches_tracked",
+            "layer1.0.conv1.weight",
+            "layer1.0.bn1.weight"
+        ]
+    );
+    assert_eq!(&names[names.len() - 2..], ["fc.weight", "fc.bias"]);
+    let find = |n: &str| {
+        sd.iter()
+            .find(|t| t.name == n)
+            .unwrap_or_else(|| panic!("no {n} in the state dict"))
+    };
+    assert_eq!(find("conv1.weight").shape, [64, 3, 7, 7]);
+    assert_eq!(find("layer1.0.conv3.weight").shape, [256, 64, 1, 1]);
+    assert_eq!(find("layer1.0.downsample.0.weight").shape, [256, 64, 1, 1]);
+    assert_eq!(find("layer2.0.conv2.weight").shape, [128, 128, 3, 3]);
+    assert_eq!(find("layer2.0.downsample.0.weight").shape, [512, 256, 1, 1]);
+    assert_eq!(find("layer4.2.bn3.running_var").shape, [2048]);
+    assert_eq!(find("fc.weight").shape, [1000, 2048]);
+    assert_eq!(find("fc.bias").shape, [1000]);
+    let nbt = find("layer2.0.downsample.1.num_batches_tracked");
+    assert_eq!(nbt.shape, Vec::<usize>::new());
+    assert_eq!(nbt.data, TensorData::I64(vec![0]));
+    assert!(!names.contains(&"layer2.1.downsample.0.weight"));
+    // Fresh batch norm: gamma 1, beta 0, running statistics of N(0, 1).
+    assert_eq!(find("bn1.running_var").data, TensorData::F32(vec![1.0; 64]));
+    assert_eq!(
+        find("layer3.5.bn2.bias").data,
+        TensorData::F32(vec![0.0; 256])
+    );
+
+    // ResNet-18: 122 entries, downsample only where the shape changes.
+    let sd18 = Model::new(imagenet(18), 0, DEV)
+        .unwrap()
+        .state_dict()
+        .unwrap();
+    assert_eq!(sd18.len(), 122);
+    let n18: Vec<&str> = sd18.iter().map(|t| t.name.as_str()).collect();
+    assert!(n18.contains(&"layer2.0.downsample.1.running_mean"));
+    assert!(!n18.contains(&"layer1.0.downsample.0.weight"));
+    // Parameters only (no buffers), in the same order as the state dict.
+    let params: Vec<String> = Model::new(imagenet(18), 0, DEV)
+        .unwrap()
+        .parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(params.len(), 62);
+    assert_eq!(
+        &params[..4],
+        [
+            "conv1.weight",
+            "bn1.weight",
+            "bn1.bias",
+            "layer1.0.conv1.weight"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Determinism and training
+
+fn resnet8(seed: u64) -> Model {
+    Model::new(
+        ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap(),
+        seed,
+        DEV,
+    )
+    .unwrap()
+}
+
+#[test]
+fn same_seed_same_run_bit_for_bit() {
+    let (images, shape, labels) = batch(1, 6, 3, 8, 10);
+    let (mut a, mut b) = (resnet8(42), resnet8(42));
+    assert_eq!(params_bits(&a), params_bits(&b));
+    for step in 0..3 {
+        let sa = a.train_step(&images, shape, &labels).unwrap();
+        let sb = b.train_step(&images, shape, &labels).unwrap();
+        assert_eq!(sa.loss.to_bits(), sb.loss.to_bits(), "step {step}");
+        assert_eq!(sa, sb);
+    }
+    assert_eq!(params_bits(&a), params_bits(&b));
+    let sd = |m: &Model| m.state_dict().unwrap();
+    assert_eq!(sd(&a), sd(&b), "buffers (running statistics, counters) too");
+    assert_eq!(
+        a.predict(&images, shape).unwrap(),
+        b.predict(&images, shape).unwrap()
+    );
+
+    // Another seed: other weights (every conv and the classifier), same shapes.
+    let c = resnet8(43);
+    let (pa, pc) = (params_bits(&resnet8(42)), params_bits(&c));
+    for ((name, x), (_, y)) in pa.iter().zip(&pc) {
+        if name.ends_with("conv1.weight")
+            || name.ends_with("conv2.weight")
+            || name.starts_with("fc.")
+        {
+            assert_ne!(x, y, "{name} should depend on the seed");
+        }
+        assert_eq!(x.len(), y.len());
+    }
+}
+
+#[test]
+fn training_lowers_the_loss_on_a_fixed_batch() {
+    let (images, shape, labels) = batch(2, 16, 3, 8, 10);
+    let mut m = resnet8(3);
+    let mut losses = Vec::new();
+    for _ in 0..30 {
+        losses.push(m.train_step(&images, shape, &labels).unwrap().loss);
+    }
+    let first = losses[0];
+    let last: f32 = losses[25..].iter().sum::<f32>() / 5.0;
+    assert!(
+        first > 1.5,
+        "an untrained 10-way classifier starts near ln 10, got {first}"
+    );
+    assert!(last < 0.1 * first, "loss did not fall: {losses:?}");
+    assert_eq!(m.step(), 30);
+    // Training mode counted every batch in every batch norm.
+    let sd = m.state_dict().unwrap();
+    let nbt = sd
+        .iter()
+        .find(|t| t.name == "layer3.0.bn2.num_batches_tracked")
+        .unwrap();
+    assert_eq!(nbt.data, TensorData::I64(vec![30]));
+    // The running statistics moved away from their initial values.
+    let rv = sd.iter().find(|t| t.name == "bn1.running_var").unwrap();
+    assert_ne!(rv.data, TensorData::F32(vec![1.0; 16]));
+    // Evaluation sees the memorised batch too.
+    let eval = m.evaluate_batch(&images, shape, &labels).unwrap();
+    assert_eq!(eval.count, 16);
+    assert!(
+        eval.top1 >= 14,
+        "top-1 on the training batch after 30 steps: {}",
+        eval.top1
+    );
+    assert!(eval.top5 >= eval.top1);
+}
+
+#[test]
+fn bad_inputs_are_errors_that_name_the_problem() {
+    let mut m = resnet8(4);
+    let (images, shape, labels) = batch(5, 4, 3, 8, 10);
+    let err = |r: resnet_core::Result<resnet_core::model::TrainStats>| r.unwrap_err().to_string();
+
+    // Wrong channel count.
+    let (gray, gshape, _) = batch(5, 4, 1, 8, 10);
+    let e = err(m.train_step(&gray, gshape, &labels));
+    assert!(e.contains("3 channel") && e.contains("[4, 1, 8, 8]"), "{e}");
+    let e = m.predict(&gray, gshape).unwrap_err().to_string();
+    assert!(e.contains("3 channel"), "{e}");
+    // Data that does not fill the shape.
+    let e = err(m.train_step(&images[1..], shape, &labels));
+    assert!(e.contains("[4, 3, 8, 8]") && e.contains("767"), "{e}");
+    // NaN in the input, at a known index.
+    let mut nan = images.clone();
+    nan[100] = f32::NAN;
+    let e = err(m.train_step(&nan, shape, &labels));
+    assert!(e.contains("NaN") && e.contains("100"), "{e}");
+    nan[100] = f32::INFINITY;
+    assert!(m
+        .predict(&nan, shape)
+        .unwrap_err()
+        .to_string()
+        .contains("100"));
+    // Label out of range.
+    let e = err(m.train_step(&images, shape, &[0, 1, 10, 2]));
+    assert!(
+        e.contains("label 10") && e.contains("index 2") && e.contains("10 classes"),
+        "{e}"
+    );
+    let e = err(m.train_step(&images, shape, &[0, -3, 1, 2]));
+    assert!(e.contains("label -3"), "{e}");
+    // Label count.
+    let e = err(m.train_step(&images, shape, &labels[..3]));
+    assert!(e.contains("3 labels") && e.contains("4 images"), "{e}");
+    let e = m
+        .evaluate_batch(&images, shape, &[1, 2, 3, 4, 5])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("5 labels"), "{e}");
+    // None of these touched the model.
+    assert_eq!(m.step(), 0);
+    assert_eq!(params_bits(&m), params_bits(&resnet8(4)));
+    // Invalid architectures.
+    assert!(ResNetSpec::cifar(21, ShortcutOption::A, false, 3, 10)
+        .unwrap_err()
+        .to_string()
+        .contains("6n+2"));
+    assert!(ResNetSpec::imagenet(42, ShortcutOption::B, 3, 10)
+        .unwrap_err()
+        .to_string()
+        .contains("42"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+
+#[test]
+fn checkpoint_round_trip_restores_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resnet8.safetensors");
+    let (images, shape, labels) = batch(6, 5, 3, 7, 10);
+    let mut m = resnet8(9);
+    for _ in 0..2 {
+        m.train_step(&images, shape, &labels).unwrap();
+    }
+    let mut extra = BTreeMap::new();
+    extra.insert("epoch".to_string(), "7".to_string());
+    m.save_checkpoint(&path, extra).unwrap();
+    let (mut back, meta) = Model::load_checkpoint(&path, DEV).unwrap();
+    assert_eq!(meta.get("epoch").map(String::as_str), Some("7"));
+    assert_eq!(back.spec(), m.spec());
+    assert_eq!(back.step(), 2);
+    assert_eq!(back.optimizer_config(), m.optimizer_config());
+    assert_eq!(params_bits(&back), params_bits(&m));
+    assert_eq!(back.state_dict().unwrap(), m.state_dict().unwrap());
+    let (p1, p2) = (
+        m.predict(&images, shape).unwrap(),
+        back.predict(&images, shape).unwrap(),
+    );
+    assert_eq!(
+        p1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        p2.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    // The momentum buffers came back too: the next step is identical.
+    let (s1, s2) = (
+        m.train_step(&images, shape, &labels).unwrap(),
+        back.train_step(&images, shape, &labels).unwrap(),
+    );
+    assert_eq!(s1, s2);
+    assert_eq!(params_bits(&back), params_bits(&m));
+
+    // load_weights into the same architecture, from another seed.
+    let mut other = resnet8(10);
+    other.load_weights(&path).unwrap();
+    assert_eq!(other.predict(&images, shape).unwrap(), p1);
+}
+
+#[test]
+fn loading_into_another_architecture_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r8.safetensors");
+    resnet8(1).save_checkpoint(&path, BTreeMap::new()).unwrap();
+    let mut wider = Model::new(
+        ResNetSpec::cifar(14, ShortcutOption::A, false, 3, 10).unwrap(),
+        1,
+        DEV,
+    )
+    .unwrap();
+    let before = params_bits(&wider);
+    let e = wider.load_weights(&path).unwrap_err().to_string();
+    assert!(e.contains("different architecture"), "{e}");
+    assert!(e.contains("r8.safetensors"), "{e}");
+    assert_eq!(
+        params_bits(&wider),
+        before,
+        "a refused load must not change the model"
+    );
+    let mut b = Model::new(
+        ResNetSpec::cifar(8, ShortcutOption::B, false, 3, 10).unwrap(),
+        1,
+        DEV,
+    )
+    .unwrap();
+    assert!(b
+        .load_weights(&path)
+        .unwrap_err()
+        .to_string()
+        .contains("different architecture"));
+    let e = Model::load_checkpoint(&dir.path().join("missing.safetensors"), DEV)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("missing.safetensors"), "{e}");
+}
+
+#[test]
+fn state_dict_mismatches_are_listed() {
+    let mut m = resnet8(2);
+    let full = m.state_dict().unwrap();
+    // A missing key.
+    let missing: Vec<_> = full
+        .iter()
+        .filter(|t| t.name != "layer2.0.bn1.running_var")
+        .cloned()
+        .collect();
+    let e = m.load_state_dict(&missing).unwrap_err().to_string();
+    assert!(e.contains("missing keys: layer2.0.bn1.running_var"), "{e}");
+    // An unexpected key and a misshapen one.
+    let mut odd = full.clone();
+    odd.push(resnet_core::io::checkpoint::NamedTensor::f32(
+        "layer9.0.conv1.weight",
+        vec![1],
+        vec![0.0],
+    ));
+    let fc = odd.iter_mut().find(|t| t.name == "fc.weight").unwrap();
+    *fc = resnet_core::io::checkpoint::NamedTensor::f32("fc.weight", vec![64, 10], vec![0.0; 640]);
+    let e = m.load_state_dict(&odd).unwrap_err().to_string();
+    assert!(e.contains("unexpected keys: layer9.0.conv1.weight"), "{e}");
+    assert!(
+        e.contains("misshapen keys: fc.weight") && e.contains("[64, 10]") && e.contains("[10, 64]"),
+        "{e}"
+    );
+    // Nothing was loaded by the failed attempts; the full dict loads.
+    assert_eq!(m.state_dict().unwrap(), full);
+    let other = resnet8(3).state_dict().unwrap();
+    m.load_state_dict(&other).unwrap();
+    assert_eq!(m.state_dict().unwrap(), other);
+}
