@@ -1,5 +1,5 @@
 //! The main job without Node: ResNet-20 on Fashion-MNIST for one epoch on the CPU, as the CLI
-//! runs it. `cargo run --release -p resnet-core --example train_fmnist -- [epochs] [augment 0|1] [seed]`
+//! runs it. `cargo run --release -p resnet-core --example train_fmnist -- [epochs] [augment 0|1] [seed] [shortcut 0=A|1=B]`
 
 use resnet_core::data::{idx, Augment, Loader, LoaderConfig, Normalize, Split};
 use resnet_core::nn::{ResNetSpec, ShortcutOption};
@@ -14,6 +14,7 @@ fn main() -> resnet_core::Result<()> {
     let epochs = *args.first().unwrap_or(&1);
     let augment = args.get(1).copied().unwrap_or(0) == 1;
     let seed = args.get(2).copied().unwrap_or(0);
+    let shortcut = if args.get(3).copied().unwrap_or(0) == 1 { ShortcutOption::B } else { ShortcutOption::A };
     let dir = Path::new(idx::DEFAULT_FASHION_MNIST_DIR);
     let train = Arc::new(idx::read_fashion_mnist(dir, Split::Train)?);
     let test = Arc::new(idx::read_fashion_mnist(dir, Split::Test)?);
@@ -21,7 +22,7 @@ fn main() -> resnet_core::Result<()> {
     let batch = 128;
     let steps_per_epoch = train.n / batch;
     let total = steps_per_epoch as u64 * epochs;
-    let mut model = Model::new(ResNetSpec::cifar(20, ShortcutOption::A, false, 1, 10)?, seed, Device::Cpu)?;
+    let mut model = Model::new(ResNetSpec::cifar(20, shortcut, false, 1, 10)?, seed, Device::Cpu)?;
     model.configure_optimizer(SgdConfig {
         schedule: Schedule::Multistep { milestones: vec![total / 2, total * 3 / 4], gamma: 0.1 },
         ..SgdConfig::default()

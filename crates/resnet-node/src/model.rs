@@ -58,11 +58,13 @@ pub struct EvalStats {
 #[napi]
 pub struct NativeModel {
     inner: Shared,
+    /// The metadata of the checkpoint this model was loaded from (empty for a new model).
+    metadata: BTreeMap<String, String>,
 }
 
 impl NativeModel {
-    fn wrap(model: Model) -> Self {
-        NativeModel { inner: Arc::new(Mutex::new(Some(model))) }
+    fn wrap(model: Model, metadata: BTreeMap<String, String>) -> Self {
+        NativeModel { inner: Arc::new(Mutex::new(Some(model))), metadata }
     }
 }
 
@@ -75,7 +77,7 @@ impl NativeModel {
             let device = parse_device(device.as_deref())?;
             let seed = parse_seed(seed)?;
             let spec = ResNetSpec::from_json(&spec_json).map_err(js_error)?;
-            Model::new(spec, seed, device).map(NativeModel::wrap).map_err(js_error)
+            Model::new(spec, seed, device).map(|m| NativeModel::wrap(m, BTreeMap::new())).map_err(js_error)
         })
     }
 
@@ -117,10 +119,7 @@ impl NativeModel {
     pub fn configure_optimizer(&self, config_json: String) -> Result<()> {
         guard("configureOptimizer", || {
             let cfg = SgdConfig::from_json(&config_json).map_err(js_error)?;
-            with_model(&self.inner, |m| {
-                m.configure_optimizer(cfg);
-                Ok(())
-            })
+            with_model(&self.inner, |m| m.configure_optimizer(cfg))
         })
     }
 
@@ -166,8 +165,9 @@ impl NativeModel {
         })
     }
 
-    /// Loads weights from a checkpoint of the same architecture into this model.
-    #[napi(ts_return_type = "Promise<void>")]
+    /// Loads weights from a checkpoint of the same architecture into this model; resolves to the
+    /// checkpoint's metadata.
+    #[napi(ts_return_type = "Promise<Record<string, string>>")]
     pub fn load_weights(&self, path: String) -> AsyncTask<LoadWeightsTask> {
         AsyncTask::new(LoadWeightsTask { model: self.inner.clone(), path: PathBuf::from(path) })
     }
@@ -207,6 +207,12 @@ impl NativeModel {
     pub fn dispose(&self) {
         let mut slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *slot = None;
+    }
+
+    /// String metadata of the checkpoint this model was loaded from (`spec`, `step`, user keys).
+    #[napi]
+    pub fn checkpoint_metadata(&self) -> HashMap<String, String> {
+        self.metadata.clone().into_iter().collect()
     }
 
     #[napi(getter)]
@@ -312,15 +318,15 @@ pub struct LoadWeightsTask {
 }
 
 impl Task for LoadWeightsTask {
-    type Output = ();
-    type JsValue = ();
+    type Output = BTreeMap<String, String>;
+    type JsValue = HashMap<String, String>;
 
-    fn compute(&mut self) -> Result<()> {
+    fn compute(&mut self) -> Result<BTreeMap<String, String>> {
         guard("loadWeights", || with_model(&self.model, |m| m.load_weights(&self.path)))
     }
 
-    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
-        Ok(())
+    fn resolve(&mut self, _env: Env, output: BTreeMap<String, String>) -> Result<HashMap<String, String>> {
+        Ok(output.into_iter().collect())
     }
 }
 
@@ -330,37 +336,14 @@ pub struct LoadTask {
 }
 
 impl Task for LoadTask {
-    type Output = Model;
+    type Output = (Model, BTreeMap<String, String>);
     type JsValue = NativeModel;
 
-    fn compute(&mut self) -> Result<Model> {
+    fn compute(&mut self) -> Result<Self::Output> {
         guard_core("load", || Model::load_checkpoint(&self.path, self.device))
     }
 
-    fn resolve(&mut self, _env: Env, output: Model) -> Result<NativeModel> {
-        Ok(NativeModel::wrap(output))
-    }
-}
-
-/// The string metadata stored in a checkpoint (e.g. the normalisation a model was trained with).
-#[napi(ts_return_type = "Promise<Record<string, string>>")]
-pub fn read_checkpoint_metadata(path: String) -> AsyncTask<MetadataTask> {
-    AsyncTask::new(MetadataTask { path: PathBuf::from(path) })
-}
-
-pub struct MetadataTask {
-    path: PathBuf,
-}
-
-impl Task for MetadataTask {
-    type Output = BTreeMap<String, String>;
-    type JsValue = HashMap<String, String>;
-
-    fn compute(&mut self) -> Result<BTreeMap<String, String>> {
-        guard_core("readCheckpointMetadata", || resnet_core::io::checkpoint::load(&self.path).map(|(_, meta)| meta))
-    }
-
-    fn resolve(&mut self, _env: Env, output: BTreeMap<String, String>) -> Result<HashMap<String, String>> {
-        Ok(output.into_iter().collect())
+    fn resolve(&mut self, _env: Env, (model, metadata): Self::Output) -> Result<NativeModel> {
+        Ok(NativeModel::wrap(model, metadata))
     }
 }

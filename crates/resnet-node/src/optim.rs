@@ -20,7 +20,7 @@ impl NativeSgd {
         guard("SGD", || {
             let cfg = SgdConfig::from_json(&config_json).map_err(js_error)?;
             let params = params.iter().map(|p| p.inner.clone()).collect();
-            Ok(NativeSgd { inner: Sgd::new(params, cfg) })
+            Sgd::new(params, cfg).map(|inner| NativeSgd { inner }).map_err(js_error)
         })
     }
 

@@ -78,7 +78,7 @@ impl NativeTensor {
         self.inner.detach().into()
     }
 
-    #[napi]
+    #[napi(js_name = "conv2d")]
     pub fn conv2d(x: &NativeTensor, weight: &NativeTensor, bias: Option<&NativeTensor>, stride: u32, padding: u32) -> Result<NativeTensor> {
         op("conv2d", || ops::conv2d(&x.inner, &weight.inner, bias.map(|b| &b.inner), stride as usize, padding as usize))
     }
@@ -110,7 +110,7 @@ impl NativeTensor {
         op("scale", || ops::scale(&x.inner, alpha as f32))
     }
 
-    #[napi]
+    #[napi(js_name = "maxPool2d")]
     pub fn max_pool2d(x: &NativeTensor, kernel: u32, stride: u32, padding: u32) -> Result<NativeTensor> {
         op("maxPool2d", || ops::max_pool2d(&x.inner, kernel as usize, stride as usize, padding as usize))
     }

@@ -15,15 +15,16 @@ fn valid_columns(g: &ConvGeometry, j: usize) -> (usize, usize) {
     (first, last)
 }
 
-/// Writes the [c_in*kh*kw, oh*ow] patch matrix of one image.
-fn im2col(x: &[f32], g: &ConvGeometry, col: &mut [f32]) {
+/// Writes one image's [c_in*kh*kw, oh*ow] patch matrix into columns `offset..offset+oh*ow` of a
+/// row-major matrix with `ld` columns (so several images can share one wide matrix).
+fn im2col(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, offset: usize) {
     let (oh, ow) = (g.oh, g.ow);
     let p = g.padding as isize;
     for c in 0..g.c_in {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = &mut col[((c * g.kh + i) * g.kw + j) * oh * ow..][..oh * ow];
+                let row = &mut col[((c * g.kh + i) * g.kw + j) * ld + offset..][..oh * ow];
                 let (first, last) = valid_columns(g, j);
                 for (oy, out) in row.chunks_exact_mut(ow).enumerate() {
                     let iy = (oy * g.stride + i) as isize - p;
@@ -107,29 +108,71 @@ where
     }
 }
 
+/// Images that share one GEMM: small feature maps (the last stages) make thin matrices that
+/// waste the GEMM's tiles and call overhead, so several images' patches go side by side.
+fn images_per_gemm(g: &ConvGeometry) -> usize {
+    const MIN_COLUMNS: usize = 512;
+    let want = MIN_COLUMNS.div_ceil((g.oh * g.ow).max(1));
+    let keep_cores_busy = (g.n / (2 * rayon::current_num_threads())).max(1);
+    want.min(keep_cores_busy).max(1)
+}
+
+/// y[n, c_out, oh*ow] for the images `first..first+count`, written into `out` (that many images).
+fn forward_group(x: &[f32], w: &[f32], g: &ConvGeometry, first: usize, out: &mut [f32], scratch: &mut CpuBuffer, threads: Threads) {
+    let (in_len, hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
+    let count = out.len() / (g.c_out * hw);
+    let wv = MatView::new(w, g.c_out, k);
+    if count == 1 && g.is_pointwise() {
+        gemm(out, wv, MatView::new(&x[first * in_len..(first + 1) * in_len], k, hw), false, threads);
+        return;
+    }
+    let cols = count * hw;
+    let (patches, wide) = scratch.split_at_mut(k * cols);
+    for i in 0..count {
+        im2col(&x[(first + i) * in_len..(first + i + 1) * in_len], g, patches, cols, i * hw);
+    }
+    if count == 1 {
+        gemm(out, wv, MatView::new(patches, k, cols), false, threads);
+        return;
+    }
+    // [c_out, count*hw] -> count images of [c_out, hw]
+    let wide = &mut wide[..g.c_out * cols];
+    gemm(wide, wv, MatView::new(patches, k, cols), false, threads);
+    for (i, img) in out.chunks_exact_mut(g.c_out * hw).enumerate() {
+        for (o, row) in img.chunks_exact_mut(hw).enumerate() {
+            row.copy_from_slice(&wide[o * cols + i * hw..][..hw]);
+        }
+    }
+}
+
 pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> CpuBuffer {
-    let (in_len, out_hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
+    let (out_hw, k) = (g.oh * g.ow, patch_len(g));
     let mut y = CpuBuffer::uninit(g.n * g.c_out * out_hw);
     if y.is_empty() {
         return y;
     }
-    let pointwise = g.is_pointwise();
-    let scratch_len = if pointwise { 0 } else { k * out_hw };
-    for_each_image(&mut y, g.c_out * out_hw, g.n, scratch_len, |i, yi, col, threads| {
-        let xi = &x[i * in_len..(i + 1) * in_len];
-        let patches: &[f32] = if pointwise {
-            xi
-        } else {
-            im2col(xi, g, col);
-            col
-        };
-        gemm(yi, MatView::new(w, g.c_out, k), MatView::new(patches, k, out_hw), false, threads);
-        if let Some(b) = bias {
-            for (o, row) in yi.chunks_mut(out_hw).enumerate() {
-                row.iter_mut().for_each(|v| *v += b[o]);
-            }
+    let group = images_per_gemm(g);
+    let cols = group * out_hw;
+    let scratch_len = k * cols + if group > 1 { g.c_out * cols } else { 0 };
+    let per_group = group * g.c_out * out_hw;
+    let groups = g.n.div_ceil(group);
+    if groups >= rayon::current_num_threads() && groups > 1 {
+        y.par_chunks_mut(per_group).enumerate().for_each_init(
+            || CpuBuffer::uninit(scratch_len),
+            |scratch, (i, out)| forward_group(x, w, g, i * group, out, scratch, Threads::Single),
+        );
+    } else {
+        let mut scratch = CpuBuffer::uninit(scratch_len);
+        for (i, out) in y.chunks_mut(per_group).enumerate() {
+            forward_group(x, w, g, i * group, out, &mut scratch, Threads::All);
         }
-    });
+    }
+    if let Some(b) = bias {
+        y.par_chunks_mut(out_hw).enumerate().for_each(|(p, row)| {
+            let bo = b[p % g.c_out];
+            row.iter_mut().for_each(|v| *v += bo);
+        });
+    }
     y
 }
 
@@ -189,27 +232,38 @@ fn images_per_chunk(n: usize) -> usize {
     n.div_ceil(16).max(4)
 }
 
+/// Patch columns one GEMM of the weight gradient takes at most (bounds the scratch memory).
+const MAX_WEIGHT_GRAD_COLUMNS: usize = 8192;
+
 pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    let (in_len, out_hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
+    let (in_len, hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
     let w_len = g.c_out * k;
-    let pointwise = g.is_pointwise();
     let chunk = images_per_chunk(g.n);
     let chunks = g.n.div_ceil(chunk);
+    let per_gemm = (MAX_WEIGHT_GRAD_COLUMNS / hw.max(1)).clamp(1, chunk);
     let threads = if chunks >= rayon::current_num_threads() { Threads::Single } else { Threads::All };
     let partial = |c: usize| {
         let mut gw = vec![0.0f32; w_len];
-        let mut col = CpuBuffer::uninit(if pointwise { 0 } else { k * out_hw });
-        for i in c * chunk..((c + 1) * chunk).min(g.n) {
-            let xi = &x[i * in_len..(i + 1) * in_len];
-            let patches: &[f32] = if pointwise {
-                xi
-            } else {
-                im2col(xi, g, &mut col);
-                &col
-            };
-            let gyi = MatView::new(&gy[i * g.c_out * out_hw..(i + 1) * g.c_out * out_hw], g.c_out, out_hw);
-            // gw[c_out, k] += gy_i[c_out, hw] . patches^T[hw, k]
-            gemm(&mut gw, gyi, MatView::transposed(patches, out_hw, k), true, threads);
+        let mut patches = CpuBuffer::uninit(k * per_gemm * hw);
+        let mut grads = CpuBuffer::uninit(g.c_out * per_gemm * hw);
+        let images: Vec<usize> = (c * chunk..((c + 1) * chunk).min(g.n)).collect();
+        for batch in images.chunks(per_gemm) {
+            let cols = batch.len() * hw;
+            for (slot, &i) in batch.iter().enumerate() {
+                im2col(&x[i * in_len..(i + 1) * in_len], g, &mut patches, cols, slot * hw);
+                let gyi = &gy[i * g.c_out * hw..(i + 1) * g.c_out * hw];
+                for (o, row) in gyi.chunks_exact(hw).enumerate() {
+                    grads[o * cols + slot * hw..][..hw].copy_from_slice(row);
+                }
+            }
+            // gw[c_out, k] += dy[c_out, cols] . patches^T[cols, k]
+            gemm(
+                &mut gw,
+                MatView::new(&grads[..g.c_out * cols], g.c_out, cols),
+                MatView::transposed(&patches[..k * cols], cols, k),
+                true,
+                threads,
+            );
         }
         gw
     };

@@ -1,0 +1,108 @@
+// End to end: the CLI, the example, and a plain script using the addon exiting by itself.
+import { spawnSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+import { main as example } from '../examples/train-fashion-mnist.js';
+import { Model } from '../ts/index.js';
+import { ROOT, tempDir } from './helpers.js';
+
+const CLI = join(ROOT, 'dist', 'cli.js');
+
+function cli(args: string[], timeout = 120_000): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('resnet-wgpu CLI', () => {
+  const dir = tempDir();
+  const out = join(dir, 'runs', 'cli.safetensors');
+
+  it('train --limit 512 --epochs 1: progress, a final line, a checkpoint', () => {
+    const r = cli(['train', '--limit', '512', '--epochs', '1', '--out', out, '--seed', '1']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/ResNet-20 \(269,434 parameters\)/);
+    expect(r.stdout).toMatch(/step 4\/4 \(100%\) \| \d+ img\/s \| loss \d\.\d{4} \| acc \d\.\d{4} \| lr [\d.e-]+ \| ETA/);
+    const final = r.stdout.split('\n').find((l) => l.startsWith('final: '));
+    expect(final).toBeDefined();
+    const fields = Object.fromEntries((final as string).slice(7).split(' ').map((kv) => kv.split('=') as [string, string]));
+    expect(Number(fields['test_acc'])).toBeGreaterThan(0);
+    expect(Number(fields['test_top5'])).toBeGreaterThanOrEqual(Number(fields['test_acc']));
+    expect(fields['steps']).toBe('4');
+    expect(fields['checkpoint']).toBe(out);
+    expect(existsSync(out)).toBe(true);
+  });
+
+  it('evaluate --checkpoint reproduces the test accuracy', async () => {
+    const r = cli(['evaluate', '--checkpoint', out, '--limit', '512']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/final: test_loss=\d+\.\d+ test_acc=\d\.\d+ test_top5=\d\.\d+ count=512/);
+    const model = await Model.load(out);
+    expect(model.step).toBe(4);
+    expect(model.normalization?.mean[0]).toBeGreaterThan(0.2);
+    model.dispose();
+  });
+
+  it('summary --depth 20 prints the table', () => {
+    const r = cli(['summary', '--depth', '20']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('layer3.2');
+    expect(r.stdout).toContain('Total params: 269,722');
+  });
+
+  it('errors print one line and exit 1', () => {
+    const missing = cli(['train', '--data', join(dir, 'nowhere'), '--limit', '10']);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr.trim()).toMatch(/^error: .*Fashion-MNIST not found/);
+    expect(missing.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    const depth = cli(['summary', '--depth', '21']);
+    expect(depth.status).toBe(1);
+    expect(depth.stderr.trim()).toBe('error: CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got depth 21');
+    expect(cli(['train', '--epochs', 'zero']).status).toBe(1);
+    const gpu = cli(['train', '--device', 'gpu', '--limit', '10']);
+    expect(gpu.status).toBe(1);
+    expect(gpu.stderr).toMatch(/error: .*no GPU backend/);
+  });
+});
+
+describe('examples/train-fashion-mnist.ts', () => {
+  it('runs on a subset', async () => {
+    const lines: string[] = [];
+    const out = join(tempDir(), 'example.safetensors');
+    const r = await example({ limit: 256, out, log: (l) => lines.push(l) });
+    expect(r.history.steps).toBe(2);
+    expect(r.testAccuracy).toBeGreaterThanOrEqual(0);
+    expect(existsSync(out)).toBe(true);
+    expect(lines.some((l) => l.startsWith('test: top-1'))).toBe(true);
+  });
+});
+
+describe('process lifetime', () => {
+  it('a script that uses the addon (and never disposes) exits by itself with code 0', () => {
+    const script = join(tempDir(), 'uses-addon.mjs');
+    writeFileSync(
+      script,
+      `
+import { Model, DataLoader, Dataset, datasets, resnet } from ${JSON.stringify(join(ROOT, 'dist', 'index.js'))};
+const model = Model.create(resnet.cifar({ depth: 8, inChannels: 1 }), { seed: 1 });
+const images = new Uint8Array(64 * 144).map((_, i) => (i * 37) % 251);
+const labels = new Uint8Array(64).map((_, i) => i % 10);
+const ds = Dataset.fromArrays({ images, labels, channels: 1, height: 12, width: 12, numClasses: 10 });
+const loader = new DataLoader(ds, { batchSize: 16 });
+for await (const b of loader.epoch(0)) { await model.trainStep(b.images, b.labels, b.shape); break; } // abandoned mid-epoch
+const unfinished = new DataLoader(ds, { batchSize: 8 }).epoch(1); await unfinished.next(); // never closed
+await model.predict(new Float32Array(144).fill(0.5), [1, 1, 12, 12]);
+await datasets.fashionMnist({ split: 'test' });
+try { await model.trainStep(new Float32Array(3), [0], [1, 1, 12, 12]); } catch { console.log('caught'); }
+console.log('done', model.step);
+`,
+    );
+    const r = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.signal).toBeNull(); // not killed by the timeout
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('caught\ndone 1\n');
+  });
+});

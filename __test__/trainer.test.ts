@@ -1,0 +1,151 @@
+// fit(): callbacks, schedules, validation, cancellation; the DataLoader it drives.
+import { describe, expect, it } from 'vitest';
+
+import { DataLoader, Model, Trainer, fit, paperMilestones, resolveSchedule, schedules, type BatchLogs, type EpochLogs } from '../ts/index.js';
+import { learnableDataset, tinySpec } from './helpers.js';
+
+const train = learnableDataset(192, 51);
+const valid = learnableDataset(64, 52);
+
+describe('fit', () => {
+  it('calls back per batch and per epoch, follows the paper schedule and validates', async () => {
+    const model = Model.create(tinySpec({ numClasses: 4 }), { seed: 50 });
+    const batches: Array<[number, BatchLogs]> = [];
+    const epochs: Array<[number, EpochLogs]> = [];
+    let begin: { totalSteps: number; batchesPerEpoch: number } | undefined;
+    const history = await fit(model, train, {
+      epochs: 2,
+      batchSize: 32,
+      optimizer: { lr: 0.05 },
+      schedule: schedules.paper(),
+      validationData: valid,
+      callbacks: {
+        onTrainBegin: (info) => {
+          begin = info;
+        },
+        onBatchEnd: (step, logs) => {
+          batches.push([step, logs]);
+        },
+        onEpochEnd: async (epoch, logs) => {
+          await new Promise((r) => setTimeout(r, 1)); // async callbacks are awaited
+          epochs.push([epoch, logs]);
+        },
+      },
+    });
+    expect(begin).toMatchObject({ totalSteps: 12, batchesPerEpoch: 6 });
+    expect(batches.map(([s]) => s)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    for (const [, logs] of batches) {
+      expect(Number.isFinite(logs.loss)).toBe(true);
+      expect(logs.acc).toBeGreaterThanOrEqual(0);
+      expect(logs.imgPerSec).toBeGreaterThan(0);
+      expect(logs.size).toBe(32);
+    }
+    // /10 at 50% and 75% of 12 steps: steps 1-6 at 0.05, 7-9 at 0.005, 10-12 at 0.0005.
+    const lrs = batches.map(([, l]) => l.lr);
+    expect(lrs[5]).toBeCloseTo(0.05, 6);
+    expect(lrs[6]).toBeCloseTo(0.005, 6);
+    expect(lrs[9]).toBeCloseTo(0.0005, 7);
+    expect(epochs.map(([e]) => e)).toEqual([0, 1]);
+    expect(epochs[1]?.[1].valAcc).toBeGreaterThan(0.5);
+    expect(epochs[1]?.[1].valLoss).toBeLessThan(epochs[0]?.[1].loss as number);
+    expect(history).toMatchObject({ epoch: [0, 1], aborted: false, steps: 12 });
+    expect(history.history.loss).toHaveLength(2);
+    expect(history.history.valAcc).toHaveLength(2);
+    expect(model.normalization).toEqual(train.meanStd());
+    expect(model.step).toBe(12);
+    model.dispose();
+  });
+
+  it('stops between batches when the AbortSignal fires and returns a history marked aborted', async () => {
+    const model = Model.create(tinySpec({ numClasses: 4 }), { seed: 53 });
+    const controller = new AbortController();
+    let ended = false;
+    const history = await fit(model, train, {
+      epochs: 3,
+      batchSize: 32,
+      signal: controller.signal,
+      callbacks: {
+        onBatchEnd: (step) => {
+          if (step === 4) controller.abort();
+        },
+        onTrainEnd: () => {
+          ended = true;
+        },
+      },
+    });
+    expect(history.aborted).toBe(true);
+    expect(history.steps).toBe(4);
+    expect(history.epoch).toEqual([]);
+    expect(model.step).toBe(4);
+    expect(ended).toBe(true);
+    // The model is still usable after an abort.
+    expect((await model.evaluate(valid)).count).toBe(64);
+    model.dispose();
+  });
+
+  it('is deterministic for a seed, and Trainer reuses options', async () => {
+    const run = async (): Promise<number[]> => {
+      const model = Model.create(tinySpec({ numClasses: 4 }), { seed: 54 });
+      const h = await new Trainer(model, { batchSize: 48, augment: true, seed: 3 }).fit(train);
+      model.dispose();
+      return h.history.loss;
+    };
+    expect(await run()).toEqual(await run());
+  });
+});
+
+describe('schedules', () => {
+  it('resolves fractions and whole-run cosine against the run length', () => {
+    expect(paperMilestones(64_000)).toEqual([32_000, 48_000]);
+    expect(resolveSchedule(schedules.paper(), 100)).toEqual({ kind: 'multistep', milestones: [50, 75], gamma: 0.1 });
+    expect(resolveSchedule(schedules.paper(), 100, 40)).toEqual({ kind: 'multistep', milestones: [90, 115], gamma: 0.1 });
+    expect(resolveSchedule(schedules.cosine({ minLr: 0.001 }), 10)).toEqual({ kind: 'cosine', totalSteps: 10, minLr: 0.001 });
+    expect(() => schedules.multistep({ fractions: [1.5] })).toThrow(/\(0, 1\)/);
+  });
+});
+
+describe('DataLoader', () => {
+  it('covers the epoch once, reshuffles per epoch, normalises, and repeats for a seed', async () => {
+    const loader = new DataLoader(train, { batchSize: 50, seed: 9 });
+    expect(loader.length).toBe(4);
+    const collect = async (l: DataLoader, epoch: number): Promise<{ labels: number[]; sizes: number[]; first: Float32Array | undefined }> => {
+      const labels: number[] = [];
+      const sizes: number[] = [];
+      let first: Float32Array | undefined;
+      for await (const b of l.epoch(epoch)) {
+        if (sizes.length === 0) first = b.images;
+        expect(b.images).toBeInstanceOf(Float32Array);
+        expect(b.images.length).toBe(b.shape[0] * 144);
+        expect(b.shape.slice(1)).toEqual([1, 12, 12]);
+        labels.push(...b.labels);
+        sizes.push(b.shape[0]);
+      }
+      return { labels, sizes, first };
+    };
+    const e0 = await collect(loader, 0);
+    const e0again = await collect(new DataLoader(train, { batchSize: 50, seed: 9 }), 0);
+    const e1 = await collect(loader, 1);
+    expect(e0.sizes).toEqual([50, 50, 50, 42]);
+    const counts = (ls: number[]): number[] => [0, 1, 2, 3].map((k) => ls.filter((l) => l === k).length);
+    expect(counts(e0.labels)).toEqual(counts(Array.from(train.labels())));
+    expect(e0again.labels).toEqual(e0.labels);
+    expect(e0again.first).toEqual(e0.first);
+    expect(e1.labels).not.toEqual(e0.labels);
+    // Normalised by the dataset's statistics: the whole epoch has mean ~0 and std ~1.
+    const all: number[] = [];
+    for await (const b of new DataLoader(train, { batchSize: 192, shuffle: false }).epoch(0)) all.push(...b.images);
+    const mean = all.reduce((a, v) => a + v, 0) / all.length;
+    const std = Math.sqrt(all.reduce((a, v) => a + (v - mean) ** 2, 0) / all.length);
+    expect(Math.abs(mean)).toBeLessThan(1e-3);
+    expect(Math.abs(std - 1)).toBeLessThan(1e-3);
+  });
+
+  it('breaking out early stops cleanly', async () => {
+    let seen = 0;
+    for await (const b of new DataLoader(train, { batchSize: 16 }).epoch(0)) {
+      seen += b.shape[0];
+      if (seen >= 32) break;
+    }
+    expect(seen).toBe(32);
+  });
+});

@@ -1,0 +1,269 @@
+#!/usr/bin/env node
+/**
+ * `resnet-wgpu` command line: train on Fashion-MNIST, evaluate a checkpoint, print a summary.
+ * Errors print `error: <message>` and exit with code 1.
+ *
+ * @module
+ */
+
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import cliProgress from 'cli-progress';
+
+import { datasets, type Dataset } from './data.js';
+import { Model, type DeviceName } from './model.js';
+import { schedules } from './optim.js';
+import { resnet, type ResNetSpec } from './spec.js';
+import { fit, type BatchLogs } from './trainer.js';
+
+const DEFAULT_DATA = '/usr/share/datasets/fashion-mnist';
+
+function int(name: string, min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a positive number');
+  return n;
+}
+
+function cifarSpec(model: string, depth: number, inChannels: number, numClasses: number): ResNetSpec {
+  return resnet.cifar({ depth, plain: model === 'plain', inChannels, numClasses });
+}
+
+function limit(ds: Dataset, n: number | undefined): Dataset {
+  return n === undefined ? ds : ds.take(n);
+}
+
+function fmtSeconds(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return '--';
+  const m = Math.floor(s / 60);
+  const sec = Math.round(s % 60);
+  return m > 0 ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
+}
+
+/** Progress display: a bar on a terminal, a line every ~5% otherwise (logs, CI, pipes). */
+class Progress {
+  readonly #tty = Boolean(process.stdout.isTTY);
+  readonly #bar = new cliProgress.SingleBar(
+    {
+      format: 'train {bar} {value}/{total} | {imgPerSec} img/s | loss {loss} | acc {acc} | lr {lr} | ETA {eta_formatted}',
+      hideCursor: true,
+      etaBuffer: 50,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  #total = 0;
+  #step = 0;
+  #payload = { imgPerSec: '-', loss: '-', acc: '-', lr: '-' };
+  #nextReport = 0;
+  #started = performance.now();
+
+  start(total: number): void {
+    this.#total = total;
+    this.#started = performance.now();
+    this.#nextReport = 0;
+    if (this.#tty) this.#bar.start(total, 0, this.#payload);
+    else console.log(`training: ${total} steps`);
+  }
+
+  /** Continues after {@link Progress.stop} (e.g. once an epoch's line is printed). */
+  resume(): void {
+    if (this.#tty) this.#bar.start(this.#total, this.#step, this.#payload);
+  }
+
+  update(step: number, logs: BatchLogs, runLoss: number, runAcc: number): void {
+    const payload = {
+      imgPerSec: logs.imgPerSec.toFixed(0),
+      loss: runLoss.toFixed(4),
+      acc: runAcc.toFixed(4),
+      lr: logs.lr.toPrecision(3),
+    };
+    this.#step = step;
+    this.#payload = payload;
+    if (this.#tty) {
+      this.#bar.update(step, payload);
+      return;
+    }
+    if (step >= this.#nextReport || step === this.#total) {
+      const elapsed = (performance.now() - this.#started) / 1000;
+      const eta = (elapsed / step) * (this.#total - step);
+      const pct = Math.round((100 * step) / this.#total);
+      console.log(
+        `step ${step}/${this.#total} (${pct}%) | ${payload.imgPerSec} img/s | loss ${payload.loss} | acc ${payload.acc} | lr ${payload.lr} | ETA ${fmtSeconds(eta)}`,
+      );
+      this.#nextReport = step + Math.max(1, Math.floor(this.#total / 20));
+    }
+  }
+
+  stop(): void {
+    if (this.#tty) this.#bar.stop();
+  }
+}
+
+interface TrainFlags {
+  model: string;
+  depth: number;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  seed: number;
+  data: string;
+  out: string;
+  augment: boolean;
+  limit?: number;
+  device: DeviceName;
+}
+
+async function train(flags: TrainFlags): Promise<void> {
+  const started = performance.now();
+  const trainSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'train' }), flags.limit);
+  const testSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'test' }), flags.limit);
+  const spec = cifarSpec(flags.model, flags.depth, trainSet.channels, trainSet.numClasses);
+  const model = Model.create(spec, { seed: flags.seed, device: flags.device });
+  console.log(
+    `${model.name} (${model.numParameters.toLocaleString('en-US')} parameters) on Fashion-MNIST: ` +
+      `${trainSet.length} train / ${testSet.length} test images, ${flags.epochs} epoch(s), batch ${flags.batchSize}, ` +
+      `lr ${flags.lr} (/10 at 50% and 75%), augment ${flags.augment ? 'on' : 'off'}`,
+  );
+
+  const abort = new AbortController();
+  const onSigint = (): void => abort.abort();
+  process.once('SIGINT', onSigint);
+  const progress = new Progress();
+  let runLoss = 0;
+  let runAcc = 0;
+  let lastImgPerSec = 0;
+  let history;
+  try {
+    history = await fit(model, trainSet, {
+      epochs: flags.epochs,
+      batchSize: flags.batchSize,
+      optimizer: { lr: flags.lr, momentum: 0.9, weightDecay: 1e-4 },
+      schedule: schedules.paper(),
+      augment: flags.augment,
+      seed: flags.seed,
+      signal: abort.signal,
+      callbacks: {
+        onTrainBegin: ({ totalSteps }) => progress.start(totalSteps),
+        onBatchEnd: (step, logs) => {
+          // Exponential moving averages: a readable trend rather than per-batch noise.
+          const k = step === 1 ? 1 : 0.1;
+          runLoss += k * (logs.loss - runLoss);
+          runAcc += k * (logs.acc - runAcc);
+          lastImgPerSec = logs.imgPerSec;
+          progress.update(step, logs, runLoss, runAcc);
+        },
+        onEpochEnd: (epoch, logs) => {
+          progress.stop();
+          console.log(`epoch ${epoch + 1}/${flags.epochs}: loss=${logs.loss.toFixed(4)} acc=${logs.acc.toFixed(4)} (${logs.seconds.toFixed(1)}s)`);
+          if (epoch + 1 < flags.epochs) progress.resume();
+        },
+      },
+    });
+  } finally {
+    progress.stop();
+    process.removeListener('SIGINT', onSigint);
+  }
+  if (history.aborted) console.log('interrupted: evaluating and saving the model as it is');
+
+  const test = await model.evaluate(testSet, { batchSize: 256 });
+  const out = resolve(flags.out);
+  mkdirSync(dirname(out), { recursive: true });
+  await model.save(out, { dataset: 'fashion-mnist', epochs: String(flags.epochs), seed: String(flags.seed) });
+  const seconds = (performance.now() - started) / 1000;
+  console.log(`test: loss=${test.loss.toFixed(4)} top1=${test.top1.toFixed(4)} top5=${test.top5.toFixed(4)} (${test.count} images)`);
+  console.log(`saved ${out}`);
+  const last = history.history;
+  console.log(
+    `final: loss=${(last.loss.at(-1) ?? NaN).toFixed(4)} train_acc=${(last.acc.at(-1) ?? NaN).toFixed(4)} ` +
+      `test_loss=${test.loss.toFixed(4)} test_acc=${test.top1.toFixed(4)} test_top5=${test.top5.toFixed(4)} ` +
+      `steps=${history.steps} img_per_sec=${lastImgPerSec.toFixed(1)} seconds=${seconds.toFixed(1)} ` +
+      `aborted=${history.aborted} checkpoint=${out}`,
+  );
+  model.dispose();
+}
+
+async function evaluate(flags: { checkpoint: string; data: string; batchSize: number; limit?: number; device: DeviceName }): Promise<void> {
+  const model = await Model.load(flags.checkpoint, { device: flags.device });
+  const testSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'test' }), flags.limit);
+  const r = await model.evaluate(testSet, { batchSize: flags.batchSize });
+  console.log(`${model.name} from ${flags.checkpoint} (step ${model.step}) on ${r.count} test images`);
+  console.log(`final: test_loss=${r.loss.toFixed(4)} test_acc=${r.top1.toFixed(4)} test_top5=${r.top5.toFixed(4)} count=${r.count}`);
+  model.dispose();
+}
+
+function summary(flags: { model: string; depth: number; family: string; inChannels: number; numClasses: number; size?: number }): void {
+  let spec: ResNetSpec;
+  if (flags.family === 'imagenet') {
+    const depth = flags.depth as 18 | 34 | 50 | 101 | 152;
+    spec = resnet.imagenet({ depth, plain: flags.model === 'plain', inChannels: flags.inChannels, numClasses: flags.numClasses });
+  } else {
+    spec = cifarSpec(flags.model, flags.depth, flags.inChannels, flags.numClasses);
+  }
+  const model = Model.create(spec, { device: 'cpu' });
+  console.log(model.summary(flags.size === undefined ? {} : { height: flags.size, width: flags.size }).toString());
+  model.dispose();
+}
+
+const deviceOption = (): Option =>
+  new Option('--device <device>', 'where to run').choices(['cpu', 'auto', 'gpu']).default('auto');
+const modelOption = (): Option =>
+  new Option('--model <kind>', 'residual network or its plain counterpart').choices(['resnet', 'plain']).default('resnet');
+
+export function program(): Command {
+  const cmd = new Command('resnet-wgpu').description('Train and run ResNets (He et al. 2015), computed in Rust');
+  cmd
+    .command('train')
+    .description('train a CIFAR-style ResNet on Fashion-MNIST, evaluate it and save a checkpoint')
+    .addOption(modelOption())
+    .option('--depth <n>', 'depth 6n+2 (20, 32, 44, 56, 110)', int('depth', 8), 20)
+    .option('--epochs <n>', 'passes over the training set', int('epochs', 1), 1)
+    .option('--batch-size <n>', 'images per step', int('batch size', 1), 128)
+    .option('--lr <rate>', 'initial learning rate (divided by 10 at 50% and 75% of the run)', positiveNumber, 0.1)
+    .option('--seed <n>', 'seed for weights, order and augmentation', int('seed', 0), 0)
+    .option('--data <dir>', 'Fashion-MNIST directory (IDX files, gzip or raw)', DEFAULT_DATA)
+    .option('--out <file>', 'checkpoint to write (safetensors)', 'runs/resnet20-fmnist.safetensors')
+    .option('--augment', 'pad-4 random crop and horizontal flip', false)
+    .option('--limit <n>', 'use only the first N images of each split (quick runs, tests)', int('limit', 1))
+    .addOption(deviceOption())
+    .action((flags: TrainFlags) => train(flags));
+  cmd
+    .command('evaluate')
+    .description('evaluate a checkpoint on the Fashion-MNIST test set')
+    .requiredOption('--checkpoint <file>', 'checkpoint written by train')
+    .option('--data <dir>', 'Fashion-MNIST directory', DEFAULT_DATA)
+    .option('--batch-size <n>', 'images per batch', int('batch size', 1), 256)
+    .option('--limit <n>', 'use only the first N test images', int('limit', 1))
+    .addOption(deviceOption())
+    .action((flags: { checkpoint: string; data: string; batchSize: number; limit?: number; device: DeviceName }) => evaluate(flags));
+  cmd
+    .command('summary')
+    .description('print the layers, output shapes, parameters and multiply-adds of a network')
+    .addOption(modelOption())
+    .addOption(new Option('--family <family>', 'CIFAR (6n+2) or ImageNet (18..152) network').choices(['cifar', 'imagenet']).default('cifar'))
+    .option('--depth <n>', 'network depth', int('depth', 1), 20)
+    .option('--in-channels <n>', 'input channels', int('in-channels', 1), 3)
+    .option('--num-classes <n>', 'classes', int('num-classes', 1), 10)
+    .option('--size <n>', 'input height and width (default 32, or 224 for ImageNet)', int('size', 1))
+    .action(summary);
+  return cmd;
+}
+
+export async function main(argv: string[] = process.argv): Promise<number> {
+  try {
+    await program().parseAsync(argv);
+    return 0;
+  } catch (e) {
+    console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  }
+}
+
+process.exitCode = await main();

@@ -1,0 +1,63 @@
+/**
+ * resnet-wgpu: define, train and run ResNets (He et al. 2015) from TypeScript; the work is done
+ * in Rust.
+ *
+ * ```ts
+ * import { resnet, Model, datasets, fit, schedules } from 'resnet-wgpu';
+ * const train = await datasets.fashionMnist({ split: 'train' });
+ * const model = Model.create(resnet.cifar({ depth: 20, inChannels: 1 }), { seed: 0 });
+ * await fit(model, train, { epochs: 1, schedule: schedules.paper() });
+ * ```
+ *
+ * @module
+ */
+
+export {
+  resnet,
+  depthOf,
+  nameOf,
+  defaultInputSize,
+  type ResNetSpec,
+  type StageSpec,
+  type ShortcutOption,
+  type BlockKind,
+  type StemKind,
+  type ActivationKind,
+  type BottleneckStride,
+  type CifarOptions,
+  type ImagenetOptions,
+  type ImagenetDepth,
+} from './spec.js';
+export {
+  Model,
+  type CreateOptions,
+  type DeviceName,
+  type EvaluateResult,
+  type LayerRow,
+  type ModelSummary,
+  type Shape4,
+  type TrainStepResult,
+} from './model.js';
+export { Tensor, ops, SGD } from './tensor.js';
+export {
+  sgd,
+  schedules,
+  paperMilestones,
+  resolveSchedule,
+  toSgdConfig,
+  type Schedule,
+  type ScheduleOption,
+  type SgdConfig,
+  type SgdOptions,
+} from './optim.js';
+export {
+  Dataset,
+  DataLoader,
+  datasets,
+  type AugmentOptions,
+  type Batch,
+  type DataLoaderOptions,
+  type Normalization,
+  type Split,
+} from './data.js';
+export { fit, Trainer, type BatchLogs, type Callbacks, type EpochLogs, type FitOptions, type History } from './trainer.js';

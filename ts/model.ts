@@ -1,0 +1,331 @@
+/**
+ * `Model`: a ResNet whose parameters, buffers, optimizer and autograd tape live in Rust. Heavy
+ * calls return Promises and run on the libuv thread pool, so the event loop stays free.
+ *
+ * @module
+ */
+
+import { DataLoader, type Dataset, type Normalization } from './data.js';
+import { native, type NativeModel } from './native.js';
+import { toSgdConfig, type SgdConfig, type SgdOptions } from './optim.js';
+import { defaultInputSize, nameOf, type ResNetSpec } from './spec.js';
+import { Tensor } from './tensor.js';
+
+/** Where the model runs. `'auto'` picks the best available (the CPU in this build). */
+export type DeviceName = 'cpu' | 'gpu' | 'auto';
+
+/** Options of {@link Model.create}. */
+export interface CreateOptions {
+  /** Seeds the weight initialisation (default 0): the same seed gives the same weights. */
+  seed?: number;
+  /** Default `'auto'`. */
+  device?: DeviceName;
+}
+
+/** An NCHW shape. */
+export type Shape4 = readonly [number, number, number, number];
+
+/** Result of one {@link Model.trainStep}. */
+export interface TrainStepResult {
+  /** Mean cross-entropy of the batch (before the update). */
+  loss: number;
+  /** Top-1 accuracy of the batch, training mode, before the update. */
+  acc: number;
+  correct: number;
+  batch: number;
+  /** The learning rate this step used. */
+  lr: number;
+  /** Optimizer steps taken so far, this one included. */
+  step: number;
+}
+
+/** Result of {@link Model.evaluate}: means over the dataset. */
+export interface EvaluateResult {
+  loss: number;
+  top1: number;
+  top5: number;
+  count: number;
+}
+
+/** One row of {@link Model.summary}. */
+export interface LayerRow {
+  name: string;
+  kind: string;
+  outputShape: number[];
+  params: number;
+  /** Multiply-adds of the forward pass for one image. */
+  macs: number;
+}
+
+/** Per-layer rows and totals; `toString()` renders a table. */
+export interface ModelSummary {
+  name: string;
+  inputShape: number[];
+  rows: LayerRow[];
+  totalParams: number;
+  totalMacs: number;
+  toString(): string;
+}
+
+/** Metadata key holding the normalisation a model was trained with. */
+const NORMALIZATION_KEY = 'normalization';
+
+function isNormalization(v: unknown): v is Normalization {
+  if (typeof v !== 'object' || v === null) return false;
+  const o = v as { mean?: unknown; std?: unknown };
+  const nums = (a: unknown): boolean => Array.isArray(a) && a.every((x) => typeof x === 'number');
+  return nums(o.mean) && nums(o.std);
+}
+
+/** Labels in any of the accepted forms, as the Int32Array Rust takes. */
+export function toLabels(labels: Int32Array | Uint8Array | readonly number[]): Int32Array {
+  return labels instanceof Int32Array ? labels : Int32Array.from(labels);
+}
+
+/** A ResNet owned by Rust. Call {@link Model.dispose} to free its memory before the GC would. */
+export class Model {
+  readonly #native: NativeModel;
+  readonly #spec: ResNetSpec;
+  readonly #metadata: Readonly<Record<string, string>>;
+  /**
+   * The input normalisation this model expects (set by `fit`, saved in checkpoints, restored by
+   * `load`); `evaluate` uses it.
+   */
+  normalization: Normalization | undefined;
+
+  private constructor(nativeModel: NativeModel, metadata: Record<string, string> = {}) {
+    this.#native = nativeModel;
+    this.#spec = JSON.parse(nativeModel.specJson()) as ResNetSpec;
+    this.#metadata = metadata;
+    const stored = metadata[NORMALIZATION_KEY];
+    if (stored !== undefined) {
+      const parsed: unknown = JSON.parse(stored);
+      if (isNormalization(parsed)) this.normalization = parsed;
+    }
+  }
+
+  /** A freshly initialised model (He init, seeded). */
+  static create(spec: ResNetSpec, options: CreateOptions = {}): Model {
+    return new Model(new native.NativeModel(JSON.stringify(spec), options.seed ?? 0, options.device ?? 'auto'));
+  }
+
+  /**
+   * A model rebuilt from a checkpoint written by {@link Model.save}: architecture, weights,
+   * buffers, optimizer state, step count and normalisation.
+   */
+  static async load(path: string, options: { device?: DeviceName } = {}): Promise<Model> {
+    const nativeModel = await native.NativeModel.load(path, options.device ?? 'auto');
+    return new Model(nativeModel, nativeModel.checkpointMetadata());
+  }
+
+  /** The architecture (a copy). */
+  get spec(): ResNetSpec {
+    return structuredClone(this.#spec);
+  }
+
+  /** A short name such as `ResNet-20`. */
+  get name(): string {
+    return nameOf(this.#spec);
+  }
+
+  /** Trainable parameters (weights and BN affine terms; not running statistics). */
+  get numParameters(): number {
+    return this.#native.numParameters();
+  }
+
+  /** Optimizer steps taken so far. */
+  get step(): number {
+    return this.#native.step();
+  }
+
+  /** The metadata of the checkpoint this model was loaded from (empty for a new model). */
+  get checkpointMetadata(): Readonly<Record<string, string>> {
+    return this.#metadata;
+  }
+
+  /** Whether {@link Model.dispose} has been called. */
+  get disposed(): boolean {
+    return this.#native.disposed;
+  }
+
+  /**
+   * Sets the optimizer (SGD). A schedule given relative to a run (fractions) needs
+   * `run.totalSteps`; it is placed after the model's current step.
+   */
+  setOptimizer(options: SgdOptions = {}, run: { totalSteps?: number } = {}): SgdConfig {
+    const config = toSgdConfig(options, run.totalSteps, this.step);
+    this.#native.configureOptimizer(JSON.stringify(config));
+    return config;
+  }
+
+  /**
+   * The NCHW shape of a batch. Without `shape`, it is inferred as
+   * `[labels.length, spec.inChannels, s, s]` for square images (s*s = pixels per image); pass
+   * `shape` for anything else.
+   */
+  #shapeOf(images: Float32Array, n: number, shape: Shape4 | undefined): number[] {
+    if (shape !== undefined) return [...shape];
+    const c = this.#spec.inChannels;
+    const perImage = n > 0 ? images.length / (n * c) : 0;
+    const side = Math.round(Math.sqrt(perImage));
+    if (n === 0 || !Number.isInteger(perImage) || side * side !== perImage) {
+      throw new Error(
+        `cannot infer the image shape from ${images.length} values for ${n} image(s) of ${c} channel(s); pass shape [N, C, H, W]`,
+      );
+    }
+    return [n, c, side, side];
+  }
+
+  /**
+   * One training step on a batch: forward, cross-entropy, backward and the optimizer update, on a
+   * worker thread. `images` are normalised NCHW values; `labels` are class indices.
+   */
+  async trainStep(
+    images: Float32Array,
+    labels: Int32Array | Uint8Array | readonly number[],
+    shape?: Shape4,
+  ): Promise<TrainStepResult> {
+    const y = toLabels(labels);
+    const s = await this.#native.trainStep(images, this.#shapeOf(images, y.length, shape), y);
+    return { loss: s.loss, acc: s.batch > 0 ? s.correct / s.batch : 0, correct: s.correct, batch: s.batch, lr: s.lr, step: s.step };
+  }
+
+  /**
+   * Logits `[N, numClasses]` (row-major) in eval mode. Without `shape`, `n` images of
+   * `inChannels` square channels are assumed (see {@link Model.trainStep}).
+   */
+  async predict(images: Float32Array, shape: Shape4 | { n: number }): Promise<Float32Array> {
+    const s = 'n' in shape ? this.#shapeOf(images, shape.n, undefined) : [...shape];
+    return this.#native.predict(images, s);
+  }
+
+  /** Loss, top-1 and top-5 on one labelled batch (eval mode), as sums. */
+  async evaluateBatch(
+    images: Float32Array,
+    labels: Int32Array | Uint8Array | readonly number[],
+    shape?: Shape4,
+  ): Promise<{ lossSum: number; top1: number; top5: number; count: number }> {
+    const y = toLabels(labels);
+    return this.#native.evaluateBatch(images, this.#shapeOf(images, y.length, shape), y);
+  }
+
+  /**
+   * Mean loss and top-1/top-5 accuracy over a dataset, in eval mode. Images are normalised with
+   * `options.normalize`, else the model's {@link Model.normalization}, else the dataset's own
+   * statistics.
+   */
+  async evaluate(
+    dataset: Dataset,
+    options: { batchSize?: number; normalize?: Normalization; signal?: AbortSignal } = {},
+  ): Promise<EvaluateResult> {
+    const loader = new DataLoader(dataset, {
+      batchSize: options.batchSize ?? 256,
+      shuffle: false,
+      normalize: options.normalize ?? this.normalization ?? 'dataset',
+    });
+    let lossSum = 0;
+    let top1 = 0;
+    let top5 = 0;
+    let count = 0;
+    for await (const batch of loader.epoch(0)) {
+      options.signal?.throwIfAborted();
+      const s = await this.#native.evaluateBatch(batch.images, [...batch.shape], batch.labels);
+      lossSum += s.lossSum;
+      top1 += s.top1;
+      top5 += s.top5;
+      count += s.count;
+    }
+    return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count };
+  }
+
+  /**
+   * Per-layer output shapes, parameter counts and multiply-adds for one input of
+   * `height` x `width` (default: 32 for CIFAR stems, 224 for ImageNet stems).
+   */
+  summary(options: { height?: number; width?: number } = {}): ModelSummary {
+    const size = defaultInputSize(this.#spec);
+    const height = options.height ?? size;
+    const width = options.width ?? height;
+    const rows = JSON.parse(this.#native.summary(height, width)) as LayerRow[];
+    const totalParams = rows.reduce((a, r) => a + r.params, 0);
+    const totalMacs = rows.reduce((a, r) => a + r.macs, 0);
+    const name = this.name;
+    const inputShape = [1, this.#spec.inChannels, height, width];
+    return { name, inputShape, rows, totalParams, totalMacs, toString: () => formatSummary(name, inputShape, rows, totalParams, totalMacs) };
+  }
+
+  /**
+   * Writes a safetensors checkpoint (torchvision parameter names, atomic write) holding the
+   * weights, buffers, optimizer state, the spec, the normalisation and your `metadata`. The
+   * directory must exist.
+   */
+  async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
+    const meta: Record<string, string> = { ...metadata };
+    if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = JSON.stringify(this.normalization);
+    await this.#native.save(path, meta);
+  }
+
+  /**
+   * Loads weights from a checkpoint of the same architecture (throws naming the difference
+   * otherwise); resolves to the checkpoint's metadata.
+   */
+  async loadWeights(path: string): Promise<Record<string, string>> {
+    const meta = await this.#native.loadWeights(path);
+    const stored = meta[NORMALIZATION_KEY];
+    if (stored !== undefined) {
+      const parsed: unknown = JSON.parse(stored);
+      if (isNormalization(parsed)) this.normalization = parsed;
+    }
+    return meta;
+  }
+
+  /** Parameter and buffer names in torchvision's convention (`layer1.0.conv1.weight`, ...). */
+  parameterNames(): string[] {
+    return this.#native.parameterNames();
+  }
+
+  /** The live parameter (shares storage with the model; its `grad` is filled by `backward`). */
+  parameter(name: string): Tensor {
+    return new Tensor(this.#native.parameter(name));
+  }
+
+  /** Logits for `x`; with `training: true` batch statistics are used and the graph is recorded. */
+  forward(x: Tensor, options: { training?: boolean } = {}): Tensor {
+    return new Tensor(this.#native.forward(x.native, options.training ?? false));
+  }
+
+  /** Globally pooled features `[N, C]` before the classifier (for custom heads). */
+  features(x: Tensor, options: { training?: boolean } = {}): Tensor {
+    return new Tensor(this.#native.features(x.native, options.training ?? false));
+  }
+
+  /** Frees the model's memory now; later calls throw "model has been disposed". */
+  dispose(): void {
+    this.#native.dispose();
+  }
+}
+
+function formatCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}G`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
+  return String(n);
+}
+
+function formatSummary(name: string, inputShape: number[], rows: LayerRow[], totalParams: number, totalMacs: number): string {
+  const header = ['Layer', 'Kind', 'Output shape', 'Params', 'MACs'];
+  const body = rows.map((r) => [r.name, r.kind, `[${r.outputShape.join(', ')}]`, r.params.toLocaleString('en-US'), formatCount(r.macs)]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => (row[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i >= 3 ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
+  const rule = widths.map((w) => '-'.repeat(w)).join('  ');
+  return [
+    `${name}, input [${inputShape.join(', ')}]`,
+    line(header),
+    rule,
+    ...body.map(line),
+    rule,
+    `Total params: ${totalParams.toLocaleString('en-US')} (${formatCount(totalParams)})`,
+    `Total MACs per image: ${totalMacs.toLocaleString('en-US')} (${formatCount(totalMacs)})`,
+  ].join('\n');
+}

@@ -1,0 +1,193 @@
+/**
+ * Architectures as plain typed data. A {@link ResNetSpec} crosses to Rust once, as JSON; Rust
+ * builds the module tree from it. `resnet.cifar` and `resnet.imagenet` build the paper's networks.
+ *
+ * @module
+ */
+
+/**
+ * How a residual block's shortcut handles a change of shape (He et al. 2015, sec. 3.3):
+ * `A` zero-pads and subsamples (no parameters), `B` projects with a 1x1 convolution only where the
+ * shape changes, `C` projects on every block.
+ */
+export type ShortcutOption = 'A' | 'B' | 'C';
+
+/** `basic`: two 3x3 convolutions. `bottleneck`: 1x1, 3x3, 1x1 (output is 4x the width). */
+export type BlockKind = 'basic' | 'bottleneck';
+
+/** `cifar`: one 3x3 convolution. `imagenet`: 7x7 stride-2 convolution, then 3x3 stride-2 max pool. */
+export type StemKind = 'cifar' | 'imagenet';
+
+/** Elementwise nonlinearity used throughout the network. */
+export type ActivationKind = 'relu' | 'tanh' | 'sigmoid';
+
+/**
+ * Which convolution of a bottleneck carries the stage's stride: `1x1` as in the paper, `3x3` as
+ * torchvision ("ResNet v1.5", whose pretrained weights expect it).
+ */
+export type BottleneckStride = '1x1' | '3x3';
+
+/** One stage: `count` blocks of one kind; the first block applies `stride`. */
+export interface StageSpec {
+  block: BlockKind;
+  count: number;
+  /** Channels of the block's 3x3 convolutions (a bottleneck outputs four times this). */
+  width: number;
+  stride: number;
+}
+
+/** A whole network. Plain data: build it by hand, or with {@link resnet}. */
+export interface ResNetSpec {
+  stem: StemKind;
+  stemWidth: number;
+  stages: StageSpec[];
+  shortcut: ShortcutOption;
+  /** No shortcuts at all: the paper's "plain" baseline. */
+  plain: boolean;
+  inChannels: number;
+  numClasses: number;
+  /** Default `'3x3'` (torchvision). */
+  bottleneckStride?: BottleneckStride;
+  /** Default `'relu'`. */
+  activation?: ActivationKind;
+}
+
+/** Options of {@link resnet}.cifar. */
+export interface CifarOptions {
+  /** 6n+2: 20, 32, 44, 56, 110, 1202, ... (8 is the smallest). */
+  depth: number;
+  /** Default `'A'` (the paper's CIFAR choice). */
+  shortcut?: ShortcutOption;
+  /** Default `false`. */
+  plain?: boolean;
+  /** Default 3. */
+  inChannels?: number;
+  /** Default 10. */
+  numClasses?: number;
+  /** Default `'relu'`. */
+  activation?: ActivationKind;
+}
+
+/** Depths of the paper's ImageNet networks (Table 1). */
+export type ImagenetDepth = 18 | 34 | 50 | 101 | 152;
+
+/** Options of {@link resnet}.imagenet. */
+export interface ImagenetOptions {
+  depth: ImagenetDepth;
+  /** Default `'B'` (torchvision's choice). */
+  shortcut?: ShortcutOption;
+  /** Default `false`. */
+  plain?: boolean;
+  /** Default 3. */
+  inChannels?: number;
+  /** Default 1000. */
+  numClasses?: number;
+  /** Default `'3x3'` (torchvision v1.5). */
+  bottleneckStride?: BottleneckStride;
+  /** Default `'relu'`. */
+  activation?: ActivationKind;
+}
+
+const IMAGENET_LAYOUT: Record<ImagenetDepth, { block: BlockKind; counts: [number, number, number, number] }> = {
+  18: { block: 'basic', counts: [2, 2, 2, 2] },
+  34: { block: 'basic', counts: [3, 4, 6, 3] },
+  50: { block: 'bottleneck', counts: [3, 4, 6, 3] },
+  101: { block: 'bottleneck', counts: [3, 4, 23, 3] },
+  152: { block: 'bottleneck', counts: [3, 8, 36, 3] },
+};
+
+function positiveInt(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new Error(`${name} must be a positive integer, got ${value}`);
+  }
+  return value;
+}
+
+/** Factories for the networks of He et al. (2015), in torchvision's style. */
+export const resnet = {
+  /**
+   * The CIFAR-10 networks of section 4.2: a 3x3 stem of width 16, then three stages of n basic
+   * blocks (widths 16, 32, 64; strides 1, 2, 2), global average pooling and a linear classifier.
+   *
+   * @throws Error if `depth` is not 6n+2.
+   */
+  cifar(options: CifarOptions): ResNetSpec {
+    const { depth, shortcut = 'A', plain = false, inChannels = 3, numClasses = 10, activation } = options;
+    if (!Number.isInteger(depth) || depth < 8 || (depth - 2) % 6 !== 0) {
+      throw new Error(`CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got depth ${depth}`);
+    }
+    const n = (depth - 2) / 6;
+    const spec: ResNetSpec = {
+      stem: 'cifar',
+      stemWidth: 16,
+      stages: [
+        { block: 'basic', count: n, width: 16, stride: 1 },
+        { block: 'basic', count: n, width: 32, stride: 2 },
+        { block: 'basic', count: n, width: 64, stride: 2 },
+      ],
+      shortcut,
+      plain,
+      inChannels: positiveInt('inChannels', inChannels),
+      numClasses: positiveInt('numClasses', numClasses),
+    };
+    if (activation !== undefined) spec.activation = activation;
+    return spec;
+  },
+
+  /**
+   * The ImageNet networks of Table 1: 7x7/2 stem of width 64 and 3x3/2 max pool, then four stages
+   * (widths 64, 128, 256, 512; strides 1, 2, 2, 2) of basic (18, 34) or bottleneck (50, 101, 152)
+   * blocks.
+   *
+   * @throws Error if `depth` is not 18, 34, 50, 101 or 152.
+   */
+  imagenet(options: ImagenetOptions): ResNetSpec {
+    const {
+      depth,
+      shortcut = 'B',
+      plain = false,
+      inChannels = 3,
+      numClasses = 1000,
+      bottleneckStride = '3x3',
+      activation,
+    } = options;
+    const layout = IMAGENET_LAYOUT[depth];
+    if (layout === undefined) {
+      throw new Error(`ImageNet ResNet depth must be 18, 34, 50, 101 or 152, got depth ${String(depth)}`);
+    }
+    const widths = [64, 128, 256, 512];
+    const strides = [1, 2, 2, 2];
+    const spec: ResNetSpec = {
+      stem: 'imagenet',
+      stemWidth: 64,
+      stages: layout.counts.map((count, i) => ({
+        block: layout.block,
+        count,
+        width: widths[i] as number,
+        stride: strides[i] as number,
+      })),
+      shortcut,
+      plain,
+      inChannels: positiveInt('inChannels', inChannels),
+      numClasses: positiveInt('numClasses', numClasses),
+      bottleneckStride,
+    };
+    if (activation !== undefined) spec.activation = activation;
+    return spec;
+  },
+};
+
+/** Weighted layers of a spec: stem + 2 or 3 per block + classifier (the paper's "depth"). */
+export function depthOf(spec: ResNetSpec): number {
+  return 2 + spec.stages.reduce((sum, s) => sum + s.count * (s.block === 'basic' ? 2 : 3), 0);
+}
+
+/** A short name such as `ResNet-20` or `Plain-56`. */
+export function nameOf(spec: ResNetSpec): string {
+  return `${spec.plain ? 'Plain' : 'ResNet'}-${depthOf(spec)}`;
+}
+
+/** The input size the paper used for a stem: 32 for CIFAR, 224 for ImageNet. */
+export function defaultInputSize(spec: ResNetSpec): number {
+  return spec.stem === 'cifar' ? 32 : 224;
+}
