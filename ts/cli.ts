@@ -14,7 +14,7 @@ import cliProgress from 'cli-progress';
 import { datasets, type Dataset } from './data.js';
 import { Model, type DeviceName } from './model.js';
 import { schedules } from './optim.js';
-import { resnet, type ResNetSpec } from './spec.js';
+import { resnet, type ResNetSpec, type ShortcutOption } from './spec.js';
 import { fit, type BatchLogs } from './trainer.js';
 
 const DEFAULT_DATA = '/usr/share/datasets/fashion-mnist';
@@ -33,8 +33,8 @@ function positiveNumber(value: string): number {
   return n;
 }
 
-function cifarSpec(model: string, depth: number, inChannels: number, numClasses: number): ResNetSpec {
-  return resnet.cifar({ depth, plain: model === 'plain', inChannels, numClasses });
+function cifarSpec(model: string, depth: number, inChannels: number, numClasses: number, shortcut: ShortcutOption): ResNetSpec {
+  return resnet.cifar({ depth, shortcut, plain: model === 'plain', inChannels, numClasses });
 }
 
 function limit(ds: Dataset, n: number | undefined): Dataset {
@@ -119,18 +119,19 @@ interface TrainFlags {
   augment: boolean;
   limit?: number;
   device: DeviceName;
+  shortcut: ShortcutOption;
 }
 
 async function train(flags: TrainFlags): Promise<void> {
   const started = performance.now();
   const trainSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'train' }), flags.limit);
   const testSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'test' }), flags.limit);
-  const spec = cifarSpec(flags.model, flags.depth, trainSet.channels, trainSet.numClasses);
+  const spec = cifarSpec(flags.model, flags.depth, trainSet.channels, trainSet.numClasses, flags.shortcut);
   const model = Model.create(spec, { seed: flags.seed, device: flags.device });
   console.log(
     `${model.name} (${model.numParameters.toLocaleString('en-US')} parameters) on Fashion-MNIST: ` +
       `${trainSet.length} train / ${testSet.length} test images, ${flags.epochs} epoch(s), batch ${flags.batchSize}, ` +
-      `lr ${flags.lr} (/10 at 50% and 75%), augment ${flags.augment ? 'on' : 'off'}`,
+      `lr ${flags.lr} (/10 at 50% and 75%), shortcut ${flags.shortcut}, augment ${flags.augment ? 'on' : 'off'}`,
   );
 
   const abort = new AbortController();
@@ -199,13 +200,21 @@ async function evaluate(flags: { checkpoint: string; data: string; batchSize: nu
   model.dispose();
 }
 
-function summary(flags: { model: string; depth: number; family: string; inChannels: number; numClasses: number; size?: number }): void {
+function summary(flags: {
+  model: string;
+  depth: number;
+  family: string;
+  inChannels: number;
+  numClasses?: number;
+  size?: number;
+  shortcut?: ShortcutOption;
+}): void {
   let spec: ResNetSpec;
   if (flags.family === 'imagenet') {
     const depth = flags.depth as 18 | 34 | 50 | 101 | 152;
-    spec = resnet.imagenet({ depth, plain: flags.model === 'plain', inChannels: flags.inChannels, numClasses: flags.numClasses });
+    spec = resnet.imagenet({ depth, shortcut: flags.shortcut ?? 'B', plain: flags.model === 'plain', inChannels: flags.inChannels, numClasses: flags.numClasses ?? 1000 });
   } else {
-    spec = cifarSpec(flags.model, flags.depth, flags.inChannels, flags.numClasses);
+    spec = cifarSpec(flags.model, flags.depth, flags.inChannels, flags.numClasses ?? 10, flags.shortcut ?? 'A');
   }
   const model = Model.create(spec, { device: 'cpu' });
   console.log(model.summary(flags.size === undefined ? {} : { height: flags.size, width: flags.size }).toString());
@@ -214,6 +223,14 @@ function summary(flags: { model: string; depth: number; family: string; inChanne
 
 const deviceOption = (): Option =>
   new Option('--device <device>', 'where to run').choices(['cpu', 'auto', 'gpu']).default('auto');
+/**
+ * The CLI's recipe is the anchor's (`shared/anchors/torch_fmnist.py`), whose CIFAR ResNet projects
+ * where shapes change: option B. The library's own default stays the paper's option A.
+ */
+const shortcutOption = (fallback?: ShortcutOption): Option => {
+  const o = new Option('--shortcut <option>', 'A: zero-pad, B: project where shapes change, C: project everywhere').choices(['A', 'B', 'C']);
+  return fallback === undefined ? o : o.default(fallback);
+};
 const modelOption = (): Option =>
   new Option('--model <kind>', 'residual network or its plain counterpart').choices(['resnet', 'plain']).default('resnet');
 
@@ -232,6 +249,7 @@ export function program(): Command {
     .option('--out <file>', 'checkpoint to write (safetensors)', 'runs/resnet20-fmnist.safetensors')
     .option('--augment', 'pad-4 random crop and horizontal flip', false)
     .option('--limit <n>', 'use only the first N images of each split (quick runs, tests)', int('limit', 1))
+    .addOption(shortcutOption('B'))
     .addOption(deviceOption())
     .action((flags: TrainFlags) => train(flags));
   cmd
@@ -250,8 +268,9 @@ export function program(): Command {
     .addOption(new Option('--family <family>', 'CIFAR (6n+2) or ImageNet (18..152) network').choices(['cifar', 'imagenet']).default('cifar'))
     .option('--depth <n>', 'network depth', int('depth', 1), 20)
     .option('--in-channels <n>', 'input channels', int('in-channels', 1), 3)
-    .option('--num-classes <n>', 'classes', int('num-classes', 1), 10)
+    .option('--num-classes <n>', 'classes (default 10, or 1000 for ImageNet)', int('num-classes', 1))
     .option('--size <n>', 'input height and width (default 32, or 224 for ImageNet)', int('size', 1))
+    .addOption(shortcutOption())
     .action(summary);
   return cmd;
 }
