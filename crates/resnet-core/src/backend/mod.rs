@@ -5,6 +5,8 @@
 
 pub mod cpu;
 mod geometry;
+#[cfg(feature = "gpu")]
+pub mod wgpu;
 
 pub use geometry::{ConvGeometry, PoolGeometry};
 
@@ -15,20 +17,82 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     Cpu,
+    /// The process's one GPU (wgpu: Vulkan, Metal or DX12), opened on first use.
+    #[cfg(feature = "gpu")]
+    Gpu,
 }
 
 impl Device {
     pub fn backend(self) -> &'static dyn Backend {
         match self {
             Device::Cpu => &cpu::CpuBackend,
+            #[cfg(feature = "gpu")]
+            Device::Gpu => &self::wgpu::WgpuBackend,
         }
     }
+
+    /// "cpu", "gpu" or "auto". `gpu` fails with the reason when there is no usable adapter;
+    /// `auto` takes a hardware GPU when there is one and the CPU otherwise, and says which on
+    /// stderr (once). A software adapter (llvmpipe) is only used when named by
+    /// `RESNET_WGPU_ADAPTER`.
+    pub fn parse(s: &str) -> Result<Device> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => gpu_device(),
+            "auto" => Ok(auto_device()),
+            other => Err(Error::invalid(format!("unknown device '{other}': expected 'cpu', 'gpu' or 'auto'"))),
+        }
+    }
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_device() -> Result<Device> {
+    self::wgpu::init().map(|_| Device::Gpu)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_device() -> Result<Device> {
+    Err(Error::Device("this build has no GPU support (built without the `gpu` feature); use device 'cpu' or 'auto'".into()))
+}
+
+fn auto_device() -> Device {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    match gpu_device() {
+        Ok(d) => {
+            #[cfg(feature = "gpu")]
+            SAID.call_once(|| eprintln!("resnet-wgpu: device 'auto' uses the GPU: {}", self::wgpu::report().selected.unwrap_or_default()));
+            d
+        }
+        Err(e) => {
+            SAID.call_once(|| eprintln!("resnet-wgpu: device 'auto' uses the CPU ({e})"));
+            Device::Cpu
+        }
+    }
+}
+
+/// The GPU adapters this process can see, their limits and features, and which one device
+/// 'gpu' uses and why (for `resnet-wgpu info`).
+pub fn adapters_info() -> String {
+    #[cfg(feature = "gpu")]
+    return self::wgpu::report().to_string();
+    #[cfg(not(feature = "gpu"))]
+    return "GPU support: not built (the `gpu` feature is off); device 'auto' uses the CPU".to_string();
+}
+
+/// (bytes the GPU buffer pool holds now, most it has held), or None before the GPU is used.
+pub fn gpu_memory_stats() -> Option<(u64, u64)> {
+    #[cfg(feature = "gpu")]
+    return self::wgpu::memory_stats().map(|m| (m.reserved, m.peak_reserved));
+    #[cfg(not(feature = "gpu"))]
+    return None;
 }
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
+            #[cfg(feature = "gpu")]
+            Device::Gpu => write!(f, "gpu"),
         }
     }
 }
@@ -39,18 +103,24 @@ impl fmt::Display for Device {
 #[derive(Clone)]
 pub enum Storage {
     Cpu(cpu::CpuStorage),
+    #[cfg(feature = "gpu")]
+    Gpu(self::wgpu::GpuStorage),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(_) => Device::Gpu,
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(s) => s.len(),
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(s) => s.len(),
         }
     }
 

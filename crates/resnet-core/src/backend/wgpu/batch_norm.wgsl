@@ -1,0 +1,204 @@
+// Batch normalisation over NCHW, per channel. Statistics in two steps: per (chunk, channel)
+// partial sums, one workgroup each (`stats_partial`, `backward_partial`), then one thread per
+// channel adds its chunks (`stats_finalize`, `backward_finalize`). The variance is taken around
+// a shift (the channel's first value) so large means cost no precision. Normalisation uses the
+// biased variance; the running variance gets the unbiased one (PyTorch).
+
+const WG: u32 = 256u;
+const ITEMS: u32 = 16u;
+const CHUNK: u32 = WG * ITEMS;
+
+struct Params {
+    c: u32,
+    hw: u32,
+    // N * HW values per channel.
+    count: u32,
+    chunks: u32,
+    len: u32,
+    batch_statistics: u32,
+    eps: f32,
+    momentum: f32,
+    unbias: f32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gy: array<f32>;
+@group(0) @binding(3) var<storage, read> gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> beta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> var_: array<f32>;
+@group(0) @binding(7) var<storage, read_write> invstd: array<f32>;
+// [chunks, 2, C]
+@group(0) @binding(8) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(9) var<storage, read_write> y: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dbeta: array<f32>;
+@group(0) @binding(12) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(13) var<storage, read_write> running_var: array<f32>;
+
+var<workgroup> red0: array<f32, WG>;
+var<workgroup> red1: array<f32, WG>;
+
+fn workgroup_sum2(a: f32, b: f32, lid: u32) -> vec2<f32> {
+    red0[lid] = a;
+    red1[lid] = b;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red0[lid] += red0[lid + s];
+            red1[lid] += red1[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return vec2<f32>(red0[0], red1[0]);
+}
+
+fn at(e: u32, ch: u32) -> u32 {
+    let img = e / P.hw;
+    return (img * P.c + ch) * P.hw + (e - img * P.hw);
+}
+
+fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+@compute @workgroup_size(WG)
+fn stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let flat = wid.y * nwg.x + wid.x;
+    if (flat >= P.chunks * P.c) {
+        return;
+    }
+    let ch = flat % P.c;
+    let q = flat / P.c;
+    let shift = x[ch * P.hw];
+    var s = 0.0;
+    var ss = 0.0;
+    for (var i = 0u; i < ITEMS; i++) {
+        let e = q * CHUNK + i * WG + lid;
+        if (e < P.count) {
+            let d = x[at(e, ch)] - shift;
+            s += d;
+            ss = fma(d, d, ss);
+        }
+    }
+    let t = workgroup_sum2(s, ss, lid);
+    if (lid == 0u) {
+        partial[(q * 2u) * P.c + ch] = t.x;
+        partial[(q * 2u + 1u) * P.c + ch] = t.y;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn stats_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = element(wid, nwg, lid);
+    if (ch >= P.c) {
+        return;
+    }
+    var s = 0.0;
+    var ss = 0.0;
+    for (var q = 0u; q < P.chunks; q++) {
+        s += partial[(q * 2u) * P.c + ch];
+        ss += partial[(q * 2u + 1u) * P.c + ch];
+    }
+    let n = f32(P.count);
+    let d = s / n;
+    let v = max(ss / n - d * d, 0.0);
+    mean[ch] = x[ch * P.hw] + d;
+    var_[ch] = v;
+    invstd[ch] = 1.0 / sqrt(v + P.eps);
+}
+
+// y = (x - mean) * invstd * gamma + beta
+@compute @workgroup_size(WG)
+fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i >= P.len) {
+        return;
+    }
+    let ch = (i / P.hw) % P.c;
+    let scale = invstd[ch] * gamma[ch];
+    let shift = beta[ch] - mean[ch] * scale;
+    y[i] = fma(x[i], scale, shift);
+}
+
+@compute @workgroup_size(WG)
+fn backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let flat = wid.y * nwg.x + wid.x;
+    if (flat >= P.chunks * P.c) {
+        return;
+    }
+    let ch = flat % P.c;
+    let q = flat / P.c;
+    let m = mean[ch];
+    var s = 0.0;
+    var sx = 0.0;
+    for (var i = 0u; i < ITEMS; i++) {
+        let e = q * CHUNK + i * WG + lid;
+        if (e < P.count) {
+            let j = at(e, ch);
+            let g = gy[j];
+            s += g;
+            sx = fma(g, x[j] - m, sx);
+        }
+    }
+    let t = workgroup_sum2(s, sx, lid);
+    if (lid == 0u) {
+        partial[(q * 2u) * P.c + ch] = t.x;
+        partial[(q * 2u + 1u) * P.c + ch] = t.y;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = element(wid, nwg, lid);
+    if (ch >= P.c) {
+        return;
+    }
+    var s = 0.0;
+    var sx = 0.0;
+    for (var q = 0u; q < P.chunks; q++) {
+        s += partial[(q * 2u) * P.c + ch];
+        sx += partial[(q * 2u + 1u) * P.c + ch];
+    }
+    dbeta[ch] = s;
+    dgamma[ch] = sx * invstd[ch];
+}
+
+// dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) with batch statistics,
+// gamma * invstd * dy with frozen ones.
+@compute @workgroup_size(WG)
+fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i >= P.len) {
+        return;
+    }
+    let ch = (i / P.hw) % P.c;
+    let k = gamma[ch] * invstd[ch];
+    if (P.batch_statistics != 0u) {
+        let n = f32(P.count);
+        let mean_gy = dbeta[ch] / n;
+        let proj = dgamma[ch] / n * invstd[ch];
+        y[i] = k * (gy[i] - mean_gy - (x[i] - mean[ch]) * proj);
+    } else {
+        y[i] = k * gy[i];
+    }
+}
+
+// Frozen statistics: invstd from the running variance.
+@compute @workgroup_size(WG)
+fn frozen_invstd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = element(wid, nwg, lid);
+    if (ch < P.c) {
+        invstd[ch] = 1.0 / sqrt(var_[ch] + P.eps);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn running_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = element(wid, nwg, lid);
+    if (ch < P.c) {
+        running_mean[ch] = (1.0 - P.momentum) * running_mean[ch] + P.momentum * mean[ch];
+        running_var[ch] = (1.0 - P.momentum) * running_var[ch] + P.momentum * var_[ch] * P.unbias;
+    }
+}

@@ -1,0 +1,260 @@
+//! The process's one GPU context: which adapter, why, and the device and queue opened on it with
+//! the adapter's own limits. Created on first use and never dropped (a `OnceLock` static): no
+//! teardown order to get wrong when a process (or a Node addon) exits, and no thread of ours.
+
+use super::pool::Pool;
+use super::queue::Recorder;
+use super::pipelines::Pipelines;
+use crate::error::{Error, Result};
+use std::sync::{Mutex, Once, OnceLock};
+
+/// Names a software adapter (or any adapter) by a substring of its name, e.g. `llvmpipe`.
+pub const ADAPTER_ENV: &str = "RESNET_WGPU_ADAPTER";
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// Why this adapter was chosen, for `adapters_info`.
+    pub reason: String,
+    pub pool: Mutex<Pool>,
+    pub recorder: Mutex<Recorder>,
+    pub pipelines: Pipelines,
+    /// The first uncaptured wgpu error (validation, out of memory), reported at the next sync.
+    pub error: Mutex<Option<String>>,
+    /// Keeps the instance (and so the loader) alive as long as the device; never dropped.
+    _instance: wgpu::Instance,
+}
+
+static CONTEXT: OnceLock<std::result::Result<GpuContext, String>> = OnceLock::new();
+static HANDLER: Once = Once::new();
+
+/// The context, created on first call; a failure is remembered and returned every time.
+pub fn context() -> Result<&'static GpuContext> {
+    let ctx = CONTEXT.get_or_init(GpuContext::create).as_ref().map_err(|e| Error::Device(e.clone()))?;
+    HANDLER.call_once(|| ctx.install_error_handler());
+    Ok(ctx)
+}
+
+/// The context if it has already been created (memory statistics must not create one).
+pub fn existing_context() -> Option<&'static GpuContext> {
+    CONTEXT.get().and_then(|c| c.as_ref().ok())
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(&wgpu::InstanceDescriptor {
+        // Vulkan, Metal, DX12: the compute-capable native APIs. GL has no storage buffers worth the name.
+        backends: wgpu::Backends::PRIMARY.with_env(),
+        // No validation layers unless asked for through WGPU_* variables: tests and release alike.
+        flags: wgpu::InstanceFlags::empty().with_env(),
+        ..Default::default()
+    })
+}
+
+fn is_hardware(t: wgpu::DeviceType) -> bool {
+    matches!(t, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu)
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        _ => 3,
+    }
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> String {
+    let driver = if info.driver.is_empty() { String::new() } else { format!(", driver {} {}", info.driver, info.driver_info) };
+    format!("{} ({:?}, {:?}{driver})", info.name, info.backend, info.device_type)
+}
+
+/// Picks the adapter: the one named by `RESNET_WGPU_ADAPTER` if set, otherwise the best hardware
+/// GPU. A software rasteriser (llvmpipe/lavapipe, `DeviceType::Cpu`) is never picked unless named.
+fn choose(adapters: Vec<wgpu::Adapter>) -> std::result::Result<(wgpu::Adapter, String), String> {
+    let names: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
+    let seen = if names.is_empty() { "none".to_string() } else { names.join("; ") };
+    if let Ok(wanted) = std::env::var(ADAPTER_ENV) {
+        let w = wanted.to_lowercase();
+        return match adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&w)) {
+            Some(a) => Ok((a, format!("named by {ADAPTER_ENV}={wanted}"))),
+            None => Err(format!("no GPU adapter matches {ADAPTER_ENV}={wanted} (adapters found: {seen})")),
+        };
+    }
+    let mut hardware: Vec<wgpu::Adapter> = adapters.into_iter().filter(|a| is_hardware(a.get_info().device_type)).collect();
+    hardware.sort_by_key(|a| rank(a.get_info().device_type));
+    match hardware.into_iter().next() {
+        Some(a) => {
+            let t = a.get_info().device_type;
+            Ok((a, format!("the first {t:?} adapter")))
+        }
+        None => Err(format!(
+            "no GPU adapter found (Vulkan/Metal/DX12; adapters found: {seen}); use device 'cpu' or 'auto', \
+             or name a software adapter with {ADAPTER_ENV}=llvmpipe"
+        )),
+    }
+}
+
+/// The limits to ask for: everything the adapter offers that our kernels use.
+fn wanted_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
+    let mut l = wgpu::Limits::downlevel_defaults();
+    l.max_storage_buffer_binding_size = adapter.max_storage_buffer_binding_size;
+    l.max_buffer_size = adapter.max_buffer_size;
+    l.max_compute_workgroup_storage_size = adapter.max_compute_workgroup_storage_size;
+    l.max_compute_invocations_per_workgroup = adapter.max_compute_invocations_per_workgroup;
+    l.max_compute_workgroup_size_x = adapter.max_compute_workgroup_size_x;
+    l.max_compute_workgroup_size_y = adapter.max_compute_workgroup_size_y;
+    l.max_compute_workgroup_size_z = adapter.max_compute_workgroup_size_z;
+    l.max_compute_workgroups_per_dimension = adapter.max_compute_workgroups_per_dimension;
+    l.max_storage_buffers_per_shader_stage = adapter.max_storage_buffers_per_shader_stage.min(16);
+    l.max_uniform_buffer_binding_size = adapter.max_uniform_buffer_binding_size;
+    l.min_uniform_buffer_offset_alignment = adapter.min_uniform_buffer_offset_alignment;
+    l.min_storage_buffer_offset_alignment = adapter.min_storage_buffer_offset_alignment;
+    l.min_subgroup_size = adapter.min_subgroup_size;
+    l.max_subgroup_size = adapter.max_subgroup_size;
+    l
+}
+
+impl GpuContext {
+    fn create() -> std::result::Result<GpuContext, String> {
+        let instance = instance();
+        let (adapter, reason) = choose(instance.enumerate_adapters(wgpu::Backends::PRIMARY.with_env()))?;
+        let info = adapter.get_info();
+        let adapter_limits = adapter.limits();
+        let limits = wanted_limits(&adapter_limits);
+        // Optional features are taken where offered; every kernel has a path without them.
+        let features = adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("resnet-wgpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| format!("could not open {}: {e}", describe(&info)))?;
+        let ctx = GpuContext {
+            pipelines: Pipelines::default(),
+            pool: Mutex::new(Pool::default()),
+            recorder: Mutex::new(Recorder::new(limits.min_uniform_buffer_offset_alignment)),
+            error: Mutex::new(None),
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            reason,
+            _instance: instance,
+        };
+        Ok(ctx)
+    }
+
+    /// Installs the error sink. Called once, right after the context is in its static: wgpu's
+    /// default handler panics, and a kernel bug must be an `Err`, not an abort of the host process.
+    fn install_error_handler(&'static self) {
+        self.device.on_uncaptured_error(Box::new(move |e| {
+            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+    }
+
+    /// Returns (and keeps) the first wgpu error seen, if any.
+    pub fn check_error(&self) -> Result<()> {
+        match &*self.error.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(Error::Device(format!("GPU error: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        describe(&self.info)
+    }
+}
+
+/// One adapter as `adapters_info` lists it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_buffer_binding_size: u32,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub subgroup: bool,
+    pub shader_f16: bool,
+}
+
+/// Every adapter wgpu can see, and which one `gpu`/`auto` would use and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GpuReport {
+    pub adapters: Vec<AdapterReport>,
+    /// The adapter in use (or that would be used), or None.
+    pub selected: Option<String>,
+    pub reason: String,
+}
+
+pub fn report() -> GpuReport {
+    let adapters: Vec<AdapterReport> = instance()
+        .enumerate_adapters(wgpu::Backends::PRIMARY.with_env())
+        .iter()
+        .map(|a| {
+            let (i, l, f) = (a.get_info(), a.limits(), a.features());
+            AdapterReport {
+                name: i.name.clone(),
+                backend: format!("{:?}", i.backend),
+                device_type: format!("{:?}", i.device_type),
+                driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+                max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+                max_buffer_size: l.max_buffer_size,
+                max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+                max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+                subgroup: f.contains(wgpu::Features::SUBGROUP),
+                shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            }
+        })
+        .collect();
+    let (selected, reason) = match existing_context() {
+        Some(c) => (Some(c.describe()), format!("in use: {}; optional features enabled: {:?}", c.reason, c.features)),
+        None => match choose(instance().enumerate_adapters(wgpu::Backends::PRIMARY.with_env())) {
+            Ok((a, why)) => (Some(describe(&a.get_info())), why),
+            Err(e) => (None, e),
+        },
+    };
+    GpuReport { adapters, selected, reason }
+}
+
+impl std::fmt::Display for GpuReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.adapters.is_empty() {
+            writeln!(f, "GPU adapters: none found (Vulkan/Metal/DX12)")?;
+        } else {
+            writeln!(f, "GPU adapters:")?;
+        }
+        for a in &self.adapters {
+            writeln!(
+                f,
+                "  {} [{} {}] driver: {}\n    max storage binding {} MiB, max buffer {} MiB, workgroup memory {} KiB, \
+                 {} invocations/workgroup, subgroups: {}, f16: {}",
+                a.name,
+                a.backend,
+                a.device_type,
+                if a.driver.is_empty() { "?" } else { &a.driver },
+                a.max_storage_buffer_binding_size >> 20,
+                a.max_buffer_size >> 20,
+                a.max_compute_workgroup_storage_size >> 10,
+                a.max_compute_invocations_per_workgroup,
+                a.subgroup,
+                a.shader_f16
+            )?;
+        }
+        match &self.selected {
+            Some(s) => write!(f, "device 'gpu' uses: {s} ({})", self.reason),
+            None => write!(f, "device 'gpu' is unavailable: {}\ndevice 'auto' uses the CPU", self.reason),
+        }
+    }
+}

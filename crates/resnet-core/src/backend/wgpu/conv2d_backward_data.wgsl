@@ -1,0 +1,93 @@
+// Data gradient of convolution as an implicit GEMM (with gemm_tile.wgsl):
+// gx[n, c, iy, ix] = sum over (o, i, j) of w[o, c, i, j] * gy[n, o, oy, ox] where
+// oy*S + i - P = iy and ox*S + j - P = ix. GEMM view: M = c_in, N = batch * h * w,
+// K = c_out * KH * KW; A is the weight read transposed, B gathers gy (zero where the output
+// position is fractional or outside). Each input element is written once: no scatter, no atomics.
+
+const KH: u32 = 3u;
+const KW: u32 = 3u;
+const STRIDE: u32 = 1u;
+const PAD: u32 = 1u;
+const A_K_FAST: bool = true;
+const B_K_FAST: bool = false;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    splits: u32,
+    k_chunk: u32,
+    c_out: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> gy: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
+
+struct ARow {
+    base: u32,
+    ok: bool,
+}
+
+// Row c of A: w[o, c, i, j] for k = (o, i, j).
+fn a_row(m: u32) -> ARow {
+    return ARow(m * (KH * KW), m < P.m);
+}
+
+fn load_a(r: ARow, k: u32, k_end: u32) -> f32 {
+    if (r.ok && k < k_end) {
+        let o = k / (KH * KW);
+        let ij = k - o * (KH * KW);
+        return wt[o * P.m * (KH * KW) + r.base + ij];
+    }
+    return 0.0;
+}
+
+struct BCol {
+    base: u32,
+    ty0: i32,
+    tx0: i32,
+    ok: bool,
+}
+
+fn b_col(col: u32) -> BCol {
+    let hw = P.h * P.w;
+    let img = col / hw;
+    let p = col - img * hw;
+    let iy = p / P.w;
+    let ix = p - iy * P.w;
+    return BCol(img * P.c_out * P.oh * P.ow, i32(iy + PAD), i32(ix + PAD), col < P.n);
+}
+
+fn load_b(c: BCol, k: u32, k_end: u32) -> f32 {
+    if (!c.ok || k >= k_end) {
+        return 0.0;
+    }
+    let o = k / (KH * KW);
+    let r = k - o * (KH * KW);
+    let ki = r / KW;
+    let kj = r - ki * KW;
+    let ty = c.ty0 - i32(ki);
+    let tx = c.tx0 - i32(kj);
+    if (ty < 0 || tx < 0) {
+        return 0.0;
+    }
+    let oy = u32(ty) / STRIDE;
+    let ox = u32(tx) / STRIDE;
+    if (oy * STRIDE != u32(ty) || ox * STRIDE != u32(tx) || oy >= P.oh || ox >= P.ow) {
+        return 0.0;
+    }
+    return gy[c.base + (o * P.oh + oy) * P.ow + ox];
+}
+
+fn store_c(m: u32, col: u32, split: u32, v: f32) {
+    let hw = P.h * P.w;
+    let img = col / hw;
+    let p = col - img * hw;
+    gx[(img * P.m + m) * hw + p] = v;
+}

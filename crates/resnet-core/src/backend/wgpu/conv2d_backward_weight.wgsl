@@ -1,0 +1,87 @@
+// Weight gradient of convolution as an implicit GEMM (with gemm_tile.wgsl):
+// gw[o, c, i, j] = sum over (n, oy, ox) of gy[n, o, oy, ox] * x[n, c, oy*S + i - P, ox*S + j - P].
+// GEMM view: M = c_out, N = c_in * KH * KW, K = batch * oh * ow (the long reduction). The
+// reduction is split (split-K): each workgroup sums k_chunk positions into its own partial
+// [splits, M, N], and reduce.wgsl adds the partials in a fixed order (deterministic).
+
+const KH: u32 = 3u;
+const KW: u32 = 3u;
+const STRIDE: u32 = 1u;
+const PAD: u32 = 1u;
+const A_K_FAST: bool = true;
+const B_K_FAST: bool = true;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    splits: u32,
+    k_chunk: u32,
+    c_in: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+
+struct ARow {
+    base: u32,
+    ok: bool,
+}
+
+// Row o of A: gy[n, o, p] for k = (n, p).
+fn a_row(m: u32) -> ARow {
+    return ARow(m * P.oh * P.ow, m < P.m);
+}
+
+fn load_a(r: ARow, k: u32, k_end: u32) -> f32 {
+    if (r.ok && k < k_end) {
+        let ohw = P.oh * P.ow;
+        let img = k / ohw;
+        let p = k - img * ohw;
+        return gy[img * P.m * ohw + r.base + p];
+    }
+    return 0.0;
+}
+
+struct BCol {
+    base: u32,
+    ki: i32,
+    kj: i32,
+    ok: bool,
+}
+
+// Column (c, i, j) of B: x[n, c, oy*S + i - P, ox*S + j - P] for k = (n, oy, ox).
+fn b_col(col: u32) -> BCol {
+    let c = col / (KH * KW);
+    let r = col - c * (KH * KW);
+    let ki = r / KW;
+    let kj = r - ki * KW;
+    return BCol(c * P.h * P.w, i32(ki) - i32(PAD), i32(kj) - i32(PAD), col < P.n);
+}
+
+fn load_b(c: BCol, k: u32, k_end: u32) -> f32 {
+    if (!c.ok || k >= k_end) {
+        return 0.0;
+    }
+    let ohw = P.oh * P.ow;
+    let img = k / ohw;
+    let p = k - img * ohw;
+    let oy = p / P.ow;
+    let ox = p - oy * P.ow;
+    let iy = i32(oy * STRIDE) + c.ki;
+    let ix = i32(ox * STRIDE) + c.kj;
+    if (iy < 0 || ix < 0 || iy >= i32(P.h) || ix >= i32(P.w)) {
+        return 0.0;
+    }
+    return x[img * P.c_in * P.h * P.w + c.base + u32(iy) * P.w + u32(ix)];
+}
+
+fn store_c(m: u32, col: u32, split: u32, v: f32) {
+    partial[(split * P.m + m) * P.n + col] = v;
+}

@@ -1,0 +1,99 @@
+// Elementwise kernels: one element a thread, WG threads a workgroup, workgroups on a 2-D grid
+// (each dimension at most 65535) so any length fits. `op` selects the activation:
+// 0 relu, 1 tanh, 2 sigmoid.
+
+const WG: u32 = 256u;
+
+struct Params {
+    len: u32,
+    op: u32,
+    alpha: f32,
+    cols: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+// tanh from exp where the built-in may overflow to NaN (|v| large on some drivers).
+fn tanh_safe(v: f32) -> f32 {
+    let s = abs(v);
+    if (s < 0.5) {
+        return tanh(v);
+    }
+    let e = exp(-2.0 * s);
+    return sign(v) * (1.0 - e) / (1.0 + e);
+}
+
+fn activate(v: f32, act: u32) -> f32 {
+    switch act {
+        case 0u: { return select(0.0, v, v > 0.0); }
+        case 1u: { return tanh_safe(v); }
+        default: { return 1.0 / (1.0 + exp(-v)); }
+    }
+}
+
+// d act / d x from the output y.
+fn activate_grad(yv: f32, g: f32, act: u32) -> f32 {
+    switch act {
+        case 0u: { return select(0.0, g, yv > 0.0); }
+        case 1u: { return g * (1.0 - yv * yv); }
+        default: { return g * yv * (1.0 - yv); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) { y[i] = a[i] + b[i]; }
+}
+
+@compute @workgroup_size(WG)
+fn add_activation(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) { y[i] = activate(a[i] + b[i], P.op); }
+}
+
+@compute @workgroup_size(WG)
+fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) { y[i] = a[i] * P.alpha; }
+}
+
+@compute @workgroup_size(WG)
+fn activation(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) { y[i] = activate(a[i], P.op); }
+}
+
+// a = the activation's output, b = the gradient of that output.
+@compute @workgroup_size(WG)
+fn activation_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) { y[i] = activate_grad(a[i], b[i], P.op); }
+}
+
+// y = alpha everywhere (zeros; NaN poison in tests).
+@compute @workgroup_size(WG)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) { y[i] = P.alpha; }
+}
+
+@compute @workgroup_size(WG)
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) { y[i] = a[i]; }
+}
+
+// y[r, c] = a[r, c] + b[c], `cols` columns.
+@compute @workgroup_size(WG)
+fn add_row_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) { y[i] = a[i] + b[i % P.cols]; }
+}

@@ -1,0 +1,62 @@
+// Dense row-major GEMM (with gemm_tile.wgsl): c[M, N] = op(a) . op(b), op(a) [M, K] being a
+// or a transposed (TRANS_A), op(b) [K, N] being b or b transposed (TRANS_B).
+
+const TRANS_A: bool = false;
+const TRANS_B: bool = false;
+const A_K_FAST: bool = true;
+const B_K_FAST: bool = false;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    splits: u32,
+    k_chunk: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> ma: array<f32>;
+@group(0) @binding(2) var<storage, read> mb: array<f32>;
+@group(0) @binding(3) var<storage, read_write> mc: array<f32>;
+
+struct ARow {
+    m: u32,
+    ok: bool,
+}
+
+fn a_row(m: u32) -> ARow {
+    return ARow(m, m < P.m);
+}
+
+fn load_a(r: ARow, k: u32, k_end: u32) -> f32 {
+    if (!r.ok || k >= k_end) {
+        return 0.0;
+    }
+    if (TRANS_A) {
+        return ma[k * P.m + r.m];
+    }
+    return ma[r.m * P.k + k];
+}
+
+struct BCol {
+    n: u32,
+    ok: bool,
+}
+
+fn b_col(n: u32) -> BCol {
+    return BCol(n, n < P.n);
+}
+
+fn load_b(c: BCol, k: u32, k_end: u32) -> f32 {
+    if (!c.ok || k >= k_end) {
+        return 0.0;
+    }
+    if (TRANS_B) {
+        return mb[c.n * P.k + k];
+    }
+    return mb[k * P.n + c.n];
+}
+
+fn store_c(m: u32, n: u32, split: u32, v: f32) {
+    mc[(split * P.m + m) * P.n + n] = v;
+}

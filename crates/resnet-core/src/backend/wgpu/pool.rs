@@ -1,0 +1,183 @@
+//! Device storage and the buffer pool under it. Sizes are rounded up to a size class (eight
+//! classes an octave, so at most 12.5% is wasted); a dropped storage returns its buffer to its
+//! class's free list, and the next request of that class takes it back. A training step allocates
+//! the same sizes in the same order every time, so after the first steps nothing new is created:
+//! memory reaches a steady state.
+
+use super::context::{context, existing_context, GpuContext};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Smallest buffer handed out, in bytes.
+const MIN_BYTES: u64 = 256;
+
+/// The size class of a request: `bytes` rounded up to the next of eight steps an octave.
+pub fn class_size(bytes: u64) -> u64 {
+    if bytes <= MIN_BYTES {
+        return MIN_BYTES;
+    }
+    let octave = 63 - (bytes - 1).leading_zeros() as u64; // 2^octave < bytes <= 2^(octave+1)
+    let step = (1u64 << octave) / 8;
+    bytes.div_ceil(step) * step
+}
+
+#[derive(Default)]
+pub struct Pool {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Bytes held by live storages (size classes, as allocated).
+    pub in_use: u64,
+    pub peak_in_use: u64,
+    /// Bytes of every buffer the pool owns, live or cached: the GPU memory this process holds.
+    pub reserved: u64,
+    pub peak_reserved: u64,
+    /// Test hook: fill each freshly handed-out output with NaN before its kernel runs.
+    pub poison: bool,
+}
+
+impl Pool {
+    fn take(&mut self, class: u64) -> Option<wgpu::Buffer> {
+        let b = self.free.get_mut(&class)?.pop()?;
+        self.in_use += class;
+        self.peak_in_use = self.peak_in_use.max(self.in_use);
+        Some(b)
+    }
+
+    fn created(&mut self, class: u64) {
+        self.reserved += class;
+        self.peak_reserved = self.peak_reserved.max(self.reserved);
+        self.in_use += class;
+        self.peak_in_use = self.peak_in_use.max(self.in_use);
+    }
+
+    fn give(&mut self, class: u64, b: wgpu::Buffer) {
+        self.in_use -= class;
+        self.free.entry(class).or_default().push(b);
+    }
+
+    /// Releases every cached (free) buffer to the driver; live storages are untouched. (Dropped,
+    /// not destroyed: recorded work may still use them; wgpu frees each when the GPU is done.)
+    pub fn trim(&mut self) {
+        for (class, list) in self.free.drain() {
+            self.reserved -= class * list.len() as u64;
+        }
+    }
+}
+
+/// One pooled buffer holding `len` floats; back to the pool when the last handle drops.
+pub struct GpuBuffer {
+    buffer: wgpu::Buffer,
+    len: usize,
+    class: u64,
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(ctx) = existing_context() {
+            ctx.pool.lock().unwrap_or_else(|p| p.into_inner()).give(self.class, self.buffer.clone());
+        }
+    }
+}
+
+/// Device-resident f32 storage on the GPU; clones share the buffer.
+#[derive(Clone)]
+pub struct GpuStorage(Arc<GpuBuffer>);
+
+impl GpuStorage {
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.0.buffer
+    }
+
+    /// Bytes a binding of this storage covers: its floats, not the whole size class.
+    pub fn binding_size(&self) -> u64 {
+        ((self.0.len as u64) * 4).max(4)
+    }
+
+    /// Handles sharing this buffer (copy-on-write before an in-place update).
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
+    /// A buffer for `len` floats from the pool (contents undefined).
+    pub fn alloc(len: usize) -> Result<GpuStorage> {
+        let ctx = context()?;
+        let bytes = (len as u64 * 4).max(4);
+        if bytes > ctx.limits.max_storage_buffer_binding_size as u64 || bytes > ctx.limits.max_buffer_size {
+            return Err(Error::Device(format!(
+                "a tensor of {len} floats ({} MiB) exceeds this GPU's largest storage binding ({} MiB)",
+                bytes >> 20,
+                ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size.min(u32::MAX as u64) as u32) >> 20
+            )));
+        }
+        let class = class_size(bytes).min(ctx.limits.max_buffer_size);
+        let cached = ctx.pool.lock().unwrap_or_else(|p| p.into_inner()).take(class);
+        let buffer = match cached {
+            Some(b) => b,
+            None => create(ctx, class)?,
+        };
+        Ok(GpuStorage(Arc::new(GpuBuffer { buffer, len, class })))
+    }
+}
+
+fn try_create(ctx: &GpuContext, class: u64) -> Option<wgpu::Buffer> {
+    ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let b = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("resnet-wgpu pool"),
+        size: class,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    match pollster::block_on(ctx.device.pop_error_scope()) {
+        None => Some(b),
+        Some(_) => None,
+    }
+}
+
+fn create(ctx: &GpuContext, class: u64) -> Result<wgpu::Buffer> {
+    let b = match try_create(ctx, class) {
+        Some(b) => b,
+        None => {
+            // Out of memory: finish the recorded work, give the cached buffers back to the driver
+            // and try once more.
+            super::queue::sync(ctx)?;
+            ctx.pool.lock().unwrap_or_else(|p| p.into_inner()).trim();
+            super::queue::sync(ctx)?;
+            try_create(ctx, class).ok_or_else(|| {
+                let p = ctx.pool.lock().unwrap_or_else(|p| p.into_inner());
+                Error::Device(format!(
+                    "out of GPU memory allocating {} MiB ({} MiB in use); use a smaller batch",
+                    class >> 20,
+                    p.in_use >> 20
+                ))
+            })?
+        }
+    };
+    ctx.pool.lock().unwrap_or_else(|p| p.into_inner()).created(class);
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::class_size;
+
+    #[test]
+    fn classes_round_up_by_at_most_an_eighth() {
+        assert_eq!(class_size(1), 256);
+        assert_eq!(class_size(256), 256);
+        assert_eq!(class_size(257), 288);
+        assert_eq!(class_size(1 << 20), 1 << 20);
+        for b in [300u64, 1000, 4097, 123_456, 10_000_000, (1 << 30) + 1] {
+            let c = class_size(b);
+            assert!(c >= b && (c - b) * 8 <= b, "{b} -> {c}");
+            assert_eq!(class_size(c), c, "a class is its own class");
+        }
+    }
+}

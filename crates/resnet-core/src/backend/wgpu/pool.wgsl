@@ -1,0 +1,124 @@
+// Pooling over NCHW. Max pooling takes the first maximum of each window (PyTorch's tie rule);
+// its backward runs one thread per input element, gathering from the windows that hold it, so
+// nothing is scattered and no atomics are needed. Global average pooling: one thread a plane.
+
+const WG: u32 = 256u;
+
+struct Params {
+    len: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kernel: u32,
+    stride: u32,
+    pad: u32,
+    hw: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+// Index within its plane of the first maximum of window (oy, ox); -1 for an all-padding window.
+fn window_argmax(plane: u32, oy: u32, ox: u32) -> i32 {
+    var best = -1;
+    var best_v = 0.0;
+    for (var i = 0u; i < P.kernel; i++) {
+        let iy = i32(oy * P.stride + i) - i32(P.pad);
+        if (iy < 0 || iy >= i32(P.h)) {
+            continue;
+        }
+        for (var j = 0u; j < P.kernel; j++) {
+            let ix = i32(ox * P.stride + j) - i32(P.pad);
+            if (ix < 0 || ix >= i32(P.w)) {
+                continue;
+            }
+            let idx = iy * i32(P.w) + ix;
+            let v = x[plane + u32(idx)];
+            if (best < 0 || v > best_v || v != v) {
+                best = idx;
+                best_v = v;
+            }
+        }
+    }
+    return best;
+}
+
+@compute @workgroup_size(WG)
+fn max_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i >= P.len) {
+        return;
+    }
+    let ohw = P.oh * P.ow;
+    let plane = i / ohw;
+    let p = i - plane * ohw;
+    let oy = p / P.ow;
+    let ox = p - oy * P.ow;
+    let base = plane * P.h * P.w;
+    let best = window_argmax(base, oy, ox);
+    if (best < 0) {
+        y[i] = bitcast<f32>(0xff800000u);
+    } else {
+        y[i] = x[base + u32(best)];
+    }
+}
+
+// One thread per input element; P.len = number of input elements.
+@compute @workgroup_size(WG)
+fn max_pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i >= P.len) {
+        return;
+    }
+    let hw = P.h * P.w;
+    let plane = i / hw;
+    let p = i - plane * hw;
+    let iy = p / P.w;
+    let ix = p - iy * P.w;
+    // Windows oy with oy*S - pad <= iy < oy*S - pad + kernel.
+    let ty = i32(iy + P.pad);
+    let tx = i32(ix + P.pad);
+    let oy0 = max(ty - i32(P.kernel) + i32(P.stride), 0) / i32(P.stride);
+    let ox0 = max(tx - i32(P.kernel) + i32(P.stride), 0) / i32(P.stride);
+    let oy1 = min(ty / i32(P.stride), i32(P.oh) - 1);
+    let ox1 = min(tx / i32(P.stride), i32(P.ow) - 1);
+    var g = 0.0;
+    for (var oy = oy0; oy <= oy1; oy++) {
+        for (var ox = ox0; ox <= ox1; ox++) {
+            if (window_argmax(plane * hw, u32(oy), u32(ox)) == i32(p)) {
+                g += gy[(plane * P.oh + u32(oy)) * P.ow + u32(ox)];
+            }
+        }
+    }
+    y[i] = g;
+}
+
+// [planes, hw] -> [planes]; P.len = planes.
+@compute @workgroup_size(WG)
+fn global_avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i >= P.len) {
+        return;
+    }
+    var s = 0.0;
+    for (var j = 0u; j < P.hw; j++) {
+        s += x[i * P.hw + j];
+    }
+    y[i] = s / f32(P.hw);
+}
+
+// P.len = planes * hw.
+@compute @workgroup_size(WG)
+fn global_avg_pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) {
+        y[i] = gy[i / P.hw] / f32(P.hw);
+    }
+}

@@ -1,0 +1,219 @@
+//! Recording and submitting work. Kernels are recorded into one shared command encoder, inside one
+//! long compute pass, and submitted only when the host needs a result (a download), when the
+//! encoder has grown long, or on an explicit `flush`. Each dispatch's small parameter block goes
+//! into a per-submission arena (one uniform buffer, one slot a dispatch) written just before the
+//! submit: `queue.write_buffer` runs before the commands of the next submit, so the arena must not
+//! be rewritten between recording and submitting, and it is not.
+
+use super::context::GpuContext;
+use super::pipelines::Kernel;
+use super::pool::GpuStorage;
+use crate::error::{Error, Result};
+
+/// Dispatches recorded before a submit is forced.
+pub const MAX_DISPATCHES: usize = 512;
+/// Largest parameter block of any kernel, in bytes.
+const MAX_PARAMS: u64 = 256;
+
+pub struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    dispatches: usize,
+    params: Vec<u8>,
+    arena: Option<wgpu::Buffer>,
+    slot: u64,
+    /// Submissions so far (statistics).
+    pub submits: u64,
+    /// Dispatches so far (statistics).
+    pub total_dispatches: u64,
+}
+
+impl Recorder {
+    pub fn new(uniform_alignment: u32) -> Self {
+        Recorder {
+            encoder: None,
+            pass: None,
+            dispatches: 0,
+            params: Vec::new(),
+            arena: None,
+            slot: (uniform_alignment as u64).max(MAX_PARAMS),
+            submits: 0,
+            total_dispatches: 0,
+        }
+    }
+
+    fn arena_bytes(&self) -> u64 {
+        self.slot * MAX_DISPATCHES as u64
+    }
+
+    fn encoder(&mut self, ctx: &GpuContext) -> &mut wgpu::CommandEncoder {
+        self.encoder
+            .get_or_insert_with(|| ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("resnet-wgpu") }))
+    }
+
+    fn end_pass(&mut self) {
+        self.pass = None;
+    }
+
+    /// Submits everything recorded so far (no wait).
+    fn submit(&mut self, ctx: &GpuContext) {
+        self.end_pass();
+        if let Some(enc) = self.encoder.take() {
+            if !self.params.is_empty() {
+                if let Some(arena) = &self.arena {
+                    ctx.queue.write_buffer(arena, 0, &self.params);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            self.submits += 1;
+        }
+        self.params.clear();
+        self.dispatches = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.encoder.is_none()
+    }
+}
+
+fn recorder(ctx: &GpuContext) -> std::sync::MutexGuard<'_, Recorder> {
+    ctx.recorder.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records one dispatch of `kernel` with `params` (binding 0) and storages at the given bindings.
+pub fn dispatch(
+    ctx: &GpuContext,
+    kernel: &Kernel,
+    params: &[u32],
+    bindings: &[(u32, &GpuStorage)],
+    grid: [u32; 3],
+) -> Result<()> {
+    if grid.contains(&0) {
+        return Ok(());
+    }
+    let bytes: &[u8] = bytemuck::cast_slice(params);
+    let size = (bytes.len() as u64).div_ceil(16) * 16;
+    if size > MAX_PARAMS {
+        return Err(Error::Internal(format!("kernel {}: {size} bytes of parameters", kernel.name)));
+    }
+    let mut r = recorder(ctx);
+    if r.dispatches >= MAX_DISPATCHES {
+        r.submit(ctx);
+    }
+    if r.arena.is_none() {
+        let arena = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resnet-wgpu params"),
+            size: r.arena_bytes(),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        r.arena = Some(arena);
+    }
+    let offset = r.dispatches as u64 * r.slot;
+    r.params.resize(offset as usize, 0);
+    r.params.extend_from_slice(bytes);
+    r.params.resize((offset + size) as usize, 0);
+    let arena = r.arena.clone().expect("arena created above");
+    let mut entries = Vec::with_capacity(bindings.len() + 1);
+    entries.push(wgpu::BindGroupEntry {
+        binding: 0,
+        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &arena,
+            offset,
+            size: wgpu::BufferSize::new(size),
+        }),
+    });
+    for (binding, s) in bindings {
+        entries.push(wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: s.buffer(),
+                offset: 0,
+                size: wgpu::BufferSize::new(s.binding_size()),
+            }),
+        });
+    }
+    let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &kernel.layout,
+        entries: &entries,
+    });
+    if r.pass.is_none() {
+        let pass = r
+            .encoder(ctx)
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None })
+            .forget_lifetime();
+        r.pass = Some(pass);
+    }
+    let pass = r.pass.as_mut().expect("pass begun above");
+    pass.set_pipeline(&kernel.pipeline);
+    pass.set_bind_group(0, &group, &[]);
+    pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+    r.dispatches += 1;
+    r.total_dispatches += 1;
+    Ok(())
+}
+
+/// Submits the recorded work without waiting for it.
+pub fn flush(ctx: &GpuContext) -> Result<()> {
+    recorder(ctx).submit(ctx);
+    ctx.check_error()
+}
+
+/// Submits the recorded work and waits until the GPU has finished all of it.
+pub fn sync(ctx: &GpuContext) -> Result<()> {
+    recorder(ctx).submit(ctx);
+    ctx.device
+        .poll(wgpu::PollType::Wait)
+        .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
+    ctx.check_error()
+}
+
+/// Copies host data into `dst`. Recorded work is submitted first: a queue write lands before the
+/// commands of the next submit, so it must not overtake kernels already recorded.
+pub fn write(ctx: &GpuContext, dst: &GpuStorage, data: &[f32]) -> Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let mut r = recorder(ctx);
+    if !r.is_empty() {
+        r.submit(ctx);
+    }
+    ctx.queue.write_buffer(dst.buffer(), 0, bytemuck::cast_slice(data));
+    Ok(())
+}
+
+/// Reads `src` back: submits everything recorded, copies into a mappable buffer, waits.
+pub fn read(ctx: &GpuContext, src: &GpuStorage) -> Result<Vec<f32>> {
+    let len = src.len();
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let bytes = (len as u64) * 4;
+    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("resnet-wgpu readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    {
+        let mut r = recorder(ctx);
+        r.end_pass();
+        r.encoder(ctx).copy_buffer_to_buffer(src.buffer(), 0, &staging, 0, bytes);
+        r.submit(ctx);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |res| {
+        let _ = tx.send(res);
+    });
+    ctx.device
+        .poll(wgpu::PollType::Wait)
+        .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
+    ctx.check_error()?;
+    rx.recv()
+        .map_err(|_| Error::Device("the GPU never answered a readback".into()))?
+        .map_err(|e| Error::Device(format!("reading back from the GPU: {e}")))?;
+    let out = bytemuck::cast_slice::<u8, f32>(&staging.get_mapped_range(..)).to_vec();
+    staging.unmap();
+    Ok(out)
+}

@@ -1,0 +1,93 @@
+// Reductions. Sums are taken in a fixed order (per thread, then a tree in workgroup memory), so
+// results do not depend on timing.
+//   sum_leading:   out[i] = sum over s of x[s * len + i]      (split-K partials, Linear's bias grad)
+//   sum_chunks:    out[g] = sum of x[g * CHUNK ..][..CHUNK]    (sum_all, applied until one is left)
+//   channel_sums:  partial[q, c] = sum of chunk q of channel c of an [N, C, HW] tensor
+//                  (then sum_leading over q: the per-channel sum, e.g. a bias gradient)
+
+const WG: u32 = 256u;
+const ITEMS: u32 = 16u;
+const CHUNK: u32 = WG * ITEMS;
+
+struct Params {
+    len: u32,
+    count: u32,
+    c: u32,
+    hw: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+var<workgroup> red: array<f32, WG>;
+
+fn workgroup_sum(v: f32, lid: u32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(WG)
+fn sum_leading(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= P.len) {
+        return;
+    }
+    var s = 0.0;
+    for (var j = 0u; j < P.count; j++) {
+        s += x[j * P.len + i];
+    }
+    out[i] = s;
+}
+
+@compute @workgroup_size(WG)
+fn sum_chunks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.y * nwg.x + wid.x;
+    if (g >= P.count) {
+        return;
+    }
+    var s = 0.0;
+    for (var i = 0u; i < ITEMS; i++) {
+        let e = g * CHUNK + i * WG + lid;
+        if (e < P.len) {
+            s += x[e];
+        }
+    }
+    let total = workgroup_sum(s, lid);
+    if (lid == 0u) {
+        out[g] = total;
+    }
+}
+
+// One workgroup per (chunk q, channel c); P.count = number of chunks, P.len = N * HW.
+@compute @workgroup_size(WG)
+fn channel_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let flat = wid.y * nwg.x + wid.x;
+    if (flat >= P.count * P.c) {
+        return;
+    }
+    let ch = flat % P.c;
+    let q = flat / P.c;
+    var s = 0.0;
+    for (var i = 0u; i < ITEMS; i++) {
+        let e = q * CHUNK + i * WG + lid;
+        if (e < P.len) {
+            let img = e / P.hw;
+            let p = e - img * P.hw;
+            s += x[(img * P.c + ch) * P.hw + p];
+        }
+    }
+    let total = workgroup_sum(s, lid);
+    if (lid == 0u) {
+        out[flat] = total;
+    }
+}

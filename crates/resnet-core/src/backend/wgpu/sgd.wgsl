@@ -1,0 +1,42 @@
+// SGD as PyTorch defines it (dampening 0), fused: weight decay, momentum, Nesterov and the step
+// in one pass over the parameter, in place.
+
+const WG: u32 = 256u;
+
+struct Params {
+    len: u32,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    nesterov: u32,
+    first_step: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read_write> param: array<f32>;
+@group(0) @binding(3) var<storage, read_write> momentum_buf: array<f32>;
+
+@compute @workgroup_size(WG)
+fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= P.len) {
+        return;
+    }
+    let p = param[i];
+    let d = grad[i] + P.weight_decay * p;
+    if (P.momentum != 0.0) {
+        var b = d;
+        if (P.first_step == 0u) {
+            b = P.momentum * momentum_buf[i] + d;
+        }
+        momentum_buf[i] = b;
+        var upd = b;
+        if (P.nesterov != 0u) {
+            upd = d + P.momentum * b;
+        }
+        param[i] = p - P.lr * upd;
+    } else {
+        param[i] = p - P.lr * d;
+    }
+}

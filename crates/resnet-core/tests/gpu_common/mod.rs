@@ -1,0 +1,85 @@
+//! Shared by the GPU tests: picking the adapter (lavapipe unless told otherwise), skipping loudly
+//! where there is none (and failing in CI), and comparing against the CPU backend.
+
+#![allow(dead_code)]
+
+use resnet_core::backend::{wgpu, Backend, Storage};
+use resnet_core::Device;
+use std::sync::OnceLock;
+
+/// The GPU device for tests, or None (after a loud message) where there is no adapter.
+/// Without `RESNET_WGPU_ADAPTER` the tests run on lavapipe (`llvmpipe`), which CI installs;
+/// `RESNET_WGPU_ADAPTER=nvidia` (say) runs them on a real GPU. With `CI` or
+/// `RESNET_WGPU_REQUIRE_GPU` set, a missing adapter fails the test instead of skipping it.
+pub fn gpu() -> Option<Device> {
+    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+    let d = DEVICE.get_or_init(|| {
+        if std::env::var_os(wgpu::ADAPTER_ENV).is_none() {
+            // Only here, once, before any GPU use, under the OnceLock.
+            std::env::set_var(wgpu::ADAPTER_ENV, "llvmpipe");
+        }
+        let d = Device::parse("gpu").map_err(|e| e.to_string())?;
+        wgpu::set_poison(true).map_err(|e| e.to_string())?;
+        eprintln!("GPU tests run on: {}", wgpu::report().selected.unwrap_or_default());
+        Ok(d)
+    });
+    match d {
+        Ok(d) => Some(*d),
+        Err(e) => {
+            let required = std::env::var_os("CI").is_some() || std::env::var_os("RESNET_WGPU_REQUIRE_GPU").is_some();
+            if required {
+                panic!("no GPU adapter for the GPU tests (CI / RESNET_WGPU_REQUIRE_GPU is set): {e}\n{}", resnet_core::backend::adapters_info());
+            }
+            eprintln!("\n!!!!!!!! GPU TESTS SKIPPED: {e}\n!!!!!!!! install mesa-vulkan-drivers (lavapipe) to run them\n");
+            None
+        }
+    }
+}
+
+/// Deterministic values in [-1, 1).
+pub fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(0x9e3779b9);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+pub fn cpu() -> &'static dyn Backend {
+    Device::Cpu.backend()
+}
+
+/// Asserts that `got` (GPU) matches `want` (CPU) to 1e-4 relative, measured against each value
+/// and the tensor's RMS (so sums that cancel to near zero are not held to an impossible bound),
+/// and that no element is NaN (every element was written: outputs start as NaN in these tests).
+pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_close_tol(what, got, want, 1e-4)
+}
+
+pub fn assert_close_tol(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len().max(1) as f64).sqrt() as f32;
+    let mut worst = (0usize, 0.0f32);
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(!a.is_nan() || b.is_nan(), "{what}: element {i} is NaN (not written?), expected {b}");
+        let err = (a - b).abs() / (b.abs() + rms).max(1e-30);
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+    let (i, err) = worst;
+    assert!(err <= tol, "{what}: element {i}: gpu {} vs cpu {} (relative error {err:.2e})", got[i], want[i]);
+}
+
+/// Host values onto both backends.
+pub fn both(gpu: &dyn Backend, data: &[f32]) -> (Storage, Storage) {
+    (gpu.upload(data).unwrap(), cpu().upload(data).unwrap())
+}
+
+pub fn down(s: &Storage) -> Vec<f32> {
+    s.device().backend().download(s).unwrap()
+}

@@ -1,0 +1,339 @@
+//! Every GPU kernel against the CPU backend on random inputs of awkward shapes: batch 1, odd
+//! spatial sizes, channel counts that are not multiples of the tile sizes, stride 2, padding 0
+//! and 1, 1x1 and 7x7 kernels. Outputs start as NaN (test hook), so a NaN left over is an
+//! element no thread wrote. Runs on lavapipe unless RESNET_WGPU_ADAPTER names another adapter.
+
+#![cfg(feature = "gpu")]
+
+mod gpu_common;
+
+use gpu_common::{assert_close, both, cpu, down, gpu, values};
+use resnet_core::backend::{Activation, Backend, BatchStats, ConvGeometry, PoolGeometry, SgdStep, Storage};
+use resnet_core::Device;
+
+fn backend() -> Option<&'static dyn Backend> {
+    gpu().map(Device::backend)
+}
+
+#[test]
+fn upload_download_and_zeros_round_trip() {
+    let Some(g) = backend() else { return };
+    for len in [1usize, 3, 256, 257, 100_003] {
+        let v = values(len, len as u32);
+        assert_eq!(down(&g.upload(&v).unwrap()), v);
+        assert_eq!(down(&g.zeros(len).unwrap()), vec![0.0; len]);
+    }
+    assert!(down(&g.upload(&[]).unwrap()).is_empty());
+}
+
+#[test]
+fn elementwise_ops_match_the_cpu() {
+    let Some(g) = backend() else { return };
+    for len in [1usize, 255, 1000, 70_001] {
+        let (a, b) = (values(len, 1), values(len, 2));
+        let (ga, ca) = both(g, &a);
+        let (gb, cb) = both(g, &b);
+        let c = cpu();
+        assert_close("add", &down(&g.add(&ga, &gb).unwrap()), &down(&c.add(&ca, &cb).unwrap()));
+        assert_close("scale", &down(&g.scale(&ga, -0.37).unwrap()), &down(&c.scale(&ca, -0.37).unwrap()));
+        for act in [Activation::Relu, Activation::Tanh, Activation::Sigmoid] {
+            let what = format!("{act:?}");
+            assert_close(&what, &down(&g.activation(&ga, act).unwrap()), &down(&c.activation(&ca, act).unwrap()));
+            assert_close(
+                &format!("add+{what}"),
+                &down(&g.add_activation(&ga, &gb, act).unwrap()),
+                &down(&c.add_activation(&ca, &cb, act).unwrap()),
+            );
+            let (gy, cy) = (g.activation(&ga, act).unwrap(), c.activation(&ca, act).unwrap());
+            assert_close(
+                &format!("{what} backward"),
+                &down(&g.activation_backward(&gy, &gb, act).unwrap()),
+                &down(&c.activation_backward(&cy, &cb, act).unwrap()),
+            );
+        }
+    }
+    // Saturating inputs: tanh and sigmoid must not turn into NaN.
+    let big = [-1000.0f32, -90.0, -20.0, 0.0, 20.0, 90.0, 1000.0];
+    let (gb, cb) = both(g, &big);
+    for act in [Activation::Tanh, Activation::Sigmoid] {
+        assert_close("saturated", &down(&g.activation(&gb, act).unwrap()), &down(&cpu().activation(&cb, act).unwrap()));
+    }
+}
+
+#[test]
+fn a_dispatch_larger_than_one_grid_dimension_covers_every_element() {
+    let Some(g) = backend() else { return };
+    // More than 65535 workgroups of 256: the 2-D grid path.
+    let len = 65_536 * 256 + 3;
+    let a = vec![1.5f32; len];
+    let ga = g.upload(&a).unwrap();
+    let y = down(&g.scale(&ga, 2.0).unwrap());
+    assert!(y.iter().all(|&v| v == 3.0), "an element of a large dispatch was not written");
+}
+
+/// (n, c_in, h, w, c_out, k, stride, padding)
+type ConvShape = (usize, usize, usize, usize, usize, usize, usize, usize);
+const CONV_SHAPES: &[ConvShape] = &[
+    (1, 3, 7, 5, 4, 3, 1, 1),
+    (3, 2, 9, 9, 5, 3, 2, 1),
+    (2, 4, 6, 6, 3, 1, 1, 0),
+    (2, 4, 7, 7, 3, 1, 2, 0),
+    (1, 2, 11, 10, 2, 7, 2, 3),
+    (5, 1, 5, 5, 2, 3, 1, 0),
+    (2, 3, 4, 4, 2, 5, 3, 2),
+    (2, 37, 9, 9, 70, 3, 1, 1),
+    (1, 130, 5, 5, 129, 3, 2, 1),
+    (3, 67, 6, 5, 131, 1, 1, 0),
+    (2, 33, 8, 8, 17, 1, 2, 0),
+    (8, 16, 16, 16, 16, 3, 1, 1),
+    (1, 3, 19, 17, 9, 7, 2, 3),
+];
+
+#[test]
+fn convolution_forward_matches_the_cpu() {
+    let Some(g) = backend() else { return };
+    for (i, &(n, c, h, w, o, k, s, p)) in CONV_SHAPES.iter().enumerate() {
+        let geo = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
+        let (gx, cx) = both(g, &values(n * c * h * w, 10 + i as u32));
+        let (gw, cw) = both(g, &values(o * c * k * k, 20 + i as u32));
+        let (gb, cb) = both(g, &values(o, 30 + i as u32));
+        let what = format!("conv2d {geo:?}");
+        assert_close(&what, &down(&g.conv2d(&gx, &gw, None, &geo).unwrap()), &down(&cpu().conv2d(&cx, &cw, None, &geo).unwrap()));
+        assert_close(
+            &format!("{what} + bias"),
+            &down(&g.conv2d(&gx, &gw, Some(&gb), &geo).unwrap()),
+            &down(&cpu().conv2d(&cx, &cw, Some(&cb), &geo).unwrap()),
+        );
+    }
+}
+
+#[test]
+fn convolution_gradients_match_the_cpu() {
+    let Some(g) = backend() else { return };
+    for (i, &(n, c, h, w, o, k, s, p)) in CONV_SHAPES.iter().enumerate() {
+        let geo = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
+        let (gx, cx) = both(g, &values(n * c * h * w, 40 + i as u32));
+        let (gw, cw) = both(g, &values(o * c * k * k, 50 + i as u32));
+        let (ggy, cgy) = both(g, &values(n * o * geo.oh * geo.ow, 60 + i as u32));
+        let what = format!("{geo:?}");
+        assert_close(
+            &format!("conv2d_backward_data {what}"),
+            &down(&g.conv2d_backward_data(&ggy, &gw, &geo).unwrap()),
+            &down(&cpu().conv2d_backward_data(&cgy, &cw, &geo).unwrap()),
+        );
+        assert_close(
+            &format!("conv2d_backward_weight {what}"),
+            &down(&g.conv2d_backward_weight(&gx, &ggy, &geo).unwrap()),
+            &down(&cpu().conv2d_backward_weight(&cx, &cgy, &geo).unwrap()),
+        );
+        assert_close(
+            &format!("sum_nhw {what}"),
+            &down(&g.sum_nhw(&ggy, n, o, geo.oh * geo.ow).unwrap()),
+            &down(&cpu().sum_nhw(&cgy, n, o, geo.oh * geo.ow).unwrap()),
+        );
+    }
+}
+
+#[test]
+fn weight_gradient_with_a_long_reduction_is_split_and_summed() {
+    let Some(g) = backend() else { return };
+    // n*oh*ow = 6400: split-K partials, added in reduce.wgsl.
+    let geo = ConvGeometry::new(&[16, 5, 20, 20], &[6, 5, 3, 3], 1, 1).unwrap();
+    let (gx, cx) = both(g, &values(16 * 5 * 400, 7));
+    let (ggy, cgy) = both(g, &values(16 * 6 * 400, 8));
+    assert_close(
+        "split-K weight gradient",
+        &down(&g.conv2d_backward_weight(&gx, &ggy, &geo).unwrap()),
+        &down(&cpu().conv2d_backward_weight(&cx, &cgy, &geo).unwrap()),
+    );
+}
+
+#[test]
+fn matmul_bias_and_row_sums_match_the_cpu() {
+    let Some(g) = backend() else { return };
+    for &(m, k, n) in &[(1usize, 1usize, 1usize), (7, 13, 5), (128, 64, 10), (33, 300, 129), (130, 17, 257)] {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let (ga, ca) = both(g, &values(m * k, (m * 3 + k) as u32));
+            let (gb, cb) = both(g, &values(k * n, (n * 5 + k) as u32));
+            assert_close(
+                &format!("matmul {m}x{k}x{n} ta={ta} tb={tb}"),
+                &down(&g.matmul(&ga, &gb, m, k, n, ta, tb).unwrap()),
+                &down(&cpu().matmul(&ca, &cb, m, k, n, ta, tb).unwrap()),
+            );
+        }
+        let (gx, cx) = both(g, &values(m * n, 3));
+        let (gbias, cbias) = both(g, &values(n, 4));
+        assert_close("add_row_bias", &down(&g.add_row_bias(&gx, &gbias, m, n).unwrap()), &down(&cpu().add_row_bias(&cx, &cbias, m, n).unwrap()));
+        assert_close("sum_rows", &down(&g.sum_rows(&gx, m, n).unwrap()), &down(&cpu().sum_rows(&cx, m, n).unwrap()));
+    }
+}
+
+fn stats_down(s: &BatchStats) -> [Vec<f32>; 3] {
+    [down(&s.mean), down(&s.var), down(&s.invstd)]
+}
+
+#[test]
+fn batch_norm_matches_the_cpu() {
+    let Some(g) = backend() else { return };
+    for &(n, c, hw) in &[(1usize, 3usize, 5usize), (2, 7, 9), (8, 16, 64), (3, 5, 1000), (1, 2, 5000)] {
+        let mut x = values(n * c * hw, (n + c + hw) as u32);
+        // A channel with a large mean (20 standard deviations): the variance must not lose it.
+        x.iter_mut().enumerate().filter(|(i, _)| (i / hw) % c == 0).for_each(|(_, v)| *v += 12.0);
+        let (gx, cx) = both(g, &x);
+        let (ggamma, cgamma) = both(g, &values(c, 1).iter().map(|v| v + 1.5).collect::<Vec<_>>());
+        let (gbeta, cbeta) = both(g, &values(c, 2));
+        let (ggy, cgy) = both(g, &values(n * c * hw, 3));
+        let what = format!("batch norm n={n} c={c} hw={hw}");
+        let (gy, gs) = g.batch_norm_train(&gx, &ggamma, &gbeta, n, c, hw, 1e-5).unwrap();
+        let (cy, cs) = cpu().batch_norm_train(&cx, &cgamma, &cbeta, n, c, hw, 1e-5).unwrap();
+        assert_close(&format!("{what} y"), &down(&gy), &down(&cy));
+        for (name, (a, b)) in ["mean", "var", "invstd"].iter().zip(stats_down(&gs).iter().zip(stats_down(&cs).iter())) {
+            assert_close(&format!("{what} {name}"), a, b);
+        }
+        for batch_statistics in [true, false] {
+            let (gdx, gdg, gdb) = g.batch_norm_backward(&gx, &ggy, &ggamma, &gs, n, c, hw, batch_statistics).unwrap();
+            let (cdx, cdg, cdb) = cpu().batch_norm_backward(&cx, &cgy, &cgamma, &cs, n, c, hw, batch_statistics).unwrap();
+            let w = format!("{what} backward (batch statistics {batch_statistics})");
+            assert_close(&format!("{w} dx"), &down(&gdx), &down(&cdx));
+            assert_close(&format!("{w} dgamma"), &down(&gdg), &down(&cdg));
+            assert_close(&format!("{w} dbeta"), &down(&gdb), &down(&cdb));
+        }
+        // Running statistics, copy-on-write: a storage shared before the update keeps its values.
+        let (mut grm, mut crm) = both(g, &values(c, 5));
+        let (mut grv, mut crv) = both(g, &values(c, 6).iter().map(|v| v.abs() + 0.5).collect::<Vec<_>>());
+        let before = down(&grm);
+        let shared = grm.clone();
+        g.update_running_stats(&mut grm, &mut grv, &gs, 0.1, 1e-5, n * hw).unwrap();
+        cpu().update_running_stats(&mut crm, &mut crv, &cs, 0.1, 1e-5, n * hw).unwrap();
+        assert_eq!(down(&shared), before, "{what}: a shared running mean was updated in place");
+        assert_close(&format!("{what} running mean"), &down(&grm), &down(&crm));
+        assert_close(&format!("{what} running var"), &down(&grv), &down(&crv));
+        // Eval mode: frozen statistics and apply.
+        let gf = g.batch_norm_frozen_stats(&grm, &grv, 1e-5).unwrap();
+        let cf = cpu().batch_norm_frozen_stats(&crm, &crv, 1e-5).unwrap();
+        assert_close(&format!("{what} frozen invstd"), &down(&gf.invstd), &down(&cf.invstd));
+        assert_close(
+            &format!("{what} apply"),
+            &down(&g.batch_norm_apply(&gx, &ggamma, &gbeta, &gf, n, c, hw).unwrap()),
+            &down(&cpu().batch_norm_apply(&cx, &cgamma, &cbeta, &cf, n, c, hw).unwrap()),
+        );
+    }
+}
+
+#[test]
+fn pooling_matches_the_cpu() {
+    let Some(g) = backend() else { return };
+    for &(n, c, h, w, k, s, p) in &[
+        (1usize, 1usize, 5usize, 5usize, 3usize, 2usize, 1usize),
+        (2, 3, 9, 7, 3, 2, 1),
+        (2, 2, 8, 8, 2, 2, 0),
+        (1, 4, 11, 13, 3, 1, 1),
+        (3, 2, 6, 6, 3, 3, 0),
+    ] {
+        let geo = PoolGeometry::new(&[n, c, h, w], k, s, p).unwrap();
+        let mut x = values(n * c * h * w, (h * w) as u32);
+        x[1] = x[0]; // a tie: the first maximum takes the gradient
+        let (gx, cx) = both(g, &x);
+        let (ggy, cgy) = both(g, &values(n * c * geo.oh * geo.ow, 9));
+        let what = format!("{geo:?}");
+        assert_close(&format!("max_pool2d {what}"), &down(&g.max_pool2d(&gx, &geo).unwrap()), &down(&cpu().max_pool2d(&cx, &geo).unwrap()));
+        assert_close(
+            &format!("max_pool2d_backward {what}"),
+            &down(&g.max_pool2d_backward(&gx, &ggy, &geo).unwrap()),
+            &down(&cpu().max_pool2d_backward(&cx, &cgy, &geo).unwrap()),
+        );
+        let hw = h * w;
+        let (gp, cp) = both(g, &values(n * c, 11));
+        assert_close("global_avg_pool", &down(&g.global_avg_pool(&gx, n, c, hw).unwrap()), &down(&cpu().global_avg_pool(&cx, n, c, hw).unwrap()));
+        assert_close(
+            "global_avg_pool_backward",
+            &down(&g.global_avg_pool_backward(&gp, n, c, hw).unwrap()),
+            &down(&cpu().global_avg_pool_backward(&cp, n, c, hw).unwrap()),
+        );
+    }
+}
+
+#[test]
+fn loss_accuracy_and_sums_match_the_cpu() {
+    let Some(g) = backend() else { return };
+    for &(n, classes) in &[(1usize, 1usize), (1, 10), (7, 3), (128, 10), (5, 1000)] {
+        let logits: Vec<f32> = values(n * classes, classes as u32).iter().map(|v| v * 8.0).collect();
+        let labels: Vec<f32> = (0..n).map(|i| ((i * 7 + 3) % classes) as f32).collect();
+        let (gl, cl) = both(g, &logits);
+        let (gy, cy) = both(g, &labels);
+        let (glosses, gprobs) = g.cross_entropy(&gl, &gy, n, classes).unwrap();
+        let (closses, cprobs) = cpu().cross_entropy(&cl, &cy, n, classes).unwrap();
+        let what = format!("n={n} classes={classes}");
+        assert_close(&format!("cross_entropy losses {what}"), &down(&glosses), &down(&closses));
+        assert_close(&format!("cross_entropy probs {what}"), &down(&gprobs), &down(&cprobs));
+        let (gup, cup) = both(g, &[0.75]);
+        assert_close(
+            &format!("cross_entropy_backward {what}"),
+            &down(&g.cross_entropy_backward(&gprobs, &gy, &gup, n, classes, 1.0 / n as f32).unwrap()),
+            &down(&cpu().cross_entropy_backward(&cprobs, &cy, &cup, n, classes, 1.0 / n as f32).unwrap()),
+        );
+        for k in [1, 5.min(classes)] {
+            assert_eq!(
+                down(&g.topk_correct(&gl, &gy, n, classes, k).unwrap()),
+                down(&cpu().topk_correct(&cl, &cy, n, classes, k).unwrap()),
+                "top-{k} {what}"
+            );
+        }
+    }
+    for len in [1usize, 4095, 4096, 4097, 300_000] {
+        let (gx, cx) = both(g, &values(len, len as u32));
+        assert_close(&format!("sum_all {len}"), &down(&g.sum_all(&gx).unwrap()), &down(&cpu().sum_all(&cx).unwrap()));
+    }
+}
+
+#[test]
+fn option_a_shortcut_matches_the_cpu() {
+    let Some(g) = backend() else { return };
+    for &(n, c_in, h, w, c_out, s) in &[(1usize, 3usize, 5usize, 5usize, 3usize, 1usize), (2, 4, 7, 9, 8, 2), (3, 16, 8, 8, 32, 2), (1, 5, 6, 3, 9, 3)] {
+        let pad = (c_out - c_in) / 2;
+        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+        let (gx, cx) = both(g, &values(n * c_in * h * w, 1));
+        let (ggy, cgy) = both(g, &values(n * c_out * oh * ow, 2));
+        assert_close(
+            "shortcut_a",
+            &down(&g.shortcut_a(&gx, n, c_in, h, w, c_out, s, pad).unwrap()),
+            &down(&cpu().shortcut_a(&cx, n, c_in, h, w, c_out, s, pad).unwrap()),
+        );
+        assert_close(
+            "shortcut_a_backward",
+            &down(&g.shortcut_a_backward(&ggy, n, c_in, h, w, c_out, s, pad).unwrap()),
+            &down(&cpu().shortcut_a_backward(&cgy, n, c_in, h, w, c_out, s, pad).unwrap()),
+        );
+    }
+}
+
+#[test]
+fn sgd_update_matches_the_cpu() {
+    let Some(g) = backend() else { return };
+    let len = 1001;
+    for (momentum, nesterov, weight_decay) in [(0.0f32, false, 0.0f32), (0.9, false, 1e-4), (0.9, true, 5e-4)] {
+        let (mut gp, mut cp) = both(g, &values(len, 1));
+        let (mut gb, mut cb): (Storage, Storage) = (g.zeros(len).unwrap(), cpu().zeros(len).unwrap());
+        for step in 0..3 {
+            let (gg, cg) = both(g, &values(len, 10 + step));
+            let s = SgdStep { lr: 0.1, momentum, weight_decay, nesterov, first_step: step == 0 };
+            let saved = gp.clone();
+            let saved_values = down(&saved);
+            g.sgd_update(&mut gp, &gg, &mut gb, &s).unwrap();
+            cpu().sgd_update(&mut cp, &cg, &mut cb, &s).unwrap();
+            assert_eq!(down(&saved), saved_values, "a parameter saved before the update changed");
+            assert_close(&format!("sgd momentum={momentum} nesterov={nesterov} step {step}"), &down(&gp), &down(&cp));
+            assert_close("momentum buffer", &down(&gb), &down(&cb));
+        }
+    }
+}
+
+#[test]
+fn device_parsing() {
+    assert_eq!(Device::parse("cpu").unwrap(), Device::Cpu);
+    assert!(Device::parse("tpu").is_err());
+    if gpu().is_some() {
+        assert_eq!(Device::parse("GPU").unwrap(), Device::Gpu);
+        assert!(resnet_core::backend::adapters_info().contains("device 'gpu' uses"));
+    }
+}
