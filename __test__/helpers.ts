@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { Dataset, resnet, type ResNetSpec } from '../ts/index.js';
+import { Dataset, Model, resnet, type ResNetSpec } from '../ts/index.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
@@ -61,4 +61,12 @@ export function learnableDataset(n: number, seed: number, size = 12, classes = 4
 
 export function tempDir(prefix = 'resnet-wgpu-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Whether device 'auto' finds a hardware GPU on this machine (software adapters don't count). */
+export function hasHardwareGpu(): boolean {
+  const probe = Model.create(tinySpec(), { device: 'auto' });
+  const onGpu = probe.device === 'gpu';
+  probe.dispose();
+  return onGpu;
 }

@@ -840,3 +840,4 @@ module.exports.NativeLoader = nativeBinding.NativeLoader
 module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.NativeSgd = nativeBinding.NativeSgd
 module.exports.NativeTensor = nativeBinding.NativeTensor
+module.exports.adaptersInfo = nativeBinding.adaptersInfo

@@ -78,6 +78,10 @@ export declare class NativeModel {
   forward(x: NativeTensor, training: boolean): NativeTensor
   /** Pooled features [N, C] before the classifier. */
   features(x: NativeTensor, training: boolean): NativeTensor
+  /** Device memory of the GPU buffer pool: bytes held now and at most so far; null on the CPU. */
+  memoryStats(): MemoryStats | null
+  /** "cpu" or "gpu": where this model's tensors live. */
+  device(): string
   /** Frees the model now (waits for a call in flight); later calls throw "model has been disposed". */
   dispose(): void
   /** String metadata of the checkpoint this model was loaded from (`spec`, `step`, user keys). */
@@ -124,6 +128,12 @@ export declare class NativeTensor {
   static crossEntropy(logits: NativeTensor, labels: Int32Array): NativeTensor
 }
 
+/**
+ * The GPU adapters wgpu can see, their limits and features, and which device 'gpu'/'auto' use
+ * and why (`resnet-wgpu info`).
+ */
+export declare function adaptersInfo(): string
+
 /** Random crop after zero padding, and random horizontal flip. */
 export interface AugmentOptions {
   padCrop: number
@@ -153,6 +163,12 @@ export interface LoaderOptions {
 export interface MeanStd {
   mean: Array<number>
   std: Array<number>
+}
+
+/** GPU memory held by the buffer pool, in bytes. */
+export interface MemoryStats {
+  liveBytes: number
+  peakBytes: number
 }
 
 /** One batch: normalised NCHW pixels, integer labels and the shape. */

@@ -12,6 +12,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
 import { datasets, type Dataset } from './data.js';
+import { native } from './native.js';
 import { Model, type DeviceName } from './model.js';
 import { schedules } from './optim.js';
 import { resnet, type ResNetSpec, type ShortcutOption } from './spec.js';
@@ -261,6 +262,12 @@ export function program(): Command {
     .option('--limit <n>', 'use only the first N test images', int('limit', 1))
     .addOption(deviceOption())
     .action((flags: { checkpoint: string; data: string; batchSize: number; limit?: number; device: DeviceName }) => evaluate(flags));
+  cmd
+    .command('info')
+    .description('list GPU adapters, their backend, driver, limits and features, and which device is used and why')
+    .action(() => {
+      console.log(native.adaptersInfo());
+    });
   cmd
     .command('summary')
     .description('print the layers, output shapes, parameters and multiply-adds of a network')

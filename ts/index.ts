@@ -61,3 +61,4 @@ export {
   type Split,
 } from './data.js';
 export { fit, Trainer, type BatchLogs, type Callbacks, type EpochLogs, type FitOptions, type History } from './trainer.js';
+export { loadTorchvision, readSafetensorsHeader, type SafetensorsEntry, type TorchvisionArch } from './torchvision.js';

@@ -7,11 +7,15 @@
 
 import { DataLoader, type Dataset, type Normalization } from './data.js';
 import { native, type NativeModel } from './native.js';
+import { exportOnnx } from './onnx.js';
 import { toSgdConfig, type SgdConfig, type SgdOptions } from './optim.js';
 import { defaultInputSize, nameOf, type ResNetSpec } from './spec.js';
 import { Tensor } from './tensor.js';
 
-/** Where the model runs. `'auto'` picks the best available (the CPU in this build). */
+/**
+ * Where the model runs. `'auto'` takes a hardware GPU when wgpu finds one and the CPU otherwise
+ * (and says which once); `'gpu'` throws when there is no usable adapter.
+ */
 export type DeviceName = 'cpu' | 'gpu' | 'auto';
 
 /** Options of {@link Model.create}. */
@@ -141,6 +145,19 @@ export class Model {
   /** The metadata of the checkpoint this model was loaded from (empty for a new model). */
   get checkpointMetadata(): Readonly<Record<string, string>> {
     return this.#metadata;
+  }
+
+  /** Where the model's tensors live: `'cpu'` or `'gpu'` (what `'auto'` resolved to). */
+  get device(): 'cpu' | 'gpu' {
+    return this.#native.device() === 'gpu' ? 'gpu' : 'cpu';
+  }
+
+  /**
+   * GPU memory held by the buffer pool: bytes now and the most so far (it reaches a steady state
+   * after the first steps). `null` for a model on the CPU.
+   */
+  memoryStats(): { liveBytes: number; peakBytes: number } | null {
+    return this.#native.memoryStats() ?? null;
   }
 
   /** Whether {@link Model.dispose} has been called. */
@@ -277,6 +294,15 @@ export class Model {
       if (isNormalization(parsed)) this.normalization = parsed;
     }
     return meta;
+  }
+
+  /**
+   * Writes the model as ONNX (opset 17) for inference in eval mode: input `input`
+   * [batch, C, H, W] (normalised as for `predict`), output `logits` [batch, classes], with a
+   * dynamic batch dimension.
+   */
+  async exportOnnx(path: string): Promise<void> {
+    await exportOnnx(this, path);
   }
 
   /** Parameter and buffer names in torchvision's convention (`layer1.0.conv1.weight`, ...). */

@@ -9,11 +9,20 @@
 
 import { createRequire } from 'node:module';
 import type * as Binding from '../native/index.js';
+import { nativeLoadError } from './native-error.js';
 
 const require = createRequire(import.meta.url);
 
+function load(): typeof Binding {
+  try {
+    return require('../native/index.cjs') as typeof Binding;
+  } catch (error) {
+    throw nativeLoadError(error); // names the platform and how to build from source
+  }
+}
+
 /** The napi-rs binding. */
-export const native = require('../native/index.cjs') as typeof Binding;
+export const native = load();
 
 export type {
   NativeBatch,

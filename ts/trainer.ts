@@ -7,7 +7,7 @@
 
 import { DataLoader, resolveNormalization, type AugmentOptions, type Dataset, type Normalization } from './data.js';
 import type { Model } from './model.js';
-import { sgd, type ScheduleOption, type SgdConfig, type SgdOptions } from './optim.js';
+import { resolveSchedule, sgd, type ScheduleOption, type SgdConfig, type SgdOptions } from './optim.js';
 
 /** Logs passed to `onBatchEnd`. */
 export interface BatchLogs {
@@ -82,6 +82,15 @@ export interface FitOptions {
   signal?: AbortSignal;
   /** Seeds shuffling and augmentation (default 0). */
   seed?: number;
+  /**
+   * The epoch to start from (default 0), to resume a run: `epochs` stays the run's total, the
+   * loader draws epoch `initialEpoch`'s shuffle and augmentation, and relative schedules keep the
+   * run's milestones (they are placed `initialEpoch` epochs before the model's current step).
+   * Save with `model.save` (momentum buffers and step included), `Model.load`, then
+   * `fit(model, data, { ...sameOptions, initialEpoch })` gives the parameters of an
+   * uninterrupted run.
+   */
+  initialEpoch?: number;
 }
 
 /** What {@link fit} returns: per-epoch metrics (Keras/TF.js style). */
@@ -114,8 +123,15 @@ export async function fit(model: Model, dataset: Dataset, options: FitOptions = 
   });
   const batchesPerEpoch = loader.length;
   const totalSteps = epochs * batchesPerEpoch;
+  const initialEpoch = options.initialEpoch ?? 0;
+  if (!Number.isInteger(initialEpoch) || initialEpoch < 0 || initialEpoch >= epochs) {
+    throw new Error(`initialEpoch must be an integer in [0, epochs), got ${initialEpoch} with epochs ${epochs}`);
+  }
   const optimizerOptions = sgd({ ...options.optimizer, ...(options.schedule ? { schedule: options.schedule } : {}) });
-  const optimizer = model.setOptimizer(optimizerOptions, { totalSteps });
+  // Where this run's step 0 was: relative schedules are placed there, so a resumed run keeps them.
+  const runStart = Math.max(0, model.step - initialEpoch * batchesPerEpoch);
+  const schedule = resolveSchedule(optimizerOptions.schedule, totalSteps, runStart);
+  const optimizer = model.setOptimizer({ ...optimizerOptions, schedule }, { totalSteps });
   model.normalization = normalization;
 
   const callbacks = options.callbacks ?? {};
@@ -129,7 +145,7 @@ export async function fit(model: Model, dataset: Dataset, options: FitOptions = 
   };
   await callbacks.onTrainBegin?.({ epochs, batchesPerEpoch, totalSteps, optimizer });
 
-  for (let epoch = 0; epoch < epochs && !history.aborted; epoch++) {
+  for (let epoch = initialEpoch; epoch < epochs && !history.aborted; epoch++) {
     const started = performance.now();
     let lossSum = 0;
     let correct = 0;

@@ -328,6 +328,27 @@ impl Model {
         Ok((model, meta))
     }
 
+    /// An ImageNet ResNet of `depth` (18, 34, 50, 101 or 152) in torchvision's layout (option B
+    /// projections, the bottleneck's stride in its 3x3 convolution) holding a torchvision state
+    /// dict saved as safetensors (`safetensors.torch.save_file(model.state_dict(), path)`). The
+    /// input channels and classes are read from `conv1.weight` and `fc.weight`; every missing,
+    /// unexpected or misshapen key is named.
+    pub fn load_torchvision(depth: usize, path: &Path, device: Device) -> Result<Model> {
+        let (tensors, _) = checkpoint::load(path)?;
+        let dim = |name: &str, axis: usize| -> Result<usize> {
+            let t = tensors.iter().find(|t| t.name == name).ok_or_else(|| {
+                Error::checkpoint(path, format!("no `{name}`: not a torchvision ResNet state dict"))
+            })?;
+            t.shape.get(axis).copied().ok_or_else(|| Error::checkpoint(path, format!("`{name}` has shape {:?}", t.shape)))
+        };
+        let spec = ResNetSpec::imagenet(depth, crate::nn::ShortcutOption::B, dim("conv1.weight", 1)?, dim("fc.weight", 0)?)?;
+        let mut model = Model::new(spec, 0, device)?;
+        model
+            .load_state_dict(&tensors)
+            .map_err(|e| Error::checkpoint(path, format!("not a torchvision ResNet-{depth}: {e}")))?;
+        Ok(model)
+    }
+
     /// Loads weights into this model; the checkpoint must be of the same architecture.
     pub fn load_weights(&mut self, path: &Path) -> Result<BTreeMap<String, String>> {
         let (tensors, meta) = checkpoint::load(path)?;

@@ -5,15 +5,10 @@ use resnet_core::Device;
 
 use crate::errors::{invalid, js_error};
 
-/// "cpu" and "auto" run on the CPU (the only backend in this build); "gpu" is an error saying so.
+
+/// "cpu", "gpu" or "auto" (the default); core decides what each means and says why on failure.
 pub fn parse_device(name: Option<&str>) -> Result<Device> {
-    match name.unwrap_or("auto") {
-        "cpu" | "auto" => Ok(Device::Cpu),
-        "gpu" => Err(js_error(resnet_core::Error::Device(
-            "no GPU backend in this build; use device 'cpu' or 'auto'".into(),
-        ))),
-        other => Err(invalid(format!("unknown device '{other}' (expected 'cpu', 'gpu' or 'auto')"))),
-    }
+    Device::parse(name.unwrap_or("auto")).map_err(js_error)
 }
 
 /// An NCHW shape from JS numbers, checked to have four dimensions.

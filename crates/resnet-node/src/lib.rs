@@ -9,3 +9,10 @@ mod errors;
 mod model;
 mod optim;
 mod tensor;
+
+/// The GPU adapters wgpu can see, their limits and features, and which device 'gpu'/'auto' use
+/// and why (`resnet-wgpu info`).
+#[napi_derive::napi]
+pub fn adapters_info() -> String {
+    resnet_core::backend::adapters_info()
+}

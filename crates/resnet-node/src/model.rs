@@ -55,6 +55,13 @@ pub struct EvalStats {
     pub count: u32,
 }
 
+/// GPU memory held by the buffer pool, in bytes.
+#[napi(object)]
+pub struct MemoryStats {
+    pub live_bytes: f64,
+    pub peak_bytes: f64,
+}
+
 #[napi]
 pub struct NativeModel {
     inner: Shared,
@@ -200,6 +207,25 @@ impl NativeModel {
     #[napi]
     pub fn features(&self, x: &NativeTensor, training: bool) -> Result<NativeTensor> {
         guard("features", || with_model(&self.inner, |m| m.features(&x.inner, training)).map(NativeTensor::from))
+    }
+
+    /// Device memory of the GPU buffer pool: bytes held now and at most so far; null on the CPU.
+    #[napi]
+    pub fn memory_stats(&self) -> Result<Option<MemoryStats>> {
+        guard("memoryStats", || {
+            let device = with_model(&self.inner, |m| Ok(m.device()))?;
+            Ok(match (device, resnet_core::backend::gpu_memory_stats()) {
+                (Device::Cpu, _) | (_, None) => None,
+                #[allow(unreachable_patterns)]
+                (_, Some((live, peak))) => Some(MemoryStats { live_bytes: live as f64, peak_bytes: peak as f64 }),
+            })
+        })
+    }
+
+    /// "cpu" or "gpu": where this model's tensors live.
+    #[napi]
+    pub fn device(&self) -> Result<String> {
+        guard("device", || with_model(&self.inner, |m| Ok(m.device().to_string())))
     }
 
     /// Frees the model now (waits for a call in flight); later calls throw "model has been disposed".

@@ -44,6 +44,12 @@ pub fn existing_context() -> Option<&'static GpuContext> {
 }
 
 fn instance() -> wgpu::Instance {
+    // Mesa's implicit device-select layer connects to a Wayland/X display just to rank devices
+    // (we rank them ourselves) and prints errors on every headless machine. Off unless the user
+    // set it. Runs once, before any Vulkan call, from the OnceLock initialiser.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     wgpu::Instance::new(&wgpu::InstanceDescriptor {
         // Vulkan, Metal, DX12: the compute-capable native APIs. GL has no storage buffers worth the name.
         backends: wgpu::Backends::PRIMARY.with_env(),

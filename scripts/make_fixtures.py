@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Writes the PyTorch golden fixtures in fixtures/ (committed; CI never runs this).
+
+    /opt/torch/bin/python scripts/make_fixtures.py   # any Python with torch + torchvision
+
+Everything is seeded, so a re-run writes the same values (up to the PyTorch version). Files:
+
+- ops.safetensors: per op case `<case>.<tensor>`: inputs, outputs and the gradients of
+  loss = sum(out * r) for the random `<case>.r` stored with them (cross-entropy: of the loss
+  itself). The metadata key `cases` lists each case's op and settings as JSON.
+- resnet20_init.safetensors: a plain state dict (torchvision names) of the CIFAR ResNet-20,
+  option A, 3 channels, 10 classes: the weights both sides start from.
+- resnet20_step.safetensors: one SGD step (lr 0.1, momentum 0.9, weight decay 1e-4) of that
+  net, training mode, on a fixed batch: `input`, `labels`, `loss`, `logits`, `grad.<param>`,
+  `after.<param or buffer>` (parameters, running statistics and num_batches_tracked).
+- imagenet_logits.safetensors: torchvision ResNet-18 and ResNet-50 (eval mode) on `input`
+  (2x3x64x64): `resnet18.logits`, `resnet50.logits`. Their weights are not stored (47 MB and
+  100 MB): every tensor is made by `hash_init` below, which the Rust and TypeScript tests
+  reimplement bit for bit; the metadata `resnet18.names` / `resnet50.names` lists the state
+  dict's names, shapes and dtypes in order.
+
+The safetensors files are written by the small writer below (same format as the `safetensors`
+package: 8-byte little-endian header length, JSON header, raw little-endian data).
+"""
+
+import json
+import math
+import os
+import struct
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OUT = os.path.join(ROOT, "fixtures")
+
+torch.use_deterministic_algorithms(True)
+torch.set_num_threads(1)
+
+
+# --- safetensors writer -------------------------------------------------------------------------
+
+def save_safetensors(path, tensors, metadata=None):
+    """tensors: dict name -> torch tensor (float32 or int64), written in insertion order."""
+    header = {}
+    blobs = []
+    offset = 0
+    for name, t in tensors.items():
+        t = t.detach().contiguous().cpu()
+        if t.dtype == torch.float32:
+            dtype = "F32"
+        elif t.dtype == torch.int64:
+            dtype = "I64"
+        else:
+            raise ValueError(f"{name}: unsupported dtype {t.dtype}")
+        data = t.numpy().tobytes()  # little-endian on every platform we run this on
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    if metadata:
+        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+    print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path):,} bytes, {len(tensors)} tensors)")
+
+
+# --- hash_init: deterministic weights reproducible in any language -------------------------------
+
+M32 = 0xFFFFFFFF
+
+
+def _mul32(x, m):
+    """(x * m) mod 2^32 for an int64 tensor x in [0, 2^32) without overflowing int64."""
+    lo = (x * (m & 0xFFFF)) & M32
+    hi = ((x * (m >> 16)) & 0xFFFF) << 16
+    return (lo + hi) & M32
+
+
+def _lowbias32(x):
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    x = x ^ (x >> 16)
+    return x
+
+
+def fnv1a32(s):
+    h = 0x811C9DC5
+    for b in s.encode():
+        h = ((h ^ b) * 0x01000193) & M32
+    return h
+
+
+def hash_uniform(name, n):
+    """n float32 values in [-1, 1): element i is lowbias32((i * 0x9E3779B1 + fnv1a32(name)) mod 2^32)
+    >> 8, divided by 2^23, minus 1 (all exact in float32)."""
+    i = torch.arange(n, dtype=torch.int64)
+    x = (_mul32(i, 0x9E3779B1) + fnv1a32(name)) & M32
+    h = _lowbias32(x) >> 8
+    return h.to(torch.float32) / 8388608.0 - 1.0
+
+
+def hash_init_spec(name, shape):
+    """(scale, offset): the tensor is float32(float32(u * scale) + offset). scale is float32(sqrt(v))
+    for a float64 v; every operation is a correctly rounded float32 operation."""
+    fan_in = 1
+    for d in shape[1:]:
+        fan_in *= d
+    if name.endswith("num_batches_tracked"):
+        return None
+    if name.endswith("running_var"):
+        return 0.25, 1.0
+    if name.endswith("running_mean") or name.endswith(".bias"):
+        return 0.125, 0.0
+    if len(shape) == 1:  # batch-norm weight
+        return 0.25, 1.0
+    if name.startswith("fc."):
+        return math.sqrt(1.0 / fan_in), 0.0
+    # Convolutions: uniform with the variance of Kaiming's N(0, 2/fan_in).
+    return math.sqrt(6.0 / fan_in), 0.0
+
+
+def hash_init(name, shape):
+    spec = hash_init_spec(name, shape)
+    if spec is None:
+        return torch.tensor(7, dtype=torch.int64)
+    scale, offset = spec
+    n = 1
+    for d in shape:
+        n *= d
+    u = hash_uniform(name, n)
+    s = torch.tensor(scale, dtype=torch.float32)
+    o = torch.tensor(offset, dtype=torch.float32)
+    return ((u * s) + o).reshape(shape)
+
+
+# --- ops ----------------------------------------------------------------------------------------
+
+def rand(g, *shape):
+    return torch.randn(*shape, generator=g, dtype=torch.float32)
+
+
+def grads_of(out, leaves, r):
+    for t in leaves:
+        t.grad = None
+    (out * r).sum().backward()
+    return [t.grad.clone() for t in leaves]
+
+
+def make_ops():
+    g = torch.Generator().manual_seed(1234)
+    tensors = {}
+    cases = []
+
+    def put(case, **kw):
+        for k, v in kw.items():
+            tensors[f"{case}.{k}"] = v.detach().clone()
+
+    conv_cases = [
+        # name, n, c_in, c_out, h, w, kernel, stride, padding, bias
+        ("conv_3x3_s1_p1", 2, 3, 4, 9, 9, 3, 1, 1, False),
+        ("conv_3x3_s2_p1", 2, 4, 6, 9, 9, 3, 2, 1, False),
+        ("conv_3x3_s1_p0_rect", 2, 3, 5, 8, 11, 3, 1, 0, False),
+        ("conv_1x1_s1_p0", 3, 6, 4, 5, 5, 1, 1, 0, False),
+        ("conv_1x1_s2_p0", 2, 8, 16, 7, 7, 1, 2, 0, False),
+        ("conv_7x7_s2_p3", 2, 3, 8, 16, 16, 7, 2, 3, False),
+        ("conv_5x5_s1_p2_bias", 2, 2, 3, 6, 6, 5, 1, 2, True),
+        ("conv_3x3_s3_p2_bias", 1, 3, 4, 10, 10, 3, 3, 2, True),
+    ]
+    for name, n, ci, co, h, w, k, s, p, bias in conv_cases:
+        x = rand(g, n, ci, h, w).requires_grad_()
+        wt = (rand(g, co, ci, k, k) * math.sqrt(2.0 / (ci * k * k))).requires_grad_()
+        b = rand(g, co).requires_grad_() if bias else None
+        y = F.conv2d(x, wt, b, stride=s, padding=p)
+        r = rand(g, *y.shape)
+        leaves = [x, wt] + ([b] if bias else [])
+        gs = grads_of(y, leaves, r)
+        put(name, x=x, w=wt, y=y, r=r, dx=gs[0], dw=gs[1])
+        if bias:
+            put(name, b=b, db=gs[2])
+        cases.append({"name": name, "op": "conv2d", "stride": s, "padding": p, "bias": bias})
+
+    for name, training, shape in [("bn_train", True, (4, 3, 5, 5)), ("bn_eval", False, (3, 4, 6, 5)),
+                                  ("bn_train_1x1", True, (16, 5, 1, 1))]:
+        c = shape[1]
+        x = (rand(g, *shape) * 2.0 + 0.5).requires_grad_()
+        gamma = (1.0 + 0.3 * rand(g, c)).requires_grad_()
+        beta = (0.2 * rand(g, c)).requires_grad_()
+        rm = 0.1 * rand(g, c)
+        rv = 1.0 + 0.3 * torch.rand(c, generator=g)
+        put(name, running_mean=rm, running_var=rv)
+        rm2, rv2 = rm.clone(), rv.clone()
+        y = F.batch_norm(x, rm2, rv2, gamma, beta, training=training, momentum=0.1, eps=1e-5)
+        r = rand(g, *y.shape)
+        dx, dgamma, dbeta = grads_of(y, [x, gamma, beta], r)
+        put(name, x=x, gamma=gamma, beta=beta, y=y, r=r, dx=dx, dgamma=dgamma, dbeta=dbeta,
+            running_mean_after=rm2, running_var_after=rv2)
+        cases.append({"name": name, "op": "batch_norm2d", "training": training, "momentum": 0.1, "eps": 1e-5})
+
+    for name, shape, k, s, p in [("maxpool_3x3_s2_p1", (2, 3, 9, 9), 3, 2, 1),
+                                 ("maxpool_2x2_s2_p0", (2, 2, 8, 8), 2, 2, 0),
+                                 ("maxpool_3x3_s1_p1", (1, 2, 5, 7), 3, 1, 1)]:
+        x = rand(g, *shape).requires_grad_()
+        y = F.max_pool2d(x, k, s, p)
+        r = rand(g, *y.shape)
+        (dx,) = grads_of(y, [x], r)
+        put(name, x=x, y=y, r=r, dx=dx)
+        cases.append({"name": name, "op": "max_pool2d", "kernel": k, "stride": s, "padding": p})
+
+    x = rand(g, 2, 5, 4, 3).requires_grad_()
+    y = F.adaptive_avg_pool2d(x, 1).flatten(1)
+    r = rand(g, *y.shape)
+    (dx,) = grads_of(y, [x], r)
+    put("global_avg_pool", x=x, y=y, r=r, dx=dx)
+    cases.append({"name": "global_avg_pool", "op": "global_avg_pool"})
+
+    for name, bias in [("linear_bias", True), ("linear_nobias", False)]:
+        x = rand(g, 4, 7).requires_grad_()
+        w = (rand(g, 5, 7) * 0.4).requires_grad_()
+        b = rand(g, 5).requires_grad_() if bias else None
+        y = F.linear(x, w, b)
+        r = rand(g, *y.shape)
+        gs = grads_of(y, [x, w] + ([b] if bias else []), r)
+        put(name, x=x, w=w, y=y, r=r, dx=gs[0], dw=gs[1])
+        if bias:
+            put(name, b=b, db=gs[2])
+        cases.append({"name": name, "op": "linear", "bias": bias})
+
+    logits = (rand(g, 6, 10) * 3.0).requires_grad_()
+    labels = torch.randint(0, 10, (6,), generator=g, dtype=torch.int64)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    put("cross_entropy", logits=logits, labels=labels, loss=loss.reshape(1), dlogits=logits.grad)
+    cases.append({"name": "cross_entropy", "op": "cross_entropy"})
+
+    for name, shape, c_out, stride in [("shortcut_a_s2", (2, 4, 7, 7), 8, 2),
+                                       ("shortcut_a_s2_odd", (2, 3, 6, 6), 8, 2),
+                                       ("shortcut_a_s1", (1, 2, 3, 4), 5, 1)]:
+        x = rand(g, *shape).requires_grad_()
+        y = shortcut_a(x, c_out, stride)
+        r = rand(g, *y.shape)
+        (dx,) = grads_of(y, [x], r)
+        put(name, x=x, y=y, r=r, dx=dx)
+        cases.append({"name": name, "op": "shortcut_a", "c_out": c_out, "stride": stride})
+
+    save_safetensors(os.path.join(OUT, "ops.safetensors"), tensors, {"cases": json.dumps(cases), "torch": torch.__version__})
+
+
+def shortcut_a(x, c_out, stride):
+    """Option A: subsample, then zero-pad channels, (c_out - c_in) // 2 before and the rest after."""
+    c_in = x.shape[1]
+    before = (c_out - c_in) // 2
+    after = c_out - c_in - before
+    return F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, before, after))
+
+
+# --- ResNet-20 (CIFAR, option A) with torchvision-style names ------------------------------------
+
+class BasicBlockA(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.c_out = c_out
+        self.stride = stride
+        self.changes = stride != 1 or c_in != c_out
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        s = shortcut_a(x, self.c_out, self.stride) if self.changes else x
+        return F.relu(y + s)
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, depth=20, in_channels=3, num_classes=10):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        c = 16
+        for i, (width, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
+            blocks = []
+            for j in range(n):
+                blocks.append(BasicBlockA(c, width, stride if j == 0 else 1))
+                c = width
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def make_resnet20():
+    torch.manual_seed(20)
+    net = CifarResNet(20, 3, 10)
+    g = torch.Generator().manual_seed(2020)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=g)
+            elif isinstance(m, nn.BatchNorm2d):
+                # Not 1 / 0 / 0 / 1, so every term of batch norm shows in the fixture.
+                m.weight.copy_(1.0 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(1.0 + 0.2 * torch.rand(m.running_var.shape, generator=g))
+                m.num_batches_tracked.fill_(3)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    save_safetensors(os.path.join(OUT, "resnet20_init.safetensors"), init,
+                     {"about": "CIFAR ResNet-20, option A, 3 channels, 10 classes (scripts/make_fixtures.py)"})
+
+    x = torch.randn(8, 3, 16, 16, generator=g)
+    labels = torch.randint(0, 10, (8,), generator=g, dtype=torch.int64)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    net.train()
+    opt.zero_grad()
+    logits = net(x)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    out = {"input": x, "labels": labels, "loss": loss.detach().reshape(1), "logits": logits.detach()}
+    for name, p in net.named_parameters():
+        out[f"grad.{name}"] = p.grad.clone()
+    opt.step()
+    for name, v in net.state_dict().items():
+        out[f"after.{name}"] = v.clone()
+    save_safetensors(os.path.join(OUT, "resnet20_step.safetensors"), out,
+                     {"optimizer": json.dumps({"lr": 0.1, "momentum": 0.9, "weightDecay": 1e-4}),
+                      "torch": torch.__version__})
+
+
+# --- torchvision ResNet-18 / ResNet-50 in eval mode ----------------------------------------------
+
+def make_imagenet():
+    g = torch.Generator().manual_seed(1850)
+    x = torch.randn(2, 3, 64, 64, generator=g)
+    out = {"input": x}
+    meta = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    for arch in ["resnet18", "resnet50"]:
+        net = getattr(torchvision.models, arch)(weights=None)
+        sd = net.state_dict()
+        new = {}
+        names = []
+        for k, v in sd.items():
+            t = hash_init(k, list(v.shape))
+            assert t.dtype == v.dtype and list(t.shape) == list(v.shape), k
+            new[k] = t
+            names.append([k, list(v.shape), "I64" if v.dtype == torch.int64 else "F32"])
+        net.load_state_dict(new)
+        net.eval()
+        with torch.no_grad():
+            logits = net(x)
+        print(f"{arch}: logits std {logits.std().item():.3f}, max |.| {logits.abs().max().item():.3f}")
+        out[f"{arch}.logits"] = logits
+        meta[f"{arch}.names"] = json.dumps(names, separators=(",", ":"))
+        # A spot check of hash_init for the other languages' tests.
+        out[f"{arch}.probe.conv1.weight"] = new["conv1.weight"].flatten()[:16].clone()
+    save_safetensors(os.path.join(OUT, "imagenet_logits.safetensors"), out, meta)
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    which = sys.argv[1:] or ["ops", "resnet20", "imagenet"]
+    if "ops" in which:
+        make_ops()
+    if "resnet20" in which:
+        make_resnet20()
+    if "imagenet" in which:
+        make_imagenet()
