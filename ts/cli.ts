@@ -15,6 +15,7 @@ import { datasets, type Dataset } from './data.js';
 import { native } from './native.js';
 import { Model, type DeviceName } from './model.js';
 import { schedules } from './optim.js';
+import { classifyImages } from './predict.js';
 import { resnet, type ResNetSpec, type ShortcutOption } from './spec.js';
 import { fit, type BatchLogs } from './trainer.js';
 
@@ -279,6 +280,25 @@ export function program(): Command {
     .option('--size <n>', 'input height and width (default 32, or 224 for ImageNet)', int('size', 1))
     .addOption(shortcutOption())
     .action(summary);
+  cmd
+    .command('predict')
+    .description('classify JPEG images with a checkpoint (top classes and probabilities)')
+    .argument('<images...>', 'JPEG files')
+    .requiredOption('--checkpoint <file>', 'checkpoint written by train')
+    .option('--size <n>', 'resize to N x N (default: the training size, 28 for Fashion-MNIST)', int('size', 1))
+    .option('--top <k>', 'classes to print per image', int('top', 1), 3)
+    .addOption(deviceOption())
+    .action(async (images: string[], flags: { checkpoint: string; size?: number; top: number; device: DeviceName }) => {
+      const model = await Model.load(flags.checkpoint, { device: flags.device });
+      try {
+        const results = await classifyImages(model, images, { top: flags.top, ...(flags.size === undefined ? {} : { size: flags.size }) });
+        for (const r of results) {
+          console.log(`${r.file}: ${r.top.map((t) => `${t.label} (${t.index}) ${(100 * t.probability).toFixed(1)}%`).join(', ')}`);
+        }
+      } finally {
+        model.dispose();
+      }
+    });
   return cmd;
 }
 

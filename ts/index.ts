@@ -62,3 +62,4 @@ export {
 } from './data.js';
 export { fit, Trainer, type BatchLogs, type Callbacks, type EpochLogs, type FitOptions, type History } from './trainer.js';
 export { loadTorchvision, readSafetensorsHeader, type SafetensorsEntry, type TorchvisionArch } from './torchvision.js';
+export { classifyImages, preprocess, FASHION_MNIST_CLASSES, type ClassScore } from './predict.js';
