@@ -6,7 +6,7 @@ import { encode } from 'jpeg-js';
 import { describe, expect, it } from 'vitest';
 
 import { Model, resnet } from '../ts/index.js';
-import { FASHION_MNIST_CLASSES, classifyImages, preprocess } from '../ts/predict.js';
+import { FASHION_MNIST_CLASSES, IMAGENET_NORMALIZATION, classifyImages, preprocess } from '../ts/predict.js';
 import { ROOT, tempDir } from './helpers.js';
 
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -37,6 +37,22 @@ describe('preprocess', () => {
     const g = preprocess(grey, 10, 7, 28, 1, { mean: [0.3], std: [0.4] });
     expect(g.length).toBe(28 * 28);
     for (const v of g) expect(v).toBeCloseTo((128 / 255 - 0.3) / 0.4, 4);
+  });
+
+  it('ImageNet evaluation transform: shorter side to 256, centre 224 crop, ImageNet statistics', () => {
+    // 512x256: the shorter side is already 256 (scale 1, no interpolation), so the crop starts
+    // at x = (512 - 224) / 2 = 144, y = (256 - 224) / 2 = 16, and pixel values are exact.
+    const [w, h] = [512, 256];
+    const img = new Uint8Array(w * h * 4);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) img.set([x % 256, y, 7, 255], (y * w + x) * 4);
+    const x = preprocess(img, w, h, 224, 3, IMAGENET_NORMALIZATION, 256);
+    const at = (c: number, oy: number, ox: number): number => x[(c * 224 + oy) * 224 + ox] as number;
+    const [m, s] = [IMAGENET_NORMALIZATION.mean, IMAGENET_NORMALIZATION.std];
+    expect(at(0, 0, 0)).toBeCloseTo((144 / 255 - (m[0] ?? 0)) / (s[0] ?? 1), 5);
+    expect(at(1, 0, 0)).toBeCloseTo((16 / 255 - (m[1] ?? 0)) / (s[1] ?? 1), 5);
+    expect(at(0, 223, 223)).toBeCloseTo(((144 + 223) % 256 / 255 - (m[0] ?? 0)) / (s[0] ?? 1), 5);
+    expect(at(1, 223, 5)).toBeCloseTo(((16 + 223) / 255 - (m[1] ?? 0)) / (s[1] ?? 1), 5);
+    expect(at(2, 100, 100)).toBeCloseTo((7 / 255 - (m[2] ?? 0)) / (s[2] ?? 1), 5);
   });
 });
 

@@ -285,8 +285,8 @@ export function program(): Command {
     .description('classify JPEG images with a checkpoint (top classes and probabilities)')
     .argument('<images...>', 'JPEG files')
     .requiredOption('--checkpoint <file>', 'checkpoint written by train')
-    .option('--size <n>', 'resize to N x N (default: the training size, 28 for Fashion-MNIST)', int('size', 1))
-    .option('--top <k>', 'classes to print per image', int('top', 1), 3)
+    .option('--size <n>', 'resize to N x N (default: the training size; ImageNet models: resize 256, centre crop 224)', int('size', 1))
+    .option('--top <k>', 'classes to print per image', int('top', 1), 5)
     .addOption(deviceOption())
     .action(async (images: string[], flags: { checkpoint: string; size?: number; top: number; device: DeviceName }) => {
       const model = await Model.load(flags.checkpoint, { device: flags.device });

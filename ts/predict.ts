@@ -45,9 +45,14 @@ export function classNamesOf(model: Model): string[] {
   return Array.from({ length: n }, (_, k) => `class ${k}`);
 }
 
+/** torchvision's ImageNet normalisation, for ImageNet models that carry none of their own. */
+export const IMAGENET_NORMALIZATION = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+
 /**
- * The NCHW input (one image) for a decoded RGBA image: bilinear resize to `size` x `size`,
- * grey (ITU-R 601 luma) for 1-channel models, then `(pixel/255 - mean) / std`.
+ * The NCHW input (one image) for a decoded RGBA image: bilinear resize to `size` x `size` (or,
+ * with `resizeShorter`, the ImageNet evaluation transform: shorter side to `resizeShorter`, then
+ * the centre `size` x `size` crop), grey (ITU-R 601 luma) for 1-channel models, then
+ * `(pixel/255 - mean) / std`.
  */
 export function preprocess(
   rgba: Uint8Array,
@@ -56,17 +61,23 @@ export function preprocess(
   size: number,
   channels: number,
   norm: { mean: number[]; std: number[] } | undefined,
+  resizeShorter?: number,
 ): Float32Array {
   if (channels !== 1 && channels !== 3) throw new Error(`predict takes 1- or 3-channel models, this one has ${channels}`);
   const out = new Float32Array(channels * size * size);
   const px = (x: number, y: number, c: number): number => rgba[(y * width + x) * 4 + c] as number;
+  // Output pixel o maps to source (o + offset + 0.5) / scale - 0.5 along each axis.
+  const scaleX = resizeShorter === undefined ? size / width : resizeShorter / Math.min(width, height);
+  const scaleY = resizeShorter === undefined ? size / height : scaleX;
+  const offX = resizeShorter === undefined ? 0 : Math.floor((Math.round(width * scaleX) - size) / 2);
+  const offY = resizeShorter === undefined ? 0 : Math.floor((Math.round(height * scaleY) - size) / 2);
   for (let oy = 0; oy < size; oy++) {
-    const sy = Math.min(Math.max(((oy + 0.5) * height) / size - 0.5, 0), height - 1);
+    const sy = Math.min(Math.max((oy + offY + 0.5) / scaleY - 0.5, 0), height - 1);
     const y0 = Math.floor(sy);
     const y1 = Math.min(y0 + 1, height - 1);
     const fy = sy - y0;
     for (let ox = 0; ox < size; ox++) {
-      const sx = Math.min(Math.max(((ox + 0.5) * width) / size - 0.5, 0), width - 1);
+      const sx = Math.min(Math.max((ox + offX + 0.5) / scaleX - 0.5, 0), width - 1);
       const x0 = Math.floor(sx);
       const x1 = Math.min(x0 + 1, width - 1);
       const fx = sx - x0;
@@ -84,13 +95,19 @@ export function preprocess(
   return out;
 }
 
-/** Top-`k` classes of each JPEG file. */
+/**
+ * Top-`k` classes (default 5) of each JPEG file. ImageNet-stem models get the ImageNet evaluation
+ * transform (resize 256, centre crop 224, ImageNet normalisation unless the checkpoint has its
+ * own) unless `size` is given; other models are resized to their training size.
+ */
 export async function classifyImages(
   model: Model,
   files: readonly string[],
   options: { size?: number; top?: number } = {},
 ): Promise<{ file: string; top: ClassScore[] }[]> {
-  const size = options.size ?? inputSizeOf(model);
+  const imagenet = model.spec.stem === 'imagenet' && options.size === undefined;
+  const size = imagenet ? 224 : (options.size ?? inputSizeOf(model));
+  const norm = model.normalization ?? (imagenet ? IMAGENET_NORMALIZATION : undefined);
   const names = classNamesOf(model);
   const c = model.spec.inChannels;
   const results = [];
@@ -101,14 +118,14 @@ export async function classifyImages(
     } catch (e) {
       throw new Error(`${file}: cannot decode the image (JPEG expected): ${e instanceof Error ? e.message : String(e)}`);
     }
-    const x = preprocess(image.data, image.width, image.height, size, c, model.normalization);
+    const x = preprocess(image.data, image.width, image.height, size, c, norm, imagenet ? 256 : undefined);
     const logits = await model.predict(x, [1, c, size, size]);
     const max = Math.max(...logits);
     const exp = Array.from(logits, (v) => Math.exp(v - max));
     const sum = exp.reduce((a, b) => a + b, 0);
     const scores = exp.map((e, index) => ({ index, label: names[index] ?? `class ${index}`, probability: e / sum }));
     scores.sort((a, b) => b.probability - a.probability);
-    results.push({ file, top: scores.slice(0, options.top ?? 3) });
+    results.push({ file, top: scores.slice(0, options.top ?? 5) });
   }
   return results;
 }
