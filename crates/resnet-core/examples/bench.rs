@@ -41,22 +41,31 @@ fn main() -> resnet_core::Result<()> {
     let images: Vec<f32> = (0..batch * ch * hw * hw).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
     let labels: Vec<i32> = (0..batch as i32).map(|i| i % classes as i32).collect();
     let shape = [batch, ch, hw, hw];
-    let steps = if device == Device::Cpu { 7 } else { 15 };
+    // Warm up (pipelines compiled, pool filled, clocks up) for at least two steps and, on the
+    // GPU, two seconds; then the median of the next steps.
+    let (warm_steps, warm_secs, steps) = if device == Device::Cpu { (2, 0.0, 5) } else { (2, 2.0, 20) };
+    let started = Instant::now();
+    let mut i = 0;
+    while i < warm_steps || started.elapsed().as_secs_f64() < warm_secs {
+        let s = model.train_step(&images, shape, &labels)?;
+        eprintln!("warm-up step {i} loss {:.4}", s.loss);
+        i += 1;
+    }
     let mut times = Vec::new();
     for i in 0..steps {
         let t = Instant::now();
         let s = model.train_step(&images, shape, &labels)?;
-        if i >= 2 {
-            times.push(t.elapsed().as_secs_f64());
-        }
+        times.push(t.elapsed().as_secs_f64());
         eprintln!("step {i} loss {:.4} {:.4}s", s.loss, t.elapsed().as_secs_f64());
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!("{name}: train img/s {:.1}", batch as f64 / times[times.len() / 2]);
     print_memory("after training");
-    model.predict(&images, shape)?;
+    for _ in 0..3 {
+        model.predict(&images, shape)?;
+    }
     let mut times = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..10 {
         let t = Instant::now();
         model.predict(&images, shape)?;
         times.push(t.elapsed().as_secs_f64());

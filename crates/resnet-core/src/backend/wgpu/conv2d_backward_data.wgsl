@@ -29,6 +29,31 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> gx: array<f32>;
 
+// Position k along the reduction: nothing to precompute.
+struct AKs {
+    k: u32,
+}
+
+fn a_ks(k: u32) -> AKs {
+    return AKs(k);
+}
+
+fn a_ks_next(s: AKs) -> AKs {
+    return AKs(s.k + BK);
+}
+
+struct BKs {
+    k: u32,
+}
+
+fn b_ks(k: u32) -> BKs {
+    return BKs(k);
+}
+
+fn b_ks_next(s: BKs) -> BKs {
+    return BKs(s.k + BK);
+}
+
 struct ARow {
     base: u32,
     ok: bool,
@@ -39,7 +64,8 @@ fn a_row(m: u32) -> ARow {
     return ARow(m * (KH * KW), m < P.m);
 }
 
-fn load_a(r: ARow, k: u32, k_end: u32) -> f32 {
+fn load_a(r: ARow, s: AKs, k_end: u32) -> f32 {
+    let k = s.k;
     if (r.ok && k < k_end) {
         let o = k / (KH * KW);
         let ij = k - o * (KH * KW);
@@ -64,7 +90,8 @@ fn b_col(col: u32) -> BCol {
     return BCol(img * P.c_out * P.oh * P.ow, i32(iy + PAD), i32(ix + PAD), col < P.n);
 }
 
-fn load_b(c: BCol, k: u32, k_end: u32) -> f32 {
+fn load_b(c: BCol, s: BKs, k_end: u32) -> f32 {
+    let k = s.k;
     if (!c.ok || k >= k_end) {
         return 0.0;
     }
@@ -89,5 +116,6 @@ fn store_c(m: u32, col: u32, split: u32, v: f32) {
     let hw = P.h * P.w;
     let img = col / hw;
     let p = col - img * hw;
-    gx[(img * P.m + m) * hw + p] = v;
+    // Split-K partials follow one another, each laid out as gx.
+    gx[split * P.m * P.n + (img * P.m + m) * hw + p] = v;
 }

@@ -39,12 +39,33 @@ fn a_row(m: u32) -> ARow {
     return ARow(m * P.oh * P.ow, m < P.m);
 }
 
-fn load_a(r: ARow, k: u32, k_end: u32) -> f32 {
-    if (r.ok && k < k_end) {
-        let ohw = P.oh * P.ow;
-        let img = k / ohw;
-        let p = k - img * ohw;
-        return gy[img * P.m * ohw + r.base + p];
+// Position k = (image, p) of the reduction, advanced without division.
+struct AKs {
+    k: u32,
+    img: u32,
+    p: u32,
+}
+
+fn a_ks(k: u32) -> AKs {
+    let ohw = P.oh * P.ow;
+    let img = k / ohw;
+    return AKs(k, img, k - img * ohw);
+}
+
+fn a_ks_next(s: AKs) -> AKs {
+    let ohw = P.oh * P.ow;
+    var p = s.p + BK;
+    var img = s.img;
+    while (p >= ohw) {
+        p -= ohw;
+        img += 1u;
+    }
+    return AKs(s.k + BK, img, p);
+}
+
+fn load_a(r: ARow, s: AKs, k_end: u32) -> f32 {
+    if (r.ok && s.k < k_end) {
+        return gy[s.img * P.m * P.oh * P.ow + r.base + s.p];
     }
     return 0.0;
 }
@@ -65,21 +86,47 @@ fn b_col(col: u32) -> BCol {
     return BCol(c * P.h * P.w, i32(ki) - i32(PAD), i32(kj) - i32(PAD), col < P.n);
 }
 
-fn load_b(c: BCol, k: u32, k_end: u32) -> f32 {
-    if (!c.ok || k >= k_end) {
-        return 0.0;
-    }
+// Position k = (image, oy, ox) of the reduction, advanced without division.
+struct BKs {
+    k: u32,
+    img: u32,
+    oy: u32,
+    ox: u32,
+}
+
+fn b_ks(k: u32) -> BKs {
     let ohw = P.oh * P.ow;
     let img = k / ohw;
     let p = k - img * ohw;
     let oy = p / P.ow;
-    let ox = p - oy * P.ow;
-    let iy = i32(oy * STRIDE) + c.ki;
-    let ix = i32(ox * STRIDE) + c.kj;
+    return BKs(k, img, oy, p - oy * P.ow);
+}
+
+fn b_ks_next(s: BKs) -> BKs {
+    var ox = s.ox + BK;
+    var oy = s.oy;
+    var img = s.img;
+    while (ox >= P.ow) {
+        ox -= P.ow;
+        oy += 1u;
+    }
+    while (oy >= P.oh) {
+        oy -= P.oh;
+        img += 1u;
+    }
+    return BKs(s.k + BK, img, oy, ox);
+}
+
+fn load_b(c: BCol, s: BKs, k_end: u32) -> f32 {
+    if (!c.ok || s.k >= k_end) {
+        return 0.0;
+    }
+    let iy = i32(s.oy * STRIDE) + c.ki;
+    let ix = i32(s.ox * STRIDE) + c.kj;
     if (iy < 0 || ix < 0 || iy >= i32(P.h) || ix >= i32(P.w)) {
         return 0.0;
     }
-    return x[img * P.c_in * P.h * P.w + c.base + u32(iy) * P.w + u32(ix)];
+    return x[s.img * P.c_in * P.h * P.w + c.base + u32(iy) * P.w + u32(ix)];
 }
 
 fn store_c(m: u32, col: u32, split: u32, v: f32) {

@@ -32,6 +32,31 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// Position k along the reduction: nothing to precompute.
+struct AKs {
+    k: u32,
+}
+
+fn a_ks(k: u32) -> AKs {
+    return AKs(k);
+}
+
+fn a_ks_next(s: AKs) -> AKs {
+    return AKs(s.k + BK);
+}
+
+struct BKs {
+    k: u32,
+}
+
+fn b_ks(k: u32) -> BKs {
+    return BKs(k);
+}
+
+fn b_ks_next(s: BKs) -> BKs {
+    return BKs(s.k + BK);
+}
+
 struct ARow {
     base: u32,
     ok: bool,
@@ -41,9 +66,9 @@ fn a_row(m: u32) -> ARow {
     return ARow(m * P.k, m < P.m);
 }
 
-fn load_a(r: ARow, k: u32, k_end: u32) -> f32 {
-    if (r.ok && k < k_end) {
-        return wt[r.base + k];
+fn load_a(r: ARow, s: AKs, k_end: u32) -> f32 {
+    if (r.ok && s.k < k_end) {
+        return wt[r.base + s.k];
     }
     return 0.0;
 }
@@ -64,7 +89,8 @@ fn b_col(col: u32) -> BCol {
     return BCol(img * P.c_in * P.h * P.w, i32(oy * STRIDE) - i32(PAD), i32(ox * STRIDE) - i32(PAD), col < P.n);
 }
 
-fn load_b(c: BCol, k: u32, k_end: u32) -> f32 {
+fn load_b(c: BCol, s: BKs, k_end: u32) -> f32 {
+    let k = s.k;
     if (!c.ok || k >= k_end) {
         return 0.0;
     }
@@ -85,8 +111,9 @@ fn store_c(m: u32, col: u32, split: u32, v: f32) {
     let img = col / ohw;
     let p = col - img * ohw;
     var out = v;
-    if (P.has_bias != 0u) {
+    if (P.has_bias != 0u && split == 0u) {
         out += bias[m];
     }
-    y[(img * P.m + m) * ohw + p] = out;
+    // Split-K partials follow one another, each laid out as y.
+    y[split * P.m * P.n + (img * P.m + m) * ohw + p] = out;
 }

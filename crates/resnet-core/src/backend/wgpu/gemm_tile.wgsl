@@ -1,26 +1,40 @@
 // The register-tiled GEMM loop shared by matmul.wgsl and the three convolution kernels:
 // C[M, N] = A[M, K] . B[K, N], one BM x BN tile of C a workgroup, TM x TN of it a thread held in
-// registers, K walked BK at a time through workgroup memory. The family file in front of this one
-// says what A, B and C are (plain matrices, or an image read as its patch matrix), through
-//   struct ARow; fn a_row(m) -> ARow; fn load_a(row, k, k_end) -> f32   (0 outside A)
-//   struct BCol; fn b_col(n) -> BCol; fn load_b(col, k, k_end) -> f32   (0 outside B)
-//   fn store_c(m, n, split, v)                                          (m < M, n < N)
+// registers, K walked BK at a time through workgroup memory, the next K-tile's global loads in
+// flight (in registers) while the current one is multiplied. The family file in front of this
+// one says what A, B and C are (plain matrices, or an image read as its patch matrix):
+//   struct ARow; fn a_row(m) -> ARow          a row of A (set up once per thread and load)
+//   struct AKs;  fn a_ks(k) -> AKs             where position k of that row is...
+//                fn a_ks_next(s) -> AKs        ...and k + BK (incremental: no division per tile)
+//   fn load_a(row, ks, k_end) -> f32           0 outside A or at k >= k_end
+//   (the same for B: BCol, b_col(n), BKs, b_ks, b_ks_next, load_b)
+//   fn store_c(m, n, split, v)                 m < M, n < N
 // and through its Params, which begin with m, n, k, splits, k_chunk. With splits > 1 the K range
-// is cut in chunks of k_chunk, one a workgroup, each writing its own partial C (split-K).
+// is cut in chunks of k_chunk, one a workgroup, each writing its own partial C (split-K), which
+// reduce.wgsl adds up in a fixed order.
 // A_K_FAST/B_K_FAST: whether consecutive threads load consecutive k (true) or consecutive m/n
-// (false) of a tile, whichever is contiguous in memory.
+// (false) of a tile, whichever is contiguous in memory. Either way a thread's loads of one tile
+// share one thing: with k fast they all sit at the same k (one k-state, several rows), otherwise
+// in the same row or column (one row, several k-states) -- few registers for addressing.
+// PREFETCH: issue the next tile's loads before multiplying the current one.
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
 const BK: u32 = 8u;
 const TM: u32 = 8u;
 const TN: u32 = 8u;
+const PREFETCH: bool = true;
 
 const TY: u32 = BM / TM;
 const TX: u32 = BN / TN;
 const THREADS: u32 = TX * TY;
 const A_LOADS: u32 = (BM * BK + THREADS - 1u) / THREADS;
 const B_LOADS: u32 = (BN * BK + THREADS - 1u) / THREADS;
+// How many rows (k fast) or k-states (otherwise) a thread keeps for its loads.
+const A_ROWS: u32 = select(1u, A_LOADS, A_K_FAST);
+const A_KS: u32 = select(A_LOADS, 1u, A_K_FAST);
+const B_COLS: u32 = select(1u, B_LOADS, B_K_FAST);
+const B_KS: u32 = select(B_LOADS, 1u, B_K_FAST);
 
 var<workgroup> As: array<f32, BK * BM>;
 var<workgroup> Bs: array<f32, BK * BN>;
@@ -46,30 +60,59 @@ fn main(
     let k_begin = split * P.k_chunk;
     let k_end = min(P.k, k_begin + P.k_chunk);
 
-    // The tile elements this thread loads: fixed rows/columns, so their addressing is set up once.
-    var a_rows: array<ARow, A_LOADS>;
-    var a_k: array<u32, A_LOADS>;
+    // Load i of a tile is element e = lid + i * THREADS of it (if e < BM * BK).
+    var a_rows: array<ARow, A_ROWS>;
+    var a_s: array<AKs, A_KS>;
     var a_slot: array<u32, A_LOADS>;
     for (var i = 0u; i < A_LOADS; i++) {
-        let e = min(lid + i * THREADS, BM * BK - 1u);
-        var m: u32;
-        var kk: u32;
-        if (A_K_FAST) { kk = e % BK; m = e / BK; } else { m = e % BM; kk = e / BM; }
-        a_rows[i] = a_row(m0 + m);
-        a_k[i] = kk;
-        a_slot[i] = kk * BM + m;
+        let e = lid + i * THREADS;
+        if (A_K_FAST) {
+            a_slot[i] = (e % BK) * BM + e / BK;
+            a_rows[i] = a_row(m0 + e / BK);
+        } else {
+            a_slot[i] = e;
+            a_s[i] = a_ks(k_begin + e / BM);
+        }
     }
-    var b_cols: array<BCol, B_LOADS>;
-    var b_k: array<u32, B_LOADS>;
+    if (A_K_FAST) {
+        a_s[0] = a_ks(k_begin + lid % BK);
+    } else {
+        a_rows[0] = a_row(m0 + lid % BM);
+    }
+    var b_cols: array<BCol, B_COLS>;
+    var b_s: array<BKs, B_KS>;
     var b_slot: array<u32, B_LOADS>;
     for (var i = 0u; i < B_LOADS; i++) {
-        let e = min(lid + i * THREADS, BN * BK - 1u);
-        var n: u32;
-        var kk: u32;
-        if (B_K_FAST) { kk = e % BK; n = e / BK; } else { n = e % BN; kk = e / BN; }
-        b_cols[i] = b_col(n0 + n);
-        b_k[i] = kk;
-        b_slot[i] = kk * BN + n;
+        let e = lid + i * THREADS;
+        if (B_K_FAST) {
+            b_slot[i] = (e % BK) * BN + e / BK;
+            b_cols[i] = b_col(n0 + e / BK);
+        } else {
+            b_slot[i] = e;
+            b_s[i] = b_ks(k_begin + e / BN);
+        }
+    }
+    if (B_K_FAST) {
+        b_s[0] = b_ks(k_begin + lid % BK);
+    } else {
+        b_cols[0] = b_col(n0 + lid % BN);
+    }
+
+    var a_reg: array<f32, A_LOADS>;
+    var b_reg: array<f32, B_LOADS>;
+    if (PREFETCH) {
+        for (var i = 0u; i < A_LOADS; i++) {
+            a_reg[i] = load_a(a_rows[select(0u, i, A_K_FAST)], a_s[select(i, 0u, A_K_FAST)], k_end);
+        }
+        for (var i = 0u; i < B_LOADS; i++) {
+            b_reg[i] = load_b(b_cols[select(0u, i, B_K_FAST)], b_s[select(i, 0u, B_K_FAST)], k_end);
+        }
+        for (var i = 0u; i < A_KS; i++) {
+            a_s[i] = a_ks_next(a_s[i]);
+        }
+        for (var i = 0u; i < B_KS; i++) {
+            b_s[i] = b_ks_next(b_s[i]);
+        }
     }
 
     let tx = lid % TX;
@@ -82,13 +125,46 @@ fn main(
     var b: array<f32, TN>;
 
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+        if (!PREFETCH) {
+            for (var i = 0u; i < A_LOADS; i++) {
+                a_reg[i] = load_a(a_rows[select(0u, i, A_K_FAST)], a_s[select(i, 0u, A_K_FAST)], k_end);
+            }
+            for (var i = 0u; i < B_LOADS; i++) {
+                b_reg[i] = load_b(b_cols[select(0u, i, B_K_FAST)], b_s[select(i, 0u, B_K_FAST)], k_end);
+            }
+            for (var i = 0u; i < A_KS; i++) {
+                a_s[i] = a_ks_next(a_s[i]);
+            }
+            for (var i = 0u; i < B_KS; i++) {
+                b_s[i] = b_ks_next(b_s[i]);
+            }
+        }
         for (var i = 0u; i < A_LOADS; i++) {
-            As[a_slot[i]] = load_a(a_rows[i], k0 + a_k[i], k_end);
+            if (lid + i * THREADS < BM * BK) {
+                As[a_slot[i]] = a_reg[i];
+            }
         }
         for (var i = 0u; i < B_LOADS; i++) {
-            Bs[b_slot[i]] = load_b(b_cols[i], k0 + b_k[i], k_end);
+            if (lid + i * THREADS < BN * BK) {
+                Bs[b_slot[i]] = b_reg[i];
+            }
         }
         workgroupBarrier();
+        if (PREFETCH) {
+            // The next tile's loads go out now and land while this tile is multiplied.
+            for (var i = 0u; i < A_LOADS; i++) {
+                a_reg[i] = load_a(a_rows[select(0u, i, A_K_FAST)], a_s[select(i, 0u, A_K_FAST)], k_end);
+            }
+            for (var i = 0u; i < B_LOADS; i++) {
+                b_reg[i] = load_b(b_cols[select(0u, i, B_K_FAST)], b_s[select(i, 0u, B_K_FAST)], k_end);
+            }
+            for (var i = 0u; i < A_KS; i++) {
+                a_s[i] = a_ks_next(a_s[i]);
+            }
+            for (var i = 0u; i < B_KS; i++) {
+                b_s[i] = b_ks_next(b_s[i]);
+            }
+        }
         for (var kk = 0u; kk < BK; kk++) {
             for (var i = 0u; i < TM; i++) {
                 a[i] = As[kk * BM + ty + i * TY];

@@ -19,6 +19,31 @@ struct Params {
 @group(0) @binding(2) var<storage, read> mb: array<f32>;
 @group(0) @binding(3) var<storage, read_write> mc: array<f32>;
 
+// Position k along the reduction: nothing to precompute.
+struct AKs {
+    k: u32,
+}
+
+fn a_ks(k: u32) -> AKs {
+    return AKs(k);
+}
+
+fn a_ks_next(s: AKs) -> AKs {
+    return AKs(s.k + BK);
+}
+
+struct BKs {
+    k: u32,
+}
+
+fn b_ks(k: u32) -> BKs {
+    return BKs(k);
+}
+
+fn b_ks_next(s: BKs) -> BKs {
+    return BKs(s.k + BK);
+}
+
 struct ARow {
     m: u32,
     ok: bool,
@@ -28,7 +53,8 @@ fn a_row(m: u32) -> ARow {
     return ARow(m, m < P.m);
 }
 
-fn load_a(r: ARow, k: u32, k_end: u32) -> f32 {
+fn load_a(r: ARow, s: AKs, k_end: u32) -> f32 {
+    let k = s.k;
     if (!r.ok || k >= k_end) {
         return 0.0;
     }
@@ -47,7 +73,8 @@ fn b_col(n: u32) -> BCol {
     return BCol(n, n < P.n);
 }
 
-fn load_b(c: BCol, k: u32, k_end: u32) -> f32 {
+fn load_b(c: BCol, s: BKs, k_end: u32) -> f32 {
+    let k = s.k;
     if (!c.ok || k >= k_end) {
         return 0.0;
     }

@@ -215,21 +215,50 @@ fn act_code(act: Activation) -> u32 {
 }
 
 /// The tile shape of a GEMM, chosen by the size of M (small channel counts get flat tiles).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Tile {
     bm: u32,
     bn: u32,
     bk: u32,
     tm: u32,
     tn: u32,
+    prefetch: bool,
+}
+
+/// Tuning override for experiments: `RESNET_WGPU_GEMM=bm,bn,bk,tm,tn,prefetch(0/1)` for every GEMM.
+fn tile_override() -> Option<Tile> {
+    static TILE: std::sync::OnceLock<Option<Tile>> = std::sync::OnceLock::new();
+    *TILE.get_or_init(|| {
+        let v: Vec<u32> = std::env::var("RESNET_WGPU_GEMM").ok()?.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        let t = Tile { bm: *v.first()?, bn: *v.get(1)?, bk: *v.get(2)?, tm: *v.get(3)?, tn: *v.get(4)?, prefetch: v.get(5) != Some(&0) };
+        // gemm_tile.wgsl assumes 256 threads and BM, BN, BK dividing the thread count.
+        let divides_256 = |x: u32| x > 0 && 256u32.is_multiple_of(x);
+        let ok = t.tm > 0
+            && t.tn > 0
+            && t.bm.is_multiple_of(t.tm)
+            && t.bn.is_multiple_of(t.tn)
+            && (t.bm / t.tm) * (t.bn / t.tn) == 256
+            && divides_256(t.bm)
+            && divides_256(t.bn)
+            && divides_256(t.bk);
+        if !ok {
+            eprintln!("resnet-wgpu: ignoring RESNET_WGPU_GEMM={v:?} (needs 256 threads; BM, BN, BK dividing 256)");
+        }
+        ok.then_some(t)
+    })
 }
 
 fn tile_for(m: usize) -> Tile {
+    if let Some(t) = tile_override() {
+        return t;
+    }
+    // Measured on an H100 (NVIDIA Vulkan driver): 64x128 tiles of 4x8 a thread run every ResNet-50
+    // convolution at 19-22 TFLOP/s; 128x128 tiles of 8x8 fall off a cliff (~2 TFLOP/s) in the
+    // forward kernel there, so they are not used.
     match m {
-        m if m > 64 => Tile { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
-        m if m > 32 => Tile { bm: 64, bn: 128, bk: 8, tm: 4, tn: 8 },
-        m if m > 16 => Tile { bm: 32, bn: 128, bk: 8, tm: 2, tn: 8 },
-        _ => Tile { bm: 16, bn: 256, bk: 8, tm: 2, tn: 8 },
+        m if m > 32 => Tile { bm: 64, bn: 128, bk: 8, tm: 4, tn: 8, prefetch: true },
+        m if m > 16 => Tile { bm: 32, bn: 128, bk: 8, tm: 2, tn: 8, prefetch: true },
+        _ => Tile { bm: 16, bn: 256, bk: 8, tm: 2, tn: 8, prefetch: true },
     }
 }
 
@@ -241,6 +270,7 @@ impl Tile {
             ("BK", self.bk.to_string()),
             ("TM", self.tm.to_string()),
             ("TN", self.tn.to_string()),
+            ("PREFETCH", self.prefetch.to_string()),
         ]
     }
 
@@ -249,23 +279,33 @@ impl Tile {
     }
 }
 
-/// One GEMM launch through gemm_tile.wgsl; `extra` params follow (m, n, k, splits, k_chunk).
+/// One GEMM through gemm_tile.wgsl whose C is `out_len` floats (bound at `out_binding`); `extra`
+/// params follow (m, n, k, splits, k_chunk). When the output tiles alone cannot fill the GPU the
+/// reduction is split (split-K) and the partials are added by reduce.wgsl.
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     ctx: &GpuContext,
     family: &'static str,
     sources: &'static [&'static str],
     mut consts: Vec<(&'static str, String)>,
-    tile: Tile,
     (m, n, k): (usize, usize, usize),
-    (splits, k_chunk): (usize, usize),
     extra: &[u32],
-    bindings: &[(u32, &GpuStorage)],
-) -> Result<()> {
+    inputs: &[(u32, &GpuStorage)],
+    (out_binding, out_len): (u32, usize),
+) -> Result<GpuStorage> {
+    let tile = tile_for(m);
+    let (splits, k_chunk) = split_k(tile.tiles(m, n), k, tile.bk, out_len);
+    let out = output(ctx, splits * out_len)?;
     consts.extend(tile.consts());
     let mut params = vec![u(m)?, u(n)?, u(k)?, u(splits)?, u(k_chunk)?];
     params.extend_from_slice(extra);
-    run(ctx, family, sources, "main", &consts, &params, bindings, tile.tiles(m, n) * splits as u64)
+    let mut bindings = inputs.to_vec();
+    bindings.push((out_binding, &out));
+    run(ctx, family, sources, "main", &consts, &params, &bindings, tile.tiles(m, n) * splits as u64)?;
+    if splits == 1 {
+        return Ok(out);
+    }
+    sum_leading(ctx, &out, splits, out_len)
 }
 
 fn conv_consts(g: &ConvGeometry) -> Vec<(&'static str, String)> {
@@ -280,7 +320,7 @@ fn conv_consts(g: &ConvGeometry) -> Vec<(&'static str, String)> {
 /// How many ways to split a reduction of `k` so that `tiles` output tiles fill the GPU, keeping
 /// at least `min_chunk` of k a split and the partials under `max_partial` floats.
 fn split_k(tiles: u64, k: usize, bk: u32, out_len: usize) -> (usize, usize) {
-    const TARGET_WORKGROUPS: u64 = 1024;
+    const TARGET_WORKGROUPS: u64 = 768;
     const MIN_CHUNK: usize = 256;
     const MAX_PARTIAL: usize = 1 << 25;
     let by_fill = (TARGET_WORKGROUPS / tiles.max(1)).max(1) as usize;
@@ -374,18 +414,16 @@ impl Backend for WgpuBackend {
             None => xs,
         };
         let (m, n, k) = (g.c_out, g.n * g.oh * g.ow, g.c_in * g.kh * g.kw);
-        let y = output(ctx, g.n * g.c_out * g.oh * g.ow)?;
         let extra = [u(g.c_in)?, u(g.h)?, u(g.w)?, u(g.oh)?, u(g.ow)?, bias.is_some() as u32];
-        gemm(
+        let y = gemm(
             ctx,
             "conv2d_forward",
             CONV_FORWARD,
             conv_consts(g),
-            tile_for(m),
             (m, n, k),
-            (1, k.max(1)),
             &extra,
-            &[(1, xs), (2, ws), (3, bs), (4, &y)],
+            &[(1, xs), (2, ws), (3, bs)],
+            (4, g.n * g.c_out * g.oh * g.ow),
         )?;
         store(y)
     }
@@ -394,18 +432,16 @@ impl Backend for WgpuBackend {
         let ctx = context()?;
         let (gys, ws) = (gpu(gy)?, gpu(w)?);
         let (m, n, k) = (g.c_in, g.n * g.h * g.w, g.c_out * g.kh * g.kw);
-        let gx = output(ctx, g.n * g.c_in * g.h * g.w)?;
         let extra = [u(g.c_out)?, u(g.h)?, u(g.w)?, u(g.oh)?, u(g.ow)?];
-        gemm(
+        let gx = gemm(
             ctx,
             "conv2d_backward_data",
             CONV_BACKWARD_DATA,
             conv_consts(g),
-            tile_for(m),
             (m, n, k),
-            (1, k.max(1)),
             &extra,
-            &[(1, gys), (2, ws), (3, &gx)],
+            &[(1, gys), (2, ws)],
+            (3, g.n * g.c_in * g.h * g.w),
         )?;
         store(gx)
     }
@@ -414,25 +450,18 @@ impl Backend for WgpuBackend {
         let ctx = context()?;
         let (xs, gys) = (gpu(x)?, gpu(gy)?);
         let (m, n, k) = (g.c_out, g.c_in * g.kh * g.kw, g.n * g.oh * g.ow);
-        let tile = tile_for(m);
-        let (splits, chunk) = split_k(tile.tiles(m, n), k, tile.bk, m * n);
-        let partial = output(ctx, splits * m * n)?;
         let extra = [u(g.c_in)?, u(g.h)?, u(g.w)?, u(g.oh)?, u(g.ow)?];
-        gemm(
+        let gw = gemm(
             ctx,
             "conv2d_backward_weight",
             CONV_BACKWARD_WEIGHT,
             conv_consts(g),
-            tile,
             (m, n, k),
-            (splits, chunk),
             &extra,
-            &[(1, xs), (2, gys), (3, &partial)],
+            &[(1, xs), (2, gys)],
+            (3, m * n),
         )?;
-        if splits == 1 {
-            return store(partial);
-        }
-        store(sum_leading(ctx, &partial, splits, m * n)?)
+        store(gw)
     }
 
     fn sum_nhw(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage> {
@@ -652,14 +681,13 @@ impl Backend for WgpuBackend {
         transpose_b: bool,
     ) -> Result<Storage> {
         let ctx = context()?;
-        let c = output(ctx, m * n)?;
         let consts = vec![
             ("TRANS_A", transpose_a.to_string()),
             ("TRANS_B", transpose_b.to_string()),
             ("A_K_FAST", (!transpose_a).to_string()),
             ("B_K_FAST", transpose_b.to_string()),
         ];
-        gemm(ctx, "matmul", MATMUL, consts, tile_for(m), (m, n, k), (1, k.max(1)), &[], &[(1, gpu(a)?), (2, gpu(b)?), (3, &c)])?;
+        let c = gemm(ctx, "matmul", MATMUL, consts, (m, n, k), &[], &[(1, gpu(a)?), (2, gpu(b)?)], (3, m * n))?;
         store(c)
     }
 

@@ -1,6 +1,7 @@
 //! Recording and submitting work. Kernels are recorded into one shared command encoder, inside one
-//! long compute pass, and submitted only when the host needs a result (a download), when the
-//! encoder has grown long, or on an explicit `flush`. Each dispatch's small parameter block goes
+//! long compute pass, and submitted when the host needs a result (a download), on an explicit
+//! `flush`, or every `SUBMIT_EVERY` dispatches: then the GPU starts on the first kernels of a step
+//! while the host is still recording the rest, instead of idling until the readback. Each dispatch's small parameter block goes
 //! into a per-submission arena (one uniform buffer, one slot a dispatch) written just before the
 //! submit: `queue.write_buffer` runs before the commands of the next submit, so the arena must not
 //! be rewritten between recording and submitting, and it is not.
@@ -10,8 +11,16 @@ use super::pipelines::Kernel;
 use super::pool::GpuStorage;
 use crate::error::{Error, Result};
 
-/// Dispatches recorded before a submit is forced.
+/// Dispatches recorded before a submit is forced (and parameter slots in the arena).
 pub const MAX_DISPATCHES: usize = 512;
+
+/// Dispatches per submit while recording: `RESNET_WGPU_SUBMIT_EVERY`, default 48 (best of 48, 128, 512 for ResNet-20 on an H100).
+fn submit_every() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("RESNET_WGPU_SUBMIT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(48).clamp(1, MAX_DISPATCHES)
+    })
+}
 /// Largest parameter block of any kernel, in bytes.
 const MAX_PARAMS: u64 = 256;
 
@@ -151,6 +160,9 @@ pub fn dispatch(
     pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
     r.dispatches += 1;
     r.total_dispatches += 1;
+    if r.dispatches >= submit_every() {
+        r.submit(ctx);
+    }
     Ok(())
 }
 
