@@ -2,7 +2,7 @@
 //! kernel, record the op for backward. Layers, blocks and the TS tensor API are built from these.
 
 use crate::autograd::Op;
-use crate::backend::{same_device, Activation, ConvGeometry, PoolGeometry};
+use crate::backend::{same_device, Activation, BatchStats, ConvGeometry, PoolGeometry, Storage};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -43,7 +43,8 @@ pub struct BatchNormArgs<'a> {
     pub eps: f32,
 }
 
-pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
+/// Batch norm's output storage and saved statistics (running statistics updated in training).
+fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats)> {
     expect_rank("batch_norm2d", x, 4, "an NCHW input")?;
     let s = x.shape();
     let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
@@ -56,7 +57,7 @@ pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
     let dev = same_device("batch_norm2d", &[&xs, &a.gamma.storage(), &a.running_mean.storage()])?;
     let be = dev.backend();
     let (gamma, beta) = (a.gamma.storage(), a.beta.storage());
-    let (y, stats) = if a.training {
+    if a.training {
         if n * hw < 2 {
             return Err(Error::shape(
                 "batch_norm2d",
@@ -67,15 +68,48 @@ pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
         a.running_mean.update_storage(|rm| {
             a.running_var.update_storage(|rv| be.update_running_stats(rm, rv, &stats, a.momentum, a.eps, n * hw))
         })?;
-        (y, stats)
+        Ok((y, stats))
     } else {
         let stats = be.batch_norm_frozen_stats(&a.running_mean.storage(), &a.running_var.storage(), a.eps)?;
-        (be.batch_norm_apply(&xs, &gamma, &beta, &stats, n, c, hw)?, stats)
-    };
+        Ok((be.batch_norm_apply(&xs, &gamma, &beta, &stats, n, c, hw)?, stats))
+    }
+}
+
+pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
+    let (y, stats) = batch_norm_forward(x, a)?;
     Ok(Tensor::from_op(
         y,
-        s.to_vec(),
+        x.shape().to_vec(),
         Op::BatchNorm { x: x.clone(), gamma: a.gamma.clone(), beta: a.beta.clone(), stats, batch_statistics: a.training },
+    ))
+}
+
+/// `act(batch_norm(x) [+ residual])` as one op. The batch-norm output is freed as soon as the
+/// activation has read it: backward needs only x and the activated output, and a ResNet's tape
+/// would otherwise hold every batch-norm output until backward (a third of its activations).
+pub fn batch_norm2d_act(x: &Tensor, a: &BatchNormArgs, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+    if let Some(r) = residual {
+        check_same_shape("batch_norm2d_add_act", x, r)?;
+    }
+    let (y, stats) = batch_norm_forward(x, a)?;
+    let be = y.device().backend();
+    let out = match residual {
+        Some(r) => be.add_activation(&y, &r.storage(), act)?,
+        None => be.activation(&y, act)?,
+    };
+    drop(y);
+    Ok(Tensor::from_op(
+        out,
+        x.shape().to_vec(),
+        Op::BatchNormAct {
+            x: x.clone(),
+            gamma: a.gamma.clone(),
+            beta: a.beta.clone(),
+            stats,
+            batch_statistics: a.training,
+            residual: residual.cloned(),
+            act,
+        },
     ))
 }
 

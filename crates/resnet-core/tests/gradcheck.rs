@@ -1049,3 +1049,58 @@ fn backward_on_non_scalar_is_an_error() {
     assert!(err.contains("scalar"), "{err}");
     assert!(x.grad().is_none());
 }
+
+fn fresh_bn_args<'a>(t: &'a [Tensor], rm: &'a Tensor, rv: &'a Tensor) -> BatchNormArgs<'a> {
+    BatchNormArgs { gamma: &t[1], beta: &t[2], running_mean: rm, running_var: rv, training: true, momentum: 0.1, eps: 1e-5 }
+}
+
+#[test]
+fn fused_batch_norm_activation_gradients() {
+    let shape = [3, 4, 3, 5];
+    for act in [Activation::Tanh, Activation::Sigmoid] {
+        for with_residual in [false, true] {
+            let mut inputs = bn_inputs(20, shape);
+            if with_residual {
+                let mut r = rng(21);
+                inputs.push(inp("residual", normal_ish(&mut r, shape.iter().product(), 1.0), &shape));
+            }
+            gradcheck(&format!("batch_norm2d_act {act:?} residual={with_residual}"), &inputs, SMOOTH, |t| {
+                let rm = Tensor::from_vec(&[0.0; 4], &[4], DEV)?;
+                let rv = Tensor::from_vec(&[1.0; 4], &[4], DEV)?;
+                ops::batch_norm2d_act(&t[0], &fresh_bn_args(t, &rm, &rv), t.get(3), act)
+            });
+        }
+    }
+}
+
+/// The fused op must be exactly the composition it replaces, ReLU included (where finite
+/// differences are unreliable at the kink): same output, same gradients, bit for bit.
+#[test]
+fn fused_batch_norm_relu_equals_the_unfused_ops() {
+    let shape = [2, 3, 4, 4];
+    let mut r = rng(22);
+    let data = normal_ish(&mut r, 96, 1.5);
+    let res = normal_ish(&mut r, 96, 1.0);
+    let gamma: Vec<f32> = (0..3).map(|_| r.random_range(0.5..1.5)).collect();
+    let beta = normal_ish(&mut r, 3, 0.5);
+    let run = |fused: bool| {
+        let x = Tensor::parameter(&data, &shape, DEV).unwrap();
+        let g = Tensor::parameter(&gamma, &[3], DEV).unwrap();
+        let b = Tensor::parameter(&beta, &[3], DEV).unwrap();
+        let s = Tensor::parameter(&res, &shape, DEV).unwrap();
+        let rm = Tensor::from_vec(&[0.0; 3], &[3], DEV).unwrap();
+        let rv = Tensor::from_vec(&[1.0; 3], &[3], DEV).unwrap();
+        let t = [x.clone(), g.clone(), b.clone()];
+        let args = fresh_bn_args(&t, &rm, &rv);
+        let y = if fused {
+            ops::batch_norm2d_act(&x, &args, Some(&s), Activation::Relu).unwrap()
+        } else {
+            ops::add_activation(&ops::batch_norm2d(&x, &args).unwrap(), &s, Activation::Relu).unwrap()
+        };
+        let w = Tensor::from_vec(&res, &[1, 96], DEV).unwrap();
+        ops::linear(&ops::reshape(&y, &[1, 96]).unwrap(), &w, None).unwrap().backward().unwrap();
+        let grads: Vec<Vec<f32>> = [&x, &g, &b, &s].iter().map(|t| t.grad().unwrap().to_vec().unwrap()).collect();
+        (y.to_vec().unwrap(), grads, rm.to_vec().unwrap(), rv.to_vec().unwrap())
+    };
+    assert_eq!(run(true), run(false));
+}

@@ -7,6 +7,16 @@ pub enum Op {
     Conv2d { x: Tensor, w: Tensor, bias: Option<Tensor>, geometry: ConvGeometry },
     /// Training mode (batch statistics) or eval mode (frozen running statistics).
     BatchNorm { x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchStats, batch_statistics: bool },
+    /// Batch norm, an optional residual addition and an activation, fused (see `ops::batch_norm2d_act`).
+    BatchNormAct {
+        x: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        stats: BatchStats,
+        batch_statistics: bool,
+        residual: Option<Tensor>,
+        act: Activation,
+    },
     Activation { x: Tensor, act: Activation },
     Add { a: Tensor, b: Tensor },
     AddActivation { a: Tensor, b: Tensor, act: Activation },
@@ -29,6 +39,11 @@ impl Op {
                 v
             }
             Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
+            Op::BatchNormAct { x, gamma, beta, residual, .. } => {
+                let mut v = vec![x, gamma, beta];
+                v.extend(residual.iter());
+                v
+            }
             Op::Add { a, b } | Op::AddActivation { a, b, .. } => vec![a, b],
             Op::Activation { x, .. }
             | Op::Scale { x, .. }

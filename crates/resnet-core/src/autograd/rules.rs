@@ -37,6 +37,26 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             grads.push((gamma.clone(), dgamma));
             grads.push((beta.clone(), dbeta));
         }
+        Op::BatchNormAct { x, gamma, beta, stats, batch_statistics, residual, act } => {
+            let s = x.shape();
+            let g = be.activation_backward(&out.storage(), gy, *act)?;
+            let (dx, dgamma, dbeta) = be.batch_norm_backward(
+                &x.storage(),
+                &g,
+                &gamma.storage(),
+                stats,
+                s[0],
+                s[1],
+                s[2] * s[3],
+                *batch_statistics,
+            )?;
+            grads.push((x.clone(), dx));
+            grads.push((gamma.clone(), dgamma));
+            grads.push((beta.clone(), dbeta));
+            if let Some(r) = residual {
+                grads.push((r.clone(), g));
+            }
+        }
         Op::Activation { x, act } => {
             grads.push((x.clone(), be.activation_backward(&out.storage(), gy, *act)?));
         }

@@ -96,21 +96,24 @@ impl Block {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let last = self.convs.len() - 1;
+        let (last, inner) = self.convs.split_last().ok_or_else(|| crate::Error::Internal("a block without convolutions".into()))?;
         let mut y = x.clone();
-        for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            y = bn.forward(&conv.forward(&y)?, ctx)?;
-            if i < last {
-                y = ops::activation(&y, self.act)?;
-            }
+        for (conv, bn) in inner {
+            y = bn.forward_act(&conv.forward(&y)?, ctx, None, self.act)?;
         }
+        let (conv, bn) = last;
+        let z = conv.forward(&y)?;
+        let shortcut = self.shortcut.forward(x, ctx)?;
         if let Some(hook) = &ctx.residual_hook {
-            hook(&y);
+            // The response before the addition must exist as a tensor: the unfused path.
+            let r = bn.forward(&z, ctx)?;
+            hook(&r);
+            return match shortcut {
+                Some(s) => ops::add_activation(&r, &s, self.act),
+                None => ops::activation(&r, self.act),
+            };
         }
-        match self.shortcut.forward(x, ctx)? {
-            Some(s) => ops::add_activation(&y, &s, self.act),
-            None => ops::activation(&y, self.act),
-        }
+        bn.forward_act(&z, ctx, shortcut.as_ref(), self.act)
     }
 
     pub fn visit(&self, prefix: &str, v: &mut Visitor) {

@@ -3,7 +3,7 @@
 
 use super::init::Init;
 use super::{Ctx, Entry, Visitor};
-use crate::backend::{ConvGeometry, Device};
+use crate::backend::{Activation, ConvGeometry, Device};
 use crate::error::Result;
 use crate::ops::{self, BatchNormArgs};
 use crate::tensor::Tensor;
@@ -63,22 +63,34 @@ impl BatchNorm2d {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let y = ops::batch_norm2d(
-            x,
-            &BatchNormArgs {
-                gamma: &self.weight,
-                beta: &self.bias,
-                running_mean: &self.running_mean,
-                running_var: &self.running_var,
-                training: ctx.training,
-                momentum: BN_MOMENTUM,
-                eps: BN_EPS,
-            },
-        )?;
+    fn args(&self, ctx: &Ctx) -> BatchNormArgs<'_> {
+        BatchNormArgs {
+            gamma: &self.weight,
+            beta: &self.bias,
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            training: ctx.training,
+            momentum: BN_MOMENTUM,
+            eps: BN_EPS,
+        }
+    }
+
+    fn count_batch(&self, ctx: &Ctx) {
         if ctx.training {
             self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let y = ops::batch_norm2d(x, &self.args(ctx))?;
+        self.count_batch(ctx);
+        Ok(y)
+    }
+
+    /// `act(bn(x) [+ residual])`, fused so the tape keeps no batch-norm output.
+    pub fn forward_act(&self, x: &Tensor, ctx: &Ctx, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        let y = ops::batch_norm2d_act(x, &self.args(ctx), residual, act)?;
+        self.count_batch(ctx);
         Ok(y)
     }
 

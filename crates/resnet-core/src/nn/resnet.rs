@@ -69,7 +69,7 @@ impl ResNet {
     }
 
     fn stem(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let y = ops::activation(&self.bn1.forward(&self.conv1.forward(x)?, ctx)?, self.act)?;
+        let y = self.bn1.forward_act(&self.conv1.forward(x)?, ctx, None, self.act)?;
         match self.spec.stem {
             Stem::Cifar => Ok(y),
             Stem::Imagenet => ops::max_pool2d(&y, 3, 2, 1),
