@@ -1,6 +1,7 @@
 //! Throughput of ResNet training and inference on random data, on the CPU or the GPU.
 //! `cargo run --release -p resnet-core --example bench -- [cpu|gpu|auto] [cifar|imagenet] [depth] [batch] [hw] [channels]`
-//! (defaults: cpu, cifar, 20, 128, 32 for CIFAR / 224 for ImageNet, 3).
+//! (defaults: cpu, cifar, 20, 128, 32 for CIFAR / 224 for ImageNet, 3). Shortcuts are option B
+//! (projections) in both families, as in the PyTorch anchor (`shared/anchors/torch_resnet.py`).
 //! `... --example bench -- gpu kernels` times the convolution kernels alone on ResNet shapes.
 
 use resnet_core::backend::{Backend, ConvGeometry};
@@ -34,7 +35,7 @@ fn main() -> resnet_core::Result<()> {
     let spec = if imagenet {
         ResNetSpec::imagenet(depth, ShortcutOption::B, ch, classes)?
     } else {
-        ResNetSpec::cifar(depth, ShortcutOption::A, false, ch, classes)?
+        ResNetSpec::cifar(depth, ShortcutOption::B, false, ch, classes)? // projections, as the PyTorch anchor
     };
     let name = format!("ResNet-{depth} {} {hw}x{hw} batch {batch} on {device}", if imagenet { "imagenet" } else { "cifar" });
     let mut model = Model::new(spec, 0, device)?;
