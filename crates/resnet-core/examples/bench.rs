@@ -21,7 +21,10 @@ fn main() -> resnet_core::Result<()> {
             "imagenet" => imagenet = true,
             "cifar" => imagenet = false,
             "kernels" => kernels = true,
-            _ => nums.push(a.parse::<usize>().map_err(|_| resnet_core::Error::invalid(format!("bench: unknown argument '{a}'")))?),
+            _ => nums.push(
+                a.parse::<usize>()
+                    .map_err(|_| resnet_core::Error::invalid(format!("bench: unknown argument '{a}'")))?,
+            ),
         }
     }
     if kernels {
@@ -37,14 +40,23 @@ fn main() -> resnet_core::Result<()> {
     } else {
         ResNetSpec::cifar(depth, ShortcutOption::B, false, ch, classes)? // projections, as the PyTorch anchor
     };
-    let name = format!("ResNet-{depth} {} {hw}x{hw} batch {batch} on {device}", if imagenet { "imagenet" } else { "cifar" });
+    let name = format!(
+        "ResNet-{depth} {} {hw}x{hw} batch {batch} on {device}",
+        if imagenet { "imagenet" } else { "cifar" }
+    );
     let mut model = Model::new(spec, 0, device)?;
-    let images: Vec<f32> = (0..batch * ch * hw * hw).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let images: Vec<f32> = (0..batch * ch * hw * hw)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
     let labels: Vec<i32> = (0..batch as i32).map(|i| i % classes as i32).collect();
     let shape = [batch, ch, hw, hw];
     // Warm up (pipelines compiled, pool filled, clocks up) for at least two steps and, on the
     // GPU, two seconds; then the median of the next steps.
-    let (warm_steps, warm_secs, steps) = if device == Device::Cpu { (2, 0.0, 5) } else { (2, 2.0, 20) };
+    let (warm_steps, warm_secs, steps) = if device == Device::Cpu {
+        (2, 0.0, 5)
+    } else {
+        (2, 2.0, 20)
+    };
     let started = Instant::now();
     let mut i = 0;
     while i < warm_steps || started.elapsed().as_secs_f64() < warm_secs {

@@ -65,17 +65,28 @@ fn main() {
 
     let ckpt = dir.join("valid.safetensors");
     let tensors = vec![
-        NamedTensor::f32("conv1.weight", vec![4, 3, 3, 3], (0..108).map(|i| i as f32 * 0.01).collect()),
+        NamedTensor::f32(
+            "conv1.weight",
+            vec![4, 3, 3, 3],
+            (0..108).map(|i| i as f32 * 0.01).collect(),
+        ),
         NamedTensor::i64("bn1.num_batches_tracked", vec![], vec![7]),
         NamedTensor::f32("fc.bias", vec![10], vec![0.5; 10]),
     ];
-    checkpoint::save(&ckpt, &tensors, &BTreeMap::from([("spec".to_string(), "{}".to_string())])).expect("save");
+    checkpoint::save(
+        &ckpt,
+        &tensors,
+        &BTreeMap::from([("spec".to_string(), "{}".to_string())]),
+    )
+    .expect("save");
     let safetensors = std::fs::read(&ckpt).expect("read");
     let mut idx_images = vec![0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7];
     idx_images.extend((0..5 * 6 * 7).map(|i| (i * 13) as u8));
     let mut idx_labels = vec![0, 0, 8, 1, 0, 0, 0, 5];
     idx_labels.extend([0, 3, 9, 1, 2]);
-    let cifar: Vec<u8> = (0..3 * 3073).map(|i| if i % 3073 == 0 { (i / 3073) as u8 } else { (i * 7) as u8 }).collect();
+    let cifar: Vec<u8> = (0..3 * 3073)
+        .map(|i| if i % 3073 == 0 { (i / 3073) as u8 } else { (i * 7) as u8 })
+        .collect();
     let seeds: [(&str, Vec<u8>); 6] = [
         ("safetensors", safetensors),
         ("idx images", idx_images.clone()),
@@ -98,7 +109,10 @@ fn main() {
                 Ok(false) => err += 1,
                 Err(_) => {
                     std::fs::write(dir.join("crash.bin"), &bytes).expect("write");
-                    panic!("{name}: the reader panicked on mutation {i} (saved to {})", dir.join("crash.bin").display());
+                    panic!(
+                        "{name}: the reader panicked on mutation {i} (saved to {})",
+                        dir.join("crash.bin").display()
+                    );
                 }
             }
         }

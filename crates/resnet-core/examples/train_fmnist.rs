@@ -14,7 +14,11 @@ fn main() -> resnet_core::Result<()> {
     let epochs = *args.first().unwrap_or(&1);
     let augment = args.get(1).copied().unwrap_or(0) == 1;
     let seed = args.get(2).copied().unwrap_or(0);
-    let shortcut = if args.get(3).copied().unwrap_or(0) == 1 { ShortcutOption::B } else { ShortcutOption::A };
+    let shortcut = if args.get(3).copied().unwrap_or(0) == 1 {
+        ShortcutOption::B
+    } else {
+        ShortcutOption::A
+    };
     let dir = Path::new(idx::DEFAULT_FASHION_MNIST_DIR);
     let train = Arc::new(idx::read_fashion_mnist(dir, Split::Train)?);
     let test = Arc::new(idx::read_fashion_mnist(dir, Split::Test)?);
@@ -24,7 +28,10 @@ fn main() -> resnet_core::Result<()> {
     let total = steps_per_epoch as u64 * epochs;
     let mut model = Model::new(ResNetSpec::cifar(20, shortcut, false, 1, 10)?, seed, Device::Cpu)?;
     model.configure_optimizer(SgdConfig {
-        schedule: Schedule::Multistep { milestones: vec![total / 2, total * 3 / 4], gamma: 0.1 },
+        schedule: Schedule::Multistep {
+            milestones: vec![total / 2, total * 3 / 4],
+            gamma: 0.1,
+        },
         ..SgdConfig::default()
     })?;
     let t0 = Instant::now();
@@ -43,11 +50,24 @@ fn main() -> resnet_core::Result<()> {
             let s = model.train_step(&b.images, b.shape, &b.labels)?;
             last = s.loss;
             if i % 50 == 0 {
-                eprintln!("epoch {epoch} step {i} loss {:.4} acc {:.3} lr {} {:.1} img/s", s.loss, s.correct as f32 / s.batch as f32, s.lr, (s.step as f64 * batch as f64) / t0.elapsed().as_secs_f64());
+                eprintln!(
+                    "epoch {epoch} step {i} loss {:.4} acc {:.3} lr {} {:.1} img/s",
+                    s.loss,
+                    s.correct as f32 / s.batch as f32,
+                    s.lr,
+                    (s.step as f64 * batch as f64) / t0.elapsed().as_secs_f64()
+                );
             }
         }
     }
-    let cfg = LoaderConfig { batch_size: 500, shuffle: false, drop_last: false, augment: None, normalize, seed };
+    let cfg = LoaderConfig {
+        batch_size: 500,
+        shuffle: false,
+        drop_last: false,
+        augment: None,
+        normalize,
+        seed,
+    };
     let (mut hits, mut n) = (0, 0);
     for b in Loader::new(test, cfg, 0)? {
         let b = b?;
@@ -55,6 +75,10 @@ fn main() -> resnet_core::Result<()> {
         hits += e.top1;
         n += e.count;
     }
-    println!("final loss {last:.6} test acc {:.4} time {:.0}s", hits as f64 / n as f64, t0.elapsed().as_secs_f64());
+    println!(
+        "final loss {last:.6} test acc {:.4} time {:.0}s",
+        hits as f64 / n as f64,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -43,7 +43,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn shape(op: &'static str, detail: impl Into<String>) -> Self {
-        Error::Shape { op, detail: detail.into() }
+        Error::Shape {
+            op,
+            detail: detail.into(),
+        }
     }
 
     pub fn invalid(msg: impl Into<String>) -> Self {
@@ -51,10 +54,16 @@ impl Error {
     }
 
     pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::File { path: path.into(), message: message.into() }
+        Error::File {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     pub fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Checkpoint { path: path.into(), message: message.into() }
+        Error::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }

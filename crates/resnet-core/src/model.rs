@@ -50,7 +50,10 @@ fn check_images(spec: &ResNetSpec, images: &[f32], shape: [usize; 4]) -> Result<
     if c != spec.in_channels {
         return Err(Error::shape(
             "images",
-            format!("the model takes {} channel(s), got images of shape [{n}, {c}, {h}, {w}]", spec.in_channels),
+            format!(
+                "the model takes {} channel(s), got images of shape [{n}, {c}, {h}, {w}]",
+                spec.in_channels
+            ),
         ));
     }
     if n == 0 || h == 0 || w == 0 {
@@ -70,7 +73,10 @@ fn check_images(spec: &ResNetSpec, images: &[f32], shape: [usize; 4]) -> Result<
 
 fn check_labels(n: usize, labels: &[i32]) -> Result<()> {
     if labels.len() != n {
-        return Err(Error::shape("labels", format!("{} labels for a batch of {n} images", labels.len())));
+        return Err(Error::shape(
+            "labels",
+            format!("{} labels for a batch of {n} images", labels.len()),
+        ));
     }
     Ok(())
 }
@@ -78,7 +84,10 @@ fn check_labels(n: usize, labels: &[i32]) -> Result<()> {
 impl Model {
     pub fn new(spec: ResNetSpec, seed: u64, device: Device) -> Result<Self> {
         let net = ResNet::new(&spec, seed, device)?;
-        let optimizer = Sgd::new(net.parameters().into_iter().map(|(_, t)| t).collect(), SgdConfig::default())?;
+        let optimizer = Sgd::new(
+            net.parameters().into_iter().map(|(_, t)| t).collect(),
+            SgdConfig::default(),
+        )?;
         Ok(Model { net, device, optimizer })
     }
 
@@ -157,7 +166,8 @@ impl Model {
         self.optimizer.step()?;
         self.optimizer.zero_grad();
         let be = self.device.backend();
-        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], self.net.spec.num_classes, 1)?)?;
+        let hits =
+            be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], self.net.spec.num_classes, 1)?)?;
         let loss_value = loss.scalar()?;
         if !loss_value.is_finite() {
             return Err(Error::invalid(format!(
@@ -265,7 +275,10 @@ impl Model {
                 parts.push(format!("missing keys: {}", list(missing)));
             }
             if !unexpected.is_empty() {
-                parts.push(format!("unexpected keys: {}", list(unexpected.iter().map(|s| s.to_string()).collect())));
+                parts.push(format!(
+                    "unexpected keys: {}",
+                    list(unexpected.iter().map(|s| s.to_string()).collect())
+                ));
             }
             if !misshapen.is_empty() {
                 parts.push(format!("misshapen keys: {}", list(misshapen)));
@@ -298,7 +311,10 @@ impl Model {
         m.insert("format".into(), FORMAT.into());
         m.insert("version".into(), VERSION.into());
         m.insert("spec".into(), self.net.spec.to_json());
-        m.insert("optimizer".into(), serde_json::to_string(&self.optimizer.config).unwrap_or_default());
+        m.insert(
+            "optimizer".into(),
+            serde_json::to_string(&self.optimizer.config).unwrap_or_default(),
+        );
         m.insert("step".into(), self.step().to_string());
         m
     }
@@ -310,7 +326,11 @@ impl Model {
         for ((name, p), buf) in params.iter().zip(self.optimizer.momentum_buffers()) {
             if let Some(b) = buf {
                 let v = b.device().backend().download(b)?;
-                tensors.push(NamedTensor::f32(format!("{MOMENTUM_PREFIX}{name}"), p.shape().to_vec(), v));
+                tensors.push(NamedTensor::f32(
+                    format!("{MOMENTUM_PREFIX}{name}"),
+                    p.shape().to_vec(),
+                    v,
+                ));
             }
         }
         checkpoint::save(path, &tensors, &self.metadata(extra))
@@ -336,12 +356,21 @@ impl Model {
     pub fn load_torchvision(depth: usize, path: &Path, device: Device) -> Result<Model> {
         let (tensors, _) = checkpoint::load(path)?;
         let dim = |name: &str, axis: usize| -> Result<usize> {
-            let t = tensors.iter().find(|t| t.name == name).ok_or_else(|| {
-                Error::checkpoint(path, format!("no `{name}`: not a torchvision ResNet state dict"))
-            })?;
-            t.shape.get(axis).copied().ok_or_else(|| Error::checkpoint(path, format!("`{name}` has shape {:?}", t.shape)))
+            let t = tensors
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| Error::checkpoint(path, format!("no `{name}`: not a torchvision ResNet state dict")))?;
+            t.shape
+                .get(axis)
+                .copied()
+                .ok_or_else(|| Error::checkpoint(path, format!("`{name}` has shape {:?}", t.shape)))
         };
-        let spec = ResNetSpec::imagenet(depth, crate::nn::ShortcutOption::B, dim("conv1.weight", 1)?, dim("fc.weight", 0)?)?;
+        let spec = ResNetSpec::imagenet(
+            depth,
+            crate::nn::ShortcutOption::B,
+            dim("conv1.weight", 1)?,
+            dim("fc.weight", 0)?,
+        )?;
         let mut model = Model::new(spec, 0, device)?;
         model
             .load_state_dict(&tensors)
@@ -371,7 +400,8 @@ impl Model {
     }
 
     fn restore(&mut self, path: &Path, tensors: &[NamedTensor], meta: &BTreeMap<String, String>) -> Result<()> {
-        self.load_state_dict(tensors).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        self.load_state_dict(tensors)
+            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
         if let Some(cfg) = meta.get("optimizer").and_then(|j| SgdConfig::from_json(j).ok()) {
             self.optimizer.config = cfg;
         }
@@ -380,8 +410,16 @@ impl Model {
         let mut buffers = Vec::new();
         for (name, p) in self.parameters() {
             buffers.push(match by_name.get(format!("{MOMENTUM_PREFIX}{name}").as_str()) {
-                Some(NamedTensor { data: TensorData::F32(v), .. }) if v.len() == p.numel() => Some(self.device.backend().upload(v)?),
-                Some(_) => return Err(Error::checkpoint(path, format!("momentum buffer of {name} is misshapen"))),
+                Some(NamedTensor {
+                    data: TensorData::F32(v),
+                    ..
+                }) if v.len() == p.numel() => Some(self.device.backend().upload(v)?),
+                Some(_) => {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!("momentum buffer of {name} is misshapen"),
+                    ))
+                }
                 None => None,
             });
         }

@@ -8,7 +8,10 @@ use crate::tensor::Tensor;
 
 fn expect_rank(op: &'static str, t: &Tensor, rank: usize, what: &str) -> Result<()> {
     if t.shape().len() != rank {
-        return Err(Error::shape(op, format!("expected {what} of rank {rank}, got shape {:?}", t.shape())));
+        return Err(Error::shape(
+            op,
+            format!("expected {what} of rank {rank}, got shape {:?}", t.shape()),
+        ));
     }
     Ok(())
 }
@@ -18,7 +21,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padd
     let g = ConvGeometry::new(x.shape(), w.shape(), stride, padding)?;
     if let Some(b) = bias {
         if b.shape() != [g.c_out] {
-            return Err(Error::shape("conv2d", format!("bias {:?} must be [{}] for weight {:?}", b.shape(), g.c_out, w.shape())));
+            return Err(Error::shape(
+                "conv2d",
+                format!("bias {:?} must be [{}] for weight {:?}", b.shape(), g.c_out, w.shape()),
+            ));
         }
     }
     let (xs, ws) = (x.storage(), w.storage());
@@ -27,7 +33,16 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padd
     all.extend(bs.iter());
     let dev = same_device("conv2d", &all)?;
     let y = dev.backend().conv2d(&xs, &ws, bs.as_ref(), &g)?;
-    Ok(Tensor::from_op(y, g.out_shape().to_vec(), Op::Conv2d { x: x.clone(), w: w.clone(), bias: bias.cloned(), geometry: g }))
+    Ok(Tensor::from_op(
+        y,
+        g.out_shape().to_vec(),
+        Op::Conv2d {
+            x: x.clone(),
+            w: w.clone(),
+            bias: bias.cloned(),
+            geometry: g,
+        },
+    ))
 }
 
 /// Batch norm over the channels of an NCHW tensor. In training it normalises with the batch's
@@ -48,9 +63,17 @@ fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchSt
     expect_rank("batch_norm2d", x, 4, "an NCHW input")?;
     let s = x.shape();
     let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
-    for (name, p) in [("weight", a.gamma), ("bias", a.beta), ("running_mean", a.running_mean), ("running_var", a.running_var)] {
+    for (name, p) in [
+        ("weight", a.gamma),
+        ("bias", a.beta),
+        ("running_mean", a.running_mean),
+        ("running_var", a.running_var),
+    ] {
         if p.shape() != [c] {
-            return Err(Error::shape("batch_norm2d", format!("{name} {:?} must be [{c}] for input {s:?}", p.shape())));
+            return Err(Error::shape(
+                "batch_norm2d",
+                format!("{name} {:?} must be [{c}] for input {s:?}", p.shape()),
+            ));
         }
     }
     let xs = x.storage();
@@ -66,7 +89,8 @@ fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchSt
         }
         let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, n, c, hw, a.eps)?;
         a.running_mean.update_storage(|rm| {
-            a.running_var.update_storage(|rv| be.update_running_stats(rm, rv, &stats, a.momentum, a.eps, n * hw))
+            a.running_var
+                .update_storage(|rv| be.update_running_stats(rm, rv, &stats, a.momentum, a.eps, n * hw))
         })?;
         Ok((y, stats))
     } else {
@@ -80,7 +104,13 @@ pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
     Ok(Tensor::from_op(
         y,
         x.shape().to_vec(),
-        Op::BatchNorm { x: x.clone(), gamma: a.gamma.clone(), beta: a.beta.clone(), stats, batch_statistics: a.training },
+        Op::BatchNorm {
+            x: x.clone(),
+            gamma: a.gamma.clone(),
+            beta: a.beta.clone(),
+            stats,
+            batch_statistics: a.training,
+        },
     ))
 }
 
@@ -115,7 +145,11 @@ pub fn batch_norm2d_act(x: &Tensor, a: &BatchNormArgs, residual: Option<&Tensor>
 
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     let y = x.device().backend().activation(&x.storage(), act)?;
-    Ok(Tensor::from_op(y, x.shape().to_vec(), Op::Activation { x: x.clone(), act }))
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        Op::Activation { x: x.clone(), act },
+    ))
 }
 
 pub fn relu(x: &Tensor) -> Result<Tensor> {
@@ -124,7 +158,14 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 fn check_same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
-        return Err(Error::shape(op, format!("operands must have the same shape, got {:?} and {:?}", a.shape(), b.shape())));
+        return Err(Error::shape(
+            op,
+            format!(
+                "operands must have the same shape, got {:?} and {:?}",
+                a.shape(),
+                b.shape()
+            ),
+        ));
     }
     Ok(())
 }
@@ -133,33 +174,64 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     check_same_shape("add", a, b)?;
     let (sa, sb) = (a.storage(), b.storage());
     let y = same_device("add", &[&sa, &sb])?.backend().add(&sa, &sb)?;
-    Ok(Tensor::from_op(y, a.shape().to_vec(), Op::Add { a: a.clone(), b: b.clone() }))
+    Ok(Tensor::from_op(
+        y,
+        a.shape().to_vec(),
+        Op::Add {
+            a: a.clone(),
+            b: b.clone(),
+        },
+    ))
 }
 
 /// `act(a + b)` in one kernel: the join at the end of every residual block.
 pub fn add_activation(a: &Tensor, b: &Tensor, act: Activation) -> Result<Tensor> {
     check_same_shape("add", a, b)?;
     let (sa, sb) = (a.storage(), b.storage());
-    let y = same_device("add", &[&sa, &sb])?.backend().add_activation(&sa, &sb, act)?;
-    Ok(Tensor::from_op(y, a.shape().to_vec(), Op::AddActivation { a: a.clone(), b: b.clone(), act }))
+    let y = same_device("add", &[&sa, &sb])?
+        .backend()
+        .add_activation(&sa, &sb, act)?;
+    Ok(Tensor::from_op(
+        y,
+        a.shape().to_vec(),
+        Op::AddActivation {
+            a: a.clone(),
+            b: b.clone(),
+            act,
+        },
+    ))
 }
 
 pub fn scale(x: &Tensor, alpha: f32) -> Result<Tensor> {
     let y = x.device().backend().scale(&x.storage(), alpha)?;
-    Ok(Tensor::from_op(y, x.shape().to_vec(), Op::Scale { x: x.clone(), alpha }))
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        Op::Scale { x: x.clone(), alpha },
+    ))
 }
 
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let g = PoolGeometry::new(x.shape(), kernel, stride, padding)?;
     let y = x.device().backend().max_pool2d(&x.storage(), &g)?;
-    Ok(Tensor::from_op(y, g.out_shape().to_vec(), Op::MaxPool2d { x: x.clone(), geometry: g }))
+    Ok(Tensor::from_op(
+        y,
+        g.out_shape().to_vec(),
+        Op::MaxPool2d {
+            x: x.clone(),
+            geometry: g,
+        },
+    ))
 }
 
 /// [N, C, H, W] -> [N, C], the mean over each feature map.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     expect_rank("global_avg_pool", x, 4, "an NCHW input")?;
     let s = x.shape();
-    let y = x.device().backend().global_avg_pool(&x.storage(), s[0], s[1], s[2] * s[3])?;
+    let y = x
+        .device()
+        .backend()
+        .global_avg_pool(&x.storage(), s[0], s[1], s[2] * s[3])?;
     Ok(Tensor::from_op(y, vec![s[0], s[1]], Op::GlobalAvgPool { x: x.clone() }))
 }
 
@@ -169,11 +241,22 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     expect_rank("linear", w, 2, "an [out_features, in_features] weight")?;
     let (n, k, m) = (x.shape()[0], x.shape()[1], w.shape()[0]);
     if w.shape()[1] != k {
-        return Err(Error::shape("linear", format!("input {:?} has {k} features but weight {:?} expects {}", x.shape(), w.shape(), w.shape()[1])));
+        return Err(Error::shape(
+            "linear",
+            format!(
+                "input {:?} has {k} features but weight {:?} expects {}",
+                x.shape(),
+                w.shape(),
+                w.shape()[1]
+            ),
+        ));
     }
     if let Some(b) = bias {
         if b.shape() != [m] {
-            return Err(Error::shape("linear", format!("bias {:?} must be [{m}] for weight {:?}", b.shape(), w.shape())));
+            return Err(Error::shape(
+                "linear",
+                format!("bias {:?} must be [{m}] for weight {:?}", b.shape(), w.shape()),
+            ));
         }
     }
     let (xs, ws) = (x.storage(), w.storage());
@@ -182,19 +265,37 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if let Some(b) = bias {
         y = be.add_row_bias(&y, &b.storage(), n, m)?;
     }
-    Ok(Tensor::from_op(y, vec![n, m], Op::Linear { x: x.clone(), w: w.clone(), bias: bias.cloned() }))
+    Ok(Tensor::from_op(
+        y,
+        vec![n, m],
+        Op::Linear {
+            x: x.clone(),
+            w: w.clone(),
+            bias: bias.cloned(),
+        },
+    ))
 }
 
 pub fn reshape(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     if shape.iter().product::<usize>() != x.numel() {
-        return Err(Error::shape("reshape", format!("cannot view {:?} ({} values) as {shape:?}", x.shape(), x.numel())));
+        return Err(Error::shape(
+            "reshape",
+            format!("cannot view {:?} ({} values) as {shape:?}", x.shape(), x.numel()),
+        ));
     }
-    Ok(Tensor::from_op(x.storage(), shape.to_vec(), Op::Reshape { x: x.clone() }))
+    Ok(Tensor::from_op(
+        x.storage(),
+        shape.to_vec(),
+        Op::Reshape { x: x.clone() },
+    ))
 }
 
 /// [N, ...] -> [N, rest]
 pub fn flatten(x: &Tensor) -> Result<Tensor> {
-    let n = *x.shape().first().ok_or_else(|| Error::shape("flatten", "cannot flatten a 0-d tensor"))?;
+    let n = *x
+        .shape()
+        .first()
+        .ok_or_else(|| Error::shape("flatten", "cannot flatten a 0-d tensor"))?;
     reshape(x, &[n, x.numel() / n.max(1)])
 }
 
@@ -202,7 +303,11 @@ pub fn flatten(x: &Tensor) -> Result<Tensor> {
 pub fn labels_tensor(labels: &[i32], classes: usize, device: crate::backend::Device) -> Result<Tensor> {
     for (index, &l) in labels.iter().enumerate() {
         if l < 0 || l as usize >= classes {
-            return Err(Error::LabelRange { label: l as i64, index, classes });
+            return Err(Error::LabelRange {
+                label: l as i64,
+                index,
+                classes,
+            });
         }
     }
     let as_f32: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
@@ -214,13 +319,28 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     expect_rank("cross_entropy", logits, 2, "[N, classes] logits")?;
     let (n, classes) = (logits.shape()[0], logits.shape()[1]);
     if labels.shape() != [n] {
-        return Err(Error::shape("cross_entropy", format!("labels {:?} must be [{n}] for logits {:?}", labels.shape(), logits.shape())));
+        return Err(Error::shape(
+            "cross_entropy",
+            format!(
+                "labels {:?} must be [{n}] for logits {:?}",
+                labels.shape(),
+                logits.shape()
+            ),
+        ));
     }
     let (ls, ys) = (logits.storage(), labels.storage());
     let be = same_device("cross_entropy", &[&ls, &ys])?.backend();
     let (losses, probs) = be.cross_entropy(&ls, &ys, n, classes)?;
     let mean = be.scale(&be.sum_all(&losses)?, 1.0 / n as f32)?;
-    Ok(Tensor::from_op(mean, vec![1], Op::CrossEntropy { logits: logits.clone(), labels: ys, probs }))
+    Ok(Tensor::from_op(
+        mean,
+        vec![1],
+        Op::CrossEntropy {
+            logits: logits.clone(),
+            labels: ys,
+            probs,
+        },
+    ))
 }
 
 /// The paper's option-A shortcut: subsample by `stride`, then zero-pad channels up to `c_out`
@@ -229,10 +349,25 @@ pub fn shortcut_a(x: &Tensor, c_out: usize, stride: usize) -> Result<Tensor> {
     expect_rank("shortcut_a", x, 4, "an NCHW input")?;
     let s = x.shape();
     if c_out < s[1] || stride == 0 {
-        return Err(Error::shape("shortcut_a", format!("cannot map input {s:?} to {c_out} channels with stride {stride}")));
+        return Err(Error::shape(
+            "shortcut_a",
+            format!("cannot map input {s:?} to {c_out} channels with stride {stride}"),
+        ));
     }
     let pad_before = (c_out - s[1]) / 2;
-    let y = x.device().backend().shortcut_a(&x.storage(), s[0], s[1], s[2], s[3], c_out, stride, pad_before)?;
+    let y = x
+        .device()
+        .backend()
+        .shortcut_a(&x.storage(), s[0], s[1], s[2], s[3], c_out, stride, pad_before)?;
     let (oh, ow) = (s[2].div_ceil(stride), s[3].div_ceil(stride));
-    Ok(Tensor::from_op(y, vec![s[0], c_out, oh, ow], Op::ShortcutA { x: x.clone(), c_out, stride, pad_before }))
+    Ok(Tensor::from_op(
+        y,
+        vec![s[0], c_out, oh, ow],
+        Op::ShortcutA {
+            x: x.clone(),
+            c_out,
+            stride,
+            pad_before,
+        },
+    ))
 }

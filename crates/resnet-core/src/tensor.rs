@@ -39,13 +39,23 @@ impl Tensor {
     /// A constant (no gradient) from host data.
     pub fn from_vec(data: &[f32], shape: &[usize], device: Device) -> Result<Tensor> {
         check_len("tensor", data.len(), shape)?;
-        Ok(Tensor::build(device.backend().upload(data)?, shape.to_vec(), None, false))
+        Ok(Tensor::build(
+            device.backend().upload(data)?,
+            shape.to_vec(),
+            None,
+            false,
+        ))
     }
 
     /// A trainable leaf from host data.
     pub fn parameter(data: &[f32], shape: &[usize], device: Device) -> Result<Tensor> {
         check_len("parameter", data.len(), shape)?;
-        Ok(Tensor::build(device.backend().upload(data)?, shape.to_vec(), None, true))
+        Ok(Tensor::build(
+            device.backend().upload(data)?,
+            shape.to_vec(),
+            None,
+            true,
+        ))
     }
 
     /// A constant over existing storage.
@@ -96,7 +106,12 @@ impl Tensor {
         if storage.len() != self.numel() {
             return Err(Error::shape(
                 "set_storage",
-                format!("tensor {:?} holds {} values, new storage has {}", self.shape(), self.numel(), storage.len()),
+                format!(
+                    "tensor {:?} holds {} values, new storage has {}",
+                    self.shape(),
+                    self.numel(),
+                    storage.len()
+                ),
             ));
         }
         *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = storage;
@@ -111,7 +126,10 @@ impl Tensor {
     /// Reads a one-element tensor (a loss) back to the host.
     pub fn scalar(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::shape("scalar", format!("expected one element, got shape {:?}", self.shape())));
+            return Err(Error::shape(
+                "scalar",
+                format!("expected one element, got shape {:?}", self.shape()),
+            ));
         }
         Ok(self.to_vec()?[0])
     }
@@ -165,14 +183,24 @@ impl Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor(#{}, {:?}, {}, requires_grad={})", self.id(), self.shape(), self.device(), self.requires_grad())
+        write!(
+            f,
+            "Tensor(#{}, {:?}, {}, requires_grad={})",
+            self.id(),
+            self.shape(),
+            self.device(),
+            self.requires_grad()
+        )
     }
 }
 
 fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<()> {
     let numel: usize = shape.iter().product();
     if numel != len {
-        return Err(Error::shape(op, format!("shape {shape:?} needs {numel} values, got {len}")));
+        return Err(Error::shape(
+            op,
+            format!("shape {shape:?} needs {numel} values, got {len}"),
+        ));
     }
     Ok(())
 }

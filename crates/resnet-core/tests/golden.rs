@@ -20,7 +20,9 @@ const OPS_TOL: f32 = 1e-4;
 const STEP_TOL: f32 = 1e-3;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
 }
 
 struct Fixture {
@@ -30,12 +32,18 @@ struct Fixture {
 
 impl Fixture {
     fn load(name: &str) -> Fixture {
-        let (tensors, meta) = checkpoint::load(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e} (run scripts/make_fixtures.py)"));
-        Fixture { tensors: tensors.into_iter().map(|t| (t.name.clone(), t)).collect(), meta }
+        let (tensors, meta) =
+            checkpoint::load(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e} (run scripts/make_fixtures.py)"));
+        Fixture {
+            tensors: tensors.into_iter().map(|t| (t.name.clone(), t)).collect(),
+            meta,
+        }
     }
 
     fn get(&self, name: &str) -> &NamedTensor {
-        self.tensors.get(name).unwrap_or_else(|| panic!("fixture has no tensor {name}"))
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture has no tensor {name}"))
     }
 
     fn f32(&self, name: &str) -> Vec<f32> {
@@ -71,7 +79,13 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len().max(1) as f64).sqrt() as f32;
     got.iter()
         .zip(want)
-        .map(|(a, b)| if a.is_nan() { f32::INFINITY } else { (a - b).abs() / (b.abs() + rms).max(1e-30) })
+        .map(|(a, b)| {
+            if a.is_nan() {
+                f32::INFINITY
+            } else {
+                (a - b).abs() / (b.abs() + rms).max(1e-30)
+            }
+        })
         .fold(0.0, f32::max)
 }
 
@@ -84,19 +98,31 @@ struct Checker {
 
 impl Checker {
     fn new(label: impl Into<String>, tol: f32) -> Self {
-        Checker { tol, worst: (0.0, String::new()), label: label.into() }
+        Checker {
+            tol,
+            worst: (0.0, String::new()),
+            label: label.into(),
+        }
     }
 
     fn check(&mut self, what: &str, got: &[f32], want: &[f32]) {
         let e = rel_err(got, want);
-        assert!(e <= self.tol, "{}: {what}: relative error {e:.3e} > {:.0e}", self.label, self.tol);
+        assert!(
+            e <= self.tol,
+            "{}: {what}: relative error {e:.3e} > {:.0e}",
+            self.label,
+            self.tol
+        );
         if e >= self.worst.0 {
             self.worst = (e, what.to_string());
         }
     }
 
     fn report(&self) {
-        eprintln!("{}: max relative error {:.3e} ({})", self.label, self.worst.0, self.worst.1);
+        eprintln!(
+            "{}: max relative error {:.3e} ({})",
+            self.label, self.worst.0, self.worst.1
+        );
     }
 }
 
@@ -150,7 +176,10 @@ fn run_ops(dev: Device) {
             "batch_norm2d" => {
                 let x = f.leaf(&key("x"), dev);
                 let (gamma, beta) = (f.leaf(&key("gamma"), dev), f.leaf(&key("beta"), dev));
-                let (rm, rv) = (f.constant(&key("running_mean"), dev), f.constant(&key("running_var"), dev));
+                let (rm, rv) = (
+                    f.constant(&key("running_mean"), dev),
+                    f.constant(&key("running_var"), dev),
+                );
                 let args = BatchNormArgs {
                     gamma: &gamma,
                     beta: &beta,
@@ -270,7 +299,12 @@ fn run_resnet20_step(dev: Device) {
     for (name, p) in &params {
         c.check(&format!("grad.{name}"), &grad(p), &f.f32(&format!("grad.{name}")));
     }
-    let cfg = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, ..SgdConfig::default() };
+    let cfg = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        ..SgdConfig::default()
+    };
     let mut sgd = Sgd::new(params.into_iter().map(|(_, t)| t).collect(), cfg.clone()).unwrap();
     sgd.step().unwrap();
     check_after(&mut c, &f, &m);
@@ -279,7 +313,9 @@ fn run_resnet20_step(dev: Device) {
     let mut m = resnet20(dev);
     m.configure_optimizer(cfg).unwrap();
     let x = f.f32("input");
-    let stats = m.train_step(&x, [shape[0], shape[1], shape[2], shape[3]], &labels).unwrap();
+    let stats = m
+        .train_step(&x, [shape[0], shape[1], shape[2], shape[3]], &labels)
+        .unwrap();
     c.check("train_step loss", &[stats.loss], &f.f32("loss"));
     check_after(&mut c, &f, &m);
     c.report();
@@ -295,7 +331,8 @@ fn resnet20_sgd_step_matches_pytorch() {
 // --- hash_init: scripts/make_fixtures.py's deterministic weights --------------------------------
 
 fn fnv1a32(s: &str) -> u32 {
-    s.bytes().fold(0x811C_9DC5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    s.bytes()
+        .fold(0x811C_9DC5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
 fn lowbias32(mut x: u32) -> u32 {
@@ -338,9 +375,15 @@ fn hash_init(name: &str, shape: &[usize], dtype: &str) -> NamedTensor {
 fn torchvision_state_dict(f: &Fixture, arch: &str, dir: &std::path::Path) -> PathBuf {
     let names: Vec<(String, Vec<usize>, String)> = serde_json::from_str(&f.meta[&format!("{arch}.names")]).unwrap();
     let sd: Vec<NamedTensor> = names.iter().map(|(n, s, d)| hash_init(n, s, d)).collect();
-    let TensorData::F32(probe) = &sd[0].data else { panic!("conv1.weight first") };
+    let TensorData::F32(probe) = &sd[0].data else {
+        panic!("conv1.weight first")
+    };
     assert_eq!(sd[0].name, "conv1.weight");
-    assert_eq!(&probe[..16], &f.f32(&format!("{arch}.probe.conv1.weight"))[..], "hash_init differs from the Python one");
+    assert_eq!(
+        &probe[..16],
+        &f.f32(&format!("{arch}.probe.conv1.weight"))[..],
+        "hash_init differs from the Python one"
+    );
     let path = dir.join(format!("{arch}.safetensors"));
     checkpoint::save(&path, &sd, &BTreeMap::new()).unwrap();
     path
@@ -357,7 +400,10 @@ fn torchvision_resnet18_and_50_logits_match_pytorch() {
         for dev in devices() {
             let mut c = Checker::new(format!("{arch} logits on {dev}"), OPS_TOL);
             let m = Model::load_torchvision(depth, &path, dev).unwrap();
-            assert_eq!(m.spec(), &ResNetSpec::imagenet(depth, ShortcutOption::B, 3, 1000).unwrap());
+            assert_eq!(
+                m.spec(),
+                &ResNetSpec::imagenet(depth, ShortcutOption::B, 3, 1000).unwrap()
+            );
             let logits = m.predict(&input, [s[0], s[1], s[2], s[3]]).unwrap();
             c.check("logits", &logits, &f.f32(&format!("{arch}.logits")));
             c.report();
@@ -365,10 +411,16 @@ fn torchvision_resnet18_and_50_logits_match_pytorch() {
     }
     // The wrong depth names the keys that do not fit.
     let r18 = dir.path().join("resnet18.safetensors");
-    let msg = Model::load_torchvision(34, &r18, Device::Cpu).err().expect("ResNet-18 weights are no ResNet-34").to_string();
+    let msg = Model::load_torchvision(34, &r18, Device::Cpu)
+        .err()
+        .expect("ResNet-18 weights are no ResNet-34")
+        .to_string();
     assert!(msg.contains("missing keys: layer1.2.conv1.weight"), "{msg}");
     let r50 = dir.path().join("resnet50.safetensors");
-    let msg = Model::load_torchvision(18, &r50, Device::Cpu).err().unwrap().to_string();
+    let msg = Model::load_torchvision(18, &r50, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         msg.contains("resnet50.safetensors")
             && msg.contains("unexpected keys: layer1.0.bn3.bias")

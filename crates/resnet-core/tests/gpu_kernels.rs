@@ -34,11 +34,23 @@ fn elementwise_ops_match_the_cpu() {
         let (ga, ca) = both(g, &a);
         let (gb, cb) = both(g, &b);
         let c = cpu();
-        assert_close("add", &down(&g.add(&ga, &gb).unwrap()), &down(&c.add(&ca, &cb).unwrap()));
-        assert_close("scale", &down(&g.scale(&ga, -0.37).unwrap()), &down(&c.scale(&ca, -0.37).unwrap()));
+        assert_close(
+            "add",
+            &down(&g.add(&ga, &gb).unwrap()),
+            &down(&c.add(&ca, &cb).unwrap()),
+        );
+        assert_close(
+            "scale",
+            &down(&g.scale(&ga, -0.37).unwrap()),
+            &down(&c.scale(&ca, -0.37).unwrap()),
+        );
         for act in [Activation::Relu, Activation::Tanh, Activation::Sigmoid] {
             let what = format!("{act:?}");
-            assert_close(&what, &down(&g.activation(&ga, act).unwrap()), &down(&c.activation(&ca, act).unwrap()));
+            assert_close(
+                &what,
+                &down(&g.activation(&ga, act).unwrap()),
+                &down(&c.activation(&ca, act).unwrap()),
+            );
             assert_close(
                 &format!("add+{what}"),
                 &down(&g.add_activation(&ga, &gb, act).unwrap()),
@@ -56,7 +68,11 @@ fn elementwise_ops_match_the_cpu() {
     let big = [-1000.0f32, -90.0, -20.0, 0.0, 20.0, 90.0, 1000.0];
     let (gb, cb) = both(g, &big);
     for act in [Activation::Tanh, Activation::Sigmoid] {
-        assert_close("saturated", &down(&g.activation(&gb, act).unwrap()), &down(&cpu().activation(&cb, act).unwrap()));
+        assert_close(
+            "saturated",
+            &down(&g.activation(&gb, act).unwrap()),
+            &down(&cpu().activation(&cb, act).unwrap()),
+        );
     }
 }
 
@@ -68,7 +84,10 @@ fn a_dispatch_larger_than_one_grid_dimension_covers_every_element() {
     let a = vec![1.5f32; len];
     let ga = g.upload(&a).unwrap();
     let y = down(&g.scale(&ga, 2.0).unwrap());
-    assert!(y.iter().all(|&v| v == 3.0), "an element of a large dispatch was not written");
+    assert!(
+        y.iter().all(|&v| v == 3.0),
+        "an element of a large dispatch was not written"
+    );
 }
 
 /// (n, c_in, h, w, c_out, k, stride, padding)
@@ -98,7 +117,11 @@ fn convolution_forward_matches_the_cpu() {
         let (gw, cw) = both(g, &values(o * c * k * k, 20 + i as u32));
         let (gb, cb) = both(g, &values(o, 30 + i as u32));
         let what = format!("conv2d {geo:?}");
-        assert_close(&what, &down(&g.conv2d(&gx, &gw, None, &geo).unwrap()), &down(&cpu().conv2d(&cx, &cw, None, &geo).unwrap()));
+        assert_close(
+            &what,
+            &down(&g.conv2d(&gx, &gw, None, &geo).unwrap()),
+            &down(&cpu().conv2d(&cx, &cw, None, &geo).unwrap()),
+        );
         assert_close(
             &format!("{what} + bias"),
             &down(&g.conv2d(&gx, &gw, Some(&gb), &geo).unwrap()),
@@ -151,7 +174,13 @@ fn weight_gradient_with_a_long_reduction_is_split_and_summed() {
 #[test]
 fn matmul_bias_and_row_sums_match_the_cpu() {
     let Some(g) = backend() else { return };
-    for &(m, k, n) in &[(1usize, 1usize, 1usize), (7, 13, 5), (128, 64, 10), (33, 300, 129), (130, 17, 257)] {
+    for &(m, k, n) in &[
+        (1usize, 1usize, 1usize),
+        (7, 13, 5),
+        (128, 64, 10),
+        (33, 300, 129),
+        (130, 17, 257),
+    ] {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             let (ga, ca) = both(g, &values(m * k, (m * 3 + k) as u32));
             let (gb, cb) = both(g, &values(k * n, (n * 5 + k) as u32));
@@ -163,8 +192,16 @@ fn matmul_bias_and_row_sums_match_the_cpu() {
         }
         let (gx, cx) = both(g, &values(m * n, 3));
         let (gbias, cbias) = both(g, &values(n, 4));
-        assert_close("add_row_bias", &down(&g.add_row_bias(&gx, &gbias, m, n).unwrap()), &down(&cpu().add_row_bias(&cx, &cbias, m, n).unwrap()));
-        assert_close("sum_rows", &down(&g.sum_rows(&gx, m, n).unwrap()), &down(&cpu().sum_rows(&cx, m, n).unwrap()));
+        assert_close(
+            "add_row_bias",
+            &down(&g.add_row_bias(&gx, &gbias, m, n).unwrap()),
+            &down(&cpu().add_row_bias(&cx, &cbias, m, n).unwrap()),
+        );
+        assert_close(
+            "sum_rows",
+            &down(&g.sum_rows(&gx, m, n).unwrap()),
+            &down(&cpu().sum_rows(&cx, m, n).unwrap()),
+        );
     }
 }
 
@@ -175,10 +212,19 @@ fn stats_down(s: &BatchStats) -> [Vec<f32>; 3] {
 #[test]
 fn batch_norm_matches_the_cpu() {
     let Some(g) = backend() else { return };
-    for &(n, c, hw) in &[(1usize, 3usize, 5usize), (2, 7, 9), (8, 16, 64), (3, 5, 1000), (1, 2, 5000)] {
+    for &(n, c, hw) in &[
+        (1usize, 3usize, 5usize),
+        (2, 7, 9),
+        (8, 16, 64),
+        (3, 5, 1000),
+        (1, 2, 5000),
+    ] {
         let mut x = values(n * c * hw, (n + c + hw) as u32);
         // A channel with a large mean (20 standard deviations): the variance must not lose it.
-        x.iter_mut().enumerate().filter(|(i, _)| (i / hw) % c == 0).for_each(|(_, v)| *v += 12.0);
+        x.iter_mut()
+            .enumerate()
+            .filter(|(i, _)| (i / hw) % c == 0)
+            .for_each(|(_, v)| *v += 12.0);
         let (gx, cx) = both(g, &x);
         let (ggamma, cgamma) = both(g, &values(c, 1).iter().map(|v| v + 1.5).collect::<Vec<_>>());
         let (gbeta, cbeta) = both(g, &values(c, 2));
@@ -187,12 +233,19 @@ fn batch_norm_matches_the_cpu() {
         let (gy, gs) = g.batch_norm_train(&gx, &ggamma, &gbeta, n, c, hw, 1e-5).unwrap();
         let (cy, cs) = cpu().batch_norm_train(&cx, &cgamma, &cbeta, n, c, hw, 1e-5).unwrap();
         assert_close(&format!("{what} y"), &down(&gy), &down(&cy));
-        for (name, (a, b)) in ["mean", "var", "invstd"].iter().zip(stats_down(&gs).iter().zip(stats_down(&cs).iter())) {
+        for (name, (a, b)) in ["mean", "var", "invstd"]
+            .iter()
+            .zip(stats_down(&gs).iter().zip(stats_down(&cs).iter()))
+        {
             assert_close(&format!("{what} {name}"), a, b);
         }
         for batch_statistics in [true, false] {
-            let (gdx, gdg, gdb) = g.batch_norm_backward(&gx, &ggy, &ggamma, &gs, n, c, hw, batch_statistics).unwrap();
-            let (cdx, cdg, cdb) = cpu().batch_norm_backward(&cx, &cgy, &cgamma, &cs, n, c, hw, batch_statistics).unwrap();
+            let (gdx, gdg, gdb) = g
+                .batch_norm_backward(&gx, &ggy, &ggamma, &gs, n, c, hw, batch_statistics)
+                .unwrap();
+            let (cdx, cdg, cdb) = cpu()
+                .batch_norm_backward(&cx, &cgy, &cgamma, &cs, n, c, hw, batch_statistics)
+                .unwrap();
             let w = format!("{what} backward (batch statistics {batch_statistics})");
             assert_close(&format!("{w} dx"), &down(&gdx), &down(&cdx));
             assert_close(&format!("{w} dgamma"), &down(&gdg), &down(&cdg));
@@ -203,9 +256,16 @@ fn batch_norm_matches_the_cpu() {
         let (mut grv, mut crv) = both(g, &values(c, 6).iter().map(|v| v.abs() + 0.5).collect::<Vec<_>>());
         let before = down(&grm);
         let shared = grm.clone();
-        g.update_running_stats(&mut grm, &mut grv, &gs, 0.1, 1e-5, n * hw).unwrap();
-        cpu().update_running_stats(&mut crm, &mut crv, &cs, 0.1, 1e-5, n * hw).unwrap();
-        assert_eq!(down(&shared), before, "{what}: a shared running mean was updated in place");
+        g.update_running_stats(&mut grm, &mut grv, &gs, 0.1, 1e-5, n * hw)
+            .unwrap();
+        cpu()
+            .update_running_stats(&mut crm, &mut crv, &cs, 0.1, 1e-5, n * hw)
+            .unwrap();
+        assert_eq!(
+            down(&shared),
+            before,
+            "{what}: a shared running mean was updated in place"
+        );
         assert_close(&format!("{what} running mean"), &down(&grm), &down(&crm));
         assert_close(&format!("{what} running var"), &down(&grv), &down(&crv));
         // Eval mode: frozen statistics and apply.
@@ -236,7 +296,11 @@ fn pooling_matches_the_cpu() {
         let (gx, cx) = both(g, &x);
         let (ggy, cgy) = both(g, &values(n * c * geo.oh * geo.ow, 9));
         let what = format!("{geo:?}");
-        assert_close(&format!("max_pool2d {what}"), &down(&g.max_pool2d(&gx, &geo).unwrap()), &down(&cpu().max_pool2d(&cx, &geo).unwrap()));
+        assert_close(
+            &format!("max_pool2d {what}"),
+            &down(&g.max_pool2d(&gx, &geo).unwrap()),
+            &down(&cpu().max_pool2d(&cx, &geo).unwrap()),
+        );
         assert_close(
             &format!("max_pool2d_backward {what}"),
             &down(&g.max_pool2d_backward(&gx, &ggy, &geo).unwrap()),
@@ -244,7 +308,11 @@ fn pooling_matches_the_cpu() {
         );
         let hw = h * w;
         let (gp, cp) = both(g, &values(n * c, 11));
-        assert_close("global_avg_pool", &down(&g.global_avg_pool(&gx, n, c, hw).unwrap()), &down(&cpu().global_avg_pool(&cx, n, c, hw).unwrap()));
+        assert_close(
+            "global_avg_pool",
+            &down(&g.global_avg_pool(&gx, n, c, hw).unwrap()),
+            &down(&cpu().global_avg_pool(&cx, n, c, hw).unwrap()),
+        );
         assert_close(
             "global_avg_pool_backward",
             &down(&g.global_avg_pool_backward(&gp, n, c, hw).unwrap()),
@@ -264,13 +332,24 @@ fn loss_accuracy_and_sums_match_the_cpu() {
         let (glosses, gprobs) = g.cross_entropy(&gl, &gy, n, classes).unwrap();
         let (closses, cprobs) = cpu().cross_entropy(&cl, &cy, n, classes).unwrap();
         let what = format!("n={n} classes={classes}");
-        assert_close(&format!("cross_entropy losses {what}"), &down(&glosses), &down(&closses));
+        assert_close(
+            &format!("cross_entropy losses {what}"),
+            &down(&glosses),
+            &down(&closses),
+        );
         assert_close(&format!("cross_entropy probs {what}"), &down(&gprobs), &down(&cprobs));
         let (gup, cup) = both(g, &[0.75]);
         assert_close(
             &format!("cross_entropy_backward {what}"),
-            &down(&g.cross_entropy_backward(&gprobs, &gy, &gup, n, classes, 1.0 / n as f32).unwrap()),
-            &down(&cpu().cross_entropy_backward(&cprobs, &cy, &cup, n, classes, 1.0 / n as f32).unwrap()),
+            &down(
+                &g.cross_entropy_backward(&gprobs, &gy, &gup, n, classes, 1.0 / n as f32)
+                    .unwrap(),
+            ),
+            &down(
+                &cpu()
+                    .cross_entropy_backward(&cprobs, &cy, &cup, n, classes, 1.0 / n as f32)
+                    .unwrap(),
+            ),
         );
         for k in [1, 5.min(classes)] {
             assert_eq!(
@@ -282,14 +361,23 @@ fn loss_accuracy_and_sums_match_the_cpu() {
     }
     for len in [1usize, 4095, 4096, 4097, 300_000] {
         let (gx, cx) = both(g, &values(len, len as u32));
-        assert_close(&format!("sum_all {len}"), &down(&g.sum_all(&gx).unwrap()), &down(&cpu().sum_all(&cx).unwrap()));
+        assert_close(
+            &format!("sum_all {len}"),
+            &down(&g.sum_all(&gx).unwrap()),
+            &down(&cpu().sum_all(&cx).unwrap()),
+        );
     }
 }
 
 #[test]
 fn option_a_shortcut_matches_the_cpu() {
     let Some(g) = backend() else { return };
-    for &(n, c_in, h, w, c_out, s) in &[(1usize, 3usize, 5usize, 5usize, 3usize, 1usize), (2, 4, 7, 9, 8, 2), (3, 16, 8, 8, 32, 2), (1, 5, 6, 3, 9, 3)] {
+    for &(n, c_in, h, w, c_out, s) in &[
+        (1usize, 3usize, 5usize, 5usize, 3usize, 1usize),
+        (2, 4, 7, 9, 8, 2),
+        (3, 16, 8, 8, 32, 2),
+        (1, 5, 6, 3, 9, 3),
+    ] {
         let pad = (c_out - c_in) / 2;
         let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
         let (gx, cx) = both(g, &values(n * c_in * h * w, 1));
@@ -316,13 +404,27 @@ fn sgd_update_matches_the_cpu() {
         let (mut gb, mut cb): (Storage, Storage) = (g.zeros(len).unwrap(), cpu().zeros(len).unwrap());
         for step in 0..3 {
             let (gg, cg) = both(g, &values(len, 10 + step));
-            let s = SgdStep { lr: 0.1, momentum, weight_decay, nesterov, first_step: step == 0 };
+            let s = SgdStep {
+                lr: 0.1,
+                momentum,
+                weight_decay,
+                nesterov,
+                first_step: step == 0,
+            };
             let saved = gp.clone();
             let saved_values = down(&saved);
             g.sgd_update(&mut gp, &gg, &mut gb, &s).unwrap();
             cpu().sgd_update(&mut cp, &cg, &mut cb, &s).unwrap();
-            assert_eq!(down(&saved), saved_values, "a parameter saved before the update changed");
-            assert_close(&format!("sgd momentum={momentum} nesterov={nesterov} step {step}"), &down(&gp), &down(&cp));
+            assert_eq!(
+                down(&saved),
+                saved_values,
+                "a parameter saved before the update changed"
+            );
+            assert_close(
+                &format!("sgd momentum={momentum} nesterov={nesterov} step {step}"),
+                &down(&gp),
+                &down(&cp),
+            );
             assert_close("momentum buffer", &down(&gb), &down(&cb));
         }
     }

@@ -28,8 +28,18 @@ fn small_bottleneck_net() -> ResNetSpec {
     spec.stem = Stem::Imagenet;
     spec.stem_width = 8;
     spec.stages = vec![
-        StageSpec { block: BlockKind::Bottleneck, count: 1, width: 4, stride: 1 },
-        StageSpec { block: BlockKind::Bottleneck, count: 2, width: 8, stride: 2 },
+        StageSpec {
+            block: BlockKind::Bottleneck,
+            count: 1,
+            width: 4,
+            stride: 1,
+        },
+        StageSpec {
+            block: BlockKind::Bottleneck,
+            count: 2,
+            width: 8,
+            stride: 2,
+        },
     ];
     spec
 }
@@ -45,12 +55,22 @@ fn same_losses(spec: ResNetSpec, n: usize, hw: usize, steps: usize) {
         let g = on_gpu.train_step(&images, shape, &labels).unwrap();
         let c = on_cpu.train_step(&images, shape, &labels).unwrap();
         eprintln!("step {step}: loss gpu {:.6} cpu {:.6}", g.loss, c.loss);
-        assert!((g.loss - c.loss).abs() <= 1e-3 * c.loss.abs().max(1.0), "step {step}: loss gpu {} vs cpu {}", g.loss, c.loss);
+        assert!(
+            (g.loss - c.loss).abs() <= 1e-3 * c.loss.abs().max(1.0),
+            "step {step}: loss gpu {} vs cpu {}",
+            g.loss,
+            c.loss
+        );
         assert_eq!(g.correct, c.correct, "step {step}: hits");
     }
     // Eval mode after training: running statistics and weights agree too.
     let (images, shape, _) = batch(n, spec.in_channels, hw, classes, 99);
-    assert_close_tol("predictions after training", &on_gpu.predict(&images, shape).unwrap(), &on_cpu.predict(&images, shape).unwrap(), 1e-3);
+    assert_close_tol(
+        "predictions after training",
+        &on_gpu.predict(&images, shape).unwrap(),
+        &on_cpu.predict(&images, shape).unwrap(),
+        1e-3,
+    );
 }
 
 #[test]
@@ -76,7 +96,11 @@ fn gpu_memory_reaches_a_steady_state() {
         after.push(gpu_memory_stats().expect("the GPU is in use"));
     }
     eprintln!("GPU memory (held, peak) after each step: {after:?}");
-    assert_eq!(after[2], after[9], "GPU memory after step 3 {:?} differs from after step 10 {:?}", after[2], after[9]);
+    assert_eq!(
+        after[2], after[9],
+        "GPU memory after step 3 {:?} differs from after step 10 {:?}",
+        after[2], after[9]
+    );
 }
 
 #[test]
@@ -96,6 +120,15 @@ fn a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu() {
     let (back_on_gpu, _) = Model::load_checkpoint(&path, dev).unwrap();
     let (images, shape, _) = batch(3, 3, 8, 10, 42);
     let want = model.predict(&images, shape).unwrap();
-    assert_close_tol("CPU predictions from a GPU checkpoint", &on_cpu.predict(&images, shape).unwrap(), &want, 1e-4);
-    assert_eq!(back_on_gpu.predict(&images, shape).unwrap(), want, "reloaded on the GPU");
+    assert_close_tol(
+        "CPU predictions from a GPU checkpoint",
+        &on_cpu.predict(&images, shape).unwrap(),
+        &want,
+        1e-4,
+    );
+    assert_eq!(
+        back_on_gpu.predict(&images, shape).unwrap(),
+        want,
+        "reloaded on the GPU"
+    );
 }

@@ -46,9 +46,7 @@ fn distinct(r: &mut ChaCha8Rng, len: usize, gap: f32) -> Vec<f32> {
         let j = r.random_range(0..=i);
         idx.swap(i, j);
     }
-    idx.iter()
-        .map(|&k| (k as f32 - len as f32 / 2.0) * gap)
-        .collect()
+    idx.iter().map(|&k| (k as f32 - len as f32 / 2.0) * gap).collect()
 }
 
 struct Input {
@@ -100,12 +98,7 @@ fn weighted_sum(y: &[f32], r: &[f32]) -> f64 {
 }
 
 /// Checks d(sum(f(inputs) * R))/d(input) for every input marked `grad`, at every element.
-fn gradcheck(
-    case: &str,
-    inputs: &[Input],
-    tol: Tol,
-    f: impl Fn(&[Tensor]) -> resnet_core::Result<Tensor>,
-) {
+fn gradcheck(case: &str, inputs: &[Input], tol: Tol, f: impl Fn(&[Tensor]) -> resnet_core::Result<Tensor>) {
     // Analytic.
     let tensors: Vec<Tensor> = inputs
         .iter()
@@ -150,11 +143,7 @@ fn gradcheck(
     let mut data: Vec<Vec<f32>> = inputs.iter().map(|i| i.data.clone()).collect();
     for (k, (input, t)) in inputs.iter().zip(&tensors).enumerate() {
         if !input.grad {
-            assert!(
-                t.grad().is_none(),
-                "{case}: constant {} got a gradient",
-                input.name
-            );
+            assert!(t.grad().is_none(), "{case}: constant {} got a gradient", input.name);
             continue;
         }
         let g = t
@@ -191,10 +180,7 @@ fn gradcheck(
             }
         }
         if std::env::var("GC_DEBUG").is_ok() {
-            eprintln!(
-                "{case}: d/d{}: worst {:.3} of tolerance",
-                input.name, worst.0
-            );
+            eprintln!("{case}: d/d{}: worst {:.3} of tolerance", input.name, worst.0);
         }
         assert!(
             worst.0 <= 1.0,
@@ -250,13 +236,7 @@ fn conv_case(c: &ConvCase, seed: u64) {
     );
     let (s, p, has_bias) = (c.stride, c.padding, c.bias);
     gradcheck(&name, &inputs, LINEAR, |t| {
-        ops::conv2d(
-            &t[0],
-            &t[1],
-            if has_bias { Some(&t[2]) } else { None },
-            s,
-            p,
-        )
+        ops::conv2d(&t[0], &t[1], if has_bias { Some(&t[2]) } else { None }, s, p)
     });
 }
 
@@ -454,11 +434,7 @@ fn bn_inputs(seed: u64, shape: [usize; 4]) -> Vec<Input> {
         .collect();
     let gamma: Vec<f32> = (0..c).map(|_| r.random_range(0.5..1.5)).collect();
     let beta = normal_ish(&mut r, c, 0.5);
-    vec![
-        inp("x", x, &shape),
-        inp("gamma", gamma, &[c]),
-        inp("beta", beta, &[c]),
-    ]
+    vec![inp("x", x, &shape), inp("gamma", gamma, &[c]), inp("beta", beta, &[c])]
 }
 
 #[test]
@@ -466,28 +442,23 @@ fn batch_norm_training_gradients() {
     for (seed, shape) in [(1, [3, 5, 4, 3]), (2, [1, 3, 5, 7]), (3, [4, 2, 1, 1])] {
         let inputs = bn_inputs(seed, shape);
         let c = shape[1];
-        gradcheck(
-            &format!("batch_norm2d training {shape:?}"),
-            &inputs,
-            SMOOTH,
-            |t| {
-                // Fresh running statistics per forward: they do not affect the training output.
-                let rm = Tensor::from_vec(&vec![0.0; c], &[c], DEV)?;
-                let rv = Tensor::from_vec(&vec![1.0; c], &[c], DEV)?;
-                ops::batch_norm2d(
-                    &t[0],
-                    &BatchNormArgs {
-                        gamma: &t[1],
-                        beta: &t[2],
-                        running_mean: &rm,
-                        running_var: &rv,
-                        training: true,
-                        momentum: 0.1,
-                        eps: 1e-5,
-                    },
-                )
-            },
-        );
+        gradcheck(&format!("batch_norm2d training {shape:?}"), &inputs, SMOOTH, |t| {
+            // Fresh running statistics per forward: they do not affect the training output.
+            let rm = Tensor::from_vec(&vec![0.0; c], &[c], DEV)?;
+            let rv = Tensor::from_vec(&vec![1.0; c], &[c], DEV)?;
+            ops::batch_norm2d(
+                &t[0],
+                &BatchNormArgs {
+                    gamma: &t[1],
+                    beta: &t[2],
+                    running_mean: &rm,
+                    running_var: &rv,
+                    training: true,
+                    momentum: 0.1,
+                    eps: 1e-5,
+                },
+            )
+        });
     }
 }
 
@@ -529,12 +500,9 @@ fn activation_gradients() {
     gradcheck("relu", &[inp("x", x_relu.clone(), &shape)], LINEAR, |t| {
         ops::relu(&t[0])
     });
-    gradcheck(
-        "activation relu",
-        &[inp("x", x_relu, &shape)],
-        LINEAR,
-        |t| ops::activation(&t[0], Activation::Relu),
-    );
+    gradcheck("activation relu", &[inp("x", x_relu, &shape)], LINEAR, |t| {
+        ops::activation(&t[0], Activation::Relu)
+    });
     let x = normal_ish(&mut r, len, 3.0);
     gradcheck("tanh", &[inp("x", x.clone(), &shape)], SMOOTH, |t| {
         ops::activation(&t[0], Activation::Tanh)
@@ -569,12 +537,9 @@ fn add_and_scale_gradients() {
     gradcheck("scale -1.7", &[inp("x", a.clone(), &shape)], LINEAR, |t| {
         ops::scale(&t[0], -1.7)
     });
-    gradcheck(
-        "scale 0.3",
-        &[inp("x", a[..7].to_vec(), &[7, 1])],
-        LINEAR,
-        |t| ops::scale(&t[0], 0.3),
-    );
+    gradcheck("scale 0.3", &[inp("x", a[..7].to_vec(), &[7, 1])], LINEAR, |t| {
+        ops::scale(&t[0], 0.3)
+    });
 }
 
 #[test]
@@ -664,20 +629,13 @@ fn linear_gradients() {
     );
     gradcheck(
         "linear, batch 1",
-        &[
-            inp("x", x[..i].to_vec(), &[1, i]),
-            inp("w", w.clone(), &[o, i]),
-        ],
+        &[inp("x", x[..i].to_vec(), &[1, i]), inp("w", w.clone(), &[o, i])],
         LINEAR,
         |t| ops::linear(&t[0], &t[1], None),
     );
     gradcheck(
         "linear, x constant",
-        &[
-            konst("x", x, &[n, i]),
-            inp("w", w, &[o, i]),
-            inp("bias", b, &[o]),
-        ],
+        &[konst("x", x, &[n, i]), inp("w", w, &[o, i]), inp("bias", b, &[o])],
         LINEAR,
         |t| ops::linear(&t[0], &t[1], Some(&t[2])),
     );
@@ -687,18 +645,12 @@ fn linear_gradients() {
 fn reshape_and_flatten_gradients() {
     let mut r = rng(16);
     let x = normal_ish(&mut r, 2 * 3 * 5 * 7, 1.0);
-    gradcheck(
-        "flatten",
-        &[inp("x", x.clone(), &[2, 3, 5, 7])],
-        LINEAR,
-        |t| ops::flatten(&t[0]),
-    );
-    gradcheck(
-        "reshape",
-        &[inp("x", x.clone(), &[2, 3, 5, 7])],
-        LINEAR,
-        |t| ops::reshape(&t[0], &[15, 14]),
-    );
+    gradcheck("flatten", &[inp("x", x.clone(), &[2, 3, 5, 7])], LINEAR, |t| {
+        ops::flatten(&t[0])
+    });
+    gradcheck("reshape", &[inp("x", x.clone(), &[2, 3, 5, 7])], LINEAR, |t| {
+        ops::reshape(&t[0], &[15, 14])
+    });
     // A reshape between two ops: its gradient must reach the first op with the right layout.
     let w = normal_ish(&mut r, 4 * 105, 0.2);
     gradcheck(
@@ -741,11 +693,7 @@ fn shortcut_a_gradients() {
     let mut r = rng(18);
     gradcheck(
         "shortcut_a 16->32 stride 2 on 7x7",
-        &[inp(
-            "x",
-            normal_ish(&mut r, 2 * 16 * 49, 1.0),
-            &[2, 16, 7, 7],
-        )],
+        &[inp("x", normal_ish(&mut r, 2 * 16 * 49, 1.0), &[2, 16, 7, 7])],
         LINEAR,
         |t| ops::shortcut_a(&t[0], 32, 2),
     );
@@ -781,10 +729,7 @@ fn composite_block_gradients() {
         let (g, b) = (vec![1.0; c], vec![0.0; c]);
         let gamma = Tensor::from_vec(&g, &[c], DEV)?;
         let beta = Tensor::from_vec(&b, &[c], DEV)?;
-        let (rm, rv) = (
-            Tensor::from_vec(&b, &[c], DEV)?,
-            Tensor::from_vec(&g, &[c], DEV)?,
-        );
+        let (rm, rv) = (Tensor::from_vec(&b, &[c], DEV)?, Tensor::from_vec(&g, &[c], DEV)?);
         let args = BatchNormArgs {
             gamma: &gamma,
             beta: &beta,
@@ -798,10 +743,7 @@ fn composite_block_gradients() {
     };
     // Smooth activation so finite differences are valid everywhere.
     gradcheck("basic block (tanh)", &inputs, SMOOTH, |t| {
-        let y = ops::activation(
-            &bn(&ops::conv2d(&t[0], &t[1], None, 2, 1)?, 4)?,
-            Activation::Tanh,
-        )?;
+        let y = ops::activation(&bn(&ops::conv2d(&t[0], &t[1], None, 2, 1)?, 4)?, Activation::Tanh)?;
         let y = bn(&ops::conv2d(&y, &t[2], None, 1, 1)?, 8)?;
         ops::add_activation(&y, &ops::shortcut_a(&t[0], 8, 2)?, Activation::Tanh)
     });
@@ -848,10 +790,7 @@ fn resnet_gradients(
         "fc.bias",
     ];
     if option == ShortcutOption::B {
-        names.extend([
-            "layer2.0.downsample.0.weight",
-            "layer3.0.downsample.1.weight",
-        ]);
+        names.extend(["layer2.0.downsample.0.weight", "layer3.0.downsample.1.weight"]);
     }
     let mut results = Vec::new();
     for name in names {
@@ -888,10 +827,7 @@ fn resnet_gradients(
         }
     }
     let largest = results.iter().map(|r| r.3.abs()).fold(0.0, f64::max);
-    assert!(
-        largest > 0.05,
-        "gradients are suspiciously small ({largest})"
-    );
+    assert!(largest > 0.05, "gradients are suspiciously small ({largest})");
     results
 }
 
@@ -971,17 +907,11 @@ fn gradients_accumulate_until_zeroed() {
     let w = Tensor::parameter(&normal_ish(&mut r, 2 * 3 * 9, 1.0), &[2, 3, 3, 3], DEV).unwrap();
     assert!(x.grad().is_none() && w.grad().is_none());
     weighted_loss(&x, &w).backward().unwrap();
-    let (gx1, gw1) = (
-        x.grad().unwrap().to_vec().unwrap(),
-        w.grad().unwrap().to_vec().unwrap(),
-    );
+    let (gx1, gw1) = (x.grad().unwrap().to_vec().unwrap(), w.grad().unwrap().to_vec().unwrap());
     assert!(gw1.iter().any(|&v| v != 0.0));
     // A second backward over a fresh graph adds to .grad.
     weighted_loss(&x, &w).backward().unwrap();
-    let (gx2, gw2) = (
-        x.grad().unwrap().to_vec().unwrap(),
-        w.grad().unwrap().to_vec().unwrap(),
-    );
+    let (gx2, gw2) = (x.grad().unwrap().to_vec().unwrap(), w.grad().unwrap().to_vec().unwrap());
     for (a, b) in gx1.iter().zip(&gx2).chain(gw1.iter().zip(&gw2)) {
         assert!(
             (2.0 * a - b).abs() <= 1e-5 * (1.0 + b.abs()),
@@ -1051,7 +981,15 @@ fn backward_on_non_scalar_is_an_error() {
 }
 
 fn fresh_bn_args<'a>(t: &'a [Tensor], rm: &'a Tensor, rv: &'a Tensor) -> BatchNormArgs<'a> {
-    BatchNormArgs { gamma: &t[1], beta: &t[2], running_mean: rm, running_var: rv, training: true, momentum: 0.1, eps: 1e-5 }
+    BatchNormArgs {
+        gamma: &t[1],
+        beta: &t[2],
+        running_mean: rm,
+        running_var: rv,
+        training: true,
+        momentum: 0.1,
+        eps: 1e-5,
+    }
 }
 
 #[test]
@@ -1064,11 +1002,16 @@ fn fused_batch_norm_activation_gradients() {
                 let mut r = rng(21);
                 inputs.push(inp("residual", normal_ish(&mut r, shape.iter().product(), 1.0), &shape));
             }
-            gradcheck(&format!("batch_norm2d_act {act:?} residual={with_residual}"), &inputs, SMOOTH, |t| {
-                let rm = Tensor::from_vec(&[0.0; 4], &[4], DEV)?;
-                let rv = Tensor::from_vec(&[1.0; 4], &[4], DEV)?;
-                ops::batch_norm2d_act(&t[0], &fresh_bn_args(t, &rm, &rv), t.get(3), act)
-            });
+            gradcheck(
+                &format!("batch_norm2d_act {act:?} residual={with_residual}"),
+                &inputs,
+                SMOOTH,
+                |t| {
+                    let rm = Tensor::from_vec(&[0.0; 4], &[4], DEV)?;
+                    let rv = Tensor::from_vec(&[1.0; 4], &[4], DEV)?;
+                    ops::batch_norm2d_act(&t[0], &fresh_bn_args(t, &rm, &rv), t.get(3), act)
+                },
+            );
         }
     }
 }
@@ -1098,8 +1041,14 @@ fn fused_batch_norm_relu_equals_the_unfused_ops() {
             ops::add_activation(&ops::batch_norm2d(&x, &args).unwrap(), &s, Activation::Relu).unwrap()
         };
         let w = Tensor::from_vec(&res, &[1, 96], DEV).unwrap();
-        ops::linear(&ops::reshape(&y, &[1, 96]).unwrap(), &w, None).unwrap().backward().unwrap();
-        let grads: Vec<Vec<f32>> = [&x, &g, &b, &s].iter().map(|t| t.grad().unwrap().to_vec().unwrap()).collect();
+        ops::linear(&ops::reshape(&y, &[1, 96]).unwrap(), &w, None)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let grads: Vec<Vec<f32>> = [&x, &g, &b, &s]
+            .iter()
+            .map(|t| t.grad().unwrap().to_vec().unwrap())
+            .collect();
         (y.to_vec().unwrap(), grads, rm.to_vec().unwrap(), rv.to_vec().unwrap())
     };
     assert_eq!(run(true), run(false));

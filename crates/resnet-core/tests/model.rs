@@ -10,17 +10,9 @@ use std::collections::BTreeMap;
 
 const DEV: Device = Device::Cpu;
 
-fn batch(
-    seed: u64,
-    n: usize,
-    c: usize,
-    hw: usize,
-    classes: usize,
-) -> (Vec<f32>, [usize; 4], Vec<i32>) {
+fn batch(seed: u64, n: usize, c: usize, hw: usize, classes: usize) -> (Vec<f32>, [usize; 4], Vec<i32>) {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let images = (0..n * c * hw * hw)
-        .map(|_| r.random_range(-1.5f32..1.5))
-        .collect();
+    let images = (0..n * c * hw * hw).map(|_| r.random_range(-1.5f32..1.5)).collect();
     let labels = (0..n).map(|_| r.random_range(0..classes as i32)).collect();
     (images, [n, c, hw, hw], labels)
 }
@@ -64,12 +56,7 @@ fn cifar_parameter_counts() {
         assert_eq!(total, a, "ResNet-{depth} summary");
     }
     // Plain nets have no shortcuts at all; option C projects on every block.
-    let plain = Model::new(
-        ResNetSpec::cifar(20, ShortcutOption::B, true, 3, 10).unwrap(),
-        0,
-        DEV,
-    )
-    .unwrap();
+    let plain = Model::new(ResNetSpec::cifar(20, ShortcutOption::B, true, 3, 10).unwrap(), 0, DEV).unwrap();
     assert_eq!(plain.num_parameters(), 269_722);
     let c = Model::new(cifar(20, ShortcutOption::C), 0, DEV).unwrap();
     // Nine 1x1 projections with their batch norms, one per block.
@@ -100,27 +87,9 @@ fn imagenet_parameter_counts_and_macs() {
     let cases: [Case; 5] = [
         (18, 11_689_512, 1_814_073_344, 1.8, None),
         (34, 21_797_672, 3_663_761_408, 3.6, None),
-        (
-            50,
-            25_557_032,
-            4_089_184_256,
-            4.1,
-            Some((3_857_973_248, 3.8)),
-        ),
-        (
-            101,
-            44_549_160,
-            7_801_405_440,
-            7.8,
-            Some((7_570_194_432, 7.6)),
-        ),
-        (
-            152,
-            60_192_808,
-            11_513_626_624,
-            11.5,
-            Some((11_282_415_616, 11.3)),
-        ),
+        (50, 25_557_032, 4_089_184_256, 4.1, Some((3_857_973_248, 3.8))),
+        (101, 44_549_160, 7_801_405_440, 7.8, Some((7_570_194_432, 7.6))),
+        (152, 60_192_808, 11_513_626_624, 11.5, Some((11_282_415_616, 11.3))),
     ];
     for (depth, params, macs, approx_g, paper) in cases {
         let spec = imagenet(depth);
@@ -158,10 +127,7 @@ fn imagenet_parameter_counts_and_macs() {
             let total: u64 = m.summary(224, 224).unwrap().iter().map(|r| r.macs).sum();
             assert_eq!(total, paper_macs, "ResNet-{depth} (paper layout) MACs");
             let rel = (total as f64 / 1e9 - paper_g).abs() / paper_g;
-            assert!(
-                rel < 0.05,
-                "ResNet-{depth}: {total} MACs vs the paper's {paper_g}G"
-            );
+            assert!(rel < 0.05, "ResNet-{depth}: {total} MACs vs the paper's {paper_g}G");
         }
     }
 }
@@ -206,16 +172,10 @@ fn torchvision_names() {
     assert!(!names.contains(&"layer2.1.downsample.0.weight"));
     // Fresh batch norm: gamma 1, beta 0, running statistics of N(0, 1).
     assert_eq!(find("bn1.running_var").data, TensorData::F32(vec![1.0; 64]));
-    assert_eq!(
-        find("layer3.5.bn2.bias").data,
-        TensorData::F32(vec![0.0; 256])
-    );
+    assert_eq!(find("layer3.5.bn2.bias").data, TensorData::F32(vec![0.0; 256]));
 
     // ResNet-18: 122 entries, downsample only where the shape changes.
-    let sd18 = Model::new(imagenet(18), 0, DEV)
-        .unwrap()
-        .state_dict()
-        .unwrap();
+    let sd18 = Model::new(imagenet(18), 0, DEV).unwrap().state_dict().unwrap();
     assert_eq!(sd18.len(), 122);
     let n18: Vec<&str> = sd18.iter().map(|t| t.name.as_str()).collect();
     assert!(n18.contains(&"layer2.0.downsample.1.running_mean"));
@@ -230,12 +190,7 @@ fn torchvision_names() {
     assert_eq!(params.len(), 62);
     assert_eq!(
         &params[..4],
-        [
-            "conv1.weight",
-            "bn1.weight",
-            "bn1.bias",
-            "layer1.0.conv1.weight"
-        ]
+        ["conv1.weight", "bn1.weight", "bn1.bias", "layer1.0.conv1.weight"]
     );
 }
 
@@ -265,19 +220,13 @@ fn same_seed_same_run_bit_for_bit() {
     assert_eq!(params_bits(&a), params_bits(&b));
     let sd = |m: &Model| m.state_dict().unwrap();
     assert_eq!(sd(&a), sd(&b), "buffers (running statistics, counters) too");
-    assert_eq!(
-        a.predict(&images, shape).unwrap(),
-        b.predict(&images, shape).unwrap()
-    );
+    assert_eq!(a.predict(&images, shape).unwrap(), b.predict(&images, shape).unwrap());
 
     // Another seed: other weights (every conv and the classifier), same shapes.
     let c = resnet8(43);
     let (pa, pc) = (params_bits(&resnet8(42)), params_bits(&c));
     for ((name, x), (_, y)) in pa.iter().zip(&pc) {
-        if name.ends_with("conv1.weight")
-            || name.ends_with("conv2.weight")
-            || name.starts_with("fc.")
-        {
+        if name.ends_with("conv1.weight") || name.ends_with("conv2.weight") || name.starts_with("fc.") {
             assert_ne!(x, y, "{name} should depend on the seed");
         }
         assert_eq!(x.len(), y.len());
@@ -342,11 +291,7 @@ fn bad_inputs_are_errors_that_name_the_problem() {
     let e = err(m.train_step(&nan, shape, &labels));
     assert!(e.contains("NaN") && e.contains("100"), "{e}");
     nan[100] = f32::INFINITY;
-    assert!(m
-        .predict(&nan, shape)
-        .unwrap_err()
-        .to_string()
-        .contains("100"));
+    assert!(m.predict(&nan, shape).unwrap_err().to_string().contains("100"));
     // Label out of range.
     let e = err(m.train_step(&images, shape, &[0, 1, 10, 2]));
     assert!(
@@ -426,27 +371,13 @@ fn loading_into_another_architecture_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r8.safetensors");
     resnet8(1).save_checkpoint(&path, BTreeMap::new()).unwrap();
-    let mut wider = Model::new(
-        ResNetSpec::cifar(14, ShortcutOption::A, false, 3, 10).unwrap(),
-        1,
-        DEV,
-    )
-    .unwrap();
+    let mut wider = Model::new(ResNetSpec::cifar(14, ShortcutOption::A, false, 3, 10).unwrap(), 1, DEV).unwrap();
     let before = params_bits(&wider);
     let e = wider.load_weights(&path).unwrap_err().to_string();
     assert!(e.contains("different architecture"), "{e}");
     assert!(e.contains("r8.safetensors"), "{e}");
-    assert_eq!(
-        params_bits(&wider),
-        before,
-        "a refused load must not change the model"
-    );
-    let mut b = Model::new(
-        ResNetSpec::cifar(8, ShortcutOption::B, false, 3, 10).unwrap(),
-        1,
-        DEV,
-    )
-    .unwrap();
+    assert_eq!(params_bits(&wider), before, "a refused load must not change the model");
+    let mut b = Model::new(ResNetSpec::cifar(8, ShortcutOption::B, false, 3, 10).unwrap(), 1, DEV).unwrap();
     assert!(b
         .load_weights(&path)
         .unwrap_err()

@@ -71,11 +71,7 @@ fn channel_stats(x: &[f32], shape: [usize; 4]) -> Vec<(f64, f64, usize)> {
     (0..c)
         .map(|ch| {
             let vals: Vec<f64> = (0..n)
-                .flat_map(|i| {
-                    x[(i * c + ch) * hw..(i * c + ch + 1) * hw]
-                        .iter()
-                        .map(|&v| v as f64)
-                })
+                .flat_map(|i| x[(i * c + ch) * hw..(i * c + ch + 1) * hw].iter().map(|&v| v as f64))
                 .collect();
             let m = vals.iter().sum::<f64>() / vals.len() as f64;
             let var = vals.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / vals.len() as f64;
@@ -84,12 +80,7 @@ fn channel_stats(x: &[f32], shape: [usize; 4]) -> Vec<(f64, f64, usize)> {
         .collect()
 }
 
-fn run_bn(
-    d: &Bn,
-    training: bool,
-    momentum: f32,
-    gamma_beta: bool,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn run_bn(d: &Bn, training: bool, momentum: f32, gamma_beta: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = d.shape[1];
     let (ones, zeros) = (vec![1.0; c], vec![0.0; c]);
     let gamma = t(if gamma_beta { &d.gamma } else { &ones }, &[c]);
@@ -108,11 +99,7 @@ fn run_bn(
         },
     )
     .unwrap();
-    (
-        y.to_vec().unwrap(),
-        rm.to_vec().unwrap(),
-        rv.to_vec().unwrap(),
-    )
+    (y.to_vec().unwrap(), rm.to_vec().unwrap(), rv.to_vec().unwrap())
 }
 
 #[test]
@@ -141,13 +128,7 @@ fn batch_norm_training_normalises_each_channel() {
                     (v as f64 - m) / (var + 1e-5).sqrt() * d.gamma[ch] as f64 + d.beta[ch] as f64
                 })
                 .collect();
-        assert_close(
-            &format!("batch_norm2d training {shape:?}"),
-            &y,
-            &want,
-            1e-5,
-            1e-5,
-        );
+        assert_close(&format!("batch_norm2d training {shape:?}"), &y, &want, 1e-5, 1e-5);
     }
 }
 
@@ -173,13 +154,7 @@ fn batch_norm_running_statistics_follow_pytorch() {
             .zip(&d.rv)
             .map(|(s, &r)| (1.0 - mo) * r as f64 + mo * s.1 * s.2 as f64 / (s.2 - 1) as f64)
             .collect();
-        assert_close(
-            &format!("running_mean {shape:?}"),
-            &rm,
-            &want_rm,
-            1e-5,
-            1e-5,
-        );
+        assert_close(&format!("running_mean {shape:?}"), &rm, &want_rm, 1e-5, 1e-5);
         assert_close(&format!("running_var {shape:?}"), &rv, &want_rv, 1e-5, 1e-5);
         // The biased variance would be measurably different (guards against the wrong one).
         let biased: Vec<f64> = stats
@@ -187,10 +162,7 @@ fn batch_norm_running_statistics_follow_pytorch() {
             .zip(&d.rv)
             .map(|(s, &r)| (1.0 - mo) * r as f64 + mo * s.1)
             .collect();
-        assert!(rv
-            .iter()
-            .zip(&biased)
-            .any(|(&a, &b)| (a as f64 - b).abs() > 1e-3));
+        assert!(rv.iter().zip(&biased).any(|(&a, &b)| (a as f64 - b).abs() > 1e-3));
     }
 }
 
@@ -204,8 +176,7 @@ fn batch_norm_eval_uses_running_statistics() {
             .enumerate()
             .map(|(i, &v)| {
                 let ch = (i / 10) % 4;
-                (v as f64 - d.rm[ch] as f64) / (d.rv[ch] as f64 + 1e-5).sqrt() * d.gamma[ch] as f64
-                    + d.beta[ch] as f64
+                (v as f64 - d.rm[ch] as f64) / (d.rv[ch] as f64 + 1e-5).sqrt() * d.gamma[ch] as f64 + d.beta[ch] as f64
             })
             .collect();
     assert_close("batch_norm2d eval", &y, &want, 1e-5, 1e-5);
@@ -234,10 +205,7 @@ fn batch_norm_eval_uses_running_statistics() {
     )
     .unwrap_err()
     .to_string();
-    assert!(
-        err.contains("batch_norm2d") && err.contains("[1, 4, 1, 1]"),
-        "{err}"
-    );
+    assert!(err.contains("batch_norm2d") && err.contains("[1, 4, 1, 1]"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,8 +239,7 @@ fn conv_reference(
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                     continue;
                                 }
-                                acc += x[((i * ci + c) * h + iy as usize) * wd + ix as usize]
-                                    as f64
+                                acc += x[((i * ci + c) * h + iy as usize) * wd + ix as usize] as f64
                                     * w[((o * ci + c) * kh + ky) * kw + kx] as f64;
                             }
                         }
@@ -308,14 +275,7 @@ fn conv2d_matches_the_definition() {
         let w = uniform(&mut r, ws.iter().product(), -1.0, 1.0);
         let b = uniform(&mut r, ws[0], -1.0, 1.0);
         let bt = t(&b, &[ws[0]]);
-        let y = ops::conv2d(
-            &t(&x, &xs),
-            &t(&w, &ws),
-            if bias { Some(&bt) } else { None },
-            s,
-            p,
-        )
-        .unwrap();
+        let y = ops::conv2d(&t(&x, &xs), &t(&w, &ws), if bias { Some(&bt) } else { None }, s, p).unwrap();
         let oh = (xs[2] + 2 * p - ws[2]) / s + 1;
         let ow = (xs[3] + 2 * p - ws[3]) / s + 1;
         assert_eq!(y.shape(), [xs[0], ws[0], oh, ow]);
@@ -403,10 +363,7 @@ fn global_avg_pool_linear_and_activations_match_the_definition() {
     let want: Vec<f64> = (0..n * m)
         .map(|idx| {
             let (i, o) = (idx / m, idx % m);
-            b[o] as f64
-                + (0..k)
-                    .map(|j| a[i * k + j] as f64 * w[o * k + j] as f64)
-                    .sum::<f64>()
+            b[o] as f64 + (0..k).map(|j| a[i * k + j] as f64 * w[o * k + j] as f64).sum::<f64>()
         })
         .collect();
     assert_close("linear", &y.to_vec().unwrap(), &want, 1e-5, 1e-5);
@@ -446,11 +403,7 @@ fn global_avg_pool_linear_and_activations_match_the_definition() {
 #[test]
 fn shortcut_a_subsamples_and_pads_channels() {
     let mut r = rng(13);
-    for (xs, c_out, s) in [
-        ([2, 16, 7, 7], 32, 2),
-        ([1, 3, 5, 4], 8, 1),
-        ([3, 5, 6, 5], 6, 3),
-    ] {
+    for (xs, c_out, s) in [([2, 16, 7, 7], 32, 2), ([1, 3, 5, 4], 8, 1), ([3, 5, 6, 5], 6, 3)] {
         let [n, c, h, w] = xs;
         let x = uniform(&mut r, xs.iter().product(), -1.0, 1.0);
         let y = ops::shortcut_a(&t(&x, &xs), c_out, s).unwrap();
@@ -488,10 +441,7 @@ fn log_softmax_loss(logits: &[f32], labels: &[i32], classes: usize) -> f64 {
         .chunks(classes)
         .zip(labels)
         .map(|(row, &l)| {
-            let m = row
-                .iter()
-                .map(|&v| v as f64)
-                .fold(f64::NEG_INFINITY, f64::max);
+            let m = row.iter().map(|&v| v as f64).fold(f64::NEG_INFINITY, f64::max);
             let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
             lse - row[l as usize] as f64
         })
@@ -502,13 +452,7 @@ fn log_softmax_loss(logits: &[f32], labels: &[i32], classes: usize) -> f64 {
 #[test]
 fn cross_entropy_is_the_mean_negative_log_softmax() {
     let mut r = rng(14);
-    for (n, classes, scale) in [
-        (5, 7, 3.0f32),
-        (1, 10, 1.0),
-        (4, 2, 5.0),
-        (3, 1000, 2.0),
-        (6, 3, 500.0),
-    ] {
+    for (n, classes, scale) in [(5, 7, 3.0f32), (1, 10, 1.0), (4, 2, 5.0), (3, 1000, 2.0), (6, 3, 500.0)] {
         let logits = uniform(&mut r, n * classes, -scale, scale);
         let labels: Vec<i32> = (0..n).map(|_| r.random_range(0..classes as i32)).collect();
         let loss = ops::cross_entropy(
@@ -519,10 +463,7 @@ fn cross_entropy_is_the_mean_negative_log_softmax() {
         assert_eq!(loss.shape(), [1]);
         let got = loss.scalar().unwrap();
         let want = log_softmax_loss(&logits, &labels, classes);
-        assert!(
-            got.is_finite(),
-            "loss not finite for logits of scale {scale}"
-        );
+        assert!(got.is_finite(), "loss not finite for logits of scale {scale}");
         assert!(
             (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
             "n {n} classes {classes}: got {got}, want {want}"
@@ -571,21 +512,12 @@ fn shape_errors_name_the_op_and_the_shapes() {
         &["conv2d", "[3, 5]"],
     );
     let big = t(&[0.5; 4 * 3 * 49], &[4, 3, 7, 7]);
-    assert_mentions(
-        &err_text(ops::conv2d(&x, &big, None, 1, 0)),
-        &["conv2d", "7x7"],
-    );
-    assert_mentions(
-        &err_text(ops::conv2d(&x, &w3, None, 0, 1)),
-        &["conv2d", "stride"],
-    );
+    assert_mentions(&err_text(ops::conv2d(&x, &big, None, 1, 0)), &["conv2d", "7x7"]);
+    assert_mentions(&err_text(ops::conv2d(&x, &w3, None, 0, 1)), &["conv2d", "stride"]);
 
     let a = t(&[0.5; 12], &[3, 4]);
     let lw = t(&[0.5; 10], &[2, 5]);
-    assert_mentions(
-        &err_text(ops::linear(&a, &lw, None)),
-        &["linear", "[3, 4]", "[2, 5]"],
-    );
+    assert_mentions(&err_text(ops::linear(&a, &lw, None)), &["linear", "[3, 4]", "[2, 5]"]);
     let lw4 = t(&[0.5; 8], &[2, 4]);
     assert_mentions(
         &err_text(ops::linear(&a, &lw4, Some(&t(&[0.0; 3], &[3])))),
@@ -597,11 +529,7 @@ fn shape_errors_name_the_op_and_the_shapes() {
         &["add", "[3, 4]", "[4, 3]"],
     );
     assert_mentions(
-        &err_text(ops::add_activation(
-            &a,
-            &t(&[0.5; 4], &[1, 4]),
-            Activation::Relu,
-        )),
+        &err_text(ops::add_activation(&a, &t(&[0.5; 4], &[1, 4]), Activation::Relu)),
         &["add", "[3, 4]", "[1, 4]"],
     );
 
@@ -621,27 +549,12 @@ fn shape_errors_name_the_op_and_the_shapes() {
             },
         ))
     };
-    assert_mentions(
-        &bn(&p2, &p3),
-        &["batch_norm2d", "weight", "[2]", "[2, 3, 5, 5]"],
-    );
+    assert_mentions(&bn(&p2, &p3), &["batch_norm2d", "weight", "[2]", "[2, 3, 5, 5]"]);
     assert_mentions(&bn(&p3, &p2), &["batch_norm2d", "running_var", "[2]"]);
-    assert_mentions(
-        &err_text(ops::global_avg_pool(&a)),
-        &["global_avg_pool", "[3, 4]"],
-    );
-    assert_mentions(
-        &err_text(ops::max_pool2d(&x, 3, 2, 2)),
-        &["max_pool2d", "padding"],
-    );
-    assert_mentions(
-        &err_text(ops::max_pool2d(&a, 2, 2, 0)),
-        &["max_pool2d", "[3, 4]"],
-    );
-    assert_mentions(
-        &err_text(ops::reshape(&a, &[5, 2])),
-        &["reshape", "[3, 4]", "[5, 2]"],
-    );
+    assert_mentions(&err_text(ops::global_avg_pool(&a)), &["global_avg_pool", "[3, 4]"]);
+    assert_mentions(&err_text(ops::max_pool2d(&x, 3, 2, 2)), &["max_pool2d", "padding"]);
+    assert_mentions(&err_text(ops::max_pool2d(&a, 2, 2, 0)), &["max_pool2d", "[3, 4]"]);
+    assert_mentions(&err_text(ops::reshape(&a, &[5, 2])), &["reshape", "[3, 4]", "[5, 2]"]);
     assert_mentions(
         &err_text(ops::shortcut_a(&x, 2, 2)),
         &["shortcut_a", "[2, 3, 5, 5]", "2 channels"],
@@ -659,16 +572,10 @@ fn shape_errors_name_the_op_and_the_shapes() {
         &err_text(ops::labels_tensor(&[0, 4, 1], 4, DEV)),
         &["label 4", "index 1", "4 classes"],
     );
-    assert_mentions(
-        &err_text(ops::labels_tensor(&[-1], 4, DEV)),
-        &["label -1", "index 0"],
-    );
+    assert_mentions(&err_text(ops::labels_tensor(&[-1], 4, DEV)), &["label -1", "index 0"]);
     assert_mentions(
         &err_text(Tensor::from_vec(&[1.0; 5], &[2, 3], DEV)),
         &["[2, 3]", "6", "5"],
     );
-    assert_mentions(
-        &err_text(Tensor::parameter(&[1.0; 7], &[2, 3], DEV)),
-        &["[2, 3]", "7"],
-    );
+    assert_mentions(&err_text(Tensor::parameter(&[1.0; 7], &[2, 3], DEV)), &["[2, 3]", "7"]);
 }

@@ -5,7 +5,6 @@ use resnet_core::Device;
 
 use crate::errors::{invalid, js_error};
 
-
 /// "cpu", "gpu" or "auto" (the default); core decides what each means and says why on failure.
 pub fn parse_device(name: Option<&str>) -> Result<Device> {
     Device::parse(name.unwrap_or("auto")).map_err(js_error)
@@ -15,7 +14,9 @@ pub fn parse_device(name: Option<&str>) -> Result<Device> {
 pub fn shape4(what: &str, shape: &[u32]) -> Result<[usize; 4]> {
     match shape {
         [n, c, h, w] => Ok([*n as usize, *c as usize, *h as usize, *w as usize]),
-        _ => Err(invalid(format!("{what}: shape must be [N, C, H, W] (4 numbers), got {shape:?}"))),
+        _ => Err(invalid(format!(
+            "{what}: shape must be [N, C, H, W] (4 numbers), got {shape:?}"
+        ))),
     }
 }
 

@@ -42,13 +42,21 @@ impl NativeDataset {
     #[napi(ts_return_type = "Promise<NativeDataset>")]
     pub fn fashion_mnist(split: String, dir: Option<String>) -> Result<AsyncTask<ReadDatasetTask>> {
         let dir = PathBuf::from(dir.unwrap_or_else(|| data::idx::DEFAULT_FASHION_MNIST_DIR.to_string()));
-        Ok(AsyncTask::new(ReadDatasetTask { format: Format::FashionMnist, dir, split: parse_split(&split)? }))
+        Ok(AsyncTask::new(ReadDatasetTask {
+            format: Format::FashionMnist,
+            dir,
+            split: parse_split(&split)?,
+        }))
     }
 
     /// Reads the CIFAR-10 binary batches from `dir`.
     #[napi(ts_return_type = "Promise<NativeDataset>")]
     pub fn cifar10(split: String, dir: String) -> Result<AsyncTask<ReadDatasetTask>> {
-        Ok(AsyncTask::new(ReadDatasetTask { format: Format::Cifar10, dir: PathBuf::from(dir), split: parse_split(&split)? }))
+        Ok(AsyncTask::new(ReadDatasetTask {
+            format: Format::Cifar10,
+            dir: PathBuf::from(dir),
+            split: parse_split(&split)?,
+        }))
     }
 
     /// A dataset from u8 pixels (NCHW, N = labels.length) and u8 labels, both copied.
@@ -129,10 +137,14 @@ impl NativeDataset {
     pub fn subset(&self, indices: Vec<u32>) -> Result<NativeDataset> {
         let n = self.inner.n;
         if let Some((at, &i)) = indices.iter().enumerate().find(|(_, &i)| i as usize >= n) {
-            return Err(invalid(format!("Dataset.subset: index {i} at position {at} is out of range (the dataset has {n} samples)")));
+            return Err(invalid(format!(
+                "Dataset.subset: index {i} at position {at} is out of range (the dataset has {n} samples)"
+            )));
         }
         let indices: Vec<usize> = indices.into_iter().map(|i| i as usize).collect();
-        guard("Dataset.subset", || Ok(NativeDataset::wrap(self.inner.subset(&indices))))
+        guard("Dataset.subset", || {
+            Ok(NativeDataset::wrap(self.inner.subset(&indices)))
+        })
     }
 
     /// The first `k` samples and the rest (k is clamped to the length).
@@ -212,22 +224,32 @@ impl NativeLoader {
     pub fn new(dataset: &NativeDataset, options: LoaderOptions, epoch: u32) -> Result<Self> {
         let seed = options.seed.unwrap_or(0.0);
         if !(seed.is_finite() && seed >= 0.0 && seed.fract() == 0.0) {
-            return Err(invalid(format!("loader seed must be a non-negative integer, got {seed}")));
+            return Err(invalid(format!(
+                "loader seed must be a non-negative integer, got {seed}"
+            )));
         }
         let config = LoaderConfig {
             batch_size: options.batch_size as usize,
             shuffle: options.shuffle,
             drop_last: options.drop_last.unwrap_or(false),
-            augment: options.augment.map(|a| Augment { pad_crop: a.pad_crop as usize, flip: a.flip }),
+            augment: options.augment.map(|a| Augment {
+                pad_crop: a.pad_crop as usize,
+                flip: a.flip,
+            }),
             normalize: Normalize {
                 mean: options.mean.into_iter().map(|v| v as f32).collect(),
                 std: options.std.into_iter().map(|v| v as f32).collect(),
             },
             seed: seed as u64,
         };
-        let loader = guard_core("DataLoader", || Loader::new(dataset.inner.clone(), config, epoch as u64))?;
+        let loader = guard_core("DataLoader", || {
+            Loader::new(dataset.inner.clone(), config, epoch as u64)
+        })?;
         let batches = loader.len() as u32;
-        Ok(NativeLoader { inner: Arc::new(Mutex::new(Some(loader))), batches })
+        Ok(NativeLoader {
+            inner: Arc::new(Mutex::new(Some(loader))),
+            batches,
+        })
     }
 
     /// Number of batches in this epoch.
@@ -239,7 +261,9 @@ impl NativeLoader {
     /// The next batch, or null after the last one (waits off the main thread).
     #[napi(ts_return_type = "Promise<NativeBatch | null>")]
     pub fn next(&self) -> AsyncTask<NextBatchTask> {
-        AsyncTask::new(NextBatchTask { loader: self.inner.clone() })
+        AsyncTask::new(NextBatchTask {
+            loader: self.inner.clone(),
+        })
     }
 
     /// Stops the background preparation; `next()` then resolves to null.

@@ -17,7 +17,9 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> napi::Result<T>) -> napi::Result
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
-            Err(napi::Error::from_reason(format!("{what}: internal error (please report): {detail}")))
+            Err(napi::Error::from_reason(format!(
+                "{what}: internal error (please report): {detail}"
+            )))
         }
     }
 }

@@ -23,7 +23,9 @@ fn with_model<T>(inner: &Shared, f: impl FnOnce(&mut Model) -> resnet_core::Resu
     let mut slot = inner.lock().map_err(|_| {
         Error::from_reason("model is unusable: an earlier call panicked while using it; create or load it again")
     })?;
-    let model = slot.as_mut().ok_or_else(|| Error::from_reason("model has been disposed"))?;
+    let model = slot
+        .as_mut()
+        .ok_or_else(|| Error::from_reason("model has been disposed"))?;
     f(model).map_err(js_error)
 }
 
@@ -71,7 +73,10 @@ pub struct NativeModel {
 
 impl NativeModel {
     fn wrap(model: Model, metadata: BTreeMap<String, String>) -> Self {
-        NativeModel { inner: Arc::new(Mutex::new(Some(model))), metadata }
+        NativeModel {
+            inner: Arc::new(Mutex::new(Some(model))),
+            metadata,
+        }
     }
 }
 
@@ -84,7 +89,9 @@ impl NativeModel {
             let device = parse_device(device.as_deref())?;
             let seed = parse_seed(seed)?;
             let spec = ResNetSpec::from_json(&spec_json).map_err(js_error)?;
-            Model::new(spec, seed, device).map(|m| NativeModel::wrap(m, BTreeMap::new())).map_err(js_error)
+            Model::new(spec, seed, device)
+                .map(|m| NativeModel::wrap(m, BTreeMap::new()))
+                .map_err(js_error)
         })
     }
 
@@ -92,7 +99,10 @@ impl NativeModel {
     #[napi(ts_return_type = "Promise<NativeModel>")]
     pub fn load(path: String, device: Option<String>) -> Result<AsyncTask<LoadTask>> {
         let device = parse_device(device.as_deref())?;
-        Ok(AsyncTask::new(LoadTask { path: PathBuf::from(path), device }))
+        Ok(AsyncTask::new(LoadTask {
+            path: PathBuf::from(path),
+            device,
+        }))
     }
 
     /// The architecture as JSON (the same form the constructor takes).
@@ -103,7 +113,9 @@ impl NativeModel {
 
     #[napi]
     pub fn num_parameters(&self) -> Result<i64> {
-        guard("numParameters", || with_model(&self.inner, |m| Ok(m.num_parameters() as i64)))
+        guard("numParameters", || {
+            with_model(&self.inner, |m| Ok(m.num_parameters() as i64))
+        })
     }
 
     /// Optimizer steps taken so far.
@@ -132,7 +144,12 @@ impl NativeModel {
 
     /// One forward + loss + backward + optimizer update on a worker thread.
     #[napi(ts_return_type = "Promise<TrainStats>")]
-    pub fn train_step(&self, images: Float32Array, shape: Vec<u32>, labels: Int32Array) -> Result<AsyncTask<TrainStepTask>> {
+    pub fn train_step(
+        &self,
+        images: Float32Array,
+        shape: Vec<u32>,
+        labels: Int32Array,
+    ) -> Result<AsyncTask<TrainStepTask>> {
         Ok(AsyncTask::new(TrainStepTask {
             model: self.inner.clone(),
             images: images.to_vec(),
@@ -153,7 +170,12 @@ impl NativeModel {
 
     /// Loss sum and top-1/top-5 hits of one labelled batch (eval mode) on a worker thread.
     #[napi(ts_return_type = "Promise<EvalStats>")]
-    pub fn evaluate_batch(&self, images: Float32Array, shape: Vec<u32>, labels: Int32Array) -> Result<AsyncTask<EvaluateTask>> {
+    pub fn evaluate_batch(
+        &self,
+        images: Float32Array,
+        shape: Vec<u32>,
+        labels: Int32Array,
+    ) -> Result<AsyncTask<EvaluateTask>> {
         Ok(AsyncTask::new(EvaluateTask {
             model: self.inner.clone(),
             images: images.to_vec(),
@@ -176,14 +198,19 @@ impl NativeModel {
     /// checkpoint's metadata.
     #[napi(ts_return_type = "Promise<Record<string, string>>")]
     pub fn load_weights(&self, path: String) -> AsyncTask<LoadWeightsTask> {
-        AsyncTask::new(LoadWeightsTask { model: self.inner.clone(), path: PathBuf::from(path) })
+        AsyncTask::new(LoadWeightsTask {
+            model: self.inner.clone(),
+            path: PathBuf::from(path),
+        })
     }
 
     /// Parameter and buffer names, torchvision style (`layer1.0.conv1.weight`).
     #[napi]
     pub fn parameter_names(&self) -> Result<Vec<String>> {
         guard("parameterNames", || {
-            with_model(&self.inner, |m| Ok(m.parameters().into_iter().map(|(name, _)| name).collect()))
+            with_model(&self.inner, |m| {
+                Ok(m.parameters().into_iter().map(|(name, _)| name).collect())
+            })
         })
     }
 
@@ -193,20 +220,28 @@ impl NativeModel {
         guard("parameter", || {
             with_model(&self.inner, |m| Ok(m.parameter(&name)))?
                 .map(NativeTensor::from)
-                .ok_or_else(|| invalid(format!("the model has no parameter named '{name}' (see parameterNames())")))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "the model has no parameter named '{name}' (see parameterNames())"
+                    ))
+                })
         })
     }
 
     /// Logits for `x`; with `training` the graph is recorded for `backward()`.
     #[napi]
     pub fn forward(&self, x: &NativeTensor, training: bool) -> Result<NativeTensor> {
-        guard("forward", || with_model(&self.inner, |m| m.forward(&x.inner, training)).map(NativeTensor::from))
+        guard("forward", || {
+            with_model(&self.inner, |m| m.forward(&x.inner, training)).map(NativeTensor::from)
+        })
     }
 
     /// Pooled features [N, C] before the classifier.
     #[napi]
     pub fn features(&self, x: &NativeTensor, training: bool) -> Result<NativeTensor> {
-        guard("features", || with_model(&self.inner, |m| m.features(&x.inner, training)).map(NativeTensor::from))
+        guard("features", || {
+            with_model(&self.inner, |m| m.features(&x.inner, training)).map(NativeTensor::from)
+        })
     }
 
     /// Device memory of the GPU buffer pool: bytes held now and at most so far; null on the CPU.
@@ -217,7 +252,10 @@ impl NativeModel {
             Ok(match (device, resnet_core::backend::gpu_memory_stats()) {
                 (Device::Cpu, _) | (_, None) => None,
                 #[allow(unreachable_patterns)]
-                (_, Some((live, peak))) => Some(MemoryStats { live_bytes: live as f64, peak_bytes: peak as f64 }),
+                (_, Some((live, peak))) => Some(MemoryStats {
+                    live_bytes: live as f64,
+                    peak_bytes: peak as f64,
+                }),
             })
         })
     }
@@ -287,7 +325,9 @@ impl Task for PredictTask {
     type JsValue = Float32Array;
 
     fn compute(&mut self) -> Result<Vec<f32>> {
-        guard("predict", || with_model(&self.model, |m| m.predict(&self.images, self.shape)))
+        guard("predict", || {
+            with_model(&self.model, |m| m.predict(&self.images, self.shape))
+        })
     }
 
     fn resolve(&mut self, _env: Env, output: Vec<f32>) -> Result<Float32Array> {
@@ -308,8 +348,15 @@ impl Task for EvaluateTask {
 
     fn compute(&mut self) -> Result<EvalStats> {
         guard("evaluateBatch", || {
-            let s = with_model(&self.model, |m| m.evaluate_batch(&self.images, self.shape, &self.labels))?;
-            Ok(EvalStats { loss_sum: s.loss_sum, top1: s.top1 as u32, top5: s.top5 as u32, count: s.count as u32 })
+            let s = with_model(&self.model, |m| {
+                m.evaluate_batch(&self.images, self.shape, &self.labels)
+            })?;
+            Ok(EvalStats {
+                loss_sum: s.loss_sum,
+                top1: s.top1 as u32,
+                top5: s.top5 as u32,
+                count: s.count as u32,
+            })
         })
     }
 
@@ -330,7 +377,9 @@ impl Task for SaveTask {
 
     fn compute(&mut self) -> Result<()> {
         let metadata = std::mem::take(&mut self.metadata);
-        guard("save", || with_model(&self.model, |m| m.save_checkpoint(&self.path, metadata)))
+        guard("save", || {
+            with_model(&self.model, |m| m.save_checkpoint(&self.path, metadata))
+        })
     }
 
     fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
@@ -348,7 +397,9 @@ impl Task for LoadWeightsTask {
     type JsValue = HashMap<String, String>;
 
     fn compute(&mut self) -> Result<BTreeMap<String, String>> {
-        guard("loadWeights", || with_model(&self.model, |m| m.load_weights(&self.path)))
+        guard("loadWeights", || {
+            with_model(&self.model, |m| m.load_weights(&self.path))
+        })
     }
 
     fn resolve(&mut self, _env: Env, output: BTreeMap<String, String>) -> Result<HashMap<String, String>> {

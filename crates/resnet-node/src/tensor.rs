@@ -79,8 +79,22 @@ impl NativeTensor {
     }
 
     #[napi(js_name = "conv2d")]
-    pub fn conv2d(x: &NativeTensor, weight: &NativeTensor, bias: Option<&NativeTensor>, stride: u32, padding: u32) -> Result<NativeTensor> {
-        op("conv2d", || ops::conv2d(&x.inner, &weight.inner, bias.map(|b| &b.inner), stride as usize, padding as usize))
+    pub fn conv2d(
+        x: &NativeTensor,
+        weight: &NativeTensor,
+        bias: Option<&NativeTensor>,
+        stride: u32,
+        padding: u32,
+    ) -> Result<NativeTensor> {
+        op("conv2d", || {
+            ops::conv2d(
+                &x.inner,
+                &weight.inner,
+                bias.map(|b| &b.inner),
+                stride as usize,
+                padding as usize,
+            )
+        })
     }
 
     #[napi]
@@ -95,7 +109,11 @@ impl NativeTensor {
             "relu" => Activation::Relu,
             "tanh" => Activation::Tanh,
             "sigmoid" => Activation::Sigmoid,
-            other => return Err(invalid(format!("unknown activation '{other}' (expected relu, tanh or sigmoid)"))),
+            other => {
+                return Err(invalid(format!(
+                    "unknown activation '{other}' (expected relu, tanh or sigmoid)"
+                )))
+            }
         };
         op("activation", || ops::activation(&x.inner, act))
     }
@@ -112,7 +130,9 @@ impl NativeTensor {
 
     #[napi(js_name = "maxPool2d")]
     pub fn max_pool2d(x: &NativeTensor, kernel: u32, stride: u32, padding: u32) -> Result<NativeTensor> {
-        op("maxPool2d", || ops::max_pool2d(&x.inner, kernel as usize, stride as usize, padding as usize))
+        op("maxPool2d", || {
+            ops::max_pool2d(&x.inner, kernel as usize, stride as usize, padding as usize)
+        })
     }
 
     #[napi]
@@ -122,7 +142,9 @@ impl NativeTensor {
 
     #[napi]
     pub fn linear(x: &NativeTensor, weight: &NativeTensor, bias: Option<&NativeTensor>) -> Result<NativeTensor> {
-        op("linear", || ops::linear(&x.inner, &weight.inner, bias.map(|b| &b.inner)))
+        op("linear", || {
+            ops::linear(&x.inner, &weight.inner, bias.map(|b| &b.inner))
+        })
     }
 
     #[napi]

@@ -4,9 +4,20 @@ use crate::backend::{Activation, BatchStats, ConvGeometry, PoolGeometry, Storage
 use crate::tensor::Tensor;
 
 pub enum Op {
-    Conv2d { x: Tensor, w: Tensor, bias: Option<Tensor>, geometry: ConvGeometry },
+    Conv2d {
+        x: Tensor,
+        w: Tensor,
+        bias: Option<Tensor>,
+        geometry: ConvGeometry,
+    },
     /// Training mode (batch statistics) or eval mode (frozen running statistics).
-    BatchNorm { x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchStats, batch_statistics: bool },
+    BatchNorm {
+        x: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        stats: BatchStats,
+        batch_statistics: bool,
+    },
     /// Batch norm, an optional residual addition and an activation, fused (see `ops::batch_norm2d_act`).
     BatchNormAct {
         x: Tensor,
@@ -17,17 +28,50 @@ pub enum Op {
         residual: Option<Tensor>,
         act: Activation,
     },
-    Activation { x: Tensor, act: Activation },
-    Add { a: Tensor, b: Tensor },
-    AddActivation { a: Tensor, b: Tensor, act: Activation },
-    Scale { x: Tensor, alpha: f32 },
-    MaxPool2d { x: Tensor, geometry: PoolGeometry },
-    GlobalAvgPool { x: Tensor },
-    Linear { x: Tensor, w: Tensor, bias: Option<Tensor> },
-    Reshape { x: Tensor },
+    Activation {
+        x: Tensor,
+        act: Activation,
+    },
+    Add {
+        a: Tensor,
+        b: Tensor,
+    },
+    AddActivation {
+        a: Tensor,
+        b: Tensor,
+        act: Activation,
+    },
+    Scale {
+        x: Tensor,
+        alpha: f32,
+    },
+    MaxPool2d {
+        x: Tensor,
+        geometry: PoolGeometry,
+    },
+    GlobalAvgPool {
+        x: Tensor,
+    },
+    Linear {
+        x: Tensor,
+        w: Tensor,
+        bias: Option<Tensor>,
+    },
+    Reshape {
+        x: Tensor,
+    },
     /// Mean softmax cross-entropy over the batch; `labels` as f32 class indices.
-    CrossEntropy { logits: Tensor, labels: Storage, probs: Storage },
-    ShortcutA { x: Tensor, c_out: usize, stride: usize, pad_before: usize },
+    CrossEntropy {
+        logits: Tensor,
+        labels: Storage,
+        probs: Storage,
+    },
+    ShortcutA {
+        x: Tensor,
+        c_out: usize,
+        stride: usize,
+        pad_before: usize,
+    },
 }
 
 impl Op {
@@ -39,7 +83,13 @@ impl Op {
                 v
             }
             Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
-            Op::BatchNormAct { x, gamma, beta, residual, .. } => {
+            Op::BatchNormAct {
+                x,
+                gamma,
+                beta,
+                residual,
+                ..
+            } => {
                 let mut v = vec![x, gamma, beta];
                 v.extend(residual.iter());
                 v

@@ -10,7 +10,12 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
     let be = out.device().backend();
     let mut grads = Vec::new();
     match op {
-        Op::Conv2d { x, w, bias, geometry: g } => {
+        Op::Conv2d {
+            x,
+            w,
+            bias,
+            geometry: g,
+        } => {
             if x.requires_grad() {
                 grads.push((x.clone(), be.conv2d_backward_data(gy, &w.storage(), g)?));
             }
@@ -21,7 +26,13 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
                 grads.push((b.clone(), be.sum_nhw(gy, g.n, g.c_out, g.oh * g.ow)?));
             }
         }
-        Op::BatchNorm { x, gamma, beta, stats, batch_statistics } => {
+        Op::BatchNorm {
+            x,
+            gamma,
+            beta,
+            stats,
+            batch_statistics,
+        } => {
             let s = x.shape();
             let (dx, dgamma, dbeta) = be.batch_norm_backward(
                 &x.storage(),
@@ -37,7 +48,15 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             grads.push((gamma.clone(), dgamma));
             grads.push((beta.clone(), dbeta));
         }
-        Op::BatchNormAct { x, gamma, beta, stats, batch_statistics, residual, act } => {
+        Op::BatchNormAct {
+            x,
+            gamma,
+            beta,
+            stats,
+            batch_statistics,
+            residual,
+            act,
+        } => {
             let s = x.shape();
             let g = be.activation_backward(&out.storage(), gy, *act)?;
             let (dx, dgamma, dbeta) = be.batch_norm_backward(
@@ -105,7 +124,12 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
                 be.cross_entropy_backward(probs, labels, gy, n, classes, 1.0 / n as f32)?,
             ));
         }
-        Op::ShortcutA { x, c_out, stride, pad_before } => {
+        Op::ShortcutA {
+            x,
+            c_out,
+            stride,
+            pad_before,
+        } => {
             let s = x.shape();
             grads.push((
                 x.clone(),

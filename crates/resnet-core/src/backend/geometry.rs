@@ -90,7 +90,10 @@ pub struct PoolGeometry {
 impl PoolGeometry {
     pub fn new(x: &[usize], kernel: usize, stride: usize, padding: usize) -> Result<Self> {
         if x.len() != 4 {
-            return Err(Error::shape("max_pool2d", format!("expected a 4-d NCHW input, got {x:?}")));
+            return Err(Error::shape(
+                "max_pool2d",
+                format!("expected a 4-d NCHW input, got {x:?}"),
+            ));
         }
         if kernel == 0 || stride == 0 {
             return Err(Error::invalid("max_pool2d: kernel and stride must be at least 1"));
@@ -101,7 +104,10 @@ impl PoolGeometry {
             )));
         }
         if x[2] + 2 * padding < kernel || x[3] + 2 * padding < kernel {
-            return Err(Error::shape("max_pool2d", format!("window {kernel} is larger than the padded input {x:?}")));
+            return Err(Error::shape(
+                "max_pool2d",
+                format!("window {kernel} is larger than the padded input {x:?}"),
+            ));
         }
         Ok(PoolGeometry {
             n: x[0],

@@ -40,7 +40,9 @@ impl Device {
             "cpu" => Ok(Device::Cpu),
             "gpu" => gpu_device(),
             "auto" => Ok(auto_device()),
-            other => Err(Error::invalid(format!("unknown device '{other}': expected 'cpu', 'gpu' or 'auto'"))),
+            other => Err(Error::invalid(format!(
+                "unknown device '{other}': expected 'cpu', 'gpu' or 'auto'"
+            ))),
         }
     }
 }
@@ -52,7 +54,9 @@ fn gpu_device() -> Result<Device> {
 
 #[cfg(not(feature = "gpu"))]
 fn gpu_device() -> Result<Device> {
-    Err(Error::Device("this build has no GPU support (built without the `gpu` feature); use device 'cpu' or 'auto'".into()))
+    Err(Error::Device(
+        "this build has no GPU support (built without the `gpu` feature); use device 'cpu' or 'auto'".into(),
+    ))
 }
 
 fn auto_device() -> Device {
@@ -60,7 +64,12 @@ fn auto_device() -> Device {
     match gpu_device() {
         Ok(d) => {
             #[cfg(feature = "gpu")]
-            SAID.call_once(|| eprintln!("resnet-wgpu: device 'auto' uses the GPU: {}", self::wgpu::report().selected.unwrap_or_default()));
+            SAID.call_once(|| {
+                eprintln!(
+                    "resnet-wgpu: device 'auto' uses the GPU: {}",
+                    self::wgpu::report().selected.unwrap_or_default()
+                )
+            });
             d
         }
         Err(e) => {
@@ -266,7 +275,8 @@ pub trait Backend: Send + Sync {
 
     // Loss.
     /// Softmax cross-entropy. Returns (per-sample losses [n], softmax probabilities [n, classes]).
-    fn cross_entropy(&self, logits: &Storage, labels: &Storage, n: usize, classes: usize) -> Result<(Storage, Storage)>;
+    fn cross_entropy(&self, logits: &Storage, labels: &Storage, n: usize, classes: usize)
+        -> Result<(Storage, Storage)>;
     /// d(upstream[0] * scale * sum of losses)/d logits = upstream[0] * scale * (probs - onehot).
     /// `upstream` stays on the device: no readback in the middle of backward.
     #[allow(clippy::too_many_arguments)]
@@ -324,7 +334,11 @@ pub fn same_device(op: &'static str, storages: &[&Storage]) -> Result<Device> {
         .device();
     for s in storages.iter().skip(1) {
         if s.device() != first {
-            return Err(Error::DeviceMismatch { op, a: first.to_string(), b: s.device().to_string() });
+            return Err(Error::DeviceMismatch {
+                op,
+                a: first.to_string(),
+                b: s.device().to_string(),
+            });
         }
     }
     Ok(first)

@@ -71,10 +71,7 @@ pub fn apply(src: &[u8], dst: &mut [u8], c: usize, h: usize, w: usize, t: CropFl
             if t.flip {
                 // Cropped row is [0; x_lo] ++ valid ++ [0; w - x_hi]; write it mirrored.
                 dst_row[..w - x_hi].fill(0);
-                for (d, s) in dst_row[w - x_hi..w - x_lo]
-                    .iter_mut()
-                    .zip(valid.iter().rev())
-                {
+                for (d, s) in dst_row[w - x_hi..w - x_lo].iter_mut().zip(valid.iter().rev()) {
                     *d = *s;
                 }
                 dst_row[w - x_lo..].fill(0);
@@ -220,10 +217,7 @@ mod tests {
         for _ in 0..3000 {
             counts[uniform_below(&mut rng, 3) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&k| (900..1100).contains(&k)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&k| (900..1100).contains(&k)), "{counts:?}");
         assert_eq!(uniform_below(&mut rng, 1), 0);
     }
 }

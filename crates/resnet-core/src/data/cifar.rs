@@ -172,10 +172,7 @@ mod tests {
         let (file, _, _) = fake_batch(2, 1);
         std::fs::write(&p, &file[..file.len() - 1]).unwrap();
         let msg = read_cifar_batch(&p).unwrap_err().to_string();
-        assert!(
-            msg.contains("data_batch_1.bin") && msg.contains("6145"),
-            "{msg}"
-        );
+        assert!(msg.contains("data_batch_1.bin") && msg.contains("6145"), "{msg}");
         std::fs::write(&p, b"").unwrap();
         assert!(read_cifar_batch(&p).is_err());
 
@@ -191,9 +188,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (file, _, _) = fake_batch(1, 1);
         std::fs::write(dir.path().join("data_batch_1.bin"), file).unwrap();
-        let msg = read_cifar10(dir.path(), Split::Train)
-            .unwrap_err()
-            .to_string();
+        let msg = read_cifar10(dir.path(), Split::Train).unwrap_err().to_string();
         assert!(msg.contains("data_batch_5.bin"), "{msg}");
         assert!(!msg.contains("data_batch_1.bin"), "{msg}");
         assert!(msg.contains(&*dir.path().to_string_lossy()), "{msg}");

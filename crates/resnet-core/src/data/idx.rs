@@ -56,12 +56,7 @@ fn read_idx(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)
     } else {
         Box::new(&raw[..])
     };
-    let gz_err = |e: std::io::Error| {
-        Error::file(
-            path,
-            format!("bad gzip stream (corrupt or truncated .gz file): {e}"),
-        )
-    };
+    let gz_err = |e: std::io::Error| Error::file(path, format!("bad gzip stream (corrupt or truncated .gz file): {e}"));
 
     let mut head = [0u8; 4];
     read_header_bytes(&mut reader, &mut head, path, gzipped)?;
@@ -82,11 +77,7 @@ fn read_idx(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)
         dims.push(u32::from_be_bytes(head) as usize);
     }
     let header_len = 4 + 4 * ndims as u64;
-    let dims_text = dims
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("x");
+    let dims_text = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
     let expected = dims
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
@@ -99,11 +90,7 @@ fn read_idx(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)
             format!(
                 "{} IDX file: header declares {dims_text} = {expected} bytes of data, but the \
                  file has {available} bytes after the {header_len}-byte header",
-                if expected > available {
-                    "truncated"
-                } else {
-                    "malformed"
-                },
+                if expected > available { "truncated" } else { "malformed" },
             ),
         ));
     }
@@ -145,20 +132,12 @@ fn read_idx(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)
     Ok((dims, data))
 }
 
-fn read_header_bytes(
-    reader: &mut dyn Read,
-    buf: &mut [u8; 4],
-    path: &Path,
-    gzipped: bool,
-) -> Result<()> {
+fn read_header_bytes(reader: &mut dyn Read, buf: &mut [u8; 4], path: &Path, gzipped: bool) -> Result<()> {
     reader.read_exact(buf).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             Error::file(path, "truncated IDX file: ends inside the header")
         } else if gzipped {
-            Error::file(
-                path,
-                format!("bad gzip stream (corrupt or truncated .gz file): {e}"),
-            )
+            Error::file(path, format!("bad gzip stream (corrupt or truncated .gz file): {e}"))
         } else {
             Error::file(path, format!("cannot read IDX header: {e}"))
         }
@@ -190,10 +169,7 @@ pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<Dataset> {
     };
     let images_stem = format!("{prefix}-images-idx3-ubyte");
     let labels_stem = format!("{prefix}-labels-idx1-ubyte");
-    let (images_path, labels_path) = match (
-        find_variant(dir, &images_stem),
-        find_variant(dir, &labels_stem),
-    ) {
+    let (images_path, labels_path) = match (find_variant(dir, &images_stem), find_variant(dir, &labels_stem)) {
         (Some(i), Some(l)) => (i, l),
         (i, l) => {
             let missing: Vec<String> = [(i, &images_stem), (l, &labels_stem)]
@@ -237,10 +213,7 @@ pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<Dataset> {
         h,
         w,
         10,
-        FASHION_MNIST_CLASSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
     )
 }
 
@@ -289,23 +262,13 @@ mod tests {
     }
 
     /// Writes a fake Fashion-MNIST split (n images of h x w) and returns its pixels and labels.
-    fn write_split(
-        dir: &Path,
-        prefix: &str,
-        n: usize,
-        gzip: bool,
-        seed: u64,
-    ) -> (Vec<u8>, Vec<u8>) {
+    fn write_split(dir: &Path, prefix: &str, n: usize, gzip: bool, seed: u64) -> (Vec<u8>, Vec<u8>) {
         let pixels = random_bytes(n * 28 * 28, seed);
         let labels: Vec<u8> = random_bytes(n, seed + 1).iter().map(|b| b % 10).collect();
         let img = idx_bytes(MAGIC_IMAGES, &[n as u32, 28, 28], &pixels);
         let lab = idx_bytes(MAGIC_LABELS, &[n as u32], &labels);
         let suffix = if gzip { ".gz" } else { "" };
-        let (img, lab) = if gzip {
-            (gz(&img), gz(&lab))
-        } else {
-            (img, lab)
-        };
+        let (img, lab) = if gzip { (gz(&img), gz(&lab)) } else { (img, lab) };
         std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte{suffix}")), img).unwrap();
         std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte{suffix}")), lab).unwrap();
         (pixels, labels)
@@ -338,10 +301,7 @@ mod tests {
         std::fs::write(&p, idx_bytes(MAGIC_LABELS, &[3], &[1, 2, 3])).unwrap();
         let msg = read_idx_images(&p).unwrap_err().to_string();
         assert!(msg.contains("magic"), "{msg}");
-        assert!(
-            msg.contains("0x00000803") && msg.contains("0x00000801"),
-            "{msg}"
-        );
+        assert!(msg.contains("0x00000803") && msg.contains("0x00000801"), "{msg}");
         assert!(msg.contains("labels-as-images"), "{msg}");
     }
 
@@ -382,10 +342,7 @@ mod tests {
         // u32::MAX^3 overflows u64.
         let huge = idx_bytes(MAGIC_IMAGES, &[u32::MAX; 3], &[]);
         std::fs::write(&p, huge).unwrap();
-        assert!(read_idx_images(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("overflow"));
+        assert!(read_idx_images(&p).unwrap_err().to_string().contains("overflow"));
     }
 
     #[test]
@@ -421,22 +378,15 @@ mod tests {
         // Labels count disagreeing with images count.
         let lab = idx_bytes(MAGIC_LABELS, &[11], &[0; 11]);
         std::fs::write(dir.path().join("train-labels-idx1-ubyte.gz"), gz(&lab)).unwrap();
-        let msg = read_fashion_mnist(dir.path(), Split::Train)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("11 labels") && msg.contains("12 images"),
-            "{msg}"
-        );
+        let msg = read_fashion_mnist(dir.path(), Split::Train).unwrap_err().to_string();
+        assert!(msg.contains("11 labels") && msg.contains("12 images"), "{msg}");
 
         // Label 10 with 10 classes.
         let mut bad = vec![3u8; 12];
         bad[4] = 10;
         let lab = idx_bytes(MAGIC_LABELS, &[12], &bad);
         std::fs::write(dir.path().join("train-labels-idx1-ubyte.gz"), gz(&lab)).unwrap();
-        let msg = read_fashion_mnist(dir.path(), Split::Train)
-            .unwrap_err()
-            .to_string();
+        let msg = read_fashion_mnist(dir.path(), Split::Train).unwrap_err().to_string();
         assert!(msg.contains("label 10 at index 4"), "{msg}");
         assert!(msg.contains("train-labels-idx1-ubyte.gz"), "{msg}");
     }
@@ -445,22 +395,15 @@ mod tests {
     fn fashion_mnist_missing_dir_names_dir_and_package() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let msg = read_fashion_mnist(&missing, Split::Test)
-            .unwrap_err()
-            .to_string();
+        let msg = read_fashion_mnist(&missing, Split::Test).unwrap_err().to_string();
         assert!(msg.contains(&*missing.to_string_lossy()), "{msg}");
         assert!(msg.contains("dataset-fashion-mnist"), "{msg}");
         assert!(msg.contains("t10k-images-idx3-ubyte.gz"), "{msg}");
         // Only the labels file missing: name just that one.
         write_split(dir.path(), "t10k", 2, true, 1);
         std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte.gz")).unwrap();
-        let msg = read_fashion_mnist(dir.path(), Split::Test)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("t10k-labels") && !msg.contains("t10k-images"),
-            "{msg}"
-        );
+        let msg = read_fashion_mnist(dir.path(), Split::Test).unwrap_err().to_string();
+        assert!(msg.contains("t10k-labels") && !msg.contains("t10k-images"), "{msg}");
     }
 
     #[test]
@@ -497,11 +440,7 @@ mod tests {
         let p = dir.path().join("fuzz");
         let (mut ok, mut err) = (0, 0);
         for i in 0..500 {
-            let mut bytes = if i % 2 == 0 {
-                valid.clone()
-            } else {
-                valid_gz.clone()
-            };
+            let mut bytes = if i % 2 == 0 { valid.clone() } else { valid_gz.clone() };
             mutate(&mut bytes, &mut rng);
             std::fs::write(&p, &bytes).unwrap();
             let result = std::panic::catch_unwind(|| {
@@ -515,10 +454,7 @@ mod tests {
                 Err(_) => panic!("reader panicked on mutation {i}: {bytes:?}"),
             }
         }
-        assert!(
-            err > 100,
-            "mutations should mostly be rejected ({ok} ok, {err} err)"
-        );
+        assert!(err > 100, "mutations should mostly be rejected ({ok} ok, {err} err)");
     }
 
     /// Random truncation, byte flips or header-field rewrites.

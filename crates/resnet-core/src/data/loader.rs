@@ -264,11 +264,7 @@ impl Producer {
         let plane = d.h * d.w;
         let mut images = vec![0f32; indices.len() * len];
         let mut scratch = vec![0u8; len];
-        let augment = self
-            .config
-            .augment
-            .as_ref()
-            .filter(|a| a.pad_crop > 0 || a.flip);
+        let augment = self.config.augment.as_ref().filter(|a| a.pad_crop > 0 || a.flip);
         let aug_seed = mix(mix(self.config.seed, AUGMENT_STREAM), self.epoch);
 
         for (k, (&i, out)) in indices.iter().zip(images.chunks_exact_mut(len)).enumerate() {
@@ -464,10 +460,7 @@ mod tests {
         assert!(Loader::new(d.clone(), cfg.clone(), 0).is_err());
         cfg.batch_size = 2;
         cfg.normalize = Normalize::identity(1);
-        let msg = Loader::new(d.clone(), cfg.clone(), 0)
-            .err()
-            .unwrap()
-            .to_string();
+        let msg = Loader::new(d.clone(), cfg.clone(), 0).err().unwrap().to_string();
         assert!(msg.contains("3 channels"), "{msg}");
         cfg.normalize = Normalize {
             mean: vec![0.0; 3],

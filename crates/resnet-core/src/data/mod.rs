@@ -68,9 +68,7 @@ impl Dataset {
             .and_then(|x| x.checked_mul(w))
             .ok_or_else(|| Error::invalid(format!("dataset: image size {c}x{h}x{w} overflows")))?;
         if image_len == 0 {
-            return Err(Error::invalid(format!(
-                "dataset: image size {c}x{h}x{w} is empty"
-            )));
+            return Err(Error::invalid(format!("dataset: image size {c}x{h}x{w} is empty")));
         }
         if n.checked_mul(image_len) != Some(images.len()) {
             return Err(Error::invalid(format!(
@@ -84,11 +82,7 @@ impl Dataset {
                 class_names.len()
             )));
         }
-        if let Some((index, &label)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= num_classes)
-        {
+        if let Some((index, &label)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
             return Err(Error::LabelRange {
                 label: label as i64,
                 index,
@@ -174,11 +168,7 @@ impl Dataset {
         let mut images = Vec::with_capacity(indices.len() * len);
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
-            assert!(
-                i < self.n,
-                "Dataset::subset: index {i} out of range (n = {})",
-                self.n
-            );
+            assert!(i < self.n, "Dataset::subset: index {i} out of range (n = {})", self.n);
             images.extend_from_slice(self.image(i));
             labels.push(self.labels[i]);
         }

@@ -67,11 +67,7 @@ impl NamedTensor {
 /// Writes atomically: serialise to `<path>.tmp-<pid>-<random>` in the same directory, fsync the
 /// file, rename over `path`, fsync the directory (best effort). A crash never leaves a broken
 /// file at `path`. Creates no parent dirs (error naming the dir if missing). Metadata goes in the safetensors `__metadata__` header (string->string).
-pub fn save(
-    path: &Path,
-    tensors: &[NamedTensor],
-    metadata: &BTreeMap<String, String>,
-) -> Result<()> {
+pub fn save(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, String>) -> Result<()> {
     let bytes = encode(path, tensors, metadata)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -153,7 +149,6 @@ fn encode(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, Stri
     safetensors::serialize(views, meta).map_err(|e| Error::checkpoint(path, format!("cannot save: {e}")))
 }
 
-
 /// Reads a safetensors file fully. Every problem is an `Error::Checkpoint` naming the file.
 /// Returns tensors in file (offset) order plus the metadata (empty if none). Accepts F32, F16 and
 /// BF16 (widened to f32), I64 and I32 (widened to i64).
@@ -199,11 +194,9 @@ pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)>
             .info(&name)
             .ok_or_else(|| fail(format!("tensor `{name}` listed but has no header entry")))?;
         let (start, end) = info.data_offsets;
-        let bytes = data.get(start..end).ok_or_else(|| {
-            fail(format!(
-                "tensor `{name}`: data offsets {start}..{end} out of bounds"
-            ))
-        })?;
+        let bytes = data
+            .get(start..end)
+            .ok_or_else(|| fail(format!("tensor `{name}`: data offsets {start}..{end} out of bounds")))?;
         let values = decode(bytes, info.dtype).ok_or_else(|| {
             fail(format!(
                 "tensor `{name}` has unsupported dtype {} (supported: F32, F16, BF16, I64, I32)",
@@ -216,12 +209,7 @@ pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)>
             data: values,
         });
     }
-    let metadata = meta
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
     Ok((tensors, metadata))
 }
 
@@ -384,22 +372,13 @@ mod tests {
         // Offsets beyond the data.
         let msg = expect_checkpoint_err(
             &p,
-            &raw_file(
-                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,32]}}"#,
-                &data,
-            ),
+            &raw_file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,32]}}"#, &data),
         );
-        assert!(
-            msg.contains("tensor") || msg.contains("does not match"),
-            "{msg}"
-        );
+        assert!(msg.contains("tensor") || msg.contains("does not match"), "{msg}");
         // Offsets disagreeing with shape x dtype.
         let msg = expect_checkpoint_err(
             &p,
-            &raw_file(
-                r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#,
-                &data,
-            ),
+            &raw_file(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#, &data),
         );
         assert!(msg.contains("invalid"), "{msg}");
         // Overlapping tensors.
@@ -421,11 +400,7 @@ mod tests {
         let p = dir.path().join("u8.safetensors");
         let pixels = [1u8, 2, 3, 4];
         let view = TensorView::new(Dtype::U8, vec![4], &pixels).unwrap();
-        std::fs::write(
-            &p,
-            safetensors::serialize([("input.pixels", view)], None).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(&p, safetensors::serialize([("input.pixels", view)], None).unwrap()).unwrap();
         let msg = load(&p).unwrap_err().to_string();
         assert!(msg.contains("input.pixels") && msg.contains("U8"), "{msg}");
 
@@ -433,10 +408,7 @@ mod tests {
             .iter()
             .flat_map(|h| h.to_le_bytes())
             .collect();
-        let bf: Vec<u8> = [0x3f80u16, 0xc0a0]
-            .iter()
-            .flat_map(|h| h.to_le_bytes())
-            .collect();
+        let bf: Vec<u8> = [0x3f80u16, 0xc0a0].iter().flat_map(|h| h.to_le_bytes()).collect();
         let ints: Vec<u8> = [-5i32, 7].iter().flat_map(|h| h.to_le_bytes()).collect();
         let file = safetensors::serialize(
             [
@@ -496,10 +468,7 @@ mod tests {
         let err = save(&missing.join("m.safetensors"), &sample_tensors(1), &meta()).unwrap_err();
         assert!(matches!(err, Error::Checkpoint { .. }));
         let msg = err.to_string();
-        assert!(
-            msg.contains("no-such-dir") && msg.contains("does not exist"),
-            "{msg}"
-        );
+        assert!(msg.contains("no-such-dir") && msg.contains("does not exist"), "{msg}");
     }
 
     #[test]

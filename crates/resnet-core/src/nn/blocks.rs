@@ -17,20 +17,35 @@ pub enum Shortcut {
     None,
     Identity,
     /// Option A: subsample and zero-pad channels, no parameters.
-    ZeroPad { c_out: usize, stride: usize },
+    ZeroPad {
+        c_out: usize,
+        stride: usize,
+    },
     /// Options B/C: 1x1 convolution and batch norm, torchvision's `downsample.0`/`downsample.1`.
-    Projection { conv: Conv2d, bn: BatchNorm2d },
+    Projection {
+        conv: Conv2d,
+        bn: BatchNorm2d,
+    },
 }
 
 impl Shortcut {
-    fn new(init: &mut Init, device: Device, option: ShortcutOption, plain: bool, c_in: usize, c_out: usize, stride: usize) -> Result<Self> {
+    fn new(
+        init: &mut Init,
+        device: Device,
+        option: ShortcutOption,
+        plain: bool,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+    ) -> Result<Self> {
         let changes = stride != 1 || c_in != c_out;
         Ok(match (plain, option, changes) {
             (true, _, _) => Shortcut::None,
             (false, ShortcutOption::A, true) => Shortcut::ZeroPad { c_out, stride },
-            (false, ShortcutOption::C, _) | (false, ShortcutOption::B, true) => {
-                Shortcut::Projection { conv: Conv2d::new(init, device, c_in, c_out, 1, stride, 0)?, bn: BatchNorm2d::new(device, c_out)? }
-            }
+            (false, ShortcutOption::C, _) | (false, ShortcutOption::B, true) => Shortcut::Projection {
+                conv: Conv2d::new(init, device, c_in, c_out, 1, stride, 0)?,
+                bn: BatchNorm2d::new(device, c_out)?,
+            },
             (false, _, false) => Shortcut::Identity,
         })
     }
@@ -83,20 +98,36 @@ impl Block {
                     BottleneckStride::Conv1x1 => (cfg.stride, 1),
                     BottleneckStride::Conv3x3 => (1, cfg.stride),
                 };
-                vec![(cfg.c_in, w, 1, s1, 0), (w, w, 3, s3, 1), (w, w * BOTTLENECK_EXPANSION, 1, 1, 0)]
+                vec![
+                    (cfg.c_in, w, 1, s1, 0),
+                    (w, w, 3, s3, 1),
+                    (w, w * BOTTLENECK_EXPANSION, 1, 1, 0),
+                ]
             }
         };
         let c_out = layout.last().map(|l| l.1).unwrap_or(w);
         let mut convs = Vec::new();
         for &(ci, co, k, s, p) in &layout {
-            convs.push((Conv2d::new(init, device, ci, co, k, s, p)?, BatchNorm2d::new(device, co)?));
+            convs.push((
+                Conv2d::new(init, device, ci, co, k, s, p)?,
+                BatchNorm2d::new(device, co)?,
+            ));
         }
         let shortcut = Shortcut::new(init, device, cfg.shortcut, cfg.plain, cfg.c_in, c_out, cfg.stride)?;
-        Ok(Block { kind: cfg.kind, convs, shortcut, act: cfg.act, c_out })
+        Ok(Block {
+            kind: cfg.kind,
+            convs,
+            shortcut,
+            act: cfg.act,
+            c_out,
+        })
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let (last, inner) = self.convs.split_last().ok_or_else(|| crate::Error::Internal("a block without convolutions".into()))?;
+        let (last, inner) = self
+            .convs
+            .split_last()
+            .ok_or_else(|| crate::Error::Internal("a block without convolutions".into()))?;
         let mut y = x.clone();
         for (conv, bn) in inner {
             y = bn.forward_act(&conv.forward(&y)?, ctx, None, self.act)?;

@@ -11,7 +11,9 @@ pub struct Init {
 
 impl Init {
     pub fn new(seed: u64) -> Self {
-        Init { rng: ChaCha8Rng::seed_from_u64(seed) }
+        Init {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// N(0, 2 / fan_out), fan_out = c_out * kh * kw.

@@ -18,9 +18,22 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Bias-free (a batch norm always follows), He-initialised.
-    pub fn new(init: &mut Init, device: Device, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self> {
+    pub fn new(
+        init: &mut Init,
+        device: Device,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
         let w = init.kaiming_normal_fan_out(c_out, c_in, kernel, kernel);
-        Ok(Conv2d { weight: Tensor::parameter(&w, &[c_out, c_in, kernel, kernel], device)?, bias: None, stride, padding })
+        Ok(Conv2d {
+            weight: Tensor::parameter(&w, &[c_out, c_in, kernel, kernel], device)?,
+            bias: None,
+            stride,
+            padding,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -99,7 +112,10 @@ impl BatchNorm2d {
         v(format!("{prefix}bias"), Entry::Param(&self.bias));
         v(format!("{prefix}running_mean"), Entry::Buffer(&self.running_mean));
         v(format!("{prefix}running_var"), Entry::Buffer(&self.running_var));
-        v(format!("{prefix}num_batches_tracked"), Entry::Counter(&self.num_batches_tracked));
+        v(
+            format!("{prefix}num_batches_tracked"),
+            Entry::Counter(&self.num_batches_tracked),
+        );
     }
 }
 
@@ -112,7 +128,10 @@ impl Linear {
     pub fn new(init: &mut Init, device: Device, c_in: usize, c_out: usize) -> Result<Self> {
         let w = init.uniform_fan_in(c_out * c_in, c_in);
         let b = init.uniform_fan_in(c_out, c_in);
-        Ok(Linear { weight: Tensor::parameter(&w, &[c_out, c_in], device)?, bias: Tensor::parameter(&b, &[c_out], device)? })
+        Ok(Linear {
+            weight: Tensor::parameter(&w, &[c_out, c_in], device)?,
+            bias: Tensor::parameter(&b, &[c_out], device)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

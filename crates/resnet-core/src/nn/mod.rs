@@ -27,11 +27,17 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     pub fn train() -> Self {
-        Ctx { training: true, residual_hook: None }
+        Ctx {
+            training: true,
+            residual_hook: None,
+        }
     }
 
     pub fn eval() -> Self {
-        Ctx { training: false, residual_hook: None }
+        Ctx {
+            training: false,
+            residual_hook: None,
+        }
     }
 }
 

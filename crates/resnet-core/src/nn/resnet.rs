@@ -65,7 +65,14 @@ impl ResNet {
             stages.push(blocks);
         }
         let fc = Linear::new(&mut init, device, c_in, spec.num_classes)?;
-        Ok(ResNet { spec: spec.clone(), conv1, bn1, stages, fc, act })
+        Ok(ResNet {
+            spec: spec.clone(),
+            conv1,
+            bn1,
+            stages,
+            fc,
+            act,
+        })
     }
 
     fn stem(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
@@ -92,7 +99,10 @@ impl ResNet {
 
     /// Globally pooled features [N, C] before the classifier.
     pub fn features(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let last = self.stage_outputs(x, ctx)?.pop().ok_or_else(|| Error::Internal("no stages".into()))?;
+        let last = self
+            .stage_outputs(x, ctx)?
+            .pop()
+            .ok_or_else(|| Error::Internal("no stages".into()))?;
         ops::global_avg_pool(&last)
     }
 
@@ -105,7 +115,10 @@ impl ResNet {
         if s.len() != 4 || s[1] != self.spec.in_channels {
             return Err(Error::shape(
                 "resnet",
-                format!("expected images of shape [N, {}, H, W], got {s:?}", self.spec.in_channels),
+                format!(
+                    "expected images of shape [N, {}, H, W], got {s:?}",
+                    self.spec.in_channels
+                ),
             ));
         }
         if s[0] == 0 {
@@ -157,7 +170,13 @@ impl ResNet {
         if self.spec.stem == Stem::Imagenet {
             let pg = PoolGeometry::new(&shape, 3, 2, 1)?;
             shape = pg.out_shape().to_vec();
-            rows.push(LayerSummary { name: "maxpool".into(), kind: "MaxPool2d 3x3/2".into(), output_shape: shape.clone(), params: 0, macs: 0 });
+            rows.push(LayerSummary {
+                name: "maxpool".into(),
+                kind: "MaxPool2d 3x3/2".into(),
+                output_shape: shape.clone(),
+                params: 0,
+                macs: 0,
+            });
         }
         for (i, blocks) in self.stages.iter().enumerate() {
             for (j, b) in blocks.iter().enumerate() {
@@ -182,11 +201,23 @@ impl ResNet {
                     Shortcut::None => "none (plain)",
                 };
                 let kind = format!("{:?}Block, shortcut {sc}", b.kind);
-                rows.push(LayerSummary { name: format!("layer{}.{}", i + 1, j), kind, output_shape: shape.clone(), params, macs });
+                rows.push(LayerSummary {
+                    name: format!("layer{}.{}", i + 1, j),
+                    kind,
+                    output_shape: shape.clone(),
+                    params,
+                    macs,
+                });
             }
         }
         let c = shape[1];
-        rows.push(LayerSummary { name: "avgpool".into(), kind: "GlobalAvgPool".into(), output_shape: vec![1, c], params: 0, macs: 0 });
+        rows.push(LayerSummary {
+            name: "avgpool".into(),
+            kind: "GlobalAvgPool".into(),
+            output_shape: vec![1, c],
+            params: 0,
+            macs: 0,
+        });
         rows.push(LayerSummary {
             name: "fc".into(),
             kind: "Linear".into(),

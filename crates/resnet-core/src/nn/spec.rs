@@ -114,16 +114,27 @@ impl ResNetSpec {
         }
         for (i, s) in self.stages.iter().enumerate() {
             if s.count == 0 || s.width == 0 || s.stride == 0 {
-                return bad(format!("stage {} needs count, width and stride of at least 1, got {s:?}", i + 1));
+                return bad(format!(
+                    "stage {} needs count, width and stride of at least 1, got {s:?}",
+                    i + 1
+                ));
             }
         }
         Ok(())
     }
 
     /// CIFAR ResNet of depth 6n+2 (the paper's section 4.2).
-    pub fn cifar(depth: usize, shortcut: ShortcutOption, plain: bool, in_channels: usize, num_classes: usize) -> Result<Self> {
+    pub fn cifar(
+        depth: usize,
+        shortcut: ShortcutOption,
+        plain: bool,
+        in_channels: usize,
+        num_classes: usize,
+    ) -> Result<Self> {
         if depth < 8 || (depth - 2) % 6 != 0 {
-            return Err(Error::invalid(format!("CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")));
+            return Err(Error::invalid(format!(
+                "CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}"
+            )));
         }
         let n = (depth - 2) / 6;
         Ok(ResNetSpec {
@@ -131,7 +142,12 @@ impl ResNetSpec {
             stem_width: 16,
             stages: [(16, 1), (32, 2), (64, 2)]
                 .iter()
-                .map(|&(width, stride)| StageSpec { block: BlockKind::Basic, count: n, width, stride })
+                .map(|&(width, stride)| StageSpec {
+                    block: BlockKind::Basic,
+                    count: n,
+                    width,
+                    stride,
+                })
                 .collect(),
             shortcut,
             plain,
@@ -150,7 +166,11 @@ impl ResNetSpec {
             50 => (BlockKind::Bottleneck, [3, 4, 6, 3]),
             101 => (BlockKind::Bottleneck, [3, 4, 23, 3]),
             152 => (BlockKind::Bottleneck, [3, 8, 36, 3]),
-            _ => return Err(Error::invalid(format!("ImageNet ResNet depth must be 18, 34, 50, 101 or 152, got {depth}"))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "ImageNet ResNet depth must be 18, 34, 50, 101 or 152, got {depth}"
+                )))
+            }
         };
         Ok(ResNetSpec {
             stem: Stem::Imagenet,
@@ -158,7 +178,12 @@ impl ResNetSpec {
             stages: counts
                 .iter()
                 .zip([(64, 1), (128, 2), (256, 2), (512, 2)])
-                .map(|(&count, (width, stride))| StageSpec { block, count, width, stride })
+                .map(|(&count, (width, stride))| StageSpec {
+                    block,
+                    count,
+                    width,
+                    stride,
+                })
                 .collect(),
             shortcut,
             plain: false,

@@ -38,7 +38,10 @@ mod tests {
 
     #[test]
     fn multistep_divides_at_each_milestone() {
-        let s = Schedule::Multistep { milestones: vec![32000, 48000], gamma: 0.1 };
+        let s = Schedule::Multistep {
+            milestones: vec![32000, 48000],
+            gamma: 0.1,
+        };
         assert_eq!(s.lr(0.1, 0), 0.1);
         assert_eq!(s.lr(0.1, 31999), 0.1);
         assert!((s.lr(0.1, 32000) - 0.01).abs() < 1e-9);
@@ -47,7 +50,10 @@ mod tests {
 
     #[test]
     fn cosine_runs_from_base_to_min() {
-        let s = Schedule::Cosine { total_steps: 100, min_lr: 0.001 };
+        let s = Schedule::Cosine {
+            total_steps: 100,
+            min_lr: 0.001,
+        };
         assert!((s.lr(0.1, 0) - 0.1).abs() < 1e-7);
         assert!((s.lr(0.1, 50) - 0.0505).abs() < 1e-6);
         assert!((s.lr(0.1, 100) - 0.001).abs() < 1e-7);

@@ -22,26 +22,43 @@ pub struct SgdConfig {
 impl Default for SgdConfig {
     /// The paper's recipe: lr 0.1, momentum 0.9, weight decay 1e-4.
     fn default() -> Self {
-        SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false, schedule: Schedule::Constant, warmup_steps: 0 }
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+        }
     }
 }
 
 impl SgdConfig {
     pub fn from_json(json: &str) -> Result<Self> {
-        let cfg: SgdConfig = serde_json::from_str(json).map_err(|e| Error::invalid(format!("invalid optimizer config: {e}")))?;
+        let cfg: SgdConfig =
+            serde_json::from_str(json).map_err(|e| Error::invalid(format!("invalid optimizer config: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<()> {
         if !(self.lr.is_finite() && self.lr >= 0.0) {
-            return Err(Error::invalid(format!("learning rate must be a finite number >= 0, got {}", self.lr)));
+            return Err(Error::invalid(format!(
+                "learning rate must be a finite number >= 0, got {}",
+                self.lr
+            )));
         }
         if !(0.0..1.0).contains(&self.momentum) && self.momentum != 0.0 {
-            return Err(Error::invalid(format!("momentum must be in [0, 1), got {}", self.momentum)));
+            return Err(Error::invalid(format!(
+                "momentum must be in [0, 1), got {}",
+                self.momentum
+            )));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(Error::invalid(format!("weight decay must be >= 0, got {}", self.weight_decay)));
+            return Err(Error::invalid(format!(
+                "weight decay must be >= 0, got {}",
+                self.weight_decay
+            )));
         }
         if self.nesterov && self.momentum == 0.0 {
             return Err(Error::invalid("Nesterov momentum needs momentum > 0"));
@@ -70,10 +87,18 @@ impl Sgd {
     pub fn new(params: Vec<Tensor>, config: SgdConfig) -> Result<Self> {
         config.validate()?;
         if let Some(t) = params.iter().find(|t| !t.requires_grad()) {
-            return Err(Error::invalid(format!("SGD: tensor {:?} does not require grad", t.shape())));
+            return Err(Error::invalid(format!(
+                "SGD: tensor {:?} does not require grad",
+                t.shape()
+            )));
         }
         let momentum = vec![None; params.len()];
-        Ok(Sgd { params, momentum, config, step: 0 })
+        Ok(Sgd {
+            params,
+            momentum,
+            config,
+            step: 0,
+        })
     }
 
     pub fn step_count(&self) -> u64 {
@@ -130,7 +155,11 @@ impl Sgd {
         for (p, b) in self.params.iter().zip(&buffers) {
             if let Some(b) = b {
                 if b.len() != p.numel() {
-                    return Err(Error::invalid(format!("momentum buffer of {} values for a parameter of shape {:?}", b.len(), p.shape())));
+                    return Err(Error::invalid(format!(
+                        "momentum buffer of {} values for a parameter of shape {:?}",
+                        b.len(),
+                        p.shape()
+                    )));
                 }
             }
         }

@@ -28,9 +28,14 @@ pub fn gpu() -> Option<Device> {
         Err(e) => {
             let required = std::env::var_os("CI").is_some() || std::env::var_os("RESNET_WGPU_REQUIRE_GPU").is_some();
             if required {
-                panic!("no GPU adapter for the GPU tests (CI / RESNET_WGPU_REQUIRE_GPU is set): {e}\n{}", resnet_core::backend::adapters_info());
+                panic!(
+                    "no GPU adapter for the GPU tests (CI / RESNET_WGPU_REQUIRE_GPU is set): {e}\n{}",
+                    resnet_core::backend::adapters_info()
+                );
             }
-            eprintln!("\n!!!!!!!! GPU TESTS SKIPPED: {e}\n!!!!!!!! install mesa-vulkan-drivers (lavapipe) to run them\n");
+            eprintln!(
+                "\n!!!!!!!! GPU TESTS SKIPPED: {e}\n!!!!!!!! install mesa-vulkan-drivers (lavapipe) to run them\n"
+            );
             None
         }
     }
@@ -65,14 +70,22 @@ pub fn assert_close_tol(what: &str, got: &[f32], want: &[f32], tol: f32) {
     let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len().max(1) as f64).sqrt() as f32;
     let mut worst = (0usize, 0.0f32);
     for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        assert!(!a.is_nan() || b.is_nan(), "{what}: element {i} is NaN (not written?), expected {b}");
+        assert!(
+            !a.is_nan() || b.is_nan(),
+            "{what}: element {i} is NaN (not written?), expected {b}"
+        );
         let err = (a - b).abs() / (b.abs() + rms).max(1e-30);
         if err > worst.1 {
             worst = (i, err);
         }
     }
     let (i, err) = worst;
-    assert!(err <= tol, "{what}: element {i}: gpu {} vs cpu {} (relative error {err:.2e})", got[i], want[i]);
+    assert!(
+        err <= tol,
+        "{what}: element {i}: gpu {} vs cpu {} (relative error {err:.2e})",
+        got[i],
+        want[i]
+    );
 }
 
 /// Host values onto both backends.

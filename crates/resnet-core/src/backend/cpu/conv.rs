@@ -75,7 +75,10 @@ fn col2im(col: &[f32], g: &ConvGeometry, gx: &mut [f32]) {
                     let start = first * g.stride + j - g.padding;
                     if g.stride == 1 {
                         let len = last_excl - first;
-                        dst[start..start + len].iter_mut().zip(&src[first..last_excl]).for_each(|(d, s)| *d += s);
+                        dst[start..start + len]
+                            .iter_mut()
+                            .zip(&src[first..last_excl])
+                            .for_each(|(d, s)| *d += s);
                     } else {
                         for (d, s) in dst[start..].iter_mut().step_by(g.stride).zip(&src[first..last_excl]) {
                             *d += s;
@@ -97,9 +100,10 @@ where
     F: Fn(usize, &mut [f32], &mut CpuBuffer, Threads) + Sync + Send,
 {
     if n >= rayon::current_num_threads() && n > 1 {
-        out.par_chunks_mut(per_image_len)
-            .enumerate()
-            .for_each_init(|| CpuBuffer::uninit(scratch_len), |scratch, (i, o)| per_image(i, o, scratch, Threads::Single));
+        out.par_chunks_mut(per_image_len).enumerate().for_each_init(
+            || CpuBuffer::uninit(scratch_len),
+            |scratch, (i, o)| per_image(i, o, scratch, Threads::Single),
+        );
     } else {
         let mut scratch = CpuBuffer::uninit(scratch_len);
         for (i, o) in out.chunks_mut(per_image_len).enumerate() {
@@ -118,18 +122,38 @@ fn images_per_gemm(g: &ConvGeometry) -> usize {
 }
 
 /// y[n, c_out, oh*ow] for the images `first..first+count`, written into `out` (that many images).
-fn forward_group(x: &[f32], w: &[f32], g: &ConvGeometry, first: usize, out: &mut [f32], scratch: &mut CpuBuffer, threads: Threads) {
+fn forward_group(
+    x: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    first: usize,
+    out: &mut [f32],
+    scratch: &mut CpuBuffer,
+    threads: Threads,
+) {
     let (in_len, hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
     let count = out.len() / (g.c_out * hw);
     let wv = MatView::new(w, g.c_out, k);
     if count == 1 && g.is_pointwise() {
-        gemm(out, wv, MatView::new(&x[first * in_len..(first + 1) * in_len], k, hw), false, threads);
+        gemm(
+            out,
+            wv,
+            MatView::new(&x[first * in_len..(first + 1) * in_len], k, hw),
+            false,
+            threads,
+        );
         return;
     }
     let cols = count * hw;
     let (patches, wide) = scratch.split_at_mut(k * cols);
     for i in 0..count {
-        im2col(&x[(first + i) * in_len..(first + i + 1) * in_len], g, patches, cols, i * hw);
+        im2col(
+            &x[(first + i) * in_len..(first + i + 1) * in_len],
+            g,
+            patches,
+            cols,
+            i * hw,
+        );
     }
     if count == 1 {
         gemm(out, wv, MatView::new(patches, k, cols), false, threads);
@@ -188,7 +212,8 @@ fn backward_data_as_convolution(gy: &[f32], w: &[f32], g: &ConvGeometry) -> Opti
         for c in 0..g.c_in {
             for i in 0..kh {
                 for j in 0..kw {
-                    flipped[((c * g.c_out + o) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] = w[((o * g.c_in + c) * kh + i) * kw + j];
+                    flipped[((c * g.c_out + o) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] =
+                        w[((o * g.c_in + c) * kh + i) * kw + j];
                 }
             }
         }
@@ -241,7 +266,11 @@ pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let chunk = images_per_chunk(g.n);
     let chunks = g.n.div_ceil(chunk);
     let per_gemm = (MAX_WEIGHT_GRAD_COLUMNS / hw.max(1)).clamp(1, chunk);
-    let threads = if chunks >= rayon::current_num_threads() { Threads::Single } else { Threads::All };
+    let threads = if chunks >= rayon::current_num_threads() {
+        Threads::Single
+    } else {
+        Threads::All
+    };
     let partial = |c: usize| {
         let mut gw = vec![0.0f32; w_len];
         let mut patches = CpuBuffer::uninit(k * per_gemm * hw);
@@ -299,7 +328,8 @@ mod tests {
                                     let ix = (ox * g.stride + j) as isize - g.padding as isize;
                                     if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
                                         s += (x[((n * g.c_in + c) * g.h + iy as usize) * g.w + ix as usize]
-                                            * w[((o * g.c_in + c) * g.kh + i) * g.kw + j]) as f64;
+                                            * w[((o * g.c_in + c) * g.kh + i) * g.kw + j])
+                                            as f64;
                                     }
                                 }
                             }
@@ -313,7 +343,9 @@ mod tests {
     }
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0).collect()
+        (0..len)
+            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
     }
 
     #[test]

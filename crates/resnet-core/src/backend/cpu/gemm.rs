@@ -16,16 +16,34 @@ pub struct MatView<'a> {
 impl<'a> MatView<'a> {
     /// A row-major [rows, cols] matrix.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatView { data, rows, cols, row_stride: cols, col_stride: 1 }
+        MatView {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     /// The transpose of a row-major [cols, rows] matrix, as a [rows, cols] view.
     pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatView { data, rows, cols, row_stride: 1, col_stride: rows }
+        MatView {
+            data,
+            rows,
+            cols,
+            row_stride: 1,
+            col_stride: rows,
+        }
     }
 
     pub fn t(self) -> Self {
-        MatView { data: self.data, rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride }
+        MatView {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
     }
 
     fn in_bounds(&self) -> bool {
@@ -47,7 +65,10 @@ pub enum Threads {
 pub fn gemm(dst: &mut [f32], a: MatView, b: MatView, accumulate: bool, threads: Threads) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
-    assert!(dst.len() >= m * n && a.in_bounds() && b.in_bounds(), "gemm: view out of bounds");
+    assert!(
+        dst.len() >= m * n && a.in_bounds() && b.in_bounds(),
+        "gemm: view out of bounds"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -109,12 +130,24 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 17 % 7) as f32) - 3.0).collect();
         let want = naive(&a, &b, m, k, n);
         let mut c = vec![0.0; m * n];
-        gemm(&mut c, MatView::new(&a, m, k), MatView::new(&b, k, n), false, Threads::All);
+        gemm(
+            &mut c,
+            MatView::new(&a, m, k),
+            MatView::new(&b, k, n),
+            false,
+            Threads::All,
+        );
         assert_eq!(c, want);
         // a^T stored as [k, m]
         let at: Vec<f32> = (0..k * m).map(|idx| a[(idx % m) * k + idx / m]).collect();
         let mut c2 = vec![1.0; m * n];
-        gemm(&mut c2, MatView::transposed(&at, m, k), MatView::new(&b, k, n), true, Threads::Single);
+        gemm(
+            &mut c2,
+            MatView::transposed(&at, m, k),
+            MatView::new(&b, k, n),
+            true,
+            Threads::Single,
+        );
         let want_acc: Vec<f32> = want.iter().map(|v| v + 1.0).collect();
         assert_eq!(c2, want_acc);
     }

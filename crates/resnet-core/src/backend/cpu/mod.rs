@@ -28,7 +28,11 @@ fn data(s: &Storage) -> Result<&[f32]> {
     match s {
         Storage::Cpu(v) => Ok(v),
         #[allow(unreachable_patterns)]
-        _ => Err(Error::DeviceMismatch { op: "cpu kernel", a: "cpu".into(), b: s.device().to_string() }),
+        _ => Err(Error::DeviceMismatch {
+            op: "cpu kernel",
+            a: "cpu".into(),
+            b: s.device().to_string(),
+        }),
     }
 }
 
@@ -37,7 +41,11 @@ fn data_mut(s: &mut Storage) -> Result<&mut [f32]> {
         // Copy-on-write: a tensor saved for backward keeps its old values.
         Storage::Cpu(v) => Ok(&mut **Arc::make_mut(v)),
         #[allow(unreachable_patterns)]
-        _ => Err(Error::DeviceMismatch { op: "cpu kernel", a: "cpu".into(), b: s.device().to_string() }),
+        _ => Err(Error::DeviceMismatch {
+            op: "cpu kernel",
+            a: "cpu".into(),
+            b: s.device().to_string(),
+        }),
     }
 }
 
@@ -58,13 +66,21 @@ fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> CpuBuffer {
 
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<CpuBuffer> {
     if a.len() != b.len() {
-        return Err(Error::Internal(format!("elementwise op on {} and {} values", a.len(), b.len())));
+        return Err(Error::Internal(format!(
+            "elementwise op on {} and {} values",
+            a.len(),
+            b.len()
+        )));
     }
     let mut out = CpuBuffer::uninit(a.len());
     if a.len() >= PAR_THRESHOLD {
-        out.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).for_each(|(o, (&x, &y))| *o = f(x, y));
+        out.par_iter_mut()
+            .zip(a.par_iter().zip(b.par_iter()))
+            .for_each(|(o, (&x, &y))| *o = f(x, y));
     } else {
-        out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y));
+        out.iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(o, (&x, &y))| *o = f(x, y));
     }
     Ok(out)
 }
@@ -146,7 +162,11 @@ impl Backend for CpuBackend {
         let gy = data(gy)?;
         store(
             (0..c)
-                .map(|ch| (0..n).map(|i| gy[(i * c + ch) * hw..][..hw].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
+                .map(|ch| {
+                    (0..n)
+                        .map(|i| gy[(i * c + ch) * hw..][..hw].iter().map(|&v| v as f64).sum::<f64>())
+                        .sum::<f64>() as f32
+                })
                 .collect::<Vec<f32>>(),
         )
     }
@@ -165,12 +185,23 @@ impl Backend for CpuBackend {
         let (mean, var) = norm::channel_stats(x, n, c, hw);
         let invstd = norm::invstd(&var, eps);
         let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, c, hw);
-        Ok((store(y)?, BatchStats { mean: store(mean)?, var: store(var)?, invstd: store(invstd)? }))
+        Ok((
+            store(y)?,
+            BatchStats {
+                mean: store(mean)?,
+                var: store(var)?,
+                invstd: store(invstd)?,
+            },
+        ))
     }
 
     fn batch_norm_frozen_stats(&self, running_mean: &Storage, running_var: &Storage, eps: f32) -> Result<BatchStats> {
         let var = data(running_var)?;
-        Ok(BatchStats { mean: running_mean.clone(), var: running_var.clone(), invstd: store(norm::invstd(var, eps))? })
+        Ok(BatchStats {
+            mean: running_mean.clone(),
+            var: running_var.clone(),
+            invstd: store(norm::invstd(var, eps))?,
+        })
     }
 
     fn batch_norm_apply(
@@ -183,7 +214,15 @@ impl Backend for CpuBackend {
         c: usize,
         hw: usize,
     ) -> Result<Storage> {
-        store(norm::apply(data(x)?, data(gamma)?, data(beta)?, data(&stats.mean)?, data(&stats.invstd)?, c, hw))
+        store(norm::apply(
+            data(x)?,
+            data(gamma)?,
+            data(beta)?,
+            data(&stats.mean)?,
+            data(&stats.invstd)?,
+            c,
+            hw,
+        ))
     }
 
     fn batch_norm_backward(
@@ -257,8 +296,16 @@ impl Backend for CpuBackend {
         transpose_b: bool,
     ) -> Result<Storage> {
         let (a, b) = (data(a)?, data(b)?);
-        let av = if transpose_a { MatView::transposed(a, m, k) } else { MatView::new(a, m, k) };
-        let bv = if transpose_b { MatView::transposed(b, k, n) } else { MatView::new(b, k, n) };
+        let av = if transpose_a {
+            MatView::transposed(a, m, k)
+        } else {
+            MatView::new(a, m, k)
+        };
+        let bv = if transpose_b {
+            MatView::transposed(b, k, n)
+        } else {
+            MatView::new(b, k, n)
+        };
         let mut c = CpuBuffer::uninit(m * n);
         gemm::gemm(&mut c, av, bv, false, Threads::All);
         store(c)
@@ -267,7 +314,8 @@ impl Backend for CpuBackend {
     fn add_row_bias(&self, x: &Storage, bias: &Storage, _rows: usize, cols: usize) -> Result<Storage> {
         let b = data(bias)?;
         let mut y = CpuBuffer::from_slice(data(x)?);
-        y.chunks_mut(cols).for_each(|row| row.iter_mut().zip(b).for_each(|(v, &bi)| *v += bi));
+        y.chunks_mut(cols)
+            .for_each(|row| row.iter_mut().zip(b).for_each(|(v, &bi)| *v += bi));
         store(y)
     }
 
@@ -276,7 +324,13 @@ impl Backend for CpuBackend {
         store(view.sum_axis(Axis(0)).to_vec())
     }
 
-    fn cross_entropy(&self, logits: &Storage, labels: &Storage, _n: usize, classes: usize) -> Result<(Storage, Storage)> {
+    fn cross_entropy(
+        &self,
+        logits: &Storage,
+        labels: &Storage,
+        _n: usize,
+        classes: usize,
+    ) -> Result<(Storage, Storage)> {
         let (losses, probs) = loss::cross_entropy(data(logits)?, data(labels)?, classes);
         Ok((store(losses)?, store(probs)?))
     }
@@ -291,7 +345,12 @@ impl Backend for CpuBackend {
         scale: f32,
     ) -> Result<Storage> {
         let up = data(upstream)?.first().copied().unwrap_or(1.0);
-        store(loss::cross_entropy_backward(data(probs)?, data(labels)?, classes, scale * up))
+        store(loss::cross_entropy_backward(
+            data(probs)?,
+            data(labels)?,
+            classes,
+            scale * up,
+        ))
     }
 
     fn topk_correct(&self, logits: &Storage, labels: &Storage, _n: usize, classes: usize, k: usize) -> Result<Storage> {
@@ -362,7 +421,12 @@ impl Backend for CpuBackend {
         let p = data_mut(param)?;
         let buf = data_mut(momentum_buf)?;
         if p.len() != g.len() || buf.len() != p.len() {
-            return Err(Error::Internal(format!("sgd: param {} grad {} momentum {}", p.len(), g.len(), buf.len())));
+            return Err(Error::Internal(format!(
+                "sgd: param {} grad {} momentum {}",
+                p.len(),
+                g.len(),
+                buf.len()
+            )));
         }
         // PyTorch's SGD, term for term (dampening 0).
         let step = |(pv, (&gv, bv)): (&mut f32, (&f32, &mut f32))| {
@@ -376,7 +440,9 @@ impl Backend for CpuBackend {
             }
         };
         if p.len() >= PAR_THRESHOLD {
-            p.par_iter_mut().zip(g.par_iter().zip(buf.par_iter_mut())).for_each(step);
+            p.par_iter_mut()
+                .zip(g.par_iter().zip(buf.par_iter_mut()))
+                .for_each(step);
         } else {
             p.iter_mut().zip(g.iter().zip(buf.iter_mut())).for_each(step);
         }

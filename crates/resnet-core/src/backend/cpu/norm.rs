@@ -34,12 +34,15 @@ pub fn invstd(var: &[f32], eps: f32) -> Vec<f32> {
 /// y = (x - mean) * invstd * gamma + beta, plane by plane.
 pub fn apply(x: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32], c: usize, hw: usize) -> CpuBuffer {
     let mut y = CpuBuffer::uninit(x.len());
-    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(plane, (yp, xp))| {
-        let ch = plane % c;
-        let scale = invstd[ch] * gamma[ch];
-        let shift = beta[ch] - mean[ch] * scale;
-        yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift);
-    });
+    y.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each(|(plane, (yp, xp))| {
+            let ch = plane % c;
+            let scale = invstd[ch] * gamma[ch];
+            let shift = beta[ch] - mean[ch] * scale;
+            yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift);
+        });
     y
 }
 
@@ -72,7 +75,11 @@ pub fn backward(
         })
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
-    let dgamma: Vec<f32> = sums.iter().zip(invstd).map(|(s, &is)| (s.1 * is as f64) as f32).collect();
+    let dgamma: Vec<f32> = sums
+        .iter()
+        .zip(invstd)
+        .map(|(s, &is)| (s.1 * is as f64) as f32)
+        .collect();
     let count = (n * hw) as f32;
     let mut dx = CpuBuffer::uninit(x.len());
     dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dp)| {

@@ -1,7 +1,7 @@
 //! Max pooling and global average pooling on the CPU, one (image, channel) plane per task.
 
-use crate::backend::PoolGeometry;
 use super::buffers::CpuBuffer;
+use crate::backend::PoolGeometry;
 use rayon::prelude::*;
 
 /// Index in the plane of each window's maximum (the first one on ties, as PyTorch), or None for a
@@ -60,11 +60,15 @@ pub fn max_pool2d_backward(x: &[f32], gy: &[f32], g: &PoolGeometry) -> CpuBuffer
 }
 
 pub fn global_avg_pool(x: &[f32], hw: usize) -> Vec<f32> {
-    x.par_chunks(hw).map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32).collect()
+    x.par_chunks(hw)
+        .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
+        .collect()
 }
 
 pub fn global_avg_pool_backward(gy: &[f32], hw: usize) -> CpuBuffer {
     let mut gx = CpuBuffer::uninit(gy.len() * hw);
-    gx.par_chunks_mut(hw).zip(gy.par_iter()).for_each(|(p, &g)| p.fill(g / hw as f32));
+    gx.par_chunks_mut(hw)
+        .zip(gy.par_iter())
+        .for_each(|(p, &g)| p.fill(g / hw as f32));
     gx
 }

@@ -2,9 +2,9 @@
 //! the adapter's own limits. Created on first use and never dropped (a `OnceLock` static): no
 //! teardown order to get wrong when a process (or a Node addon) exits, and no thread of ours.
 
+use super::pipelines::Pipelines;
 use super::pool::Pool;
 use super::queue::Recorder;
-use super::pipelines::Pipelines;
 use crate::error::{Error, Result};
 use std::sync::{Mutex, Once, OnceLock};
 
@@ -33,7 +33,10 @@ static HANDLER: Once = Once::new();
 
 /// The context, created on first call; a failure is remembered and returned every time.
 pub fn context() -> Result<&'static GpuContext> {
-    let ctx = CONTEXT.get_or_init(GpuContext::create).as_ref().map_err(|e| Error::Device(e.clone()))?;
+    let ctx = CONTEXT
+        .get_or_init(GpuContext::create)
+        .as_ref()
+        .map_err(|e| Error::Device(e.clone()))?;
     HANDLER.call_once(|| ctx.install_error_handler());
     Ok(ctx)
 }
@@ -60,7 +63,10 @@ fn instance() -> wgpu::Instance {
 }
 
 fn is_hardware(t: wgpu::DeviceType) -> bool {
-    matches!(t, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu)
+    matches!(
+        t,
+        wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu
+    )
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
@@ -73,7 +79,11 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 }
 
 fn describe(info: &wgpu::AdapterInfo) -> String {
-    let driver = if info.driver.is_empty() { String::new() } else { format!(", driver {} {}", info.driver, info.driver_info) };
+    let driver = if info.driver.is_empty() {
+        String::new()
+    } else {
+        format!(", driver {} {}", info.driver, info.driver_info)
+    };
     format!("{} ({:?}, {:?}{driver})", info.name, info.backend, info.device_type)
 }
 
@@ -81,15 +91,27 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
 /// GPU. A software rasteriser (llvmpipe/lavapipe, `DeviceType::Cpu`) is never picked unless named.
 fn choose(adapters: Vec<wgpu::Adapter>) -> std::result::Result<(wgpu::Adapter, String), String> {
     let names: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
-    let seen = if names.is_empty() { "none".to_string() } else { names.join("; ") };
+    let seen = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join("; ")
+    };
     if let Ok(wanted) = std::env::var(ADAPTER_ENV) {
         let w = wanted.to_lowercase();
-        return match adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&w)) {
+        return match adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&w))
+        {
             Some(a) => Ok((a, format!("named by {ADAPTER_ENV}={wanted}"))),
-            None => Err(format!("no GPU adapter matches {ADAPTER_ENV}={wanted} (adapters found: {seen})")),
+            None => Err(format!(
+                "no GPU adapter matches {ADAPTER_ENV}={wanted} (adapters found: {seen})"
+            )),
         };
     }
-    let mut hardware: Vec<wgpu::Adapter> = adapters.into_iter().filter(|a| is_hardware(a.get_info().device_type)).collect();
+    let mut hardware: Vec<wgpu::Adapter> = adapters
+        .into_iter()
+        .filter(|a| is_hardware(a.get_info().device_type))
+        .collect();
     hardware.sort_by_key(|a| rank(a.get_info().device_type));
     match hardware.into_iter().next() {
         Some(a) => {
@@ -225,13 +247,20 @@ pub fn report() -> GpuReport {
         })
         .collect();
     let (selected, reason) = match existing_context() {
-        Some(c) => (Some(c.describe()), format!("in use: {}; optional features enabled: {:?}", c.reason, c.features)),
+        Some(c) => (
+            Some(c.describe()),
+            format!("in use: {}; optional features enabled: {:?}", c.reason, c.features),
+        ),
         None => match choose(instance().enumerate_adapters(wgpu::Backends::PRIMARY.with_env())) {
             Ok((a, why)) => (Some(describe(&a.get_info())), why),
             Err(e) => (None, e),
         },
     };
-    GpuReport { adapters, selected, reason }
+    GpuReport {
+        adapters,
+        selected,
+        reason,
+    }
 }
 
 impl std::fmt::Display for GpuReport {
@@ -260,7 +289,11 @@ impl std::fmt::Display for GpuReport {
         }
         match &self.selected {
             Some(s) => write!(f, "device 'gpu' uses: {s} ({})", self.reason),
-            None => write!(f, "device 'gpu' is unavailable: {}\ndevice 'auto' uses the CPU", self.reason),
+            None => write!(
+                f,
+                "device 'gpu' is unavailable: {}\ndevice 'auto' uses the CPU",
+                self.reason
+            ),
         }
     }
 }

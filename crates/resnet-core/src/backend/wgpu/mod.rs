@@ -27,8 +27,14 @@ const SHORTCUT: &[&str] = &[include_str!("shortcut.wgsl")];
 const SGD: &[&str] = &[include_str!("sgd.wgsl")];
 const MATMUL: &[&str] = &[include_str!("matmul.wgsl"), include_str!("gemm_tile.wgsl")];
 const CONV_FORWARD: &[&str] = &[include_str!("conv2d_forward.wgsl"), include_str!("gemm_tile.wgsl")];
-const CONV_BACKWARD_DATA: &[&str] = &[include_str!("conv2d_backward_data.wgsl"), include_str!("gemm_tile.wgsl")];
-const CONV_BACKWARD_WEIGHT: &[&str] = &[include_str!("conv2d_backward_weight.wgsl"), include_str!("gemm_tile.wgsl")];
+const CONV_BACKWARD_DATA: &[&str] = &[
+    include_str!("conv2d_backward_data.wgsl"),
+    include_str!("gemm_tile.wgsl"),
+];
+const CONV_BACKWARD_WEIGHT: &[&str] = &[
+    include_str!("conv2d_backward_weight.wgsl"),
+    include_str!("gemm_tile.wgsl"),
+];
 
 /// Threads a workgroup of the one-element-a-thread kernels (their `WG`).
 const WG: u64 = 256;
@@ -115,7 +121,11 @@ fn gpu(s: &Storage) -> Result<&GpuStorage> {
     match s {
         Storage::Gpu(g) => Ok(g),
         #[allow(unreachable_patterns)]
-        _ => Err(Error::DeviceMismatch { op: "gpu kernel", a: "gpu".into(), b: s.device().to_string() }),
+        _ => Err(Error::DeviceMismatch {
+            op: "gpu kernel",
+            a: "gpu".into(),
+            b: s.device().to_string(),
+        }),
     }
 }
 
@@ -135,7 +145,9 @@ fn grid(ctx: &GpuContext, workgroups: u64) -> Result<[u32; 3]> {
     }
     let y = workgroups.div_ceil(max);
     if y > max {
-        return Err(Error::Device(format!("{workgroups} workgroups do not fit in one dispatch")));
+        return Err(Error::Device(format!(
+            "{workgroups} workgroups do not fit in one dispatch"
+        )));
     }
     Ok([workgroups.div_ceil(y) as u32, y as u32, 1])
 }
@@ -151,7 +163,15 @@ fn run(
     bindings: &[(u32, &GpuStorage)],
     workgroups: u64,
 ) -> Result<()> {
-    let kernel = ctx.pipelines.get(ctx, &KernelSpec { family, sources, entry, consts })?;
+    let kernel = ctx.pipelines.get(
+        ctx,
+        &KernelSpec {
+            family,
+            sources,
+            entry,
+            consts,
+        },
+    )?;
     queue::dispatch(ctx, &kernel, params, bindings, grid(ctx, workgroups)?)
 }
 
@@ -166,7 +186,16 @@ fn output(ctx: &GpuContext, len: usize) -> Result<GpuStorage> {
 
 fn fill(ctx: &GpuContext, s: &GpuStorage, v: f32) -> Result<()> {
     let len = s.len();
-    run(ctx, "elementwise", ELEMENTWISE, "fill", &[], &[u(len)?, 0, f(v), 1], &[(3, s)], (len as u64).div_ceil(WG))
+    run(
+        ctx,
+        "elementwise",
+        ELEMENTWISE,
+        "fill",
+        &[],
+        &[u(len)?, 0, f(v), 1],
+        &[(3, s)],
+        (len as u64).div_ceil(WG),
+    )
 }
 
 fn store(s: GpuStorage) -> Result<Storage> {
@@ -180,7 +209,16 @@ fn make_mut(ctx: &GpuContext, s: &mut Storage) -> Result<GpuStorage> {
     if g.handles() > 2 {
         let copy = GpuStorage::alloc(g.len())?;
         let len = g.len();
-        run(ctx, "elementwise", ELEMENTWISE, "copy", &[], &[u(len)?, 0, 0, 1], &[(1, &g), (3, &copy)], (len as u64).div_ceil(WG))?;
+        run(
+            ctx,
+            "elementwise",
+            ELEMENTWISE,
+            "copy",
+            &[],
+            &[u(len)?, 0, 0, 1],
+            &[(1, &g), (3, &copy)],
+            (len as u64).div_ceil(WG),
+        )?;
         *s = Storage::Gpu(copy.clone());
         return Ok(copy);
     }
@@ -193,7 +231,11 @@ fn elementwise(a: &Storage, b: Option<&Storage>, entry: &'static str, op: u32, a
     let len = a.len();
     if let Some(b) = b {
         if gpu(b)?.len() != len {
-            return Err(Error::Internal(format!("elementwise op on {} and {} values", len, gpu(b)?.len())));
+            return Err(Error::Internal(format!(
+                "elementwise op on {} and {} values",
+                len,
+                gpu(b)?.len()
+            )));
         }
     }
     let y = output(ctx, len)?;
@@ -202,7 +244,16 @@ fn elementwise(a: &Storage, b: Option<&Storage>, entry: &'static str, op: u32, a
         bindings.push((2, gpu(b)?));
     }
     bindings.push((3, &y));
-    run(ctx, "elementwise", ELEMENTWISE, entry, &[], &[u(len)?, op, f(alpha), 1], &bindings, (len as u64).div_ceil(WG))?;
+    run(
+        ctx,
+        "elementwise",
+        ELEMENTWISE,
+        entry,
+        &[],
+        &[u(len)?, op, f(alpha), 1],
+        &bindings,
+        (len as u64).div_ceil(WG),
+    )?;
     store(y)
 }
 
@@ -229,8 +280,19 @@ struct Tile {
 fn tile_override() -> Option<Tile> {
     static TILE: std::sync::OnceLock<Option<Tile>> = std::sync::OnceLock::new();
     *TILE.get_or_init(|| {
-        let v: Vec<u32> = std::env::var("RESNET_WGPU_GEMM").ok()?.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-        let t = Tile { bm: *v.first()?, bn: *v.get(1)?, bk: *v.get(2)?, tm: *v.get(3)?, tn: *v.get(4)?, prefetch: v.get(5) != Some(&0) };
+        let v: Vec<u32> = std::env::var("RESNET_WGPU_GEMM")
+            .ok()?
+            .split(',')
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        let t = Tile {
+            bm: *v.first()?,
+            bn: *v.get(1)?,
+            bk: *v.get(2)?,
+            tm: *v.get(3)?,
+            tn: *v.get(4)?,
+            prefetch: v.get(5) != Some(&0),
+        };
         // gemm_tile.wgsl assumes 256 threads and BM, BN, BK dividing the thread count.
         let divides_256 = |x: u32| x > 0 && 256u32.is_multiple_of(x);
         let ok = t.tm > 0
@@ -256,9 +318,30 @@ fn tile_for(m: usize) -> Tile {
     // convolution at 19-22 TFLOP/s; 128x128 tiles of 8x8 fall off a cliff (~2 TFLOP/s) in the
     // forward kernel there, so they are not used.
     match m {
-        m if m > 32 => Tile { bm: 64, bn: 128, bk: 8, tm: 4, tn: 8, prefetch: true },
-        m if m > 16 => Tile { bm: 32, bn: 128, bk: 8, tm: 2, tn: 8, prefetch: true },
-        _ => Tile { bm: 16, bn: 256, bk: 8, tm: 2, tn: 8, prefetch: true },
+        m if m > 32 => Tile {
+            bm: 64,
+            bn: 128,
+            bk: 8,
+            tm: 4,
+            tn: 8,
+            prefetch: true,
+        },
+        m if m > 16 => Tile {
+            bm: 32,
+            bn: 128,
+            bk: 8,
+            tm: 2,
+            tn: 8,
+            prefetch: true,
+        },
+        _ => Tile {
+            bm: 16,
+            bn: 256,
+            bk: 8,
+            tm: 2,
+            tn: 8,
+            prefetch: true,
+        },
     }
 }
 
@@ -301,7 +384,16 @@ fn gemm(
     params.extend_from_slice(extra);
     let mut bindings = inputs.to_vec();
     bindings.push((out_binding, &out));
-    run(ctx, family, sources, "main", &consts, &params, &bindings, tile.tiles(m, n) * splits as u64)?;
+    run(
+        ctx,
+        family,
+        sources,
+        "main",
+        &consts,
+        &params,
+        &bindings,
+        tile.tiles(m, n) * splits as u64,
+    )?;
     if splits == 1 {
         return Ok(out);
     }
@@ -354,13 +446,42 @@ fn channel_sum(ctx: &GpuContext, x: &GpuStorage, n: usize, c: usize, hw: usize) 
 /// out[i] = sum over s < count of x[s * len + i]
 fn sum_leading(ctx: &GpuContext, x: &GpuStorage, count: usize, len: usize) -> Result<GpuStorage> {
     let out = output(ctx, len)?;
-    run(ctx, "reduce", REDUCE, "sum_leading", &[], &[u(len)?, u(count)?, 0, 0], &[(1, x), (2, &out)], (len as u64).div_ceil(WG))?;
+    run(
+        ctx,
+        "reduce",
+        REDUCE,
+        "sum_leading",
+        &[],
+        &[u(len)?, u(count)?, 0, 0],
+        &[(1, x), (2, &out)],
+        (len as u64).div_ceil(WG),
+    )?;
     Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bn_params(c: usize, hw: usize, count: usize, chunks: usize, len: usize, batch_stats: bool, eps: f32, momentum: f32, unbias: f32) -> Result<Vec<u32>> {
-    Ok(vec![u(c)?, u(hw)?, u(count)?, u(chunks)?, u(len)?, batch_stats as u32, f(eps), f(momentum), f(unbias)])
+fn bn_params(
+    c: usize,
+    hw: usize,
+    count: usize,
+    chunks: usize,
+    len: usize,
+    batch_stats: bool,
+    eps: f32,
+    momentum: f32,
+    unbias: f32,
+) -> Result<Vec<u32>> {
+    Ok(vec![
+        u(c)?,
+        u(hw)?,
+        u(count)?,
+        u(chunks)?,
+        u(len)?,
+        batch_stats as u32,
+        f(eps),
+        f(momentum),
+        f(unbias),
+    ])
 }
 
 impl Backend for WgpuBackend {
@@ -485,7 +606,16 @@ impl Backend for WgpuBackend {
         let chunks = (count as u64).div_ceil(CHUNK).max(1) as usize;
         let p = bn_params(c, hw, count, chunks, len, true, eps, 0.0, 1.0)?;
         let partial = output(ctx, chunks * 2 * c)?;
-        run(ctx, "batch_norm", BATCH_NORM, "stats_partial", &[], &p, &[(1, xs), (8, &partial)], (chunks * c) as u64)?;
+        run(
+            ctx,
+            "batch_norm",
+            BATCH_NORM,
+            "stats_partial",
+            &[],
+            &p,
+            &[(1, xs), (8, &partial)],
+            (chunks * c) as u64,
+        )?;
         let (mean, var, invstd) = (output(ctx, c)?, output(ctx, c)?, output(ctx, c)?);
         run(
             ctx,
@@ -505,10 +635,24 @@ impl Backend for WgpuBackend {
             "apply",
             &[],
             &p,
-            &[(1, xs), (3, gpu(gamma)?), (4, gpu(beta)?), (5, &mean), (7, &invstd), (9, &y)],
+            &[
+                (1, xs),
+                (3, gpu(gamma)?),
+                (4, gpu(beta)?),
+                (5, &mean),
+                (7, &invstd),
+                (9, &y),
+            ],
             (len as u64).div_ceil(WG),
         )?;
-        Ok((store(y)?, BatchStats { mean: store(mean)?, var: store(var)?, invstd: store(invstd)? }))
+        Ok((
+            store(y)?,
+            BatchStats {
+                mean: store(mean)?,
+                var: store(var)?,
+                invstd: store(invstd)?,
+            },
+        ))
     }
 
     fn batch_norm_frozen_stats(&self, running_mean: &Storage, running_var: &Storage, eps: f32) -> Result<BatchStats> {
@@ -517,8 +661,21 @@ impl Backend for WgpuBackend {
         let c = var.len();
         let invstd = output(ctx, c)?;
         let p = bn_params(c, 1, 1, 1, c, false, eps, 0.0, 1.0)?;
-        run(ctx, "batch_norm", BATCH_NORM, "frozen_invstd", &[], &p, &[(6, var), (7, &invstd)], (c as u64).div_ceil(WG))?;
-        Ok(BatchStats { mean: running_mean.clone(), var: running_var.clone(), invstd: store(invstd)? })
+        run(
+            ctx,
+            "batch_norm",
+            BATCH_NORM,
+            "frozen_invstd",
+            &[],
+            &p,
+            &[(6, var), (7, &invstd)],
+            (c as u64).div_ceil(WG),
+        )?;
+        Ok(BatchStats {
+            mean: running_mean.clone(),
+            var: running_var.clone(),
+            invstd: store(invstd)?,
+        })
     }
 
     fn batch_norm_apply(
@@ -601,7 +758,16 @@ impl Backend for WgpuBackend {
             "backward_dx",
             &[],
             &p,
-            &[(1, xs), (2, gys), (3, gpu(gamma)?), (5, mean), (7, invstd), (9, &dx), (10, &dgamma), (11, &dbeta)],
+            &[
+                (1, xs),
+                (2, gys),
+                (3, gpu(gamma)?),
+                (5, mean),
+                (7, invstd),
+                (9, &dx),
+                (10, &dgamma),
+                (11, &dbeta),
+            ],
             (len as u64).div_ceil(WG),
         )?;
         Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
@@ -638,8 +804,27 @@ impl Backend for WgpuBackend {
         let ctx = context()?;
         let len = g.n * g.c * g.oh * g.ow;
         let y = output(ctx, len)?;
-        let p = [u(len)?, u(g.h)?, u(g.w)?, u(g.oh)?, u(g.ow)?, u(g.kernel)?, u(g.stride)?, u(g.padding)?, 1];
-        run(ctx, "pool", POOL, "max_pool", &[], &p, &[(1, gpu(x)?), (3, &y)], (len as u64).div_ceil(WG))?;
+        let p = [
+            u(len)?,
+            u(g.h)?,
+            u(g.w)?,
+            u(g.oh)?,
+            u(g.ow)?,
+            u(g.kernel)?,
+            u(g.stride)?,
+            u(g.padding)?,
+            1,
+        ];
+        run(
+            ctx,
+            "pool",
+            POOL,
+            "max_pool",
+            &[],
+            &p,
+            &[(1, gpu(x)?), (3, &y)],
+            (len as u64).div_ceil(WG),
+        )?;
         store(y)
     }
 
@@ -647,8 +832,27 @@ impl Backend for WgpuBackend {
         let ctx = context()?;
         let len = g.n * g.c * g.h * g.w;
         let gx = output(ctx, len)?;
-        let p = [u(len)?, u(g.h)?, u(g.w)?, u(g.oh)?, u(g.ow)?, u(g.kernel)?, u(g.stride)?, u(g.padding)?, 1];
-        run(ctx, "pool", POOL, "max_pool_backward", &[], &p, &[(1, gpu(x)?), (2, gpu(gy)?), (3, &gx)], (len as u64).div_ceil(WG))?;
+        let p = [
+            u(len)?,
+            u(g.h)?,
+            u(g.w)?,
+            u(g.oh)?,
+            u(g.ow)?,
+            u(g.kernel)?,
+            u(g.stride)?,
+            u(g.padding)?,
+            1,
+        ];
+        run(
+            ctx,
+            "pool",
+            POOL,
+            "max_pool_backward",
+            &[],
+            &p,
+            &[(1, gpu(x)?), (2, gpu(gy)?), (3, &gx)],
+            (len as u64).div_ceil(WG),
+        )?;
         store(gx)
     }
 
@@ -657,7 +861,16 @@ impl Backend for WgpuBackend {
         let len = n * c;
         let y = output(ctx, len)?;
         let p = [u(len)?, 0, 0, 0, 0, 0, 0, 0, u(hw)?];
-        run(ctx, "pool", POOL, "global_avg_pool", &[], &p, &[(1, gpu(x)?), (3, &y)], (len as u64).div_ceil(WG))?;
+        run(
+            ctx,
+            "pool",
+            POOL,
+            "global_avg_pool",
+            &[],
+            &p,
+            &[(1, gpu(x)?), (3, &y)],
+            (len as u64).div_ceil(WG),
+        )?;
         store(y)
     }
 
@@ -666,7 +879,16 @@ impl Backend for WgpuBackend {
         let len = n * c * hw;
         let gx = output(ctx, len)?;
         let p = [u(len)?, 0, 0, 0, 0, 0, 0, 0, u(hw)?];
-        run(ctx, "pool", POOL, "global_avg_pool_backward", &[], &p, &[(2, gpu(gy)?), (3, &gx)], (len as u64).div_ceil(WG))?;
+        run(
+            ctx,
+            "pool",
+            POOL,
+            "global_avg_pool_backward",
+            &[],
+            &p,
+            &[(2, gpu(gy)?), (3, &gx)],
+            (len as u64).div_ceil(WG),
+        )?;
         store(gx)
     }
 
@@ -687,7 +909,16 @@ impl Backend for WgpuBackend {
             ("A_K_FAST", (!transpose_a).to_string()),
             ("B_K_FAST", transpose_b.to_string()),
         ];
-        let c = gemm(ctx, "matmul", MATMUL, consts, (m, n, k), &[], &[(1, gpu(a)?), (2, gpu(b)?)], (3, m * n))?;
+        let c = gemm(
+            ctx,
+            "matmul",
+            MATMUL,
+            consts,
+            (m, n, k),
+            &[],
+            &[(1, gpu(a)?), (2, gpu(b)?)],
+            (3, m * n),
+        )?;
         store(c)
     }
 
@@ -714,7 +945,13 @@ impl Backend for WgpuBackend {
         store(sum_leading(ctx, gpu(x)?, rows, cols)?)
     }
 
-    fn cross_entropy(&self, logits: &Storage, labels: &Storage, n: usize, classes: usize) -> Result<(Storage, Storage)> {
+    fn cross_entropy(
+        &self,
+        logits: &Storage,
+        labels: &Storage,
+        n: usize,
+        classes: usize,
+    ) -> Result<(Storage, Storage)> {
         let ctx = context()?;
         let losses = output(ctx, n)?;
         let probs = output(ctx, n * classes)?;
@@ -781,7 +1018,16 @@ impl Backend for WgpuBackend {
         loop {
             let groups = (len as u64).div_ceil(CHUNK) as usize;
             let out = output(ctx, groups)?;
-            run(ctx, "reduce", REDUCE, "sum_chunks", &[], &[u(len)?, u(groups)?, 0, 0], &[(1, &cur), (2, &out)], groups as u64)?;
+            run(
+                ctx,
+                "reduce",
+                REDUCE,
+                "sum_chunks",
+                &[],
+                &[u(len)?, u(groups)?, 0, 0],
+                &[(1, &cur), (2, &out)],
+                groups as u64,
+            )?;
             if groups == 1 {
                 return store(out);
             }
@@ -805,8 +1051,27 @@ impl Backend for WgpuBackend {
         let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
         let len = n * c_out * oh * ow;
         let y = output(ctx, len)?;
-        let p = [u(len)?, u(c_in)?, u(c_out)?, u(h)?, u(w)?, u(oh)?, u(ow)?, u(stride)?, u(pad_before)?];
-        run(ctx, "shortcut", SHORTCUT, "forward", &[], &p, &[(1, gpu(x)?), (2, &y)], (len as u64).div_ceil(WG))?;
+        let p = [
+            u(len)?,
+            u(c_in)?,
+            u(c_out)?,
+            u(h)?,
+            u(w)?,
+            u(oh)?,
+            u(ow)?,
+            u(stride)?,
+            u(pad_before)?,
+        ];
+        run(
+            ctx,
+            "shortcut",
+            SHORTCUT,
+            "forward",
+            &[],
+            &p,
+            &[(1, gpu(x)?), (2, &y)],
+            (len as u64).div_ceil(WG),
+        )?;
         store(y)
     }
 
@@ -825,8 +1090,27 @@ impl Backend for WgpuBackend {
         let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
         let len = n * c_in * h * w;
         let gx = output(ctx, len)?;
-        let p = [u(len)?, u(c_in)?, u(c_out)?, u(h)?, u(w)?, u(oh)?, u(ow)?, u(stride)?, u(pad_before)?];
-        run(ctx, "shortcut", SHORTCUT, "backward", &[], &p, &[(1, gpu(gy)?), (2, &gx)], (len as u64).div_ceil(WG))?;
+        let p = [
+            u(len)?,
+            u(c_in)?,
+            u(c_out)?,
+            u(h)?,
+            u(w)?,
+            u(oh)?,
+            u(ow)?,
+            u(stride)?,
+            u(pad_before)?,
+        ];
+        run(
+            ctx,
+            "shortcut",
+            SHORTCUT,
+            "backward",
+            &[],
+            &p,
+            &[(1, gpu(gy)?), (2, &gx)],
+            (len as u64).div_ceil(WG),
+        )?;
         store(gx)
     }
 
@@ -835,11 +1119,30 @@ impl Backend for WgpuBackend {
         let g = gpu(grad)?;
         let (plen, blen) = (gpu(param)?.len(), gpu(momentum_buf)?.len());
         if plen != g.len() || blen != plen {
-            return Err(Error::Internal(format!("sgd: param {plen} grad {} momentum {blen}", g.len())));
+            return Err(Error::Internal(format!(
+                "sgd: param {plen} grad {} momentum {blen}",
+                g.len()
+            )));
         }
         let p = make_mut(ctx, param)?;
         let b = make_mut(ctx, momentum_buf)?;
-        let params = [u(plen)?, f(s.lr), f(s.momentum), f(s.weight_decay), s.nesterov as u32, s.first_step as u32];
-        run(ctx, "sgd", SGD, "sgd", &[], &params, &[(1, g), (2, &p), (3, &b)], (plen as u64).div_ceil(WG))
+        let params = [
+            u(plen)?,
+            f(s.lr),
+            f(s.momentum),
+            f(s.weight_decay),
+            s.nesterov as u32,
+            s.first_step as u32,
+        ];
+        run(
+            ctx,
+            "sgd",
+            SGD,
+            "sgd",
+            &[],
+            &params,
+            &[(1, g), (2, &p), (3, &b)],
+            (plen as u64).div_ceil(WG),
+        )
     }
 }

@@ -38,8 +38,14 @@ pub fn specialize(source: &str, consts: &[(&'static str, String)]) -> Result<Str
             .find(&prefix)
             .filter(|&i| i == 0 || out.as_bytes()[i - 1] == b'\n')
             .ok_or_else(|| Error::Internal(format!("WGSL constant {name} not found")))?;
-        let end = start + out[start..].find(';').ok_or_else(|| Error::Internal(format!("WGSL constant {name} unterminated")))?;
-        let eq = start + out[start..end].find('=').ok_or_else(|| Error::Internal(format!("WGSL constant {name} has no value")))?;
+        let end = start
+            + out[start..]
+                .find(';')
+                .ok_or_else(|| Error::Internal(format!("WGSL constant {name} unterminated")))?;
+        let eq = start
+            + out[start..end]
+                .find('=')
+                .ok_or_else(|| Error::Internal(format!("WGSL constant {name} has no value")))?;
         let ty = out[start + prefix.len()..eq].trim().to_string();
         let literal = match ty.as_str() {
             "u32" => format!("{value}u"),
@@ -77,7 +83,10 @@ impl Pipelines {
         // bound; the tests run each kernel on awkward shapes against the CPU backend.
         let module = unsafe {
             ctx.device.create_shader_module_trusted(
-                wgpu::ShaderModuleDescriptor { label: Some(spec.family), source: wgpu::ShaderSource::Wgsl(source.into()) },
+                wgpu::ShaderModuleDescriptor {
+                    label: Some(spec.family),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                },
                 runtime_checks(),
             )
         };
@@ -96,8 +105,15 @@ impl Pipelines {
             return Err(Error::Internal(format!("compiling WGSL kernel {key}: {e}")));
         }
         let layout = pipeline.get_bind_group_layout(0);
-        let kernel = Arc::new(Kernel { name: key.clone(), pipeline, layout });
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, kernel.clone());
+        let kernel = Arc::new(Kernel {
+            name: key.clone(),
+            pipeline,
+            layout,
+        });
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, kernel.clone());
         Ok(kernel)
     }
 }
@@ -110,7 +126,10 @@ mod tests {
     fn specialize_replaces_named_constants_only() {
         let src = "const BM: u32 = 128u;\nconst BN: u32 = 64u;\nconst X: f32 = 1.0;\nfn f() -> u32 { return BM; }\n";
         let out = specialize(src, &[("BM", "32".into()), ("X", "2.5".into())]).unwrap();
-        assert_eq!(out, "const BM: u32 = 32u;\nconst BN: u32 = 64u;\nconst X: f32 = 2.5;\nfn f() -> u32 { return BM; }\n");
+        assert_eq!(
+            out,
+            "const BM: u32 = 32u;\nconst BN: u32 = 64u;\nconst X: f32 = 2.5;\nfn f() -> u32 { return BM; }\n"
+        );
         assert!(specialize(src, &[("NOPE", "1".into())]).is_err());
     }
 }

@@ -74,7 +74,10 @@ pub struct GpuBuffer {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let Some(ctx) = existing_context() {
-            ctx.pool.lock().unwrap_or_else(|p| p.into_inner()).give(self.class, self.buffer.clone());
+            ctx.pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .give(self.class, self.buffer.clone());
         }
     }
 }
@@ -114,7 +117,10 @@ impl GpuStorage {
             return Err(Error::Device(format!(
                 "a tensor of {len} floats ({} MiB) exceeds this GPU's largest storage binding ({} MiB)",
                 bytes >> 20,
-                ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size.min(u32::MAX as u64) as u32) >> 20
+                ctx.limits
+                    .max_storage_buffer_binding_size
+                    .min(ctx.limits.max_buffer_size.min(u32::MAX as u64) as u32)
+                    >> 20
             )));
         }
         let class = class_size(bytes).min(ctx.limits.max_buffer_size);

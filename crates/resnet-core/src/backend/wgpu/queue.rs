@@ -18,7 +18,11 @@ pub const MAX_DISPATCHES: usize = 512;
 fn submit_every() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
-        std::env::var("RESNET_WGPU_SUBMIT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(48).clamp(1, MAX_DISPATCHES)
+        std::env::var("RESNET_WGPU_SUBMIT_EVERY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(48)
+            .clamp(1, MAX_DISPATCHES)
     })
 }
 /// Largest parameter block of any kernel, in bytes.
@@ -56,8 +60,11 @@ impl Recorder {
     }
 
     fn encoder(&mut self, ctx: &GpuContext) -> &mut wgpu::CommandEncoder {
-        self.encoder
-            .get_or_insert_with(|| ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("resnet-wgpu") }))
+        self.encoder.get_or_insert_with(|| {
+            ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("resnet-wgpu"),
+            })
+        })
     }
 
     fn end_pass(&mut self) {
@@ -103,7 +110,10 @@ pub fn dispatch(
     let bytes: &[u8] = bytemuck::cast_slice(params);
     let size = (bytes.len() as u64).div_ceil(16) * 16;
     if size > MAX_PARAMS {
-        return Err(Error::Internal(format!("kernel {}: {size} bytes of parameters", kernel.name)));
+        return Err(Error::Internal(format!(
+            "kernel {}: {size} bytes of parameters",
+            kernel.name
+        )));
     }
     let mut r = recorder(ctx);
     if r.dispatches >= MAX_DISPATCHES {
@@ -150,7 +160,10 @@ pub fn dispatch(
     if r.pass.is_none() {
         let pass = r
             .encoder(ctx)
-            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None })
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            })
             .forget_lifetime();
         r.pass = Some(pass);
     }
@@ -211,7 +224,8 @@ pub fn read(ctx: &GpuContext, src: &GpuStorage) -> Result<Vec<f32>> {
     {
         let mut r = recorder(ctx);
         r.end_pass();
-        r.encoder(ctx).copy_buffer_to_buffer(src.buffer(), 0, &staging, 0, bytes);
+        r.encoder(ctx)
+            .copy_buffer_to_buffer(src.buffer(), 0, &staging, 0, bytes);
         r.submit(ctx);
     }
     let (tx, rx) = std::sync::mpsc::channel();
