@@ -2,7 +2,7 @@
 //! output, and returns the gradient of each input that may need one.
 
 use super::Op;
-use crate::backend::Storage;
+use crate::backend::{Backend, BatchStats, Storage};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -33,20 +33,7 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             stats,
             batch_statistics,
         } => {
-            let s = x.shape();
-            let (dx, dgamma, dbeta) = be.batch_norm_backward(
-                &x.storage(),
-                gy,
-                &gamma.storage(),
-                stats,
-                s[0],
-                s[1],
-                s[2] * s[3],
-                *batch_statistics,
-            )?;
-            grads.push((x.clone(), dx));
-            grads.push((gamma.clone(), dgamma));
-            grads.push((beta.clone(), dbeta));
+            batch_norm_backward(be, (x, gamma, beta), stats, *batch_statistics, gy, &mut grads)?;
         }
         Op::BatchNormAct {
             x,
@@ -57,21 +44,8 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             residual,
             act,
         } => {
-            let s = x.shape();
             let g = be.activation_backward(&out.storage(), gy, *act)?;
-            let (dx, dgamma, dbeta) = be.batch_norm_backward(
-                &x.storage(),
-                &g,
-                &gamma.storage(),
-                stats,
-                s[0],
-                s[1],
-                s[2] * s[3],
-                *batch_statistics,
-            )?;
-            grads.push((x.clone(), dx));
-            grads.push((gamma.clone(), dgamma));
-            grads.push((beta.clone(), dbeta));
+            batch_norm_backward(be, (x, gamma, beta), stats, *batch_statistics, &g, &mut grads)?;
             if let Some(r) = residual {
                 grads.push((r.clone(), g));
             }
@@ -138,4 +112,30 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
         }
     }
     Ok(grads)
+}
+
+/// Gradients of x, gamma and beta through batch norm, shared by the plain and the fused op.
+fn batch_norm_backward(
+    be: &dyn Backend,
+    (x, gamma, beta): (&Tensor, &Tensor, &Tensor),
+    stats: &BatchStats,
+    batch_statistics: bool,
+    gy: &Storage,
+    grads: &mut Vec<(Tensor, Storage)>,
+) -> Result<()> {
+    let s = x.shape();
+    let (dx, dgamma, dbeta) = be.batch_norm_backward(
+        &x.storage(),
+        gy,
+        &gamma.storage(),
+        stats,
+        s[0],
+        s[1],
+        s[2] * s[3],
+        batch_statistics,
+    )?;
+    grads.push((x.clone(), dx));
+    grads.push((gamma.clone(), dgamma));
+    grads.push((beta.clone(), dbeta));
+    Ok(())
 }
