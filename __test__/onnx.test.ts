@@ -45,8 +45,10 @@ const bottleneck: ResNetSpec = {
   ],
 };
 
+/** [name, spec, image side]; the input channels come from the spec. */
 const cases: [string, ResNetSpec, number][] = [
-  ['ResNet-8, option A', tinySpec({ numClasses: 4 }), 12],
+  ['ResNet-20 (CIFAR, option A)', resnet.cifar({ depth: 20, inChannels: 3, numClasses: 10 }), 16],
+  ['ResNet-18 (ImageNet, torchvision layout)', resnet.imagenet({ depth: 18, numClasses: 10 }), 64],
   ['ResNet-8, option C, tanh', tinySpec({ numClasses: 4, shortcut: 'C', activation: 'tanh' }), 12],
   ['plain-8', tinySpec({ numClasses: 4, plain: true }), 12],
   ['small bottleneck net, option B, ImageNet stem', { ...bottleneck, inChannels: 1, numClasses: 4 }, 12],
@@ -58,8 +60,9 @@ describe('exportOnnx round trip through onnxruntime-node', () => {
       const model = Model.create(spec, { seed: 1, device: 'cpu' });
       models.push(model);
       // A few steps so that the running statistics are not the initial ones.
+      const c = spec.inChannels;
       for (let i = 0; i < 3; i++) {
-        await model.trainStep(randomImages(8 * size * size, i), Int32Array.from({ length: 8 }, (_, k) => (k + i) % 4), [8, 1, size, size]);
+        await model.trainStep(randomImages(8 * c * size * size, i), Int32Array.from({ length: 8 }, (_, k) => (k + i) % 4), [8, c, size, size]);
       }
       const path = join(dir, `${name.replace(/[^a-z0-9]+/gi, '_')}.onnx`);
       await model.exportOnnx(path);
@@ -67,9 +70,9 @@ describe('exportOnnx round trip through onnxruntime-node', () => {
       expect(session.inputNames).toEqual(['input']);
       expect(session.outputNames).toEqual(['logits']);
       for (const n of [1, 5]) {
-        const x = randomImages(n * size * size, 100 + n);
-        const want = await model.predict(x, [n, 1, size, size]);
-        const out = await session.run({ input: new OrtTensor('float32', x, [n, 1, size, size]) });
+        const x = randomImages(n * c * size * size, 100 + n);
+        const want = await model.predict(x, [n, c, size, size]);
+        const out = await session.run({ input: new OrtTensor('float32', x, [n, c, size, size]) });
         const logits = out['logits'];
         expect(logits?.dims).toEqual([n, spec.numClasses]);
         const err = relErr(logits?.data as Float32Array, want);
