@@ -271,6 +271,8 @@ impl NativeModel {
     pub fn dispose(&self) {
         let mut slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *slot = None;
+        // Host buffers the model's steps left in the CPU pool go back to the system too.
+        resnet_core::backend::cpu::release_cached();
     }
 
     /// String metadata of the checkpoint this model was loaded from (`spec`, `step`, user keys).

@@ -83,14 +83,6 @@ pub fn release_cached() {
     *FREE.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
-/// Bytes held by free buffers, for memory statistics.
-pub fn cached_bytes() -> usize {
-    FREE.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map_or(0, |m| m.iter().map(|(len, list)| len * list.len() * 4).sum())
-}
-
 impl From<Vec<f32>> for CpuBuffer {
     fn from(v: Vec<f32>) -> Self {
         CpuBuffer(v)

@@ -15,7 +15,7 @@ use ndarray::{ArrayView2, Axis};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-pub use buffers::{cached_bytes, release_cached, CpuBuffer};
+pub use buffers::{release_cached, CpuBuffer};
 
 pub type CpuStorage = Arc<CpuBuffer>;
 
