@@ -1047,32 +1047,13 @@ impl Backend for WgpuBackend {
         stride: usize,
         pad_before: usize,
     ) -> Result<Storage> {
-        let ctx = context()?;
         let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let len = n * c_out * oh * ow;
-        let y = output(ctx, len)?;
-        let p = [
-            u(len)?,
-            u(c_in)?,
-            u(c_out)?,
-            u(h)?,
-            u(w)?,
-            u(oh)?,
-            u(ow)?,
-            u(stride)?,
-            u(pad_before)?,
-        ];
-        run(
-            ctx,
-            "shortcut",
-            SHORTCUT,
+        shortcut(
             "forward",
-            &[],
-            &p,
-            &[(1, gpu(x)?), (2, &y)],
-            (len as u64).div_ceil(WG),
-        )?;
-        store(y)
+            x,
+            n * c_out * oh * ow,
+            [c_in, c_out, h, w, stride, pad_before],
+        )
     }
 
     fn shortcut_a_backward(
@@ -1086,32 +1067,12 @@ impl Backend for WgpuBackend {
         stride: usize,
         pad_before: usize,
     ) -> Result<Storage> {
-        let ctx = context()?;
-        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let len = n * c_in * h * w;
-        let gx = output(ctx, len)?;
-        let p = [
-            u(len)?,
-            u(c_in)?,
-            u(c_out)?,
-            u(h)?,
-            u(w)?,
-            u(oh)?,
-            u(ow)?,
-            u(stride)?,
-            u(pad_before)?,
-        ];
-        run(
-            ctx,
-            "shortcut",
-            SHORTCUT,
+        shortcut(
             "backward",
-            &[],
-            &p,
-            &[(1, gpu(gy)?), (2, &gx)],
-            (len as u64).div_ceil(WG),
-        )?;
-        store(gx)
+            gy,
+            n * c_in * h * w,
+            [c_in, c_out, h, w, stride, pad_before],
+        )
     }
 
     fn sgd_update(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, s: &SgdStep) -> Result<()> {
@@ -1145,4 +1106,38 @@ impl Backend for WgpuBackend {
             (plen as u64).div_ceil(WG),
         )
     }
+}
+
+/// Both directions of the option-A shortcut: one kernel family, `len` outputs (one per thread).
+fn shortcut(
+    entry: &'static str,
+    src: &Storage,
+    len: usize,
+    [c_in, c_out, h, w, stride, pad_before]: [usize; 6],
+) -> Result<Storage> {
+    let ctx = context()?;
+    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+    let out = output(ctx, len)?;
+    let p = [
+        u(len)?,
+        u(c_in)?,
+        u(c_out)?,
+        u(h)?,
+        u(w)?,
+        u(oh)?,
+        u(ow)?,
+        u(stride)?,
+        u(pad_before)?,
+    ];
+    run(
+        ctx,
+        "shortcut",
+        SHORTCUT,
+        entry,
+        &[],
+        &p,
+        &[(1, gpu(src)?), (2, &out)],
+        (len as u64).div_ceil(WG),
+    )?;
+    store(out)
 }
