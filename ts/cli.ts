@@ -9,7 +9,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import cliProgress from 'cli-progress';
 
 import { datasets, type Dataset } from './data.js';
 import { native } from './native.js';
@@ -17,7 +16,9 @@ import { Model, type DeviceName } from './model.js';
 import { schedules } from './optim.js';
 import { classifyImages } from './predict.js';
 import { resnet, type ResNetSpec, type ShortcutOption } from './spec.js';
-import { fit, type BatchLogs } from './trainer.js';
+import { fit } from './trainer.js';
+import { Progress } from './progress.js';
+import { experimentCommand } from './experiments/cli.js';
 
 const DEFAULT_DATA = '/usr/share/datasets/fashion-mnist';
 
@@ -41,72 +42,6 @@ function cifarSpec(model: string, depth: number, inChannels: number, numClasses:
 
 function limit(ds: Dataset, n: number | undefined): Dataset {
   return n === undefined ? ds : ds.take(n);
-}
-
-function fmtSeconds(s: number): string {
-  if (!Number.isFinite(s) || s < 0) return '--';
-  const m = Math.floor(s / 60);
-  const sec = Math.round(s % 60);
-  return m > 0 ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
-}
-
-/** Progress display: a bar on a terminal, a line every ~5% otherwise (logs, CI, pipes). */
-class Progress {
-  readonly #tty = Boolean(process.stdout.isTTY);
-  readonly #bar = new cliProgress.SingleBar(
-    {
-      format: 'train {bar} {value}/{total} | {imgPerSec} img/s | loss {loss} | acc {acc} | lr {lr} | ETA {eta_formatted}',
-      hideCursor: true,
-      etaBuffer: 50,
-    },
-    cliProgress.Presets.shades_classic,
-  );
-  #total = 0;
-  #step = 0;
-  #payload = { imgPerSec: '-', loss: '-', acc: '-', lr: '-' };
-  #nextReport = 0;
-  #started = performance.now();
-
-  start(total: number): void {
-    this.#total = total;
-    this.#started = performance.now();
-    this.#nextReport = 0;
-    if (this.#tty) this.#bar.start(total, 0, this.#payload);
-    else console.log(`training: ${total} steps`);
-  }
-
-  /** Continues after {@link Progress.stop} (e.g. once an epoch's line is printed). */
-  resume(): void {
-    if (this.#tty) this.#bar.start(this.#total, this.#step, this.#payload);
-  }
-
-  update(step: number, logs: BatchLogs, runLoss: number, runAcc: number): void {
-    const payload = {
-      imgPerSec: logs.imgPerSec.toFixed(0),
-      loss: runLoss.toFixed(4),
-      acc: runAcc.toFixed(4),
-      lr: logs.lr.toPrecision(3),
-    };
-    this.#step = step;
-    this.#payload = payload;
-    if (this.#tty) {
-      this.#bar.update(step, payload);
-      return;
-    }
-    if (step >= this.#nextReport || step === this.#total) {
-      const elapsed = (performance.now() - this.#started) / 1000;
-      const eta = (elapsed / step) * (this.#total - step);
-      const pct = Math.round((100 * step) / this.#total);
-      console.log(
-        `step ${step}/${this.#total} (${pct}%) | ${payload.imgPerSec} img/s | loss ${payload.loss} | acc ${payload.acc} | lr ${payload.lr} | ETA ${fmtSeconds(eta)}`,
-      );
-      this.#nextReport = step + Math.max(1, Math.floor(this.#total / 20));
-    }
-  }
-
-  stop(): void {
-    if (this.#tty) this.#bar.stop();
-  }
 }
 
 interface TrainFlags {
@@ -299,6 +234,7 @@ export function program(): Command {
         model.dispose();
       }
     });
+  cmd.addCommand(experimentCommand());
   return cmd;
 }
 

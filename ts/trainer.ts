@@ -37,6 +37,10 @@ export interface EpochLogs {
   valTop5?: number;
   /** Wall-clock seconds of the epoch (validation included). */
   seconds: number;
+  /** Learning rate of the epoch's last step. */
+  lr: number;
+  /** The model's optimizer step count at the end of the epoch. */
+  step: number;
 }
 
 /** Callbacks; each may return a Promise, which is awaited. */
@@ -91,6 +95,47 @@ export interface FitOptions {
    * uninterrupted run.
    */
   initialEpoch?: number;
+  /**
+   * Length of the run in optimizer steps instead of epochs (the paper counts iterations: 64k for
+   * CIFAR). The last epoch stops at this step; `epochs` is then derived and ignored.
+   */
+  iterations?: number;
+  /**
+   * Start at a lower rate until the running training error falls below a threshold, then switch
+   * to the configured rate and schedule: the paper's ResNet-110 recipe (lr 0.01 until training
+   * error < 80%, about 400 iterations, then 0.1). Applies to runs started at epoch 0.
+   */
+  warmStart?: WarmStartOptions;
+  /**
+   * Divide the rate when the monitored error stops improving (the paper's ImageNet recipe: /10 when
+   * the error plateaus). Monitors validation error when `validationData` is given, else training
+   * error; checked once per epoch. Replaces the schedule by a constant rate that this changes.
+   */
+  plateau?: PlateauOptions;
+}
+
+/** See {@link FitOptions.warmStart}. */
+export interface WarmStartOptions {
+  /** The low rate (paper: 0.01). */
+  lr: number;
+  /** Switch once the running training error (a fraction) is below this (paper: 0.8). */
+  untilTrainErrorBelow: number;
+  /** Batches averaged for the running error (default 20). */
+  window?: number;
+  /** Switch after this many steps at the latest (default: never forced). */
+  maxSteps?: number;
+}
+
+/** See {@link FitOptions.plateau}. */
+export interface PlateauOptions {
+  /** Multiplier of the rate (default 0.1). */
+  factor?: number;
+  /** Epochs without improvement before dividing (default 3). */
+  patience?: number;
+  /** Improvement smaller than this (in error fraction) does not count (default 0.001). */
+  minDelta?: number;
+  /** Never go below this rate (default 1e-5). */
+  minLr?: number;
 }
 
 /** What {@link fit} returns: per-epoch metrics (Keras/TF.js style). */
@@ -111,8 +156,10 @@ export interface History {
  * normalisation, so `evaluate` and `save` use it afterwards.
  */
 export async function fit(model: Model, dataset: Dataset, options: FitOptions = {}): Promise<History> {
-  const epochs = options.epochs ?? 1;
-  if (!Number.isInteger(epochs) || epochs < 1) throw new Error(`epochs must be a positive integer, got ${epochs}`);
+  const iterations = options.iterations;
+  if (iterations !== undefined && (!Number.isInteger(iterations) || iterations < 1)) {
+    throw new Error(`iterations must be a positive integer, got ${iterations}`);
+  }
   const normalization = resolveNormalization(options.normalize, dataset);
   const loader = new DataLoader(dataset, {
     batchSize: options.batchSize ?? 128,
@@ -122,7 +169,9 @@ export async function fit(model: Model, dataset: Dataset, options: FitOptions = 
     seed: options.seed ?? 0,
   });
   const batchesPerEpoch = loader.length;
-  const totalSteps = epochs * batchesPerEpoch;
+  const epochs = iterations === undefined ? (options.epochs ?? 1) : Math.ceil(iterations / batchesPerEpoch);
+  if (!Number.isInteger(epochs) || epochs < 1) throw new Error(`epochs must be a positive integer, got ${epochs}`);
+  const totalSteps = iterations ?? epochs * batchesPerEpoch;
   const initialEpoch = options.initialEpoch ?? 0;
   if (!Number.isInteger(initialEpoch) || initialEpoch < 0 || initialEpoch >= epochs) {
     throw new Error(`initialEpoch must be an integer in [0, epochs), got ${initialEpoch} with epochs ${epochs}`);
@@ -133,6 +182,7 @@ export async function fit(model: Model, dataset: Dataset, options: FitOptions = 
   const schedule = resolveSchedule(optimizerOptions.schedule, totalSteps, runStart);
   const optimizer = model.setOptimizer({ ...optimizerOptions, schedule }, { totalSteps });
   model.normalization = normalization;
+  const lrControl = new LrControl(model, optimizer, options, initialEpoch === 0);
 
   const callbacks = options.callbacks ?? {};
   const signal = options.signal;
@@ -151,12 +201,16 @@ export async function fit(model: Model, dataset: Dataset, options: FitOptions = 
     let correct = 0;
     let seen = 0;
     let batchIndex = 0;
+    let lastLr = 0;
     for await (const batch of loader.epoch(epoch)) {
       if (signal?.aborted) {
         history.aborted = true;
         break;
       }
+      if (model.step - runStart >= totalSteps) break;
       const s = await model.trainStep(batch.images, batch.labels, batch.shape);
+      lastLr = s.lr;
+      lrControl.afterStep(s.correct, s.batch);
       lossSum += s.loss * s.batch;
       correct += s.correct;
       seen += s.batch;
@@ -176,7 +230,13 @@ export async function fit(model: Model, dataset: Dataset, options: FitOptions = 
       history.aborted = true;
       break;
     }
-    const logs: EpochLogs = { loss: seen ? lossSum / seen : 0, acc: seen ? correct / seen : 0, seconds: 0 };
+    const logs: EpochLogs = {
+      loss: seen ? lossSum / seen : 0,
+      acc: seen ? correct / seen : 0,
+      seconds: 0,
+      lr: lastLr,
+      step: model.step,
+    };
     if (options.validationData !== undefined) {
       const v = await model.evaluate(options.validationData, {
         batchSize: options.validationBatchSize ?? 256,
@@ -188,6 +248,7 @@ export async function fit(model: Model, dataset: Dataset, options: FitOptions = 
       history.history.valLoss.push(v.loss);
       history.history.valAcc.push(v.top1);
     }
+    lrControl.afterEpoch(logs.valAcc !== undefined ? 1 - logs.valAcc : 1 - logs.acc);
     logs.seconds = (performance.now() - started) / 1000;
     history.epoch.push(epoch);
     history.history.loss.push(logs.loss);
@@ -196,6 +257,71 @@ export async function fit(model: Model, dataset: Dataset, options: FitOptions = 
   }
   await callbacks.onTrainEnd?.(history);
   return history;
+}
+
+/** Changes the rate mid-run for {@link FitOptions.warmStart} and {@link FitOptions.plateau}. */
+class LrControl {
+  readonly #model: Model;
+  readonly #config: SgdConfig;
+  readonly #warm: WarmStartOptions | undefined;
+  readonly #plateau: Required<PlateauOptions> | undefined;
+  #warming = false;
+  #steps = 0;
+  #window: Array<[number, number]> = [];
+  #best = Infinity;
+  #bad = 0;
+  #lr: number;
+
+  constructor(model: Model, config: SgdConfig, options: FitOptions, fromStart: boolean) {
+    this.#model = model;
+    this.#config = config;
+    this.#lr = config.lr;
+    this.#warm = options.warmStart;
+    if (options.plateau !== undefined) {
+      const p = options.plateau;
+      this.#plateau = { factor: p.factor ?? 0.1, patience: p.patience ?? 3, minDelta: p.minDelta ?? 0.001, minLr: p.minLr ?? 1e-5 };
+      if (!(this.#plateau.factor > 0 && this.#plateau.factor < 1)) throw new Error(`plateau.factor must lie in (0, 1), got ${this.#plateau.factor}`);
+      this.#model.setOptimizer({ ...config, schedule: { kind: 'constant' } });
+    }
+    const warm = this.#warm;
+    if (warm !== undefined && fromStart) {
+      if (!(warm.lr > 0) || !(warm.untilTrainErrorBelow > 0 && warm.untilTrainErrorBelow <= 1)) {
+        throw new Error(`warmStart needs lr > 0 and untilTrainErrorBelow in (0, 1], got ${JSON.stringify(warm)}`);
+      }
+      this.#warming = true;
+      this.#model.setOptimizer({ ...config, lr: warm.lr, schedule: { kind: 'constant' }, warmupSteps: 0 });
+    }
+  }
+
+  afterStep(correct: number, batch: number): void {
+    const warm = this.#warm;
+    if (!this.#warming || warm === undefined) return;
+    this.#steps++;
+    this.#window.push([correct, batch]);
+    const size = warm.window ?? 20;
+    if (this.#window.length > size) this.#window.shift();
+    const [c, n] = this.#window.reduce(([a, b], [x, y]) => [a + x, b + y], [0, 0]);
+    const full = this.#window.length === size;
+    if ((full && n > 0 && 1 - c / n < warm.untilTrainErrorBelow) || (warm.maxSteps !== undefined && this.#steps >= warm.maxSteps)) {
+      this.#warming = false;
+      this.#model.setOptimizer(this.#plateau ? { ...this.#config, lr: this.#lr, schedule: { kind: 'constant' } } : this.#config);
+    }
+  }
+
+  afterEpoch(error: number): void {
+    const p = this.#plateau;
+    if (p === undefined || this.#warming) return;
+    if (error < this.#best - p.minDelta) {
+      this.#best = error;
+      this.#bad = 0;
+      return;
+    }
+    if (++this.#bad >= p.patience && this.#lr > p.minLr) {
+      this.#lr = Math.max(p.minLr, this.#lr * p.factor);
+      this.#bad = 0;
+      this.#model.setOptimizer({ ...this.#config, lr: this.#lr, schedule: { kind: 'constant' } });
+    }
+  }
 }
 
 /** A model with fixed fit options, for repeated runs: `new Trainer(model, opts).fit(train)`. */

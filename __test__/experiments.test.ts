@@ -1,0 +1,144 @@
+// The paper's experiments end to end on a slice of Fashion-MNIST: files, curves, resumption.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+import { experiments, recipes } from '../ts/index.js';
+import { ROOT, tempDir } from './helpers.js';
+
+const small = { limitTrain: 256, limitTest: 128, trainEvalImages: 128, device: 'cpu' as const };
+const recipe = recipes.cifarPaperShort({ epochs: 2, batchSize: 64 });
+
+function checkPng(path: string): void {
+  const png = readFileSync(path);
+  expect([...png.subarray(1, 4)].map((c) => String.fromCharCode(c)).join('')).toBe('PNG');
+  expect(png.readUInt32BE(16)).toBeGreaterThan(400);
+}
+
+function checkSvg(path: string, xLabel: string, legend: string[]): void {
+  const svg = readFileSync(path, 'utf8');
+  expect(svg.startsWith('<svg')).toBe(true);
+  expect(svg).toContain(`class="x-label"`);
+  expect(svg).toContain(`>${xLabel}</text>`);
+  for (const l of legend) expect(svg.slice(svg.indexOf('class="legend"'))).toContain(`>${l}</text>`);
+}
+
+function csvRows(path: string): Record<string, string>[] {
+  const [header, ...lines] = readFileSync(path, 'utf8').trim().split('\n');
+  const keys = (header as string).split(',');
+  return lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [keys[i] as string, v])));
+}
+
+describe('experiment degradation', () => {
+  const out = tempDir();
+
+  it('trains plain and residual nets of two depths and writes CSV, SVG and PNG', async () => {
+    const r = await experiments.degradation({ out, depths: [8, 14], recipe, ...small });
+    expect(r.runs.map((x) => x.name)).toEqual(['plain-8', 'plain-14', 'resnet-8-optA', 'resnet-14-optA']);
+    const rows = csvRows(r.files.csv);
+    expect(rows).toHaveLength(8);
+    for (const row of rows) {
+      for (const k of ['train_error', 'train_eval_error', 'test_error']) {
+        expect(Number(row[k])).toBeGreaterThanOrEqual(0);
+        expect(Number(row[k])).toBeLessThanOrEqual(100);
+      }
+    }
+    // 256 images in batches of 64: 4 iterations an epoch.
+    expect(rows.filter((x) => x['run'] === 'plain-8').map((x) => x['iteration'])).toEqual(['4', '8']);
+    checkSvg(r.files.svg, 'iterations', ['plain-8 train', 'plain-8 test', 'ResNet-14 test']);
+    checkPng(r.files.png);
+    expect(r.report).toMatch(/deepest minus shallowest training error: plain -?\d+\.\d\d points, residual -?\d+\.\d\d points/);
+    expect(Number.isFinite(r.plainGap)).toBe(true);
+    // Gradient norms at initialisation and after each epoch, for every convolution and the classifier.
+    const g = r.runs[0]?.gradients ?? [];
+    expect(g.map((s) => s.epoch)).toEqual([0, 1, 2]);
+    expect(g[0]?.layers).toHaveLength(8);
+  });
+
+  it('a finished experiment is read back, not retrained', async () => {
+    const before = readFileSync(join(out, 'degradation.csv'), 'utf8');
+    const started = performance.now();
+    const r = await experiments.degradation({ out, depths: [8, 14], recipe, ...small });
+    expect(performance.now() - started).toBeLessThan(20_000);
+    expect(readFileSync(r.files.csv, 'utf8')).toBe(before);
+  });
+
+  it('an interrupted run resumes after its last epoch and ends where an uninterrupted one does', async () => {
+    const dir = tempDir();
+    const spec = { depths: [8, 14], recipe, ...small, only: ['resnet-8-optA'] };
+    const abort = new AbortController();
+    await experiments.degradation({
+      ...spec,
+      out: dir,
+      signal: abort.signal,
+      progress: { epoch: () => abort.abort() },
+    });
+    const partial = JSON.parse(readFileSync(join(dir, 'resnet-8-optA', 'run.json'), 'utf8')) as { curve: unknown[]; complete: boolean };
+    expect(partial.curve).toHaveLength(1);
+    expect(partial.complete).toBe(false);
+    const resumed: number[] = [];
+    const r = await experiments.degradation({ ...spec, out: dir, progress: { resumed: (_n, info) => void resumed.push(info.epoch) } });
+    expect(resumed).toEqual([1]);
+    const full = (await experiments.degradation({ out, depths: [8, 14], recipe, ...small })).runs.find((x) => x.name === 'resnet-8-optA');
+    const mine = r.runs.find((x) => x.name === 'resnet-8-optA');
+    const strip = (c: { seconds: number }[] | undefined) => c?.map(({ seconds: _s, ...rest }) => rest);
+    expect(strip(mine?.curve)).toEqual(strip(full?.curve));
+  });
+
+  it('a folder holding a different run is refused with a clear error', async () => {
+    await expect(
+      experiments.degradation({ out, depths: [8, 14], recipe: recipes.cifarPaperShort({ epochs: 2, batchSize: 32 }), ...small }),
+    ).rejects.toThrow(/holds a different run/);
+  });
+
+  it('responses: Figure 7 from the same runs, and gradient norms', async () => {
+    const r = await experiments.responses({ out, depths: [8, 14], recipe, ...small, images: 100 });
+    expect(r.profiles.map((p) => p.label)).toEqual(['plain-8', 'plain-14', 'ResNet-8', 'ResNet-14']);
+    // Every 3x3 convolution: the stem and two per basic block.
+    expect(r.profiles.map((p) => p.layers.length)).toEqual([7, 13, 7, 13]);
+    for (const p of r.profiles) for (const l of p.layers) expect(l.std).toBeGreaterThan(0);
+    checkSvg(r.files.svg, 'layer index', ['plain-8', 'ResNet-14']);
+    checkPng(r.files.png);
+    checkPng(r.files.gradientsPng);
+    expect(csvRows(r.files.csv)).toHaveLength(40);
+  });
+
+  it('shortcuts: options A, B and C with parameter counts', async () => {
+    const r = await experiments.shortcuts({ out, depth: 8, options: ['A', 'B', 'C'], recipe, ...small });
+    expect(r.table.map((t) => t.option)).toEqual(['A', 'B', 'C']);
+    const [a, b, c] = r.table.map((t) => t.parameters) as [number, number, number];
+    expect(a).toBeLessThan(b);
+    expect(b).toBeLessThan(c);
+    expect(r.report).toMatch(/\| option B \| [\d,]+ \|/);
+    checkPng(r.files.png);
+  });
+});
+
+describe('experiment gradients', () => {
+  it('per-layer gradient norms at initialisation for sigmoid, tanh, ReLU plain nets and the ResNet', async () => {
+    const out = tempDir();
+    const r = await experiments.gradients({ out, depth: 20, batches: 1, batchSize: 32, device: 'cpu' });
+    expect(r.profiles.map((p) => p.label)).toEqual(['plain-20, sigmoid', 'plain-20, tanh', 'plain-20, relu', 'ResNet-20, relu']);
+    for (const p of r.profiles) expect(p.layers).toHaveLength(19);
+    checkSvg(r.files.svg, 'layer (convolutions in forward order)', ['plain-20, sigmoid', 'ResNet-20, relu']);
+    checkPng(r.files.png);
+    expect(csvRows(r.files.csv)).toHaveLength(4 * 19);
+  });
+});
+
+describe('CLI experiment', () => {
+  it('experiment degradation prints the table and the files it wrote', () => {
+    const out = tempDir();
+    const args = ['experiment', 'degradation', '--depths', '8,14', '--epochs', '1', '--limit-train', '128', '--limit-test', '64', '--train-eval', '64', '--device', 'cpu', '--out', out];
+    const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/run 4\/4: resnet-14-optA/);
+    expect(r.stdout).toMatch(/plain-8 epoch 1: train error \d+\.\d\d% \(eval \d+\.\d\d%\), test error \d+\.\d\d%/);
+    expect(r.stdout).toMatch(/wrote png: .*degradation\.png/);
+    expect(existsSync(join(out, 'degradation.svg'))).toBe(true);
+    const bad = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'experiment', 'degradation', '--depths', '8,x'], { cwd: ROOT, encoding: 'utf8' });
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/depths must be a comma-separated list of positive integers/);
+  });
+});

@@ -1,0 +1,181 @@
+/**
+ * The degradation experiment (He et al. 2015, Figures 1 and 6): plain and residual nets of two
+ * depths trained on the same data and schedule. Deeper plain nets end with higher training error;
+ * deeper residual nets do not.
+ *
+ * @module
+ */
+
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { writeCsv, writeFigure, type Series } from '../plot.js';
+import { resnet, type ActivationKind, type ShortcutOption } from '../spec.js';
+import { finalPoint, loadData, runAll, type ExperimentOptions } from './common.js';
+import type { RunRecord } from './run.js';
+
+export interface DegradationOptions extends ExperimentOptions {
+  /** CIFAR depths 6n+2 (default [20, 56]). */
+  depths?: number[];
+  /** Shortcut of the residual nets (default 'A', the paper's CIFAR choice). */
+  shortcut?: ShortcutOption;
+  activation?: ActivationKind;
+}
+
+/** Final errors (%) of one net. */
+export interface FinalErrors {
+  name: string;
+  depth: number;
+  plain: boolean;
+  trainError: number;
+  trainEvalError?: number;
+  testError: number;
+  seconds: number;
+}
+
+export interface DegradationResult {
+  runs: RunRecord[];
+  finals: FinalErrors[];
+  /** Training error of the deepest plain net minus the shallowest's (points; positive: degradation). */
+  plainGap: number;
+  /** The same for the residual nets. */
+  residualGap: number;
+  files: { csv: string; svg: string; png: string; summary: string };
+  /** A few lines for a terminal or README. */
+  report: string;
+}
+
+export const CURVE_HEADER = [
+  'run',
+  'depth',
+  'plain',
+  'shortcut',
+  'epoch',
+  'iteration',
+  'lr',
+  'train_loss',
+  'train_error',
+  'train_eval_error',
+  'test_loss',
+  'test_error',
+  'seconds',
+] as const;
+
+/** Curve rows of runs, for {@link CURVE_HEADER}. */
+export function curveRows(runs: RunRecord[]): (string | number | undefined)[][] {
+  return runs.flatMap((r) => {
+    const depth = 2 + r.spec.stages.reduce((a, s) => a + s.count * (s.block === 'basic' ? 2 : 3), 0);
+    return r.curve.map((p) => [
+      r.name,
+      depth,
+      r.spec.plain ? 1 : 0,
+      r.spec.plain ? '' : r.spec.shortcut,
+      p.epoch,
+      p.iteration,
+      p.lr,
+      p.trainLoss,
+      p.trainError,
+      p.trainEvalError,
+      p.testLoss,
+      p.testError,
+      p.seconds,
+    ]);
+  });
+}
+
+const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd'];
+
+/** Training error (dashed) and test error (bold) against iterations, one series pair per run. */
+export function errorSeries(runs: RunRecord[], label: (r: RunRecord) => string): Series[] {
+  return runs.flatMap((r, i) => {
+    const color = COLORS[i % COLORS.length] as string;
+    const x = r.curve.map((p) => p.iteration);
+    return [
+      { label: `${label(r)} train`, x, y: r.curve.map((p) => p.trainError), color, dashed: true, width: 1.3 },
+      { label: `${label(r)} test`, x, y: r.curve.map((p) => p.testError), color, width: 2.6 },
+    ];
+  });
+}
+
+/** Eval-mode training error where measured, else the running one. */
+export function comparedTrainError(f: { trainError: number; trainEvalError?: number }): number {
+  return f.trainEvalError ?? f.trainError;
+}
+
+function depthOfRun(r: RunRecord): number {
+  return 2 + r.spec.stages.reduce((a, s) => a + s.count * (s.block === 'basic' ? 2 : 3), 0);
+}
+
+/** Runs the experiment (resuming finished or partial runs in `out`) and writes CSV, SVG and PNG. */
+export async function degradation(options: DegradationOptions): Promise<DegradationResult> {
+  const depths = [...(options.depths ?? [20, 56])].sort((a, b) => a - b);
+  if (depths.length < 2) throw new Error('the degradation experiment needs at least two depths');
+  const data = await loadData(options.data, {
+    ...(options.limitTrain !== undefined ? { train: options.limitTrain } : {}),
+    ...(options.limitTest !== undefined ? { test: options.limitTest } : {}),
+  });
+  const specs = [true, false].flatMap((plain) =>
+    depths.map((depth) =>
+      resnet.cifar({
+        depth,
+        plain,
+        shortcut: options.shortcut ?? 'A',
+        inChannels: data.train.channels,
+        numClasses: data.train.numClasses,
+        ...(options.activation ? { activation: options.activation } : {}),
+      }),
+    ),
+  );
+  const runs = await runAll(specs, options, data);
+  const finals: FinalErrors[] = runs
+    .filter((r) => r.curve.length > 0)
+    .map((r) => {
+      const p = finalPoint(r);
+      const f: FinalErrors = {
+        name: r.name,
+        depth: depthOfRun(r),
+        plain: r.spec.plain,
+        trainError: p.trainError,
+        testError: p.testError,
+        seconds: r.curve.reduce((a, q) => a + q.seconds, 0),
+      };
+      if (p.trainEvalError !== undefined) f.trainEvalError = p.trainEvalError;
+      return f;
+    });
+  const gap = (plain: boolean): number => {
+    const own = finals.filter((f) => f.plain === plain).sort((a, b) => a.depth - b.depth);
+    const first = own[0];
+    const last = own.at(-1);
+    if (first === undefined || last === undefined || own.length < 2) return NaN;
+    return comparedTrainError(last) - comparedTrainError(first);
+  };
+  const plainGap = gap(true);
+  const residualGap = gap(false);
+
+  const csv = join(options.out, 'degradation.csv');
+  await writeCsv(csv, CURVE_HEADER, curveRows(runs));
+  const name = (r: RunRecord): string => `${r.spec.plain ? 'plain' : 'ResNet'}-${depthOfRun(r)}`;
+  const plainRuns = runs.filter((r) => r.spec.plain);
+  const residualRuns = runs.filter((r) => !r.spec.plain);
+  const allErrors = runs.flatMap((r) => r.curve.flatMap((p) => [p.trainError, p.testError]));
+  const yMax = Math.min(100, Math.ceil((Math.max(...allErrors, 1) * 1.05) / 5) * 5);
+  const title = `${data.label}: plain vs residual (${(options.recipe?.name ?? 'cifarPaperShort')}, seed ${options.seed ?? 0}); dashed: training error, bold: test error`;
+  const fig = await writeFigure(join(options.out, 'degradation'), {
+    title,
+    panels: [
+      { title: 'plain networks', xLabel: 'iterations', yLabel: 'error (%)', series: errorSeries(plainRuns, name), yRange: [0, yMax] },
+      { title: 'residual networks', xLabel: 'iterations', yLabel: 'error (%)', series: errorSeries(residualRuns, name), yRange: [0, yMax] },
+    ],
+  });
+  const lines = [
+    `| net | training error (running, %) | training error (eval, %) | test error (%) | time (s) |`,
+    `|---|---|---|---|---|`,
+    ...finals.map((f) => `| ${f.plain ? 'plain' : 'ResNet'}-${f.depth} | ${f.trainError.toFixed(2)} | ${f.trainEvalError?.toFixed(2) ?? '-'} | ${f.testError.toFixed(2)} | ${f.seconds.toFixed(0)} |`),
+    '',
+    `deepest minus shallowest training error: plain ${plainGap.toFixed(2)} points, residual ${residualGap.toFixed(2)} points`,
+  ];
+  const report = lines.join('\n');
+  const summary = join(options.out, 'degradation.md');
+  await writeFile(summary, `${report}\n`);
+  return { runs, finals, plainGap, residualGap, files: { csv, svg: fig.svg, png: fig.png, summary }, report };
+}

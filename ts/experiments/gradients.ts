@@ -1,0 +1,118 @@
+/**
+ * The vanishing gradient made visible: per-layer gradient norms at initialisation of a deep plain
+ * net with sigmoid, tanh and ReLU, and of the residual net with ReLU, on one log-scale plot. Every
+ * net here has batch norm (as all of the paper's do); the plot shows what the activation and the
+ * shortcuts change on top of it.
+ *
+ * @module
+ */
+
+import { writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { DataLoader } from '../data.js';
+import { Model } from '../model.js';
+import { writeCsv, writeFigure } from '../plot.js';
+import { resnet, type ActivationKind, type ResNetSpec } from '../spec.js';
+import { loadData, runName, type DataSource } from './common.js';
+import type { DeviceName } from '../model.js';
+
+export interface GradientsOptions {
+  out: string;
+  data?: DataSource;
+  /** CIFAR depth 6n+2 of the nets (default 56). */
+  depth?: number;
+  /** Batches of 128 training images averaged (default 4). */
+  batches?: number;
+  batchSize?: number;
+  seed?: number;
+  device?: DeviceName;
+}
+
+/** One net's per-layer norms, input side first. */
+export interface GradientProfile {
+  name: string;
+  label: string;
+  layers: { index: number; name: string; kernel: number; norm: number }[];
+  /** Norm of the first convolution's gradient over the last's: << 1 means vanishing. */
+  firstOverLast: number;
+}
+
+export interface GradientsResult {
+  profiles: GradientProfile[];
+  files: { csv: string; svg: string; png: string; summary: string };
+  report: string;
+}
+
+export async function gradients(options: GradientsOptions): Promise<GradientsResult> {
+  const depth = options.depth ?? 56;
+  const batches = options.batches ?? 4;
+  const batchSize = options.batchSize ?? 128;
+  const seed = options.seed ?? 0;
+  await mkdir(options.out, { recursive: true });
+  const data = await loadData(options.data, { train: batches * batchSize });
+  const nets: { spec: ResNetSpec; label: string }[] = [
+    ...(['sigmoid', 'tanh', 'relu'] as ActivationKind[]).map((activation) => ({
+      spec: resnet.cifar({ depth, plain: true, activation, inChannels: data.train.channels, numClasses: data.train.numClasses }),
+      label: `plain-${depth}, ${activation}`,
+    })),
+    {
+      spec: resnet.cifar({ depth, inChannels: data.train.channels, numClasses: data.train.numClasses }),
+      label: `ResNet-${depth}, relu`,
+    },
+  ];
+  const loader = new DataLoader(data.train, { batchSize, shuffle: false, normalize: 'dataset' });
+  const batchList = [];
+  for await (const b of loader.epoch(0)) batchList.push(b);
+  const profiles: GradientProfile[] = [];
+  for (const net of nets) {
+    const model = Model.create(net.spec, { seed, ...(options.device ? { device: options.device } : {}) });
+    try {
+      let sums: number[] = [];
+      let names: { name: string; kernel: number }[] = [];
+      for (const b of batchList) {
+        const layers = await model.gradientNorms(b.images, b.labels, b.shape);
+        names = layers.map((l) => ({ name: l.name, kernel: l.kernel }));
+        sums = layers.map((l, i) => (sums[i] ?? 0) + l.norm);
+      }
+      // Convolutions only (the classifier is not part of the depth profile).
+      const layers = names
+        .map((n, i) => ({ ...n, norm: (sums[i] ?? 0) / batchList.length }))
+        .filter((l) => !l.name.startsWith('fc'))
+        .map((l, i) => ({ index: i + 1, ...l }));
+      const first = layers[0]?.norm ?? NaN;
+      const last = layers.at(-1)?.norm ?? NaN;
+      profiles.push({ name: runName(net.spec), label: net.label, layers, firstOverLast: first / last });
+    } finally {
+      model.dispose();
+    }
+  }
+  const csv = join(options.out, 'gradients.csv');
+  await writeCsv(
+    csv,
+    ['net', 'layer_index', 'layer', 'kernel', 'grad_norm'],
+    profiles.flatMap((p) => p.layers.map((l) => [p.name, l.index, l.name, l.kernel, l.norm])),
+  );
+  const fig = await writeFigure(join(options.out, 'gradients'), {
+    title: `${data.label}: gradient norm of each convolution's weights at initialisation (mean of ${batchList.length} batches of ${batchSize})`,
+    panelWidth: 820,
+    panels: [
+      {
+        title: `${depth}-layer nets, input side on the left`,
+        xLabel: 'layer (convolutions in forward order)',
+        yLabel: '||dL/dW|| (log scale)',
+        yLog: true,
+        series: profiles.map((p) => ({ label: p.label, x: p.layers.map((l) => l.index), y: p.layers.map((l) => l.norm), width: 2 })),
+      },
+    ],
+  });
+  const report = [
+    '| net | first-layer / last-layer gradient norm |',
+    '|---|---|',
+    ...profiles.map((p) => `| ${p.label} | ${p.firstOverLast.toExponential(2)} |`),
+  ].join('\n');
+  const summary = join(options.out, 'gradients.md');
+  await writeFile(summary, `${report}\n`);
+  return { profiles, files: { csv, svg: fig.svg, png: fig.png, summary }, report };
+}
