@@ -60,6 +60,30 @@ export {
   type Normalization,
   type Split,
 } from './data.js';
-export { fit, Trainer, type BatchLogs, type Callbacks, type EpochLogs, type FitOptions, type History } from './trainer.js';
+export {
+  fit,
+  Trainer,
+  type BatchLogs,
+  type Callbacks,
+  type EpochLogs,
+  type FitOptions,
+  type History,
+  type PlateauOptions,
+  type WarmStartOptions,
+} from './trainer.js';
 export { loadTorchvision, readSafetensorsHeader, type SafetensorsEntry, type TorchvisionArch } from './torchvision.js';
 export { classifyImages, preprocess, FASHION_MNIST_CLASSES, type ClassScore } from './predict.js';
+export {
+  recipes,
+  recipeByName,
+  recipeFitOptions,
+  splitForRecipe,
+  IMAGENET_NORMALIZATION,
+  type Recipe,
+  type RecipeName,
+  type RecipeNormalization,
+  type ImageFolderRecipe,
+  type CifarRecipeOptions,
+} from './recipes.js';
+export * as experiments from './experiments/index.js';
+export { renderSvg, svgToPng, writeFigure, writeCsv, toCsv, type Figure, type Panel, type Series } from './plot.js';
