@@ -46,6 +46,12 @@ impl CropFlip {
 /// Applies `t` to one `c x h x w` channel-major image. `dst` has the same size as `src`.
 /// Pixels that fall in the padding are 0.
 pub fn apply(src: &[u8], dst: &mut [u8], c: usize, h: usize, w: usize, t: CropFlip) {
+    apply_with(src, dst, c, h, w, t, 0u8);
+}
+
+/// [`apply`] for any pixel type (the loader uses f32 for per-pixel-mean-subtracted images, whose
+/// padding is 0 *after* the subtraction); `zero` fills the padding.
+pub fn apply_with<T: Copy>(src: &[T], dst: &mut [T], c: usize, h: usize, w: usize, t: CropFlip, zero: T) {
     assert_eq!(src.len(), c * h * w, "augment::apply: src size");
     assert_eq!(dst.len(), c * h * w, "augment::apply: dst size");
     if h * w == 0 {
@@ -62,7 +68,7 @@ pub fn apply(src: &[u8], dst: &mut [u8], c: usize, h: usize, w: usize, t: CropFl
         for (y, dst_row) in dst_plane.chunks_exact_mut(w).enumerate() {
             let sy = y as isize + oy;
             if sy < 0 || sy >= h as isize || x_lo >= x_hi {
-                dst_row.fill(0);
+                dst_row.fill(zero);
                 continue;
             }
             let src_row = &src_plane[sy as usize * w..(sy as usize + 1) * w];
@@ -70,15 +76,15 @@ pub fn apply(src: &[u8], dst: &mut [u8], c: usize, h: usize, w: usize, t: CropFl
             let valid = &src_row[sx_lo..sx_lo + (x_hi - x_lo)];
             if t.flip {
                 // Cropped row is [0; x_lo] ++ valid ++ [0; w - x_hi]; write it mirrored.
-                dst_row[..w - x_hi].fill(0);
+                dst_row[..w - x_hi].fill(zero);
                 for (d, s) in dst_row[w - x_hi..w - x_lo].iter_mut().zip(valid.iter().rev()) {
                     *d = *s;
                 }
-                dst_row[w - x_lo..].fill(0);
+                dst_row[w - x_lo..].fill(zero);
             } else {
-                dst_row[..x_lo].fill(0);
+                dst_row[..x_lo].fill(zero);
                 dst_row[x_lo..x_hi].copy_from_slice(valid);
-                dst_row[x_hi..].fill(0);
+                dst_row[x_hi..].fill(zero);
             }
         }
     }

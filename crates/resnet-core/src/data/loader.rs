@@ -4,22 +4,34 @@
 //! Reproducibility: the order is a function of (seed, epoch) and each sample's augmentation is a
 //! function of (seed, epoch, position in the epoch's order) — not of the batch size, of which
 //! thread prepared it, or of timing — so a run repeats exactly.
+//!
+//! Two sources: an in-memory u8 [`Dataset`] ([`Loader::new`]) and an [`ImageFolder`]
+//! ([`Loader::from_folder`]), whose images are decoded and transformed per batch on a small
+//! thread pool of the loader's own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::augment::{self, uniform_below, CropFlip};
+use super::folder::{self, EvalView, FolderTransform, ImageFolder, OnCorrupt};
 use super::Dataset;
 use crate::error::{Error, Result};
 
-/// Per-channel normalisation, applied as `(pixel/255 - mean) / std`.
+/// Per-channel normalisation, applied as `(pixel/255 - mean) / std`; with `pixel_mean`, as
+/// `(pixel/255 - pixel_mean[c, y, x] - mean) / std` (the paper's "per-pixel mean subtracted").
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalize {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// A mean image of pixel/255, `c*h*w` values channel-major (the training split's, see
+    /// [`Dataset::pixel_mean`]). It is subtracted before augmentation, so the zero padding of the
+    /// random crop is 0 after normalisation. In-memory datasets only.
+    pub pixel_mean: Option<Vec<f32>>,
 }
 
 impl Normalize {
@@ -28,13 +40,26 @@ impl Normalize {
         Normalize {
             mean: vec![0.0; c],
             std: vec![1.0; c],
+            pixel_mean: None,
         }
     }
 
     /// The dataset's own per-channel statistics (compute them on the training split).
     pub fn from_dataset(dataset: &Dataset) -> Self {
         let (mean, std) = dataset.channel_mean_std();
-        Normalize { mean, std }
+        Normalize {
+            mean,
+            std,
+            pixel_mean: None,
+        }
+    }
+
+    /// The dataset's mean image subtracted, no division (compute it on the training split).
+    pub fn per_pixel_mean(dataset: &Dataset) -> Self {
+        Normalize {
+            pixel_mean: Some(dataset.pixel_mean()),
+            ..Normalize::identity(dataset.c)
+        }
     }
 }
 
@@ -71,19 +96,25 @@ pub struct LoaderConfig {
 /// One batch, ready for the model.
 #[derive(Clone, Debug)]
 pub struct Batch {
-    /// Normalised pixels, NCHW, `shape[0]` images.
+    /// Normalised pixels, NCHW, `shape[0]` images (views, for multi-view evaluation).
     pub images: Vec<f32>,
     pub labels: Vec<i32>,
     pub shape: [usize; 4],
     /// Dataset index of each image, in batch order.
     pub indices: Vec<usize>,
+    /// Position in the epoch's order of each image: the views of one image (ten crops, scales)
+    /// share it and come one after another, so consumers can average them.
+    pub positions: Vec<usize>,
 }
 
 /// Batches of one epoch, prepared ahead on a background thread.
 pub struct Loader {
-    rx: Receiver<Batch>,
+    rx: Receiver<Result<Batch>>,
     batches: usize,
     received: usize,
+    /// Set by the producer when it finished normally (it may send fewer than `batches` batches
+    /// when an image folder skips files).
+    done: Arc<AtomicBool>,
 }
 
 /// Batches prepared ahead of the consumer: enough to hide jitter, few enough that memory stays
@@ -110,28 +141,119 @@ impl Loader {
             (0..dataset.n).collect()
         };
 
-        let (tx, rx) = sync_channel(PREFETCH);
+        if let Some(pm) = &config.normalize.pixel_mean {
+            if pm.len() != dataset.image_len() {
+                return Err(Error::invalid(format!(
+                    "data loader: the per-pixel mean has {} values, but the images have {}x{}x{} = {}",
+                    pm.len(),
+                    dataset.c,
+                    dataset.h,
+                    dataset.w,
+                    dataset.image_len()
+                )));
+            }
+            if let Some(i) = pm.iter().position(|v| !v.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "data loader: the per-pixel mean has a non-finite value at index {i}"
+                )));
+            }
+        }
         let producer = Producer {
-            dataset,
+            source: Source::Memory(dataset),
             config,
             epoch,
             order,
             lut,
         };
+        Self::start(producer, batches)
+    }
+
+    /// Starts preparing the batches of `epoch` of an image folder: decoded, transformed by
+    /// `transform` and normalised per channel (`config.normalize`, 3 channels; no per-pixel mean).
+    /// `config.augment` selects the training transform (`Some`, whose `flip` enables the random
+    /// mirror and whose `pad_crop` must be 0) or the evaluation view (`None`).
+    ///
+    /// Batches hold `batch_size` images, times [`EvalView::views`] rows when evaluating with ten
+    /// crops; with [`EvalView::FullImage`] every view of every image is a batch of one, so
+    /// [`len`](Loader::len) is `n * scales`. With [`OnCorrupt::Skip`] batches may be smaller and
+    /// the epoch may end before `len` batches.
+    pub fn from_folder(
+        folder: Arc<ImageFolder>,
+        config: LoaderConfig,
+        transform: FolderTransform,
+        epoch: u64,
+    ) -> Result<Loader> {
+        if config.batch_size == 0 {
+            return Err(Error::invalid("data loader: batch_size must be at least 1"));
+        }
+        if folder.is_empty() {
+            return Err(Error::invalid("data loader: the image folder is empty"));
+        }
+        transform.validate()?;
+        if config.normalize.pixel_mean.is_some() {
+            return Err(Error::invalid(
+                "data loader: a per-pixel mean needs images of one size; image folders take per-channel mean/std",
+            ));
+        }
+        if config.augment.as_ref().is_some_and(|a| a.pad_crop > 0) {
+            return Err(Error::invalid(
+                "data loader: pad_crop does not apply to image folders (their crops come from the folder transform)",
+            ));
+        }
+        let lut = normalize_table(&config.normalize, 3)?;
+        let n = folder.len();
+        let batches = match (&config.augment, &transform.view) {
+            (None, EvalView::FullImage { scales }) => n * scales.len(),
+            _ => batch_count(n, config.batch_size, config.drop_last),
+        };
+        let order = if config.shuffle {
+            epoch_permutation(n, config.seed, epoch)
+        } else {
+            (0..n).collect()
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(transform.threads())
+            .thread_name(|i| format!("resnet-image-decode-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the image decoding threads: {e}")))?;
+        let producer = Producer {
+            source: Source::Folder {
+                folder,
+                transform,
+                pool,
+            },
+            config,
+            epoch,
+            order,
+            lut,
+        };
+        Self::start(producer, batches)
+    }
+
+    fn start(producer: Producer, batches: usize) -> Result<Loader> {
+        let (tx, rx) = sync_channel(PREFETCH);
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = done.clone();
         // The JoinHandle is dropped (thread detached) on purpose: Drop must never wait for the
         // producer. Once `rx` is gone its next `send` fails and it returns.
         std::thread::Builder::new()
             .name("resnet-data-loader".into())
-            .spawn(move || producer.run(batches, tx))
+            .spawn(move || {
+                if producer.run(batches, tx.clone()) {
+                    finished.store(true, Ordering::SeqCst);
+                }
+                drop(tx);
+            })
             .map_err(|e| Error::Internal(format!("cannot start the data loader thread: {e}")))?;
         Ok(Loader {
             rx,
             batches,
             received: 0,
+            done,
         })
     }
 
-    /// Number of batches this epoch.
+    /// Number of batches this epoch (an upper bound when an image folder skips files).
     pub fn len(&self) -> usize {
         self.batches
     }
@@ -141,16 +263,24 @@ impl Loader {
         self.batches == 0
     }
 
-    /// The next batch, `None` after the last one. An `Err` means the producer thread died
-    /// (a bug); the loader then ends.
+    /// The next batch, `None` after the last one. An `Err` (an image folder's file that cannot be
+    /// decoded, under `OnCorrupt::Fail`, or the producer thread dying, a bug) ends the loader.
     pub fn next_batch(&mut self) -> Option<Result<Batch>> {
         if self.received >= self.batches {
             return None;
         }
         match self.rx.recv() {
-            Ok(batch) => {
+            Ok(Ok(batch)) => {
                 self.received += 1;
                 Some(Ok(batch))
+            }
+            Ok(Err(e)) => {
+                self.received = self.batches;
+                Some(Err(e))
+            }
+            Err(_) if self.done.load(Ordering::SeqCst) => {
+                self.received = self.batches;
+                None
             }
             Err(_) => {
                 let at = self.received;
@@ -237,8 +367,17 @@ fn normalize_table(norm: &Normalize, c: usize) -> Result<Vec<[f32; 256]>> {
     Ok(tables)
 }
 
+enum Source {
+    Memory(Arc<Dataset>),
+    Folder {
+        folder: Arc<ImageFolder>,
+        transform: FolderTransform,
+        pool: rayon::ThreadPool,
+    },
+}
+
 struct Producer {
-    dataset: Arc<Dataset>,
+    source: Source,
     config: LoaderConfig,
     epoch: u64,
     order: Vec<usize>,
@@ -246,20 +385,132 @@ struct Producer {
 }
 
 impl Producer {
-    fn run(self, batches: usize, tx: SyncSender<Batch>) {
+    /// Sends the epoch's batches; true when it got to the end (not stopped by a dropped loader
+    /// or an error).
+    fn run(self, batches: usize, tx: SyncSender<Result<Batch>>) -> bool {
         let bs = self.config.batch_size;
-        for (b, chunk) in self.order.chunks(bs).take(batches).enumerate() {
-            if tx.send(self.prepare(b * bs, chunk)).is_err() {
-                return; // Loader dropped.
+        match &self.source {
+            Source::Memory(dataset) => {
+                for (b, chunk) in self.order.chunks(bs).take(batches).enumerate() {
+                    if tx.send(Ok(self.prepare(dataset, b * bs, chunk))).is_err() {
+                        return false; // Loader dropped.
+                    }
+                }
+            }
+            Source::Folder {
+                folder,
+                transform,
+                pool,
+            } => {
+                let training = self.config.augment.is_some();
+                let full_image = !training && matches!(transform.view, EvalView::FullImage { .. });
+                let (chunk_size, chunks) = if full_image {
+                    (1, self.order.len())
+                } else {
+                    (bs, batches)
+                };
+                for (b, chunk) in self.order.chunks(chunk_size).take(chunks).enumerate() {
+                    match self.prepare_folder(folder, transform, pool, b * chunk_size, chunk) {
+                        Ok(out) => {
+                            for batch in out {
+                                if tx.send(Ok(batch)).is_err() {
+                                    return false;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return false;
+                        }
+                    }
+                }
             }
         }
+        true
+    }
+
+    /// The batches of one chunk of an image folder's epoch order: images decoded and transformed
+    /// in parallel on the loader's pool (each from its own position-seeded stream, so the result
+    /// does not depend on the threads), then assembled in order. Returns no batch when every image
+    /// of the chunk was skipped.
+    fn prepare_folder(
+        &self,
+        folder: &ImageFolder,
+        transform: &FolderTransform,
+        pool: &rayon::ThreadPool,
+        first_position: usize,
+        indices: &[usize],
+    ) -> Result<Vec<Batch>> {
+        let aug_seed = mix(mix(self.config.seed, AUGMENT_STREAM), self.epoch);
+        let train_flip = self.config.augment.as_ref().map(|a| a.flip);
+        let decoded: Vec<Result<Vec<image::RgbImage>>> = pool.install(|| {
+            indices
+                .par_iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let image = folder.load(i)?;
+                    let mut rng = ChaCha8Rng::seed_from_u64(mix(aug_seed, (first_position + k) as u64));
+                    Ok(folder::transform_image(&image, transform, train_flip, &mut rng))
+                })
+                .collect()
+        });
+        // (position, dataset index, views) of the images kept.
+        let mut kept = Vec::with_capacity(indices.len());
+        for (k, (&i, result)) in indices.iter().zip(decoded).enumerate() {
+            match result {
+                Ok(views) => kept.push((first_position + k, i, views)),
+                Err(e) if transform.on_corrupt == OnCorrupt::Skip => {
+                    folder.record_skip(&folder.paths()[i], &e.to_string())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let labels = folder.labels();
+        let mut batches = Vec::new();
+        let mut images = Vec::new();
+        let mut rows = (Vec::new(), Vec::new(), Vec::new()); // labels, indices, positions
+        let mut size = (0, 0);
+        for (position, i, views) in kept {
+            for view in views {
+                let (w, h) = (view.width() as usize, view.height() as usize);
+                if !rows.0.is_empty() && (h, w) != size {
+                    // Views of another size (full-image scales): close the batch.
+                    batches.push(Batch {
+                        images: std::mem::take(&mut images),
+                        labels: std::mem::take(&mut rows.0),
+                        shape: [rows.1.len(), 3, size.0, size.1],
+                        indices: std::mem::take(&mut rows.1),
+                        positions: std::mem::take(&mut rows.2),
+                    });
+                }
+                size = (h, w);
+                let start = images.len();
+                images.resize(start + 3 * h * w, 0.0);
+                folder::write_planes(&view, &self.lut, &mut images[start..]);
+                rows.0.push(labels[i] as i32);
+                rows.1.push(i);
+                rows.2.push(position);
+            }
+        }
+        if !rows.0.is_empty() {
+            batches.push(Batch {
+                images,
+                labels: rows.0,
+                shape: [rows.1.len(), 3, size.0, size.1],
+                indices: rows.1,
+                positions: rows.2,
+            });
+        }
+        Ok(batches)
     }
 
     /// One batch, sequentially: at ~1 ns per pixel a CIFAR batch of 128 takes well under a
     /// millisecond, which the background thread already hides; fanning out over rayon would
     /// only compete with the training step's own threads.
-    fn prepare(&self, first_position: usize, indices: &[usize]) -> Batch {
-        let d = &*self.dataset;
+    fn prepare(&self, d: &Dataset, first_position: usize, indices: &[usize]) -> Batch {
+        if let Some(pixel_mean) = &self.config.normalize.pixel_mean {
+            return self.prepare_pixel_mean(d, pixel_mean, first_position, indices);
+        }
         let len = d.image_len();
         let plane = d.h * d.w;
         let mut images = vec![0f32; indices.len() * len];
@@ -295,6 +546,49 @@ impl Producer {
             labels: indices.iter().map(|&i| d.labels[i] as i32).collect(),
             shape: [indices.len(), d.c, d.h, d.w],
             indices: indices.to_vec(),
+            positions: (first_position..first_position + indices.len()).collect(),
+        }
+    }
+
+    /// [`prepare`](Self::prepare) with a mean image: each image is normalised in its own
+    /// coordinates first, `(pixel/255 - pixel_mean - mean) / std`, then cropped and mirrored
+    /// with 0 in the padding (the same transform, drawn from the same stream, as without it).
+    fn prepare_pixel_mean(&self, d: &Dataset, pixel_mean: &[f32], first_position: usize, indices: &[usize]) -> Batch {
+        let len = d.image_len();
+        let plane = d.h * d.w;
+        let mut images = vec![0f32; indices.len() * len];
+        let mut scratch = vec![0f32; len];
+        let augment = self.config.augment.as_ref().filter(|a| a.pad_crop > 0 || a.flip);
+        let aug_seed = mix(mix(self.config.seed, AUGMENT_STREAM), self.epoch);
+        let norm = &self.config.normalize;
+
+        for (k, (&i, out)) in indices.iter().zip(images.chunks_exact_mut(len)).enumerate() {
+            let target: &mut [f32] = if augment.is_some() { &mut scratch } else { out };
+            for (ch, ((dst, src), pm)) in target
+                .chunks_exact_mut(plane)
+                .zip(d.image(i).chunks_exact(plane))
+                .zip(pixel_mean.chunks_exact(plane))
+                .enumerate()
+            {
+                let (mean, inv_std) = (norm.mean[ch], 1.0 / norm.std[ch]);
+                for ((o, &p), &m) in dst.iter_mut().zip(src).zip(pm) {
+                    *o = (p as f32 / 255.0 - m - mean) * inv_std;
+                }
+            }
+            if let Some(a) = augment {
+                let position = (first_position + k) as u64;
+                let mut rng = ChaCha8Rng::seed_from_u64(mix(aug_seed, position));
+                let t = CropFlip::sample(a.pad_crop, a.flip, &mut rng);
+                augment::apply_with(&scratch, out, d.c, d.h, d.w, t, 0.0);
+            }
+        }
+
+        Batch {
+            images,
+            labels: indices.iter().map(|&i| d.labels[i] as i32).collect(),
+            shape: [indices.len(), d.c, d.h, d.w],
+            indices: indices.to_vec(),
+            positions: (first_position..first_position + indices.len()).collect(),
         }
     }
 }
@@ -322,6 +616,7 @@ mod tests {
             normalize: Normalize {
                 mean: (0..c).map(|i| 0.1 + 0.2 * i as f32).collect(),
                 std: (0..c).map(|i| 0.25 + 0.5 * i as f32).collect(),
+                pixel_mean: None,
             },
             seed: 42,
         }
@@ -454,6 +749,49 @@ mod tests {
     }
 
     #[test]
+    fn per_pixel_mean_is_subtracted_before_the_crop() {
+        let d = random_dataset(5, 3, 6, 7, 8);
+        let norm = Normalize::per_pixel_mean(&d);
+        let pm = norm.pixel_mean.clone().unwrap();
+        let mut cfg = config(5, 3);
+        cfg.shuffle = false;
+        cfg.augment = None;
+        cfg.normalize = norm.clone();
+        let plain = collect(&d, &cfg, 2).remove(0);
+        for (j, v) in plain.images.iter().enumerate() {
+            let expected = d.images[j] as f32 / 255.0 - pm[j % 126];
+            assert!((v - expected).abs() < 1e-6);
+        }
+        // The mean image of the batch is 0 (it is the whole dataset).
+        for p in 0..126 {
+            let s: f32 = (0..5).map(|i| plain.images[i * 126 + p]).sum();
+            assert!(s.abs() < 1e-5, "{s}");
+        }
+
+        cfg.augment = Some(Augment::paper());
+        cfg.normalize.std = vec![0.5, 2.0, 4.0];
+        let b = collect(&d, &cfg, 2).remove(0);
+        let aug_seed = mix(mix(42, AUGMENT_STREAM), 2);
+        let mut padded_zeros = 0;
+        for k in 0..5 {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(aug_seed, k as u64));
+            let t = CropFlip::sample(4, true, &mut rng);
+            let normalised: Vec<f32> = (0..126)
+                .map(|j| (d.image(k)[j] as f32 / 255.0 - pm[j]) / [0.5, 2.0, 4.0][j / 42])
+                .collect();
+            let mut expected = vec![f32::NAN; 126];
+            augment::apply_with(&normalised, &mut expected, 3, 6, 7, t, 0.0);
+            assert_eq!(b.images[k * 126..(k + 1) * 126], expected[..]);
+            padded_zeros += expected.iter().filter(|v| **v == 0.0).count();
+        }
+        assert!(padded_zeros > 0, "no padding was drawn");
+
+        cfg.normalize.pixel_mean = Some(vec![0.0; 5]);
+        let msg = Loader::new(d.clone(), cfg, 0).err().unwrap().to_string();
+        assert!(msg.contains("per-pixel mean has 5 values"), "{msg}");
+    }
+
+    #[test]
     fn rejects_bad_config() {
         let d = random_dataset(4, 3, 2, 2, 5);
         let mut cfg = config(0, 3);
@@ -465,6 +803,7 @@ mod tests {
         cfg.normalize = Normalize {
             mean: vec![0.0; 3],
             std: vec![1.0, 0.0, 1.0],
+            pixel_mean: None,
         };
         assert!(Loader::new(d.clone(), cfg.clone(), 0).is_err());
         let empty = Arc::new(d.subset(&[]));
@@ -495,7 +834,7 @@ mod tests {
     fn batch_preparation_is_fast() {
         let d = random_dataset(1280, 3, 32, 32, 7);
         let producer = Producer {
-            dataset: d.clone(),
+            source: Source::Memory(d.clone()),
             config: config(128, 3),
             epoch: 0,
             order: (0..1280).collect(),
@@ -504,7 +843,7 @@ mod tests {
         let t = Instant::now();
         for b in 0..10 {
             let idx: Vec<usize> = (b * 128..(b + 1) * 128).collect();
-            assert_eq!(producer.prepare(b * 128, &idx).shape, [128, 3, 32, 32]);
+            assert_eq!(producer.prepare(&d, b * 128, &idx).shape, [128, 3, 32, 32]);
         }
         let per_batch = t.elapsed() / 10;
         eprintln!("CIFAR batch of 128, augmented: {per_batch:?}");

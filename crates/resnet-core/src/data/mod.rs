@@ -2,10 +2,12 @@
 //! the paper's augmentation, and a background-thread batch loader.
 //!
 //! Images stay `u8` in memory (a quarter of the f32 size; Fashion-MNIST train is 47 MB) and are
-//! converted to normalised f32 only per batch, in the loader.
+//! converted to normalised f32 only per batch, in the loader. Image folders (ImageNet's layout,
+//! [`folder`]) stay on disk and are decoded per batch.
 
 pub mod augment;
 pub mod cifar;
+pub mod folder;
 pub mod idx;
 pub mod loader;
 
@@ -15,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
+pub use folder::{EvalView, FolderTransform, ImageFolder, OnCorrupt, SkippedImage, TrainTransform};
 pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +160,35 @@ impl Dataset {
             std.push((var.sqrt() / 255.0) as f32);
         }
         (mean, std)
+    }
+
+    /// The mean image of pixel/255: `c*h*w` values, channel-major (the paper's per-pixel mean,
+    /// [`Normalize::per_pixel_mean`]). Sums are exact integers; an empty dataset gives zeros.
+    pub fn pixel_mean(&self) -> Vec<f32> {
+        let len = self.image_len();
+        if self.n == 0 {
+            return vec![0.0; len];
+        }
+        // u64 cannot overflow: 255 * 2^40 images < 2^48.
+        let sum = self
+            .images
+            .par_chunks(len)
+            .fold(
+                || vec![0u64; len],
+                |mut sum, img| {
+                    sum.iter_mut().zip(img).for_each(|(s, &p)| *s += p as u64);
+                    sum
+                },
+            )
+            .reduce(
+                || vec![0u64; len],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        let scale = 1.0 / (self.n as f64 * 255.0);
+        sum.into_iter().map(|s| (s as f64 * scale) as f32).collect()
     }
 
     /// A new dataset holding the given samples in the given order (repeats allowed).
