@@ -77,6 +77,127 @@ fn cifar_parameter_counts() {
     assert_eq!(c.num_parameters(), 269_722 + proj);
 }
 
+/// Parameters from the summary's rows (checked against `num_parameters` where it is cheap).
+fn summary_params(spec: &ResNetSpec, hw: usize) -> (usize, u64) {
+    let m = Model::new(spec.clone(), 0, DEV).unwrap();
+    let rows = m.summary(hw, hw).unwrap();
+    let params = rows.iter().map(|r| r.params).sum::<usize>();
+    assert_eq!(params, m.num_parameters(), "{}: summary vs parameters", spec.name());
+    (params, rows.iter().map(|r| r.macs).sum())
+}
+
+#[test]
+fn cifar_table_every_depth_of_the_paper() {
+    // The paper's Table 6 (CIFAR-10, option A): 0.27M, 0.46M, 0.66M, 0.85M, 1.7M, 19.4M. By hand
+    // (n = (depth - 2) / 6 blocks a stage; convs 3x3 without bias, BN weight + bias, fc 64->10):
+    // stem 432 + 32; stage 1: n * 2 * (2,304 + 32); stage 2: (4,608 + 64) + (9,216 + 64) first,
+    // then (n - 1) * 2 * (9,216 + 64); stage 3: (18,432 + 128) + (36,864 + 128), then
+    // (n - 1) * 2 * (36,864 + 128); fc 650. Total 97,216 n - 21,926.
+    // Plain nets: the same (option A has no parameters). Pre-activation (He et al. 2016): no stem
+    // BN (-32), the first blocks of stages 2 and 3 normalise their 16 / 32 input channels instead
+    // of 32 / 64 output channels (-32, -64), a final BN of 64 channels (+128): the same total.
+    for (depth, printed, digits) in [
+        (20, 0.27, 2),
+        (32, 0.46, 2),
+        (44, 0.66, 2),
+        (56, 0.85, 2),
+        (110, 1.7, 1),
+        (1202, 19.4, 1),
+    ] {
+        let n = (depth - 2) / 6;
+        let exact = 97_216 * n - 21_926;
+        for (plain, pre) in [(false, false), (true, false), (false, true), (true, true)] {
+            let spec = ResNetSpec::cifar(depth, ShortcutOption::A, plain, 3, 10)
+                .unwrap()
+                .with_pre_activation(pre);
+            let started = std::time::Instant::now();
+            let (params, macs) = summary_params(&spec, 32);
+            assert_eq!(params, exact, "{}", spec.name());
+            let m = 10f64.powi(digits);
+            assert_eq!((params as f64 / 1e6 * m).round() / m, printed, "{}", spec.name());
+            // Multiply-adds at 32x32: every block 2 x 2,359,296 but the first of stages 2 and 3
+            // (conv1 has half the input channels: -1,179,648 each), stem 442,368, fc 640.
+            // ResNet-20: 40.55M.
+            assert_eq!(macs, 14_155_776 * n as u64 - 1_916_288, "{}", spec.name());
+            assert!(
+                started.elapsed().as_secs_f64() < 20.0,
+                "{} took {:?}",
+                spec.name(),
+                started.elapsed()
+            );
+        }
+    }
+    // Option B: projections at the two stage changes, 16->32 and 32->64: 512 + 2,048 weights, and
+    // (original nets only) their batch norms, 64 + 128.
+    let b = |pre| summary_params(&cifar(20, ShortcutOption::B).with_pre_activation(pre), 32).0;
+    assert_eq!(b(false), 269_722 + 2_752);
+    assert_eq!(b(true), 269_722 + 2_560);
+}
+
+#[test]
+fn preresnet_164_has_the_2016_papers_parameters() {
+    // He et al. 2016, Table 2: the CIFAR bottleneck ResNet-164 has 1.7M parameters. Three stages
+    // of 18 bottlenecks (widths 16, 32, 64; outputs 64, 128, 256), projections where the shape
+    // changes (the authors' code), pre-activation.
+    let mut spec = ResNetSpec::cifar(20, ShortcutOption::B, false, 3, 10)
+        .unwrap()
+        .with_pre_activation(true);
+    for st in &mut spec.stages {
+        st.block = resnet_core::nn::BlockKind::Bottleneck;
+        st.count = 18;
+    }
+    assert_eq!(spec.depth(), 164);
+    assert_eq!(spec.name(), "PreResNet-164");
+    let (params, _) = summary_params(&spec, 32);
+    assert_eq!((params as f64 / 1e5).round() / 10.0, 1.7, "{params}");
+}
+
+#[test]
+fn imagenet_shortcut_options_plain_and_pre_activation_counts() {
+    let imagenet_with = |depth, option, plain, pre| {
+        let mut s = ResNetSpec::imagenet(depth, option, 3, 1000)
+            .unwrap()
+            .with_pre_activation(pre);
+        s.plain = plain;
+        s
+    };
+    // ResNet-34 (torchvision: option B, 21,797,672). B's projections: 64->128, 128->256,
+    // 256->512 with their BNs: 8,192 + 256 + 32,768 + 512 + 131,072 + 1,024 = 173,824. A has none:
+    // 21,623,848. C projects on all 16 blocks: B's three plus 3 x (4,096 + 128) + 3 x (16,384 +
+    // 256) + 5 x (65,536 + 512) + 2 x (262,144 + 1,024) = 919,168 more: 22,716,840.
+    // The paper (sec. 4.1): A < B < C, the differences small.
+    let r34 = |option| summary_params(&imagenet_with(34, option, false, false), 224);
+    let (a, macs_a) = r34(ShortcutOption::A);
+    let (b, macs_b) = r34(ShortcutOption::B);
+    let (c, macs_c) = r34(ShortcutOption::C);
+    assert_eq!((a, b, c), (21_623_848, 21_797_672, 22_716_840));
+    assert!(macs_a < macs_b && macs_b < macs_c);
+    // Plain-18 / plain-34: no shortcuts. Plain-34 is option A's count; plain-18 is ResNet-18
+    // (11,689,512) less its three projections (173,824): 11,515,688. Same multiply-adds as A.
+    let (p34, macs_p34) = summary_params(&imagenet_with(34, ShortcutOption::B, true, false), 224);
+    assert_eq!((p34, macs_p34), (21_623_848, macs_a));
+    assert_eq!(
+        macs_p34,
+        3_663_761_408 - (8_192 * 28 * 28 + 32_768 * 14 * 14 + 131_072 * 7 * 7)
+    );
+    let (p18, _) = summary_params(&imagenet_with(18, ShortcutOption::B, true, false), 224);
+    assert_eq!(p18, 11_515_688);
+    // Pre-activation ResNet-18 (option B): BN channels 4,800 -> 3,904 (the stem BN stays, layer1.0
+    // has no bn1, each bn1 normalises the block's input, no BN in the projections, bn_final 512):
+    // 11,689,512 - 2 x 896 = 11,687,720. Same multiply-adds (BN is not counted).
+    let (pre18, macs_pre18) = summary_params(&imagenet_with(18, ShortcutOption::B, false, true), 224);
+    assert_eq!(pre18, 11_687_720);
+    assert_eq!(macs_pre18, 1_814_073_344);
+    // Pre-activation ResNet-50: the convolutions and fc of torchvision's 25,557,032, whose BNs have
+    // 26,560 channels (stem 64, blocks 3 x 384 + 4 x 768 + 6 x 1,536 + 3 x 3,072, projections
+    // 3,840). Pre-activation BNs: stem 64; layer1 128 + 2 x 384; layer2 512 + 3 x 768; layer3
+    // 1,024 + 5 x 1,536; layer4 2,048 + 2 x 3,072 (bn1 normalises the block's input, bn2 and bn3
+    // the width); bn_final 2,048: 22,720 channels. 25,557,032 - 2 x 26,560 + 2 x 22,720.
+    let (pre50, macs_pre50) = summary_params(&imagenet_with(50, ShortcutOption::B, false, true), 224);
+    assert_eq!(pre50, 25_549_352);
+    assert_eq!(macs_pre50, 4_089_184_256);
+}
+
 #[test]
 fn imagenet_parameter_counts_and_macs() {
     // torchvision's parameter counts; multiply-adds of the convolutions and fc at 224x224.
@@ -422,4 +543,107 @@ fn state_dict_mismatches_are_listed() {
     let other = resnet8(3).state_dict().unwrap();
     m.load_state_dict(&other).unwrap();
     assert_eq!(m.state_dict().unwrap(), other);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pre-activation nets (He et al. 2016)
+
+#[test]
+fn pre_activation_names_spec_and_checkpoints() {
+    // CIFAR: a bare stem convolution, bnK before convK, no BN in the projections, bn_final.
+    let spec = ResNetSpec::cifar(8, ShortcutOption::B, false, 3, 10)
+        .unwrap()
+        .with_pre_activation(true);
+    assert_eq!(spec.name(), "PreResNet-8");
+    let m = Model::new(spec.clone(), 0, DEV).unwrap();
+    let names: Vec<String> = m.state_dict().unwrap().into_iter().map(|t| t.name).collect();
+    let params: Vec<String> = m.parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        &params[..6],
+        [
+            "conv1.weight",
+            "layer1.0.bn1.weight",
+            "layer1.0.bn1.bias",
+            "layer1.0.conv1.weight",
+            "layer1.0.bn2.weight",
+            "layer1.0.bn2.bias"
+        ]
+    );
+    assert_eq!(
+        &params[params.len() - 4..],
+        ["bn_final.weight", "bn_final.bias", "fc.weight", "fc.bias"]
+    );
+    assert!(!names
+        .iter()
+        .any(|n| n.starts_with("bn1.") || n.contains("downsample.1")));
+    assert!(names.contains(&"layer2.0.downsample.0.weight".to_string()));
+    assert!(names.contains(&"bn_final.num_batches_tracked".to_string()));
+    let shape = |n: &str| m.parameter(n).unwrap().shape().to_vec();
+    assert_eq!(shape("layer2.0.bn1.weight"), [16], "bn1 normalises the block's input");
+    assert_eq!(shape("layer2.0.bn2.weight"), [32]);
+    assert_eq!(shape("bn_final.weight"), [64]);
+    let rows = m.summary(32, 32).unwrap();
+    assert_eq!(rows[0].kind, "Conv2d 3x3/1");
+    assert_eq!(rows[rows.len() - 3].name, "bn_final");
+    assert!(rows[1].kind.starts_with("PreActBasicBlock"), "{}", rows[1].kind);
+
+    // ImageNet: the stem keeps conv-BN-act-maxpool; layer1.0 has no bn1.
+    let mut r50 = ResNetSpec::imagenet(50, ShortcutOption::B, 3, 1000)
+        .unwrap()
+        .with_pre_activation(true);
+    let m50 = Model::new(r50.clone(), 0, DEV).unwrap();
+    let names: Vec<String> = m50.state_dict().unwrap().into_iter().map(|t| t.name).collect();
+    assert!(names.contains(&"bn1.weight".to_string()));
+    assert!(!names.contains(&"layer1.0.bn1.weight".to_string()));
+    assert!(names.contains(&"layer1.1.bn1.weight".to_string()));
+    assert_eq!(m50.parameter("layer2.0.bn1.weight").unwrap().shape(), [256]);
+    assert_eq!(m50.parameter("bn_final.weight").unwrap().shape(), [2048]);
+    r50.plain = true;
+    assert_eq!(r50.name(), "PrePlain-50");
+
+    // The spec: camelCase, absent when false (older checkpoints read and compare unchanged).
+    assert!(spec.to_json().contains("\"preActivation\":true"));
+    let original = ResNetSpec::cifar(8, ShortcutOption::B, false, 3, 10).unwrap();
+    assert!(!original.to_json().contains("preActivation"));
+    assert_eq!(ResNetSpec::from_json(&original.to_json()).unwrap(), original);
+    assert_eq!(ResNetSpec::from_json(&spec.to_json()).unwrap(), spec);
+
+    // Checkpoints: train, save, load, identical predictions and next step; another ordering is
+    // refused by name.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pre8.safetensors");
+    let (images, shape, labels) = batch(21, 4, 3, 8, 10);
+    let mut m = Model::new(spec.clone(), 3, DEV).unwrap();
+    m.train_step(&images, shape, &labels).unwrap();
+    m.save_checkpoint(&path, BTreeMap::new()).unwrap();
+    let (mut back, _) = Model::load_checkpoint(&path, DEV).unwrap();
+    assert_eq!(back.spec(), &spec);
+    assert_eq!(back.state_dict().unwrap(), m.state_dict().unwrap());
+    assert_eq!(
+        back.predict(&images, shape).unwrap(),
+        m.predict(&images, shape).unwrap()
+    );
+    assert_eq!(
+        back.train_step(&images, shape, &labels).unwrap(),
+        m.train_step(&images, shape, &labels).unwrap()
+    );
+    let mut post = Model::new(original, 3, DEV).unwrap();
+    let e = post.load_weights(&path).unwrap_err().to_string();
+    assert!(e.contains("PreResNet-8") && e.contains("ResNet-8"), "{e}");
+}
+
+#[test]
+fn pre_activation_nets_train() {
+    for plain in [false, true] {
+        let spec = ResNetSpec::cifar(8, ShortcutOption::A, plain, 3, 10)
+            .unwrap()
+            .with_pre_activation(true);
+        let (images, shape, labels) = batch(2, 16, 3, 8, 10);
+        let mut m = Model::new(spec, 3, DEV).unwrap();
+        let losses: Vec<f32> = (0..30)
+            .map(|_| m.train_step(&images, shape, &labels).unwrap().loss)
+            .collect();
+        let last: f32 = losses[25..].iter().sum::<f32>() / 5.0;
+        assert!(last < 0.1 * losses[0], "plain={plain}: {losses:?}");
+    }
 }

@@ -1,5 +1,36 @@
 //! Residual blocks: BasicBlock (two 3x3) and Bottleneck (1x1-3x3-1x1, 4x expansion), each with
-//! its shortcut (option A, B or C, or none for the plain nets).
+//! its shortcut (option A, B or C, or none for the plain nets), in the original ordering of He et
+//! al. 2015 (conv-BN-act, activation after the addition) or the pre-activation ordering of He et
+//! al. 2016 (BN-act-conv, nothing after the addition).
+//!
+//! # The pre-activation layout
+//!
+//! He, Zhang, Ren, Sun, *Identity Mappings in Deep Residual Networks* (ECCV 2016), Fig. 1(b) and
+//! Fig. 4(e), as in the authors' code (github.com/KaimingHe/resnet-1k-layers, `resnet-pre-act.lua`)
+//! and fb.resnet.torch's `preresnet.lua`. With `h = act(bn1(x))`:
+//!
+//! ```text
+//! basic:       out = conv2(act(bn2(conv1(h))))                      + shortcut
+//! bottleneck:  out = conv3(act(bn3(conv2(act(bn2(conv1(h)))))))     + shortcut
+//! shortcut:    x                  identity (options A and B where the shape is kept)
+//!              shortcut_a(h)      option A where the shape changes (subsample, zero-pad)
+//!              downsample.0(h)    1x1 convolution, no batch norm (option B where the shape
+//!                                 changes; option C everywhere)
+//!              none               plain nets
+//! ```
+//!
+//! A shortcut that changes the shape takes the pre-activated input `h` (the authors' code: "common
+//! BN, ReLU" for the units that increase dimensions); an identity takes `x` itself, so the
+//! identity path from the first to the last unit carries no nonlinearity. Nothing follows the
+//! addition. The network around the blocks (see `resnet.rs`): a CIFAR stem is a bare 3x3
+//! convolution (the first block's `bn1` + act normalises it); an ImageNet stem keeps conv-BN-act
+//! and max pool, and the first block after it has no `bn1` (fb.resnet.torch's `no_preact`: its
+//! input is already normalised and activated, so `h = x`); after the last stage come `bn_final`
+//! and the activation, then global pooling.
+//!
+//! State-dict names: `layerI.J.bnK` normalises the input of `layerI.J.convK` (so `bn1` has the
+//! block's input channels), the projection is `layerI.J.downsample.0` (no `downsample.1`), the
+//! final batch norm `bn_final`. A CIFAR pre-activation net has no top-level `bn1`.
 
 use super::init::Init;
 use super::layers::{BatchNorm2d, Conv2d};
@@ -21,62 +52,94 @@ pub enum Shortcut {
         c_out: usize,
         stride: usize,
     },
-    /// Options B/C: 1x1 convolution and batch norm, torchvision's `downsample.0`/`downsample.1`.
+    /// Options B/C: 1x1 convolution, torchvision's `downsample.0`, and (original nets only) batch
+    /// norm, `downsample.1`.
     Projection {
         conv: Conv2d,
-        bn: BatchNorm2d,
+        bn: Option<BatchNorm2d>,
     },
 }
 
+struct ShortcutConfig {
+    option: ShortcutOption,
+    plain: bool,
+    pre_activation: bool,
+    c_in: usize,
+    c_out: usize,
+    stride: usize,
+}
+
 impl Shortcut {
-    fn new(
-        init: &mut Init,
-        device: Device,
-        option: ShortcutOption,
-        plain: bool,
-        c_in: usize,
-        c_out: usize,
-        stride: usize,
-    ) -> Result<Self> {
-        let changes = stride != 1 || c_in != c_out;
-        Ok(match (plain, option, changes) {
+    fn new(init: &mut Init, device: Device, cfg: &ShortcutConfig) -> Result<Self> {
+        let changes = cfg.stride != 1 || cfg.c_in != cfg.c_out;
+        Ok(match (cfg.plain, cfg.option, changes) {
             (true, _, _) => Shortcut::None,
-            (false, ShortcutOption::A, true) => Shortcut::ZeroPad { c_out, stride },
+            (false, ShortcutOption::A, true) => Shortcut::ZeroPad {
+                c_out: cfg.c_out,
+                stride: cfg.stride,
+            },
             (false, ShortcutOption::C, _) | (false, ShortcutOption::B, true) => Shortcut::Projection {
-                conv: Conv2d::new(init, device, c_in, c_out, 1, stride, 0)?,
-                bn: BatchNorm2d::new(device, c_out)?,
+                conv: Conv2d::new(init, device, cfg.c_in, cfg.c_out, 1, cfg.stride, 0)?,
+                bn: if cfg.pre_activation {
+                    None
+                } else {
+                    Some(BatchNorm2d::new(device, cfg.c_out)?)
+                },
             },
             (false, _, false) => Shortcut::Identity,
         })
     }
 
-    fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Option<Tensor>> {
+    /// `x` is the block's input, `h` its pre-activated input (pre-activation nets; else `x`).
+    fn forward(&self, x: &Tensor, h: &Tensor, ctx: &Ctx, block: &str) -> Result<Option<Tensor>> {
         Ok(match self {
             Shortcut::None => None,
             Shortcut::Identity => Some(x.clone()),
-            Shortcut::ZeroPad { c_out, stride } => Some(ops::shortcut_a(x, *c_out, *stride)?),
-            Shortcut::Projection { conv, bn } => Some(bn.forward(&conv.forward(x)?, ctx)?),
+            Shortcut::ZeroPad { c_out, stride } => Some(ops::shortcut_a(h, *c_out, *stride)?),
+            Shortcut::Projection { conv, bn } => {
+                let z = conv.forward(h)?;
+                let r = match bn {
+                    Some(bn) => bn.forward(&z, ctx)?,
+                    None => z,
+                };
+                ctx.report(|| format!("{block}.downsample.0"), conv.kernel(), &r);
+                Some(r)
+            }
         })
     }
 
     fn visit(&self, prefix: &str, v: &mut Visitor) {
         if let Shortcut::Projection { conv, bn } = self {
             conv.visit(&format!("{prefix}downsample.0."), v);
-            bn.visit(&format!("{prefix}downsample.1."), v);
+            if let Some(bn) = bn {
+                bn.visit(&format!("{prefix}downsample.1."), v);
+            }
         }
     }
+}
+
+/// One convolution of a block and its batch norm: after the convolution in the original nets,
+/// before it in the pre-activation nets (where the first block after an ImageNet stem has none
+/// before its first convolution).
+pub struct ConvBn {
+    pub conv: Conv2d,
+    pub bn: Option<BatchNorm2d>,
 }
 
 /// conv-bn pairs in order, then the shortcut; the last pair's output joins the shortcut.
 pub struct Block {
     pub kind: BlockKind,
-    pub convs: Vec<(Conv2d, BatchNorm2d)>,
+    /// torchvision's prefix, `layer1.0`: names the responses reported to `Ctx::response_hook`.
+    pub name: String,
+    pub pre_activation: bool,
+    pub convs: Vec<ConvBn>,
     pub shortcut: Shortcut,
     pub act: Activation,
     pub c_out: usize,
 }
 
 pub struct BlockConfig {
+    pub name: String,
     pub kind: BlockKind,
     pub c_in: usize,
     pub width: usize,
@@ -85,6 +148,10 @@ pub struct BlockConfig {
     pub plain: bool,
     pub bottleneck_stride: BottleneckStride,
     pub act: Activation,
+    pub pre_activation: bool,
+    /// Pre-activation only: no `bn1` (the input is already normalised and activated: the first
+    /// block after an ImageNet stem).
+    pub skip_first_bn: bool,
 }
 
 impl Block {
@@ -107,15 +174,31 @@ impl Block {
         };
         let c_out = layout.last().map(|l| l.1).unwrap_or(w);
         let mut convs = Vec::new();
-        for &(ci, co, k, s, p) in &layout {
-            convs.push((
-                Conv2d::new(init, device, ci, co, k, s, p)?,
-                BatchNorm2d::new(device, co)?,
-            ));
+        for (i, &(ci, co, k, s, p)) in layout.iter().enumerate() {
+            let conv = Conv2d::new(init, device, ci, co, k, s, p)?;
+            let bn = match (cfg.pre_activation, i == 0 && cfg.skip_first_bn) {
+                (false, _) => Some(BatchNorm2d::new(device, co)?),
+                (true, false) => Some(BatchNorm2d::new(device, ci)?),
+                (true, true) => None,
+            };
+            convs.push(ConvBn { conv, bn });
         }
-        let shortcut = Shortcut::new(init, device, cfg.shortcut, cfg.plain, cfg.c_in, c_out, cfg.stride)?;
+        let shortcut = Shortcut::new(
+            init,
+            device,
+            &ShortcutConfig {
+                option: cfg.shortcut,
+                plain: cfg.plain,
+                pre_activation: cfg.pre_activation,
+                c_in: cfg.c_in,
+                c_out,
+                stride: cfg.stride,
+            },
+        )?;
         Ok(Block {
             kind: cfg.kind,
+            name: cfg.name.clone(),
+            pre_activation: cfg.pre_activation,
             convs,
             shortcut,
             act: cfg.act,
@@ -124,33 +207,85 @@ impl Block {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let (last, inner) = self
-            .convs
-            .split_last()
-            .ok_or_else(|| crate::Error::Internal("a block without convolutions".into()))?;
-        let mut y = x.clone();
-        for (conv, bn) in inner {
-            y = bn.forward_act(&conv.forward(&y)?, ctx, None, self.act)?;
+        if self.pre_activation {
+            self.forward_pre_activation(x, ctx)
+        } else {
+            self.forward_original(x, ctx)
         }
-        let (conv, bn) = last;
+    }
+
+    fn conv_name(&self, i: usize) -> String {
+        format!("{}.conv{}", self.name, i + 1)
+    }
+
+    /// conv-BN-act ..., conv-BN, + shortcut, act.
+    fn forward_original(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let missing = || crate::Error::Internal("a block without convolutions or batch norms".into());
+        let (last, inner) = self.convs.split_last().ok_or_else(missing)?;
+        let hooked = ctx.response_hook.is_some();
+        let mut y = x.clone();
+        for (i, ConvBn { conv, bn }) in inner.iter().enumerate() {
+            let bn = bn.as_ref().ok_or_else(missing)?;
+            let z = conv.forward(&y)?;
+            y = if hooked {
+                // The response before the activation must exist as a tensor: the unfused path.
+                let r = bn.forward(&z, ctx)?;
+                ctx.report(|| self.conv_name(i), conv.kernel(), &r);
+                ops::activation(&r, self.act)?
+            } else {
+                bn.forward_act(&z, ctx, None, self.act)?
+            };
+        }
+        let ConvBn { conv, bn } = last;
+        let bn = bn.as_ref().ok_or_else(missing)?;
         let z = conv.forward(&y)?;
-        let shortcut = self.shortcut.forward(x, ctx)?;
-        if let Some(hook) = &ctx.residual_hook {
-            // The response before the addition must exist as a tensor: the unfused path.
+        if hooked {
             let r = bn.forward(&z, ctx)?;
-            hook(&r);
-            return match shortcut {
+            ctx.report(|| self.conv_name(inner.len()), conv.kernel(), &r);
+            return match self.shortcut.forward(x, x, ctx, &self.name)? {
                 Some(s) => ops::add_activation(&r, &s, self.act),
                 None => ops::activation(&r, self.act),
             };
         }
+        let shortcut = self.shortcut.forward(x, x, ctx, &self.name)?;
         bn.forward_act(&z, ctx, shortcut.as_ref(), self.act)
     }
 
+    /// BN-act-conv, ..., + shortcut (see the module's documentation).
+    fn forward_pre_activation(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let mut h = None;
+        let mut y = x.clone();
+        for (i, ConvBn { conv, bn }) in self.convs.iter().enumerate() {
+            if let Some(bn) = bn {
+                y = bn.forward_act(&y, ctx, None, self.act)?;
+            }
+            if i == 0 {
+                h = Some(y.clone());
+            }
+            y = conv.forward(&y)?;
+            ctx.report(|| self.conv_name(i), conv.kernel(), &y);
+        }
+        let h = h.ok_or_else(|| crate::Error::Internal("a block without convolutions".into()))?;
+        match self.shortcut.forward(x, &h, ctx, &self.name)? {
+            Some(s) => ops::add(&y, &s),
+            None => Ok(y),
+        }
+    }
+
     pub fn visit(&self, prefix: &str, v: &mut Visitor) {
-        for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            conv.visit(&format!("{prefix}conv{}.", i + 1), v);
-            bn.visit(&format!("{prefix}bn{}.", i + 1), v);
+        for (i, ConvBn { conv, bn }) in self.convs.iter().enumerate() {
+            let bn_name = format!("{prefix}bn{}.", i + 1);
+            if self.pre_activation {
+                if let Some(bn) = bn {
+                    bn.visit(&bn_name, v);
+                }
+                conv.visit(&format!("{prefix}conv{}.", i + 1), v);
+            } else {
+                conv.visit(&format!("{prefix}conv{}.", i + 1), v);
+                if let Some(bn) = bn {
+                    bn.visit(&bn_name, v);
+                }
+            }
         }
         self.shortcut.visit(prefix, v);
     }

@@ -40,6 +40,11 @@ impl Conv2d {
         ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
 
+    /// The kernel's (square) size: 1, 3 or 7.
+    pub fn kernel(&self) -> usize {
+        self.weight.shape()[2]
+    }
+
     pub fn geometry(&self, input: &[usize]) -> Result<ConvGeometry> {
         ConvGeometry::new(input, self.weight.shape(), self.stride, self.padding)
     }
@@ -76,35 +81,48 @@ impl BatchNorm2d {
         })
     }
 
-    fn args(&self, ctx: &Ctx) -> BatchNormArgs<'_> {
-        BatchNormArgs {
+    pub fn channels(&self) -> usize {
+        self.weight.numel()
+    }
+
+    /// Runs `f` with this layer's arguments. With `ctx.keep_running_stats` in training mode the
+    /// op updates scratch running statistics (training mode never reads them), so the layer's own
+    /// stay untouched.
+    fn with_args<R>(&self, ctx: &Ctx, f: impl FnOnce(&BatchNormArgs) -> Result<R>) -> Result<R> {
+        let scratch;
+        let (running_mean, running_var) = if ctx.training && ctx.keep_running_stats {
+            let be = self.running_mean.device().backend();
+            let c = self.channels();
+            scratch = (
+                Tensor::from_storage(be.zeros(c)?, &[c])?,
+                Tensor::from_storage(be.zeros(c)?, &[c])?,
+            );
+            (&scratch.0, &scratch.1)
+        } else {
+            (&self.running_mean, &self.running_var)
+        };
+        let y = f(&BatchNormArgs {
             gamma: &self.weight,
             beta: &self.bias,
-            running_mean: &self.running_mean,
-            running_var: &self.running_var,
+            running_mean,
+            running_var,
             training: ctx.training,
             momentum: BN_MOMENTUM,
             eps: BN_EPS,
-        }
-    }
-
-    fn count_batch(&self, ctx: &Ctx) {
-        if ctx.training {
+        })?;
+        if ctx.training && !ctx.keep_running_stats {
             self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
         }
+        Ok(y)
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let y = ops::batch_norm2d(x, &self.args(ctx))?;
-        self.count_batch(ctx);
-        Ok(y)
+        self.with_args(ctx, |a| ops::batch_norm2d(x, a))
     }
 
     /// `act(bn(x) [+ residual])`, fused so the tape keeps no batch-norm output.
     pub fn forward_act(&self, x: &Tensor, ctx: &Ctx, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
-        let y = ops::batch_norm2d_act(x, &self.args(ctx), residual, act)?;
-        self.count_batch(ctx);
-        Ok(y)
+        self.with_args(ctx, |a| ops::batch_norm2d_act(x, a, residual, act))
     }
 
     pub fn visit(&self, prefix: &str, v: &mut Visitor) {

@@ -6,7 +6,7 @@ mod layers;
 mod resnet;
 pub mod spec;
 
-pub use blocks::{Block, Shortcut, BOTTLENECK_EXPANSION};
+pub use blocks::{Block, ConvBn, Shortcut, BOTTLENECK_EXPANSION};
 pub use init::Init;
 pub use layers::{BatchNorm2d, Conv2d, Linear, BN_EPS, BN_MOMENTUM};
 pub use resnet::{LayerSummary, ResNet};
@@ -15,28 +15,44 @@ pub use spec::{ActivationKind, BlockKind, BottleneckStride, ResNetSpec, Shortcut
 use crate::tensor::Tensor;
 use std::sync::atomic::AtomicU64;
 
+/// Called with each convolution's response (see [`Ctx::response_hook`]): the layer's
+/// torchvision-style name (`conv1`, `layer1.0.conv2`, `layer2.0.downsample.0`), its kernel size,
+/// and the response tensor.
+pub type ResponseHook<'a> = &'a dyn Fn(&str, usize, &Tensor);
+
 /// How a forward pass runs.
 #[derive(Default)]
 pub struct Ctx<'a> {
     /// Batch statistics and running-stat updates (training) or running statistics (eval).
     pub training: bool,
-    /// Sees each block's residual branch after its last batch norm, before the addition (the
-    /// paper's Figure 7 measures these responses).
-    pub residual_hook: Option<&'a dyn Fn(&Tensor)>,
+    /// In training mode, normalise with the batch's statistics but leave every running statistic
+    /// and `num_batches_tracked` untouched (probes that must not change the model).
+    pub keep_running_stats: bool,
+    /// Sees the response of every convolution layer, in layer order (each block's branch first,
+    /// then its projection shortcut). For the original (post-activation) nets it is the layer's
+    /// batch-norm output, before the activation or the addition: the quantity of the paper's
+    /// Figure 7. For pre-activation nets, where batch norm comes before the convolution, it is
+    /// the convolution's output. With a hook set the forward takes the unfused path (the
+    /// response must exist as a tensor); without one the fused batch norm + activation is used.
+    pub response_hook: Option<ResponseHook<'a>>,
 }
 
 impl Ctx<'_> {
     pub fn train() -> Self {
         Ctx {
             training: true,
-            residual_hook: None,
+            ..Ctx::default()
         }
     }
 
     pub fn eval() -> Self {
-        Ctx {
-            training: false,
-            residual_hook: None,
+        Ctx::default()
+    }
+
+    /// Reports a response to the hook, if there is one.
+    pub(crate) fn report(&self, name: impl FnOnce() -> String, kernel: usize, t: &Tensor) {
+        if let Some(hook) = self.response_hook {
+            hook(&name(), kernel, t);
         }
     }
 }

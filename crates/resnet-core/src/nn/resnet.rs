@@ -1,6 +1,8 @@
 //! The ResNet assembled from a `ResNetSpec`: stem, stages of blocks, global pool, classifier.
+//! The pre-activation nets (`spec.pre_activation`; layout in `nn::blocks`) differ in the stem (a
+//! bare convolution for CIFAR) and in a final batch norm + activation before the pool.
 
-use super::blocks::{Block, BlockConfig, Shortcut};
+use super::blocks::{Block, BlockConfig, ConvBn, Shortcut};
 use super::init::Init;
 use super::layers::{BatchNorm2d, Conv2d, Linear};
 use super::spec::{ResNetSpec, Stem};
@@ -14,8 +16,11 @@ use serde::Serialize;
 pub struct ResNet {
     pub spec: ResNetSpec,
     pub conv1: Conv2d,
-    pub bn1: BatchNorm2d,
+    /// The stem's batch norm; none in a CIFAR pre-activation net.
+    pub bn1: Option<BatchNorm2d>,
     pub stages: Vec<Vec<Block>>,
+    /// Pre-activation nets: the batch norm after the last stage (`bn_final`).
+    pub bn_final: Option<BatchNorm2d>,
     pub fc: Linear,
     act: Activation,
 }
@@ -42,13 +47,19 @@ impl ResNet {
             Stem::Imagenet => (7, 2, 3),
         };
         let conv1 = Conv2d::new(&mut init, device, spec.in_channels, spec.stem_width, k, s, p)?;
-        let bn1 = BatchNorm2d::new(device, spec.stem_width)?;
+        let bn1 = match (spec.pre_activation, spec.stem) {
+            (true, Stem::Cifar) => None,
+            _ => Some(BatchNorm2d::new(device, spec.stem_width)?),
+        };
         let mut c_in = spec.stem_width;
         let mut stages = Vec::new();
-        for st in &spec.stages {
+        for (i, st) in spec.stages.iter().enumerate() {
             let mut blocks = Vec::new();
             for j in 0..st.count {
                 let cfg = BlockConfig {
+                    name: format!("layer{}.{j}", i + 1),
+                    pre_activation: spec.pre_activation,
+                    skip_first_bn: spec.pre_activation && spec.stem == Stem::Imagenet && i == 0 && j == 0,
                     kind: st.block,
                     c_in,
                     width: st.width,
@@ -64,26 +75,50 @@ impl ResNet {
             }
             stages.push(blocks);
         }
+        let bn_final = match spec.pre_activation {
+            true => Some(BatchNorm2d::new(device, c_in)?),
+            false => None,
+        };
         let fc = Linear::new(&mut init, device, c_in, spec.num_classes)?;
         Ok(ResNet {
             spec: spec.clone(),
             conv1,
             bn1,
             stages,
+            bn_final,
             fc,
             act,
         })
     }
 
     fn stem(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let y = self.bn1.forward_act(&self.conv1.forward(x)?, ctx, None, self.act)?;
+        let z = self.conv1.forward(x)?;
+        let k = self.conv1.kernel();
+        let y = match &self.bn1 {
+            // A CIFAR pre-activation stem: the bare convolution.
+            None => {
+                ctx.report(|| "conv1".into(), k, &z);
+                return Ok(z);
+            }
+            Some(bn) if self.spec.pre_activation => {
+                ctx.report(|| "conv1".into(), k, &z);
+                bn.forward_act(&z, ctx, None, self.act)?
+            }
+            Some(bn) if ctx.response_hook.is_some() => {
+                let r = bn.forward(&z, ctx)?;
+                ctx.report(|| "conv1".into(), k, &r);
+                ops::activation(&r, self.act)?
+            }
+            Some(bn) => bn.forward_act(&z, ctx, None, self.act)?,
+        };
         match self.spec.stem {
             Stem::Cifar => Ok(y),
             Stem::Imagenet => ops::max_pool2d(&y, 3, 2, 1),
         }
     }
 
-    /// The output of every stage (C2..C5 for the ImageNet nets), for use as a backbone.
+    /// The output of every stage (C2..C5 for the ImageNet nets), for use as a backbone. In a
+    /// pre-activation net these are the blocks' sums, before `bn_final` and its activation.
     pub fn stage_outputs(&self, x: &Tensor, ctx: &Ctx) -> Result<Vec<Tensor>> {
         self.check_input(x)?;
         let mut y = self.stem(x, ctx)?;
@@ -99,10 +134,13 @@ impl ResNet {
 
     /// Globally pooled features [N, C] before the classifier.
     pub fn features(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let last = self
+        let mut last = self
             .stage_outputs(x, ctx)?
             .pop()
             .ok_or_else(|| Error::Internal("no stages".into()))?;
+        if let Some(bn) = &self.bn_final {
+            last = bn.forward_act(&last, ctx, None, self.act)?;
+        }
         ops::global_avg_pool(&last)
     }
 
@@ -130,11 +168,16 @@ impl ResNet {
     /// Every parameter, buffer and counter under torchvision's names, in a fixed order.
     pub fn visit(&self, v: &mut Visitor) {
         self.conv1.visit("conv1.", v);
-        self.bn1.visit("bn1.", v);
+        if let Some(bn) = &self.bn1 {
+            bn.visit("bn1.", v);
+        }
         for (i, blocks) in self.stages.iter().enumerate() {
             for (j, b) in blocks.iter().enumerate() {
                 b.visit(&format!("layer{}.{}.", i + 1, j), v);
             }
+        }
+        if let Some(bn) = &self.bn_final {
+            bn.visit("bn_final.", v);
         }
         self.fc.visit("fc.", v);
     }
@@ -160,11 +203,15 @@ impl ResNet {
         let mut shape = vec![1, self.spec.in_channels, h, w];
         let g = self.conv1.geometry(&shape)?;
         shape = g.out_shape().to_vec();
+        let bn_params = |bn: &Option<BatchNorm2d>| bn.as_ref().map_or(0, |bn| 2 * bn.channels());
         rows.push(LayerSummary {
             name: "conv1".into(),
-            kind: format!("Conv2d {}x{}/{} + BN + act", g.kh, g.kw, g.stride),
+            kind: match self.bn1 {
+                Some(_) => format!("Conv2d {}x{}/{} + BN + act", g.kh, g.kw, g.stride),
+                None => format!("Conv2d {}x{}/{}", g.kh, g.kw, g.stride),
+            },
             output_shape: shape.clone(),
-            params: self.conv1.weight.numel() + 2 * self.bn1.weight.numel(),
+            params: self.conv1.weight.numel() + bn_params(&self.bn1),
             macs: g.macs(),
         });
         if self.spec.stem == Stem::Imagenet {
@@ -183,24 +230,25 @@ impl ResNet {
                 let mut macs = 0;
                 let mut params = 0;
                 let input = shape.clone();
-                for (conv, bn) in &b.convs {
+                for ConvBn { conv, bn } in &b.convs {
                     let g: ConvGeometry = conv.geometry(&shape)?;
                     macs += g.macs();
-                    params += conv.weight.numel() + 2 * bn.weight.numel();
+                    params += conv.weight.numel() + bn_params(bn);
                     shape = g.out_shape().to_vec();
                 }
                 let sc = match &b.shortcut {
                     Shortcut::Projection { conv, bn } => {
                         let g = conv.geometry(&input)?;
                         macs += g.macs();
-                        params += conv.weight.numel() + 2 * bn.weight.numel();
+                        params += conv.weight.numel() + bn_params(bn);
                         "projection"
                     }
                     Shortcut::ZeroPad { .. } => "option A",
                     Shortcut::Identity => "identity",
                     Shortcut::None => "none (plain)",
                 };
-                let kind = format!("{:?}Block, shortcut {sc}", b.kind);
+                let pre = if b.pre_activation { "PreAct" } else { "" };
+                let kind = format!("{pre}{:?}Block, shortcut {sc}", b.kind);
                 rows.push(LayerSummary {
                     name: format!("layer{}.{}", i + 1, j),
                     kind,
@@ -211,6 +259,16 @@ impl ResNet {
             }
         }
         let c = shape[1];
+        if let Some(bn) = &self.bn_final {
+            rows.push(LayerSummary {
+                name: "bn_final".into(),
+                kind: "BN + act".into(),
+                output_shape: shape.clone(),
+                params: bn_params(&self.bn_final),
+                macs: 0,
+            });
+            debug_assert_eq!(bn.channels(), c);
+        }
         rows.push(LayerSummary {
             name: "avgpool".into(),
             kind: "GlobalAvgPool".into(),

@@ -86,6 +86,16 @@ pub struct ResNetSpec {
     pub bottleneck_stride: BottleneckStride,
     #[serde(default)]
     pub activation: ActivationKind,
+    /// The pre-activation residual unit of He et al. 2016, "Identity Mappings in Deep Residual
+    /// Networks" (BN-act-conv inside the block, nothing after the addition, a final BN + act
+    /// before pooling); the layout is documented in `nn::blocks`. Absent (false) in older
+    /// checkpoints, and not written when false, so their specs read and compare unchanged.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pre_activation: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_bottleneck_stride() -> BottleneckStride {
@@ -123,6 +133,32 @@ impl ResNetSpec {
         Ok(())
     }
 
+    /// The same network with the pre-activation residual unit (He et al. 2016), or without it.
+    pub fn with_pre_activation(mut self, pre_activation: bool) -> Self {
+        self.pre_activation = pre_activation;
+        self
+    }
+
+    /// Weighted layers: the stem, 2 or 3 per block, the classifier (the paper's "depth").
+    pub fn depth(&self) -> usize {
+        let per_block = |s: &StageSpec| match s.block {
+            BlockKind::Basic => 2,
+            BlockKind::Bottleneck => 3,
+        };
+        2 + self.stages.iter().map(|s| s.count * per_block(s)).sum::<usize>()
+    }
+
+    /// `ResNet-20`, `Plain-56`, `PreResNet-110`, `PrePlain-20` (as TypeScript's `nameOf`).
+    pub fn name(&self) -> String {
+        let family = match (self.pre_activation, self.plain) {
+            (false, false) => "ResNet",
+            (false, true) => "Plain",
+            (true, false) => "PreResNet",
+            (true, true) => "PrePlain",
+        };
+        format!("{family}-{}", self.depth())
+    }
+
     /// CIFAR ResNet of depth 6n+2 (the paper's section 4.2).
     pub fn cifar(
         depth: usize,
@@ -155,6 +191,7 @@ impl ResNetSpec {
             num_classes,
             bottleneck_stride: BottleneckStride::Conv3x3,
             activation: ActivationKind::Relu,
+            pre_activation: false,
         })
     }
 
@@ -191,6 +228,7 @@ impl ResNetSpec {
             num_classes,
             bottleneck_stride: BottleneckStride::Conv3x3,
             activation: ActivationKind::Relu,
+            pre_activation: false,
         })
     }
 }
