@@ -1,12 +1,11 @@
-// `resnet-wgpu predict`: JPEG decoding, resizing and normalisation, and the command's output.
+// `resnet-wgpu predict`: JPEG and PNG decoding (Rust), resizing and normalisation, and the command's output.
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encode } from 'jpeg-js';
 import { describe, expect, it } from 'vitest';
 
 import { Model, resnet } from '../ts/index.js';
-import { FASHION_MNIST_CLASSES, IMAGENET_NORMALIZATION, classifyImages, preprocess } from '../ts/predict.js';
+import { FASHION_MNIST_CLASSES, IMAGENET_NORMALIZATION, classifyImages, decodeImage, encodeImage, preprocess } from '../ts/predict.js';
 import { ROOT, tempDir } from './helpers.js';
 
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -65,7 +64,7 @@ describe('resnet-wgpu predict', () => {
     model.normalization = { mean: [0.286], std: [0.353] };
     await model.save(checkpoint, { dataset: 'fashion-mnist' });
     model.dispose();
-    writeFileSync(image, encode({ data: rgba(40, 30), width: 40, height: 30 }, 90).data);
+    writeFileSync(image, encodeImage(rgba(40, 30), { width: 40, height: 30, channels: 4, jpegQuality: 90 }));
 
     const loaded = await Model.load(checkpoint, { device: 'cpu' });
     const [r] = await classifyImages(loaded, [image], { top: 10 });
@@ -87,6 +86,28 @@ describe('resnet-wgpu predict', () => {
     expect(lines[0]).toBe(
       `${image}: ${best?.label} (${best?.index}) ${pct}%, ${r?.top[1]?.label} (${r?.top[1]?.index}) ${(100 * (r?.top[1]?.probability ?? 0)).toFixed(1)}%`,
     );
+  });
+
+  it('reads PNG exactly (RGB, grey, RGBA) and classifies it as its pixels', async () => {
+    const pixels = rgba(40, 30);
+    const png = join(dir, 'shirt.png');
+    writeFileSync(png, encodeImage(pixels, { width: 40, height: 30, channels: 4 }));
+    const decoded = await decodeImage(encodeImage(pixels, { width: 40, height: 30, channels: 4 }));
+    expect([decoded.width, decoded.height]).toEqual([40, 30]);
+    expect(Buffer.from(decoded.data).equals(Buffer.from(pixels))).toBe(true);
+    const rgb = pixels.filter((_, i) => i % 4 !== 3);
+    expect(Buffer.from((await decodeImage(encodeImage(rgb, { width: 40, height: 30, channels: 3 }))).data).equals(Buffer.from(pixels))).toBe(true);
+    const grey = (await decodeImage(encodeImage(Uint8Array.from([0, 50, 255, 7]), { width: 2, height: 2, channels: 1 }))).data;
+    expect(Array.from(grey)).toEqual([0, 0, 0, 255, 50, 50, 50, 255, 255, 255, 255, 255, 7, 7, 7, 255]);
+
+    const model = await Model.load(checkpoint, { device: 'cpu' });
+    const [r] = await classifyImages(model, [png], { top: 10 });
+    const logits = await model.predict(preprocess(pixels, 40, 30, 28, 1, model.normalization), [1, 1, 28, 28]);
+    model.dispose();
+    const best = logits.indexOf(Math.max(...logits));
+    expect(r?.top[0]?.index).toBe(best);
+    const sum = Array.from(logits, (v) => Math.exp(v - (logits[best] as number))).reduce((a, b) => a + b, 0);
+    expect(r?.top[0]?.probability).toBeCloseTo(1 / sum, 6);
   });
 
   it('names a file it cannot decode', () => {

@@ -836,8 +836,11 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeDataset = nativeBinding.NativeDataset
+module.exports.NativeImageFolder = nativeBinding.NativeImageFolder
 module.exports.NativeLoader = nativeBinding.NativeLoader
 module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.NativeSgd = nativeBinding.NativeSgd
 module.exports.NativeTensor = nativeBinding.NativeTensor
 module.exports.adaptersInfo = nativeBinding.adaptersInfo
+module.exports.decodeImage = nativeBinding.decodeImage
+module.exports.encodeImage = nativeBinding.encodeImage

@@ -26,16 +26,49 @@ export declare class NativeDataset {
   labels(): Uint8Array
   /** Per-channel mean and standard deviation of pixel/255 over the whole dataset. */
   meanStd(): MeanStd
+  /** The mean image of pixel/255 (channels x height x width values, channel-major). */
+  pixelMean(): Float32Array
   /** A new dataset of the given samples, in that order. */
   subset(indices: Array<number>): NativeDataset
   /** The first `k` samples and the rest (k is clamped to the length). */
   splitAt(k: number): [NativeDataset, NativeDataset]
 }
 
+/**
+ * An image folder `root/<class>/<image>.{jpg,jpeg,png}`: paths and classes; pixels are decoded
+ * per batch by the loader.
+ */
+export declare class NativeImageFolder {
+  /**
+   * Lists the folder (off the main thread); throws naming the path when the root is missing,
+   * has no class folders, or a class folder has no images.
+   */
+  static scan(root: string): Promise<NativeImageFolder>
+  get length(): number
+  get numClasses(): number
+  /** Folder names, in class-index order. */
+  get classNames(): Array<string>
+  get root(): string
+  /** Class index of each image. */
+  labels(): Int32Array
+  /** Image paths, in sample order. */
+  paths(): Array<string>
+  /** Files left out so far (onCorrupt 'skip'), sorted by path. */
+  skipped(): Array<SkippedFile>
+  /** The given samples, in that order (sharing the skipped-file record). */
+  subset(indices: Array<number>): NativeImageFolder
+}
+
 export declare class NativeLoader {
   /** Starts preparing the batches of `epoch` in the background (order depends on seed and epoch). */
   constructor(dataset: NativeDataset, options: LoaderOptions, epoch: number)
-  /** Number of batches in this epoch. */
+  /**
+   * Starts preparing the batches of `epoch` of an image folder (decoding on a pool of
+   * `options.workers` threads): the training transform when `options.train`, else the
+   * evaluation view.
+   */
+  static fromFolder(folder: NativeImageFolder, options: FolderLoaderOptions, epoch: number): NativeLoader
+  /** Number of batches in this epoch (an upper bound when an image folder skips files). */
   get length(): number
   /** The next batch, or null after the last one (waits off the main thread). */
   next(): Promise<NativeBatch | null>
@@ -140,12 +173,58 @@ export interface AugmentOptions {
   flip: boolean
 }
 
+/** A decoded image: RGBA pixels, row-major. */
+export interface DecodedImage {
+  data: Uint8Array
+  width: number
+  height: number
+}
+
+/** Decodes JPEG or PNG bytes (format from the content) to 8-bit RGBA, off the main thread. */
+export declare function decodeImage(bytes: Uint8Array): Promise<DecodedImage>
+
+/**
+ * Encodes interleaved 8-bit pixels (1 grey, 2 grey+alpha, 3 RGB or 4 RGBA channels) as PNG, or
+ * as JPEG when `jpegQuality` (1-100) is given.
+ */
+export declare function encodeImage(pixels: Uint8Array, width: number, height: number, channels: number, jpegQuality?: number | undefined | null): Uint8Array
+
 /** Sums over one evaluated batch (divide by `count` for means). */
 export interface EvalStats {
   lossSum: number
   top1: number
   top5: number
   count: number
+}
+
+/** Options of `NativeLoader.fromFolder` (the TypeScript `ImageFolder` resolves them). */
+export interface FolderLoaderOptions {
+  batchSize: number
+  shuffle: boolean
+  dropLast?: boolean
+  /** Training transform (true) or evaluation view (false). */
+  train: boolean
+  /** Random horizontal flip when training. */
+  flip: boolean
+  mean: Array<number>
+  std: Array<number>
+  seed?: number
+  /** Crop side S. */
+  size: number
+  /** Shorter side before the centre crop / ten crops. */
+  resize: number
+  /** 'randomResizedCrop' | 'scaleAugment' | 'none'. */
+  trainTransform: string
+  scaleMin?: number
+  scaleMax?: number
+  /** 'center' | 'tenCrop' | 'fullImage'. */
+  view: string
+  /** Shorter sides of the 'fullImage' views. */
+  scales?: Array<number>
+  /** 'fail' | 'skip'. */
+  onCorrupt: string
+  /** Decoding threads (0 or absent: one per core, at most 16). */
+  workers?: number
 }
 
 export interface LoaderOptions {
@@ -156,6 +235,11 @@ export interface LoaderOptions {
   /** Per-channel normalisation `(pixel/255 - mean) / std`. */
   mean: Array<number>
   std: Array<number>
+  /**
+   * A mean image (c*h*w values of pixel/255) subtracted before augmentation:
+   * `(pixel/255 - pixelMean - mean) / std`.
+   */
+  pixelMean?: Float32Array
   seed?: number
 }
 
@@ -176,6 +260,16 @@ export interface NativeBatch {
   images: Float32Array
   labels: Int32Array
   shape: Array<number>
+  /** Dataset index of each image (row). */
+  indices: Uint32Array
+  /** Position of each row's image in the epoch order; the views of one image share it. */
+  positions: Uint32Array
+}
+
+/** A file an image-folder loader left out, and why. */
+export interface SkippedFile {
+  path: string
+  reason: string
 }
 
 /** Scalars of one training step. */

@@ -1,20 +1,43 @@
 /**
- * Datasets (u8 images held in Rust) and the batch loader (shuffle, augmentation and normalisation
- * on a Rust background thread; batches arrive as `Float32Array`s without a copy).
+ * Datasets (u8 images held in Rust, or image folders decoded per batch in Rust) and the batch
+ * loader (shuffle, augmentation and normalisation on a Rust background thread; batches arrive as
+ * `Float32Array`s without a copy).
  *
  * @module
  */
 
-import { native, type NativeDataset } from './native.js';
+import { native, type NativeDataset, type NativeImageFolder } from './native.js';
 
 /** `'train'` or `'test'`. */
 export type Split = 'train' | 'test';
 
-/** Per-channel `(pixel/255 - mean) / std`. */
+/**
+ * Per-channel `(pixel/255 - mean) / std`; with `pixelMean`, `(pixel/255 - pixelMean[c][y][x] -
+ * mean) / std` (the paper's CIFAR preprocessing, "per-pixel mean subtracted").
+ */
 export interface Normalization {
   mean: number[];
   std: number[];
+  /**
+   * A mean image subtracted before augmentation (so the crop's zero padding is 0 after
+   * normalisation). In-memory datasets of that exact shape only. Saved in checkpoints.
+   */
+  pixelMean?: PixelMean;
 }
+
+/** A mean image of pixel/255, `shape` = [channels, height, width], `data` channel-major. */
+export interface PixelMean {
+  shape: [number, number, number];
+  data: Float32Array;
+}
+
+/**
+ * How a loader normalises: `'dataset'` (the dataset's own per-channel mean/std; for an image
+ * folder, its `normalize` option), `'none'` (pixel/255), `'perPixelMean'` (subtract the dataset's
+ * mean image, no division; in-memory datasets only; compute it on the training split, as `fit`
+ * does), or explicit values.
+ */
+export type NormalizeOption = 'dataset' | 'none' | 'perPixelMean' | Normalization;
 
 /** The paper's augmentation: zero-pad then random crop back, and random horizontal flip. */
 export interface AugmentOptions {
@@ -91,6 +114,11 @@ export class Dataset {
     return this.native.meanStd();
   }
 
+  /** The mean image of pixel/255 ([channels, height, width]), computed in Rust. */
+  pixelMean(): PixelMean {
+    return { shape: [this.channels, this.height, this.width], data: this.native.pixelMean() };
+  }
+
   /** The given samples, in that order. */
   subset(indices: readonly number[]): Dataset {
     return new Dataset(this.native.subset([...indices]));
@@ -123,7 +151,261 @@ export const datasets = {
   async cifar10(options: { dir: string; split?: Split }): Promise<Dataset> {
     return new Dataset(await native.NativeDataset.cifar10(options.split ?? 'train', options.dir));
   },
+
+  /**
+   * An image folder `root/<class>/<image>.{jpg,jpeg,png}` (torchvision's `ImageFolder`, ImageNet's
+   * layout): one sub-folder per class, class index = sorted folder-name order. Throws naming the
+   * path when `root` is missing, has no class folders, or a class folder has no images; other
+   * files are ignored. Images are decoded and transformed in Rust per batch (see
+   * {@link ImageFolderOptions}).
+   *
+   * ```ts
+   * const train = await datasets.imageFolder('imagenet/train', { train: 'scaleAugment' });
+   * const val = await datasets.imageFolder('imagenet/val', { view: 'tenCrop' });
+   * await fit(model, train, { epochs: 90 });            // random crops + flips
+   * const { top1, top5 } = await model.evaluate(val);   // 10-crop, softmax averaged per image
+   * ```
+   */
+  async imageFolder(root: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
+    const resolved = resolveImageFolderOptions(options);
+    return new ImageFolder(await native.NativeImageFolder.scan(root), resolved);
+  },
 };
+
+/** torchvision's ImageNet statistics on [0, 1] pixels: the default of image folders. */
+export const IMAGENET_STATS: Normalization = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+
+/**
+ * How an image folder is viewed for evaluation:
+ * - `'center'`: shorter side to `resize`, centre `size` x `size` crop (one view);
+ * - `'tenCrop'`: shorter side to `resize`, then the four corner and the centre crops and their
+ *   mirror images (torchvision's `TenCrop`: 10 views);
+ * - `{ fullImage: scales }`: the whole image, shorter side at each scale (e.g. the paper's
+ *   `[224, 256, 384, 480, 640]`), no crop: fully-convolutional multi-scale testing. Sizes differ
+ *   between images, so every such view is a batch of one image.
+ *
+ * Multi-view evaluation averages the softmax probabilities of an image's views
+ * ({@link evaluateViews}).
+ */
+export type ImageFolderView = 'center' | 'tenCrop' | { fullImage: number | readonly number[] };
+
+/** Training transform of an image folder, before the random flip. */
+export type ImageFolderTrainTransform = 'randomResizedCrop' | 'scaleAugment' | 'none';
+
+/** Options of {@link datasets}.imageFolder. All resizes are bilinear (antialiased). */
+export interface ImageFolderOptions {
+  /** Side of the square crops the network sees (default 224). */
+  size?: number;
+  /** Shorter side before the evaluation centre crop and ten crops (default 256; at least `size`). */
+  resize?: number;
+  /**
+   * Training transform, used when the loader augments (`fit` does by default for image folders):
+   * `'randomResizedCrop'` (default; torchvision's: 8-100% of the area, aspect ratio 3/4-4/3,
+   * resized to `size`), `'scaleAugment'` (the paper's: shorter side a random integer in
+   * `scaleRange`, then a random `size` crop), or `'none'` (the evaluation centre crop).
+   */
+  train?: ImageFolderTrainTransform;
+  /** Shorter-side range of `'scaleAugment'`, inclusive (default [256, 480]; min >= size). */
+  scaleRange?: readonly [number, number];
+  /** Evaluation view (default `'center'`); `model.evaluate(folder, { views })` overrides it. */
+  view?: ImageFolderView;
+  /** Random horizontal flip in training (default true). */
+  flip?: boolean;
+  /** Per-channel normalisation of [0, 1] pixels (default ImageNet's, {@link IMAGENET_STATS}). */
+  normalize?: Normalization;
+  /**
+   * An image that cannot be read or decoded: `'fail'` (default) makes the batch throw an `Error`
+   * naming the file; `'skip'` leaves it out of its batch, warns once on stderr and lists it in
+   * {@link ImageFolder.skipped}.
+   */
+  onCorrupt?: 'fail' | 'skip';
+  /** Decoding threads per loader (default: one per core, at most 16). */
+  workers?: number;
+}
+
+/** {@link ImageFolderOptions} with every default filled in. */
+export type ResolvedImageFolderOptions = Required<Omit<ImageFolderOptions, 'workers'>> & {
+  scaleRange: readonly [number, number];
+  workers: number | undefined;
+};
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`imageFolder: ${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+function resolveImageFolderOptions(o: ImageFolderOptions): ResolvedImageFolderOptions {
+  const size = positiveInt('size', o.size ?? 224);
+  const resize = positiveInt('resize', o.resize ?? 256);
+  if (resize < size) throw new Error(`imageFolder: resize (${resize}) must be at least size (${size})`);
+  const train = o.train ?? 'randomResizedCrop';
+  if (!['randomResizedCrop', 'scaleAugment', 'none'].includes(train)) {
+    throw new Error(`imageFolder: unknown train transform '${String(train)}' (expected 'randomResizedCrop', 'scaleAugment' or 'none')`);
+  }
+  const scaleRange = o.scaleRange ?? [256, 480];
+  const [lo, hi] = [positiveInt('scaleRange[0]', scaleRange[0]), positiveInt('scaleRange[1]', scaleRange[1])];
+  if (train === 'scaleAugment' && (lo > hi || lo < size)) {
+    throw new Error(`imageFolder: scaleRange [${lo}, ${hi}] must satisfy size (${size}) <= min <= max`);
+  }
+  const view = o.view ?? 'center';
+  viewScales(view);
+  const onCorrupt = o.onCorrupt ?? 'fail';
+  if (onCorrupt !== 'fail' && onCorrupt !== 'skip') throw new Error(`imageFolder: onCorrupt must be 'fail' or 'skip', got '${String(onCorrupt)}'`);
+  const normalize = o.normalize ?? IMAGENET_STATS;
+  if (normalize.mean.length !== 3 || normalize.std.length !== 3 || normalize.pixelMean !== undefined) {
+    throw new Error('imageFolder: normalize takes 3 means and 3 stds (images are RGB; no per-pixel mean)');
+  }
+  const workers = o.workers === undefined ? undefined : positiveInt('workers', o.workers);
+  return { size, resize, train, scaleRange: [lo, hi], view, flip: o.flip ?? true, normalize, onCorrupt, workers };
+}
+
+/** The fullImage scales of a view (validated), or undefined for the cropped views. */
+function viewScales(view: ImageFolderView): number[] | undefined {
+  if (view === 'center' || view === 'tenCrop') return undefined;
+  if (typeof view !== 'object' || view === null || !('fullImage' in view)) {
+    throw new Error(`unknown view ${JSON.stringify(view)} (expected 'center', 'tenCrop' or { fullImage: scales })`);
+  }
+  const scales = typeof view.fullImage === 'number' ? [view.fullImage] : [...view.fullImage];
+  if (scales.length === 0) throw new Error('view fullImage needs at least one scale');
+  for (const s of scales) positiveInt('fullImage scale', s);
+  return scales;
+}
+
+/** Views per image of an evaluation view (1, 10, or the number of scales). */
+export function viewsPerImage(view: ImageFolderView): number {
+  if (view === 'center') return 1;
+  if (view === 'tenCrop') return 10;
+  return viewScales(view)?.length ?? 1;
+}
+
+/** A file an image-folder loader left out (`onCorrupt: 'skip'`). */
+export interface SkippedImage {
+  path: string;
+  /** The decoder's message, naming the file. */
+  reason: string;
+}
+
+/**
+ * Images on disk, `root/<class>/<image>`, decoded, transformed and normalised in Rust per batch
+ * (on a small pool of threads per loader, off the Node main thread). Make one with
+ * {@link datasets}.imageFolder. `fit`, {@link DataLoader} and `model.evaluate` take it wherever
+ * they take a {@link Dataset}.
+ */
+export class ImageFolder {
+  /** @internal */
+  readonly native: NativeImageFolder;
+  /** The options, with defaults filled in. */
+  readonly options: Readonly<ResolvedImageFolderOptions>;
+
+  /** @internal Use {@link datasets}.imageFolder. */
+  constructor(nativeFolder: NativeImageFolder, options: ResolvedImageFolderOptions) {
+    this.native = nativeFolder;
+    this.options = options;
+  }
+
+  /** Number of images. */
+  get length(): number {
+    return this.native.length;
+  }
+  /** Always 3: images are decoded to RGB (grey replicated, alpha dropped, 16-bit scaled). */
+  get channels(): number {
+    return 3;
+  }
+  /** The crop side `size` (training and centre/ten-crop views). */
+  get height(): number {
+    return this.options.size;
+  }
+  /** The crop side `size`. */
+  get width(): number {
+    return this.options.size;
+  }
+  get numClasses(): number {
+    return this.native.numClasses;
+  }
+  /** The class folder names, in class-index order. */
+  get classNames(): string[] {
+    return this.native.classNames;
+  }
+  get root(): string {
+    return this.native.root;
+  }
+  /** The per-channel normalisation of the `normalize` option (default ImageNet's). */
+  get normalization(): Normalization {
+    return this.options.normalize;
+  }
+  /** Files left out so far because they could not be decoded (`onCorrupt: 'skip'`), by path. */
+  get skipped(): SkippedImage[] {
+    return this.native.skipped();
+  }
+
+  /** Class index of each image (a copy). */
+  labels(): Int32Array {
+    return this.native.labels();
+  }
+
+  /** The image paths, in sample order (by class, then path). */
+  paths(): string[] {
+    return this.native.paths();
+  }
+
+  /** The given images, in that order, with the same options. */
+  subset(indices: readonly number[]): ImageFolder {
+    return new ImageFolder(this.native.subset([...indices]), this.options);
+  }
+
+  /** The first `k` images. */
+  take(k: number): ImageFolder {
+    const n = Math.max(0, Math.min(Math.floor(k), this.length));
+    return this.subset(Array.from({ length: n }, (_, i) => i));
+  }
+
+  /** The same images with other options (e.g. another view or `onCorrupt`). */
+  withOptions(options: ImageFolderOptions): ImageFolder {
+    return new ImageFolder(this.native, resolveImageFolderOptions({ ...this.options, ...options }));
+  }
+}
+
+/** Anything a {@link DataLoader}, `fit` and `model.evaluate` take. */
+export type AnyDataset = Dataset | ImageFolder;
+
+const NORMALIZATION_VERSION = 1;
+
+/**
+ * The JSON form of a normalisation for checkpoint metadata: a per-pixel mean is stored as
+ * base64 of its little-endian float32 values (exact, and a third of the size of decimal text).
+ */
+export function serializeNormalization(n: Normalization): string {
+  const { pixelMean, ...rest } = n;
+  if (pixelMean === undefined) return JSON.stringify(rest);
+  const bytes = Buffer.from(pixelMean.data.buffer, pixelMean.data.byteOffset, pixelMean.data.byteLength);
+  return JSON.stringify({ ...rest, pixelMean: { version: NORMALIZATION_VERSION, shape: pixelMean.shape, float32le: bytes.toString('base64') } });
+}
+
+/** Reads {@link serializeNormalization}'s form; undefined when it is not a normalisation. */
+export function parseNormalization(text: string): Normalization | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== 'object' || v === null) return undefined;
+  const o = v as { mean?: unknown; std?: unknown; pixelMean?: unknown };
+  const nums = (a: unknown): a is number[] => Array.isArray(a) && a.every((x) => typeof x === 'number');
+  if (!nums(o.mean) || !nums(o.std)) return undefined;
+  const out: Normalization = { mean: o.mean, std: o.std };
+  if (o.pixelMean !== undefined) {
+    const p = o.pixelMean as { shape?: unknown; float32le?: unknown };
+    if (!nums(p.shape) || p.shape.length !== 3 || typeof p.float32le !== 'string') return undefined;
+    const bytes = Buffer.from(p.float32le, 'base64');
+    const [c, h, w] = p.shape as [number, number, number];
+    if (bytes.byteLength !== c * h * w * 4) return undefined;
+    const data = new Float32Array(c * h * w);
+    new Uint8Array(data.buffer).set(bytes);
+    out.pixelMean = { shape: [c, h, w], data };
+  }
+  return out;
+}
 
 /** Options of a {@link DataLoader}. */
 export interface DataLoaderOptions {
@@ -133,22 +415,37 @@ export interface DataLoaderOptions {
   shuffle?: boolean;
   /** Drop the last, smaller batch (default false). */
   dropLast?: boolean;
-  /** `true` for the paper's pad-4 crop + flip; default none. */
+  /**
+   * `true` for the paper's pad-4 crop + flip; default none. For an {@link ImageFolder}: `true`
+   * (or an object, whose `flip` is used and whose `padCrop` must be 0) applies the folder's
+   * training transform; otherwise its evaluation view.
+   */
   augment?: boolean | AugmentOptions;
   /**
-   * `'dataset'` (default): this dataset's own mean/std; `'none'`: pixel/255; or explicit values
-   * (use the training set's for validation data).
+   * `'dataset'` (default): this dataset's own mean/std; `'none'`: pixel/255; `'perPixelMean'`:
+   * this dataset's mean image subtracted; or explicit values (use the training set's for
+   * validation data).
    */
-  normalize?: 'dataset' | 'none' | Normalization;
+  normalize?: NormalizeOption;
   /** Seeds the order and augmentation (default 0). */
   seed?: number;
+  /** Image folders: the evaluation view, overriding the folder's `view` option. */
+  view?: ImageFolderView;
 }
 
-/** One batch of normalised images (NCHW) and labels. */
+/**
+ * One batch of normalised images (NCHW) and labels. With multi-view evaluation of an image
+ * folder a row is a view: the views of one image are consecutive rows (or batches, for
+ * `fullImage`) sharing a `positions` entry.
+ */
 export interface Batch {
   images: Float32Array;
   labels: Int32Array;
   shape: [number, number, number, number];
+  /** Dataset index of each row's image. */
+  indices?: Uint32Array;
+  /** Position in the epoch order of each row's image. */
+  positions?: Uint32Array;
 }
 
 /** Resolves an augmentation option to the loader's form (`true` is the paper's pad-4 crop + flip). */
@@ -158,11 +455,22 @@ export function resolveAugment(augment: boolean | AugmentOptions | undefined): A
   return augment;
 }
 
-/** Resolves a normalisation option against a dataset. */
-export function resolveNormalization(normalize: DataLoaderOptions['normalize'], dataset: Dataset): Normalization {
-  if (normalize === undefined || normalize === 'dataset') return dataset.meanStd();
-  if (normalize === 'none') {
-    return { mean: new Array<number>(dataset.channels).fill(0), std: new Array<number>(dataset.channels).fill(1) };
+/**
+ * Resolves a normalisation option against a dataset (statistics computed in Rust; for
+ * `'perPixelMean'` the mean image, with mean 0 and std 1 per channel).
+ */
+export function resolveNormalization(normalize: NormalizeOption | undefined, dataset: AnyDataset): Normalization {
+  if (dataset instanceof ImageFolder) {
+    if (normalize === undefined || normalize === 'dataset') return dataset.normalization;
+    if (normalize === 'perPixelMean' || (typeof normalize === 'object' && normalize.pixelMean !== undefined)) {
+      throw new Error('image folders take per-channel normalisation only (images differ in size; no per-pixel mean)');
+    }
+  }
+  if (normalize === undefined || normalize === 'dataset') return (dataset as Dataset).meanStd();
+  const c = dataset.channels;
+  if (normalize === 'none') return { mean: new Array<number>(c).fill(0), std: new Array<number>(c).fill(1) };
+  if (normalize === 'perPixelMean') {
+    return { mean: new Array<number>(c).fill(0), std: new Array<number>(c).fill(1), pixelMean: (dataset as Dataset).pixelMean() };
   }
   return normalize;
 }
@@ -177,7 +485,7 @@ export function resolveNormalization(normalize: DataLoaderOptions['normalize'], 
  * ```
  */
 export class DataLoader {
-  readonly dataset: Dataset;
+  readonly dataset: AnyDataset;
   readonly batchSize: number;
   readonly shuffle: boolean;
   readonly dropLast: boolean;
@@ -185,8 +493,10 @@ export class DataLoader {
   /** The normalisation applied (resolved from the options). */
   readonly normalization: Normalization;
   readonly seed: number;
+  /** Image folders: the evaluation view used when not augmenting. */
+  readonly view: ImageFolderView | undefined;
 
-  constructor(dataset: Dataset, options: DataLoaderOptions = {}) {
+  constructor(dataset: AnyDataset, options: DataLoaderOptions = {}) {
     this.dataset = dataset;
     this.batchSize = options.batchSize ?? 128;
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) {
@@ -194,14 +504,35 @@ export class DataLoader {
     }
     this.shuffle = options.shuffle ?? true;
     this.dropLast = options.dropLast ?? false;
-    this.augment = resolveAugment(options.augment);
+    if (dataset instanceof ImageFolder) {
+      const a = options.augment;
+      if (typeof a === 'object' && a.padCrop !== 0) throw new Error('augment.padCrop does not apply to image folders (use their train transform)');
+      this.augment = a === true ? { padCrop: 0, flip: dataset.options.flip } : a === false || a === undefined ? undefined : a;
+      this.view = options.view ?? dataset.options.view;
+      viewScales(this.view);
+    } else {
+      this.augment = resolveAugment(options.augment);
+      if (options.view !== undefined && options.view !== 'center') throw new Error('view applies to image folders only');
+      this.view = undefined;
+    }
     this.normalization = resolveNormalization(options.normalize, dataset);
+    const pm = this.normalization.pixelMean;
+    if (pm !== undefined) {
+      const want = [dataset.channels, dataset.height, dataset.width];
+      if (pm.shape.some((v, i) => v !== want[i]) || pm.data.length !== want[0]! * want[1]! * want[2]!) {
+        throw new Error(`the per-pixel mean has shape [${pm.shape.join(', ')}] but the images are [${want.join(', ')}]`);
+      }
+    }
     this.seed = options.seed ?? 0;
   }
 
-  /** Batches per epoch. */
+  /**
+   * Batches per epoch (for an image folder with `onCorrupt: 'skip'`, an upper bound; with a
+   * `fullImage` view, one batch per image and scale).
+   */
   get length(): number {
     const n = this.dataset.length;
+    if (this.view !== undefined && this.augment === undefined && typeof this.view === 'object') return n * viewsPerImage(this.view);
     return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
   }
 
@@ -210,8 +541,51 @@ export class DataLoader {
    * the preparation.
    */
   async *epoch(epoch = 0): AsyncGenerator<Batch, void, undefined> {
-    const loader = new native.NativeLoader(
-      this.dataset.native,
+    const loader = this.#nativeLoader(epoch);
+    try {
+      for (;;) {
+        const batch = await loader.next();
+        if (batch === null) return;
+        const [n = 0, c = 0, h = 0, w = 0] = batch.shape;
+        yield { images: batch.images, labels: batch.labels, shape: [n, c, h, w], indices: batch.indices, positions: batch.positions };
+      }
+    } finally {
+      loader.close();
+    }
+  }
+
+  #nativeLoader(epoch: number): InstanceType<typeof native.NativeLoader> {
+    const d = this.dataset;
+    if (d instanceof ImageFolder) {
+      const o = d.options;
+      const view = this.view ?? o.view;
+      const scales = viewScales(view);
+      return native.NativeLoader.fromFolder(
+        d.native,
+        {
+          batchSize: this.batchSize,
+          shuffle: this.shuffle,
+          dropLast: this.dropLast,
+          train: this.augment !== undefined,
+          flip: this.augment?.flip ?? false,
+          mean: this.normalization.mean,
+          std: this.normalization.std,
+          seed: this.seed,
+          size: o.size,
+          resize: o.resize,
+          trainTransform: o.train,
+          scaleMin: o.scaleRange[0],
+          scaleMax: o.scaleRange[1],
+          view: scales === undefined ? (view as 'center' | 'tenCrop') : 'fullImage',
+          ...(scales === undefined ? {} : { scales }),
+          onCorrupt: o.onCorrupt,
+          ...(o.workers === undefined ? {} : { workers: o.workers }),
+        },
+        epoch,
+      );
+    }
+    return new native.NativeLoader(
+      d.native,
       {
         batchSize: this.batchSize,
         shuffle: this.shuffle,
@@ -219,19 +593,10 @@ export class DataLoader {
         ...(this.augment === undefined ? {} : { augment: this.augment }),
         mean: this.normalization.mean,
         std: this.normalization.std,
+        ...(this.normalization.pixelMean === undefined ? {} : { pixelMean: this.normalization.pixelMean.data }),
         seed: this.seed,
       },
       epoch,
     );
-    try {
-      for (;;) {
-        const batch = await loader.next();
-        if (batch === null) return;
-        const [n = 0, c = 0, h = 0, w = 0] = batch.shape;
-        yield { images: batch.images, labels: batch.labels, shape: [n, c, h, w] };
-      }
-    } finally {
-      loader.close();
-    }
   }
 }

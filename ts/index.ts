@@ -34,6 +34,8 @@ export {
   type DeviceName,
   type EvaluateResult,
   type LayerRow,
+  type LayerResponse,
+  type GradNorm,
   type ModelSummary,
   type Shape4,
   type TrainStepResult,
@@ -54,12 +56,24 @@ export {
   Dataset,
   DataLoader,
   datasets,
+  ImageFolder,
+  IMAGENET_STATS,
+  viewsPerImage,
+  type AnyDataset,
   type AugmentOptions,
   type Batch,
   type DataLoaderOptions,
+  type ImageFolderOptions,
+  type ImageFolderTrainTransform,
+  type ImageFolderView,
   type Normalization,
+  type NormalizeOption,
+  type PixelMean,
+  type ResolvedImageFolderOptions,
+  type SkippedImage,
   type Split,
 } from './data.js';
+export { evaluateViews, type EvaluateViewsOptions, type ViewsEvaluateResult } from './evaluate.js';
 export {
   fit,
   Trainer,
@@ -73,6 +87,7 @@ export {
 } from './trainer.js';
 export { loadTorchvision, readSafetensorsHeader, type SafetensorsEntry, type TorchvisionArch } from './torchvision.js';
 export { classifyImages, preprocess, FASHION_MNIST_CLASSES, type ClassScore } from './predict.js';
+export { decodeImage, encodeImage, type DecodedImage } from './predict.js';
 export {
   recipes,
   recipeByName,

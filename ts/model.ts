@@ -5,7 +5,17 @@
  * @module
  */
 
-import { DataLoader, type Dataset, type Normalization } from './data.js';
+import {
+  DataLoader,
+  ImageFolder,
+  parseNormalization,
+  serializeNormalization,
+  type AnyDataset,
+  type ImageFolderView,
+  type Normalization,
+  type NormalizeOption,
+} from './data.js';
+import { evaluateViews } from './evaluate.js';
 import { native, type NativeModel } from './native.js';
 import { exportOnnx } from './onnx.js';
 import { toSgdConfig, type SgdConfig, type SgdOptions } from './optim.js';
@@ -71,15 +81,8 @@ export interface ModelSummary {
   toString(): string;
 }
 
-/** Metadata key holding the normalisation a model was trained with. */
+/** Metadata key holding the normalisation a model was trained with (a per-pixel mean included). */
 const NORMALIZATION_KEY = 'normalization';
-
-function isNormalization(v: unknown): v is Normalization {
-  if (typeof v !== 'object' || v === null) return false;
-  const o = v as { mean?: unknown; std?: unknown };
-  const nums = (a: unknown): boolean => Array.isArray(a) && a.every((x) => typeof x === 'number');
-  return nums(o.mean) && nums(o.std);
-}
 
 /** Labels in any of the accepted forms, as the Int32Array Rust takes. */
 export function toLabels(labels: Int32Array | Uint8Array | readonly number[]): Int32Array {
@@ -102,10 +105,7 @@ export class Model {
     this.#spec = JSON.parse(nativeModel.specJson()) as ResNetSpec;
     this.#metadata = metadata;
     const stored = metadata[NORMALIZATION_KEY];
-    if (stored !== undefined) {
-      const parsed: unknown = JSON.parse(stored);
-      if (isNormalization(parsed)) this.normalization = parsed;
-    }
+    if (stored !== undefined) this.normalization = parseNormalization(stored);
   }
 
   /** A freshly initialised model (He init, seeded). */
@@ -229,12 +229,18 @@ export class Model {
   /**
    * Mean loss and top-1/top-5 accuracy over a dataset, in eval mode. Images are normalised with
    * `options.normalize`, else the model's {@link Model.normalization}, else the dataset's own
-   * statistics.
+   * statistics. For an image folder, `views` (default: the folder's `view` option) picks
+   * `'center'`, `'tenCrop'` or `{ fullImage: scales }`; with several views per image the softmax
+   * probabilities of its views are averaged ({@link evaluateViews}).
    */
   async evaluate(
-    dataset: Dataset,
-    options: { batchSize?: number; normalize?: Normalization; signal?: AbortSignal } = {},
+    dataset: AnyDataset,
+    options: { batchSize?: number; normalize?: NormalizeOption; signal?: AbortSignal; views?: ImageFolderView } = {},
   ): Promise<EvaluateResult> {
+    if (options.views !== undefined || (dataset instanceof ImageFolder && dataset.options.view !== 'center')) {
+      const r = await evaluateViews(this, dataset, options);
+      return { loss: r.loss, top1: r.top1, top5: r.top5, count: r.count };
+    }
     const loader = new DataLoader(dataset, {
       batchSize: options.batchSize ?? 256,
       shuffle: false,
@@ -278,7 +284,7 @@ export class Model {
    */
   async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
     const meta: Record<string, string> = { ...metadata };
-    if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = JSON.stringify(this.normalization);
+    if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = serializeNormalization(this.normalization);
     await this.#native.save(path, meta);
   }
 
@@ -289,10 +295,7 @@ export class Model {
   async loadWeights(path: string): Promise<Record<string, string>> {
     const meta = await this.#native.loadWeights(path);
     const stored = meta[NORMALIZATION_KEY];
-    if (stored !== undefined) {
-      const parsed: unknown = JSON.parse(stored);
-      if (isNormalization(parsed)) this.normalization = parsed;
-    }
+    if (stored !== undefined) this.normalization = parseNormalization(stored) ?? this.normalization;
     return meta;
   }
 

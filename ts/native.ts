@@ -27,6 +27,7 @@ export const native = load();
 export type {
   NativeBatch,
   NativeDataset,
+  NativeImageFolder,
   NativeLoader,
   NativeModel,
   NativeSgd,

@@ -1,15 +1,15 @@
 /**
- * Classifying image files (JPEG) with a trained model: decode, resize, convert to the model's
- * channels, normalise as in training, softmax, top-k. Used by `resnet-wgpu predict`.
+ * Classifying image files (JPEG or PNG) with a trained model: decode (in Rust, with the `image`
+ * crate), resize, convert to the model's channels, normalise as in training, softmax, top-k. Used
+ * by `resnet-wgpu predict`.
  *
  * @module
  */
 
 import { readFile } from 'node:fs/promises';
 
-import { decode } from 'jpeg-js';
-
 import type { Model } from './model.js';
+import { native } from './native.js';
 import { defaultInputSize } from './spec.js';
 
 /** Fashion-MNIST's classes, in label order. */
@@ -95,8 +95,35 @@ export function preprocess(
   return out;
 }
 
+/** A decoded image: 8-bit RGBA pixels, row-major. */
+export interface DecodedImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
 /**
- * Top-`k` classes (default 5) of each JPEG file. ImageNet-stem models get the ImageNet evaluation
+ * Decodes JPEG or PNG bytes (the format is read from the content) to 8-bit RGBA, in Rust off the
+ * main thread: grey is replicated, alpha kept (opaque where absent), 16-bit scaled to 8 bits.
+ */
+export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
+  return native.decodeImage(bytes);
+}
+
+/**
+ * Encodes 8-bit interleaved pixels (`channels` 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) as PNG, or
+ * as JPEG when `jpegQuality` (1-100) is given (alpha dropped). Handy for writing test images and
+ * image folders.
+ */
+export function encodeImage(
+  pixels: Uint8Array,
+  options: { width: number; height: number; channels: 1 | 2 | 3 | 4; jpegQuality?: number },
+): Uint8Array {
+  return native.encodeImage(pixels, options.width, options.height, options.channels, options.jpegQuality ?? null);
+}
+
+/**
+ * Top-`k` classes (default 5) of each JPEG or PNG file. ImageNet-stem models get the ImageNet evaluation
  * transform (resize 256, centre crop 224, ImageNet normalisation unless the checkpoint has its
  * own) unless `size` is given; other models are resized to their training size.
  */
@@ -114,9 +141,11 @@ export async function classifyImages(
   for (const file of files) {
     let image;
     try {
-      image = decode(await readFile(file), { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 1024 });
+      image = await decodeImage(await readFile(file));
     } catch (e) {
-      throw new Error(`${file}: cannot decode the image (JPEG expected): ${e instanceof Error ? e.message : String(e)}`);
+      const message = e instanceof Error ? e.message : String(e);
+      // The decoder's messages already say "cannot read/decode the image ...".
+      throw new Error(message.startsWith('cannot ') ? `${file}: ${message}` : `${file}: cannot decode the image (JPEG or PNG expected): ${message}`);
     }
     const x = preprocess(image.data, image.width, image.height, size, c, norm, imagenet ? 256 : undefined);
     const logits = await model.predict(x, [1, c, size, size]);

@@ -5,7 +5,15 @@
  * @module
  */
 
-import { DataLoader, resolveNormalization, type AugmentOptions, type Dataset, type Normalization } from './data.js';
+import {
+  DataLoader,
+  ImageFolder,
+  resolveNormalization,
+  type AnyDataset,
+  type AugmentOptions,
+  type Normalization,
+  type NormalizeOption,
+} from './data.js';
 import type { Model } from './model.js';
 import { resolveSchedule, sgd, type ScheduleOption, type SgdConfig, type SgdOptions } from './optim.js';
 
@@ -68,14 +76,23 @@ export interface FitOptions {
    * `schedules.paper()`: /10 at 50% and 75%) are resolved against epochs x batches per epoch.
    */
   schedule?: ScheduleOption;
-  /** `true` for the paper's pad-4 crop + flip (default none). */
+  /**
+   * `true` for the paper's pad-4 crop + flip (default none). For an image folder the default is
+   * `true`: its training transform (random resized crop or scale augmentation, and flip);
+   * `false` trains on its evaluation centre crops.
+   */
   augment?: boolean | AugmentOptions;
   /** Default true. */
   shuffle?: boolean;
-  /** Default `'dataset'`: the training set's per-channel mean/std (also used for validation). */
-  normalize?: 'dataset' | 'none' | Normalization;
-  /** Evaluated after every epoch. */
-  validationData?: Dataset;
+  /**
+   * Default `'dataset'`: the training set's per-channel mean/std (an image folder's `normalize`
+   * option); `'perPixelMean'`: the training set's mean image subtracted (the paper's CIFAR
+   * preprocessing); `'none'` or explicit values. The resolved normalisation is used for
+   * validation too, stored on the model and saved in checkpoints.
+   */
+  normalize?: NormalizeOption;
+  /** Evaluated after every epoch (an image folder with its evaluation view). */
+  validationData?: AnyDataset;
   /** Default 256. */
   validationBatchSize?: number;
   callbacks?: Callbacks;
@@ -155,7 +172,7 @@ export interface History {
  * Trains `model` on `dataset`. The model's {@link Model.normalization} is set to the training
  * normalisation, so `evaluate` and `save` use it afterwards.
  */
-export async function fit(model: Model, dataset: Dataset, options: FitOptions = {}): Promise<History> {
+export async function fit(model: Model, dataset: AnyDataset, options: FitOptions = {}): Promise<History> {
   const iterations = options.iterations;
   if (iterations !== undefined && (!Number.isInteger(iterations) || iterations < 1)) {
     throw new Error(`iterations must be a positive integer, got ${iterations}`);
@@ -164,7 +181,7 @@ export async function fit(model: Model, dataset: Dataset, options: FitOptions = 
   const loader = new DataLoader(dataset, {
     batchSize: options.batchSize ?? 128,
     shuffle: options.shuffle ?? true,
-    augment: options.augment ?? false,
+    augment: options.augment ?? dataset instanceof ImageFolder,
     normalize: normalization,
     seed: options.seed ?? 0,
   });
@@ -335,7 +352,7 @@ export class Trainer {
   }
 
   /** {@link fit} with this trainer's options, overridden by `overrides`. */
-  fit(dataset: Dataset, overrides: FitOptions = {}): Promise<History> {
+  fit(dataset: AnyDataset, overrides: FitOptions = {}): Promise<History> {
     return fit(this.model, dataset, { ...this.options, ...overrides });
   }
 }

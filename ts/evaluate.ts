@@ -1,0 +1,106 @@
+/**
+ * Multi-view evaluation: ten-crop and fully-convolutional multi-scale testing (He et al. 2015,
+ * sec. 3.4 and table 3-5), averaging softmax probabilities over the views of each image.
+ *
+ * @module
+ */
+
+import { DataLoader, viewsPerImage, type AnyDataset, type ImageFolderView, type NormalizeOption } from './data.js';
+import type { Model } from './model.js';
+
+/** Options of {@link evaluateViews}. */
+export interface EvaluateViewsOptions {
+  /**
+   * The views of each image (image folders only; default the folder's `view` option):
+   * `'center'`, `'tenCrop'` or `{ fullImage: scales }` (e.g. `{ fullImage: [224, 256, 384, 480, 640] }`).
+   * In-memory datasets have one view (the whole image).
+   */
+  views?: ImageFolderView;
+  /**
+   * Images per batch (default: 256 divided by the views per image, at least 1). Ten crops make
+   * batches of `10 * batchSize` rows; `fullImage` views always run one image at a time.
+   */
+  batchSize?: number;
+  /** Normalisation (default: the model's, else the dataset's). */
+  normalize?: NormalizeOption;
+  signal?: AbortSignal;
+}
+
+/** Result of {@link evaluateViews}: means over the images. */
+export interface ViewsEvaluateResult {
+  /** Mean negative log of the averaged probability of the true class. */
+  loss: number;
+  /** Fraction of images whose averaged probabilities rank the true class first. */
+  top1: number;
+  /** ... among the five most probable. */
+  top5: number;
+  /** Images evaluated (files skipped under `onCorrupt: 'skip'` are not counted). */
+  count: number;
+  /** Views per image. */
+  views: number;
+}
+
+/**
+ * Evaluates `model` (eval mode) on every image of `dataset`: the logits of each view go through a
+ * softmax, the probabilities of an image's views are averaged, and top-1 / top-5 / loss are taken
+ * on the average. With one view this is ordinary evaluation.
+ *
+ * ```ts
+ * const val = await datasets.imageFolder('imagenet/val');
+ * const tenCrop = await evaluateViews(model, val, { views: 'tenCrop' });
+ * const multiScale = await evaluateViews(model, val, { views: { fullImage: [224, 256, 384, 480, 640] } });
+ * ```
+ */
+export async function evaluateViews(model: Model, dataset: AnyDataset, options: EvaluateViewsOptions = {}): Promise<ViewsEvaluateResult> {
+  const loader = new DataLoader(dataset, {
+    batchSize: options.batchSize ?? Math.max(1, Math.floor(256 / viewsPerImage(options.views ?? 'center'))),
+    shuffle: false,
+    augment: false,
+    normalize: options.normalize ?? model.normalization ?? 'dataset',
+    ...(options.views === undefined ? {} : { view: options.views }),
+  });
+  const views = loader.view === undefined ? 1 : viewsPerImage(loader.view);
+  let sum: Float64Array | undefined;
+  let position = -1;
+  let label = 0;
+  let seen = 0;
+  let lossSum = 0;
+  let top1 = 0;
+  let top5 = 0;
+  let count = 0;
+  const finish = (): void => {
+    if (sum === undefined || seen === 0) return;
+    const p = sum[label]!;
+    let above = 0;
+    for (const v of sum) if (v > p) above++;
+    lossSum += -Math.log(Math.max(p / seen, 1e-30));
+    if (above === 0) top1++;
+    if (above < 5) top5++;
+    count++;
+  };
+  for await (const batch of loader.epoch(0)) {
+    options.signal?.throwIfAborted();
+    const rows = batch.shape[0];
+    if (rows === 0) continue;
+    const logits = await model.predict(batch.images, batch.shape);
+    const k = logits.length / rows;
+    for (let r = 0; r < rows; r++) {
+      const pos = batch.positions?.[r] ?? position + 1;
+      if (pos !== position || sum === undefined) {
+        finish();
+        position = pos;
+        sum = new Float64Array(k);
+        seen = 0;
+        label = batch.labels[r]!;
+      }
+      let max = -Infinity;
+      for (let j = 0; j < k; j++) max = Math.max(max, logits[r * k + j]!);
+      let z = 0;
+      for (let j = 0; j < k; j++) z += Math.exp(logits[r * k + j]! - max);
+      for (let j = 0; j < k; j++) sum[j] = (sum[j] ?? 0) + Math.exp(logits[r * k + j]! - max) / z;
+      seen++;
+    }
+  }
+  finish();
+  return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count, views };
+}
