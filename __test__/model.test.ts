@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { Dataset, DataLoader, Model, resnet } from '../ts/index.js';
+import { Dataset, DataLoader, Model, Tensor, resnet } from '../ts/index.js';
 import { learnableDataset, randomImages, randomLabels, tempDir, tinySpec } from './helpers.js';
 
 const SHAPE = [16, 1, 12, 12] as const;
@@ -186,5 +186,92 @@ describe('dispose', () => {
     expect(() => model.numParameters).toThrow(/model has been disposed/);
     await expect(model.predict(images, SHAPE)).rejects.toThrow(/model has been disposed/);
     model.dispose(); // idempotent
+  });
+});
+
+describe('probes: layerResponses, gradientNorms, stageOutputs', () => {
+  const shape = [4, 1, 12, 12] as const;
+  const x = randomImages(4 * 144, 31);
+  const y = randomLabels(4, 10, 32);
+  /** conv1, then two 3x3 convolutions a block, three stages of three blocks. */
+  const twenty = ['conv1', ...[1, 2, 3].flatMap((i) => [0, 1, 2].flatMap((j) => [1, 2].map((k) => `layer${i}.${j}.conv${k}`)))];
+
+  for (const plain of [false, true]) {
+    it(`${plain ? 'Plain' : 'ResNet'}-20: one entry per convolution, in layer order`, async () => {
+      const model = track(Model.create(resnet.cifar({ depth: 20, inChannels: 1, plain }), { seed: 1, device: 'cpu' }));
+      await model.trainStep(x, y, shape); // running statistics that differ from the batch's
+      const before = await model.predict(x, shape);
+      const step = model.step;
+      const evalMode = await model.layerResponses(x, shape);
+      const train = await model.layerResponses(x, shape, { training: true });
+      for (const r of [evalMode, train]) {
+        expect(r.map((l) => l.name)).toEqual(twenty);
+        expect(r.every((l) => l.kernel === 3 && l.std > 0 && Number.isFinite(l.mean))).toBe(true);
+      }
+      expect(train.some((l, i) => Math.abs(l.std - (evalMode[i]?.std ?? 0)) > 1e-3 * l.std)).toBe(true);
+      const norms = await model.gradientNorms(x, y, shape);
+      expect(norms.map((g) => g.name)).toEqual([...twenty, 'fc']);
+      expect(norms.at(-1)).toMatchObject({ name: 'fc', kernel: 0, numel: 640 });
+      expect(norms[1]).toMatchObject({ kernel: 3, numel: 16 * 16 * 9 });
+      expect(norms.every((g) => g.norm > 0 && Number.isFinite(g.norm))).toBe(true);
+      // Nothing in the model changed.
+      expect(await model.predict(x, shape)).toEqual(before);
+      expect(model.step).toBe(step);
+      expect(model.parameter('fc.weight').grad).toBeNull();
+    });
+  }
+
+  it('option B adds the 1x1 projections after their block; pre-activation reports the same layers', async () => {
+    const b = track(Model.create(tinySpec({ shortcut: 'B' }), { device: 'cpu' }));
+    const r = await b.layerResponses(x, shape);
+    expect(r.map((l) => `${l.name}/${l.kernel}`)).toEqual([
+      'conv1/3',
+      'layer1.0.conv1/3',
+      'layer1.0.conv2/3',
+      'layer2.0.conv1/3',
+      'layer2.0.conv2/3',
+      'layer2.0.downsample.0/1',
+      'layer3.0.conv1/3',
+      'layer3.0.conv2/3',
+      'layer3.0.downsample.0/1',
+    ]);
+    const pre = track(Model.create(tinySpec({ shortcut: 'B', preActivation: true }), { device: 'cpu' }));
+    expect((await pre.layerResponses(x, shape, { training: true })).map((l) => l.name)).toEqual(r.map((l) => l.name));
+    expect((await pre.gradientNorms(x, y, shape)).length).toBe(r.length + 1);
+  });
+
+  it('bad input is a thrown Error naming the problem', async () => {
+    const model = track(Model.create(tinySpec(), { device: 'cpu' }));
+    await expect(model.gradientNorms(x, Int32Array.of(0, 1, 10, 2), shape)).rejects.toThrow(/label 10.*10 classes/);
+    await expect(model.gradientNorms(x, Int32Array.of(0, 1), shape)).rejects.toThrow(/2 labels/);
+    await expect(model.layerResponses(x, [4, 3, 12, 12])).rejects.toThrow(/1 channel/);
+    await expect(model.layerResponses(x.subarray(1), shape)).rejects.toThrow(/575/);
+  });
+
+  it('stageOutputs gives one feature map a stage (C2..C5 of an ImageNet net)', () => {
+    const model = track(Model.create(resnet.imagenet({ depth: 18, inChannels: 1, numClasses: 3 }), { device: 'cpu' }));
+    const maps = model.stageOutputs(Tensor.fromArray(randomImages(2 * 64 * 64, 33), [2, 1, 64, 64]));
+    expect(maps.map((t) => t.shape)).toEqual([
+      [2, 64, 16, 16],
+      [2, 128, 8, 8],
+      [2, 256, 4, 4],
+      [2, 512, 2, 2],
+    ]);
+    const cifar = track(Model.create(tinySpec(), { device: 'cpu' }));
+    expect(cifar.stageOutputs(Tensor.fromArray(x, [...shape])).map((t) => t.shape[1])).toEqual([16, 32, 64]);
+  });
+
+  it('a pre-activation net trains, saves and loads', async () => {
+    const model = track(Model.create(tinySpec({ numClasses: 5, preActivation: true }), { seed: 8, device: 'cpu' }));
+    const labels5 = randomLabels(16, 5, 3);
+    for (let i = 0; i < 3; i++) await model.trainStep(images, labels5, SHAPE);
+    const path = join(dir, 'pre.safetensors');
+    await model.save(path);
+    const loaded = track(await Model.load(path, { device: 'cpu' }));
+    expect(loaded.name).toBe('PreResNet-8');
+    expect(loaded.spec).toEqual(model.spec);
+    expect(await loaded.predict(images, SHAPE)).toEqual(await model.predict(images, SHAPE));
+    const plain = track(Model.create(tinySpec({ numClasses: 5 }), { device: 'cpu' }));
+    await expect(plain.loadWeights(path)).rejects.toThrow(/different architecture.*PreResNet-8/);
   });
 });

@@ -52,6 +52,14 @@ const cases: [string, ResNetSpec, number][] = [
   ['ResNet-8, option C, tanh', tinySpec({ numClasses: 4, shortcut: 'C', activation: 'tanh' }), 12],
   ['plain-8', tinySpec({ numClasses: 4, plain: true }), 12],
   ['small bottleneck net, option B, ImageNet stem', { ...bottleneck, inChannels: 1, numClasses: 4 }, 12],
+  ['PreResNet-20 (CIFAR, option A)', resnet.cifar({ depth: 20, inChannels: 3, numClasses: 10, preActivation: true }), 16],
+  ['PreResNet-8, option B', tinySpec({ numClasses: 4, shortcut: 'B', preActivation: true }), 12],
+  ['pre-activation plain-8, tanh', tinySpec({ numClasses: 4, plain: true, preActivation: true, activation: 'tanh' }), 12],
+  [
+    'small pre-activation bottleneck net, option B, ImageNet stem',
+    { ...bottleneck, inChannels: 1, numClasses: 4, preActivation: true },
+    12,
+  ],
 ];
 
 describe('exportOnnx round trip through onnxruntime-node', () => {

@@ -1,7 +1,7 @@
 // Architectures: the factories, parameter counts against the paper and torchvision, summaries.
 import { describe, expect, it } from 'vitest';
 
-import { Model, depthOf, nameOf, resnet, type ImagenetDepth } from '../ts/index.js';
+import { Model, depthOf, nameOf, resnet, type ImagenetDepth, type ResNetSpec } from '../ts/index.js';
 
 /** Rounds like the paper's tables: 0.27M, 0.85M, 1.7M, 11.7M, ... */
 function asPrinted(count: number, digits: number): number {
@@ -128,5 +128,89 @@ describe('summary', () => {
     expect(s.rows.find((r) => r.name === 'maxpool')?.outputShape).toEqual([1, 64, 16, 24]);
     expect(s.rows.at(-1)?.outputShape).toEqual([1, 7]);
     model.dispose();
+  });
+});
+
+describe('pre-activation (He et al. 2016)', () => {
+  it('is an option of both factories, named PreResNet / PrePlain', () => {
+    const spec = resnet.cifar({ depth: 110, preActivation: true });
+    expect(spec.preActivation).toBe(true);
+    expect(nameOf(spec)).toBe('PreResNet-110');
+    expect(nameOf(resnet.cifar({ depth: 20, plain: true, preActivation: true }))).toBe('PrePlain-20');
+    expect(nameOf(resnet.imagenet({ depth: 50, preActivation: true }))).toBe('PreResNet-50');
+    expect('preActivation' in resnet.cifar({ depth: 20 })).toBe(false);
+    const model = Model.create(spec, { device: 'cpu' });
+    expect(model.name).toBe('PreResNet-110');
+    expect(model.spec.preActivation).toBe(true);
+    model.dispose();
+  });
+
+  it('names its tensors bnK before convK, bn_final, projections without batch norm', () => {
+    const model = Model.create(resnet.cifar({ depth: 8, shortcut: 'B', preActivation: true }), { device: 'cpu' });
+    const names = model.parameterNames();
+    expect(names.slice(0, 4)).toEqual(['conv1.weight', 'layer1.0.bn1.weight', 'layer1.0.bn1.bias', 'layer1.0.conv1.weight']);
+    expect(names.slice(-4)).toEqual(['bn_final.weight', 'bn_final.bias', 'fc.weight', 'fc.bias']);
+    expect(names).toContain('layer2.0.downsample.0.weight');
+    expect(names.some((n) => n.startsWith('bn1.') || n.includes('downsample.1'))).toBe(false);
+    const s = model.summary();
+    expect(s.rows.map((r) => r.name).slice(-3)).toEqual(['bn_final', 'avgpool', 'fc']);
+    expect(s.totalParams).toBe(model.numParameters);
+    model.dispose();
+  });
+});
+
+describe('the paper\'s tables from summary()', () => {
+  const count = (spec: ResNetSpec, size?: number): { params: number; macs: number } => {
+    const model = Model.create(spec, { device: 'cpu' });
+    try {
+      const s = model.summary(size === undefined ? {} : { height: size });
+      expect(s.totalParams).toBe(model.numParameters);
+      return { params: s.totalParams, macs: s.totalMacs };
+    } finally {
+      model.dispose();
+    }
+  };
+
+  // Table 6 (option A): 0.27M, 0.46M, 0.66M, 0.85M, 1.7M, 19.4M; exactly 97,216 n - 21,926 for
+  // n = (depth - 2) / 6 (see crates/resnet-core/tests/model.rs), plain and pre-activation alike.
+  it.each([
+    [20, 0.27, 2],
+    [32, 0.46, 2],
+    [44, 0.66, 2],
+    [56, 0.85, 2],
+    [110, 1.7, 1],
+    [1202, 19.4, 1],
+  ])('CIFAR depth %i: %fM for ResNet, plain and pre-activation', (depth, paper, digits) => {
+    const exact = 97_216 * ((depth - 2) / 6) - 21_926;
+    for (const [plain, preActivation] of [[false, false], [true, false], [false, true]] as const) {
+      const { params } = count(resnet.cifar({ depth, plain, preActivation }));
+      expect(params).toBe(exact);
+      expect(asPrinted(params, digits)).toBe(paper);
+    }
+  });
+
+  // Table 1: 1.8, 3.6, 3.8, 7.6, 11.3 G multiply-adds (the paper's bottleneck: stride in the
+  // first 1x1); torchvision v1.5 (stride in the 3x3): 4.1, 7.8, 11.5 G; the same parameters.
+  it.each([
+    [18, 1.8, 1.8],
+    [34, 3.6, 3.6],
+    [50, 3.8, 4.1],
+    [101, 7.6, 7.8],
+    [152, 11.3, 11.5],
+  ] as const)('ImageNet ResNet-%i: %f GMACs (paper layout), %f (torchvision)', (depth, paper, torchvision) => {
+    const v15 = count(resnet.imagenet({ depth }));
+    const v1 = count(resnet.imagenet({ depth, bottleneckStride: '1x1' }));
+    expect(v1.params).toBe(v15.params);
+    expect(Math.abs(v1.macs / 1e9 - paper) / paper).toBeLessThan(0.05);
+    expect(Math.abs(v15.macs / 1e9 - torchvision) / torchvision).toBeLessThan(0.05);
+  });
+
+  it('ResNet-34 with options A < B < C, and plain-18/34', () => {
+    const r34 = (shortcut: 'A' | 'B' | 'C'): number => count(resnet.imagenet({ depth: 34, shortcut })).params;
+    expect([r34('A'), r34('B'), r34('C')]).toEqual([21_623_848, 21_797_672, 22_716_840]);
+    expect(count(resnet.imagenet({ depth: 34, plain: true })).params).toBe(21_623_848);
+    expect(count(resnet.imagenet({ depth: 18, plain: true })).params).toBe(11_515_688);
+    expect(count(resnet.imagenet({ depth: 18, preActivation: true })).params).toBe(11_687_720);
+    expect(count(resnet.imagenet({ depth: 50, preActivation: true })).params).toBe(25_549_352);
   });
 });

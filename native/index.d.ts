@@ -96,6 +96,19 @@ export declare class NativeModel {
   predict(images: Float32Array, shape: Array<number>): Promise<Float32Array>
   /** Loss sum and top-1/top-5 hits of one labelled batch (eval mode) on a worker thread. */
   evaluateBatch(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<EvalStats>
+  /**
+   * Every convolution layer's response (std and mean) to a batch, in layer order, on a worker
+   * thread: the batch-norm output before the activation/addition (original nets) or the
+   * convolution's output (pre-activation nets). `training`: batch statistics (running ones are
+   * not updated); otherwise running statistics. The model is not changed.
+   */
+  layerResponses(images: Float32Array, shape: Array<number>, training: boolean): Promise<LayerResponse[]>
+  /**
+   * L2 norms of d(loss)/dW for every convolution weight and the classifier's weight, in layer
+   * order, for one labelled batch in training mode, on a worker thread. The model is not
+   * changed (parameters, statistics, optimizer state, step, gradients).
+   */
+  gradientNorms(images: Float32Array, labels: Int32Array, shape: Array<number>): Promise<GradNorm[]>
   /** Writes a safetensors checkpoint (atomic) with string metadata. */
   save(path: string, metadata?: Record<string, string> | undefined | null): Promise<void>
   /**
@@ -111,6 +124,11 @@ export declare class NativeModel {
   forward(x: NativeTensor, training: boolean): NativeTensor
   /** Pooled features [N, C] before the classifier. */
   features(x: NativeTensor, training: boolean): NativeTensor
+  /**
+   * The output of every stage (C2..C5 for the ImageNet nets); with `training` the graph is
+   * recorded for `backward()`.
+   */
+  stageOutputs(x: NativeTensor, training: boolean): Array<NativeTensor>
   /** Device memory of the GPU buffer pool: bytes held now and at most so far; null on the CPU. */
   memoryStats(): MemoryStats | null
   /** "cpu" or "gpu": where this model's tensors live. */
@@ -225,6 +243,28 @@ export interface FolderLoaderOptions {
   onCorrupt: string
   /** Decoding threads (0 or absent: one per core, at most 16). */
   workers?: number
+}
+
+/** L2 norm of the loss gradient with respect to one layer's weight (`gradientNorms`). */
+export interface GradNorm {
+  /** `conv1`, `layer1.0.conv2`, `layer2.0.downsample.0`, ..., `fc`. */
+  name: string
+  /** Kernel size of a convolution; 0 for the fully connected classifier. */
+  kernel: number
+  norm: number
+  /** Elements of the weight. */
+  numel: number
+}
+
+/** One convolution layer's response to a batch (`layerResponses`). */
+export interface LayerResponse {
+  /** torchvision-style layer name: `conv1`, `layer1.0.conv2`, `layer2.0.downsample.0`. */
+  name: string
+  /** Kernel size: 3 for the paper's 3x3 layers, 1 for projections and bottleneck 1x1s, 7. */
+  kernel: number
+  /** Standard deviation over every element of the response (population). */
+  std: number
+  mean: number
 }
 
 export interface LoaderOptions {

@@ -71,6 +71,32 @@ export interface LayerRow {
   macs: number;
 }
 
+/**
+ * One convolution layer's response to a batch ({@link Model.layerResponses}): the quantity whose
+ * standard deviation the paper's Figure 7 plots.
+ */
+export interface LayerResponse {
+  /** torchvision-style layer name: `conv1` (the stem), `layer1.0.conv2`, `layer2.0.downsample.0`. */
+  name: string;
+  /** Kernel size: 3 for the paper's 3x3 layers; 1 for projections and bottleneck 1x1s; 7 for an ImageNet stem. */
+  kernel: number;
+  /** Standard deviation over every element of the response (N x C x H x W; population). */
+  std: number;
+  mean: number;
+}
+
+/** The loss gradient of one layer's weight ({@link Model.gradientNorms}). */
+export interface GradNorm {
+  /** `conv1`, `layer1.0.conv2`, `layer2.0.downsample.0`, ..., `fc`. */
+  name: string;
+  /** Kernel size of a convolution; 0 for the fully connected classifier `fc`. */
+  kernel: number;
+  /** L2 norm of dL/dW, L the batch's mean cross-entropy (no weight decay). */
+  norm: number;
+  /** Elements of the weight (`norm / sqrt(numel)` is the root mean square). */
+  numel: number;
+}
+
 /** Per-layer rows and totals; `toString()` renders a table. */
 export interface ModelSummary {
   name: string;
@@ -326,6 +352,45 @@ export class Model {
   /** Globally pooled features `[N, C]` before the classifier (for custom heads). */
   features(x: Tensor, options: { training?: boolean } = {}): Tensor {
     return new Tensor(this.#native.features(x.native, options.training ?? false));
+  }
+
+  /**
+   * The output of every stage: C2..C5 of an ImageNet net (strides 4, 8, 16, 32), the three
+   * stages of a CIFAR net. For backbones (feature pyramids, probes). In a pre-activation net these
+   * are the stages' sums, before the final batch norm and activation. With `training: true` batch
+   * statistics are used and the graph is recorded.
+   */
+  stageOutputs(x: Tensor, options: { training?: boolean } = {}): Tensor[] {
+    return this.#native.stageOutputs(x.native, options.training ?? false).map((t) => new Tensor(t));
+  }
+
+  /**
+   * The response of every convolution layer to a batch, in layer order (the stem `conv1`, then
+   * each block's convolutions, then its projection shortcut where it has one): for the original
+   * nets the layer's batch-norm output, before the activation or the addition, as in the paper's
+   * Figure 7 ("the outputs of each 3x3 layer, after BN and before other nonlinearity"); for
+   * pre-activation nets (`spec.preActivation`), whose batch norms come before the convolutions,
+   * the convolution's output. Keep `kernel === 3` for the paper's plot.
+   *
+   * `training: true` normalises with the batch's statistics (as during training) without updating
+   * the running statistics; the default uses the running statistics (eval mode). Runs on a worker
+   * thread and changes nothing in the model.
+   */
+  async layerResponses(images: Float32Array, shape: Shape4, options: { training?: boolean } = {}): Promise<LayerResponse[]> {
+    return this.#native.layerResponses(images, [...shape], options.training ?? false);
+  }
+
+  /**
+   * The L2 norm of the gradient of the batch's mean cross-entropy with respect to every
+   * convolution weight and the classifier's weight, in layer order (as {@link Model.layerResponses},
+   * then `fc`), in training mode (batch statistics): for vanishing-gradient plots. Runs on a worker
+   * thread and changes nothing in the model: parameters, running statistics, optimizer state,
+   * step, and any gradients already held stay as they were.
+   *
+   * @throws Error for a bad shape or a label outside [0, numClasses).
+   */
+  async gradientNorms(images: Float32Array, labels: Int32Array | Uint8Array | readonly number[], shape: Shape4): Promise<GradNorm[]> {
+    return this.#native.gradientNorms(images, toLabels(labels), [...shape]);
   }
 
   /** Frees the model's memory now; later calls throw "model has been disposed". */

@@ -245,8 +245,14 @@ export function resnetToOnnx(spec: ResNetSpec, state: Map<string, { shape: numbe
     return name;
   };
 
+  // Pre-activation nets (He et al. 2016; the layout is documented in crates/resnet-core/src/nn/
+  // blocks.rs): bnK + act before convK (the first block after an ImageNet stem has no bn1), a
+  // shortcut that changes the shape takes the pre-activated input, nothing after the addition,
+  // bn_final + act before the pool; a CIFAR stem is the bare convolution.
+  const pre = spec.preActivation === true;
   const stemStride = spec.stem === 'imagenet' ? 2 : 1;
-  let x = unary(act, bn(conv('input', 'conv1', stemStride), 'bn1'));
+  const stem = conv('input', 'conv1', stemStride);
+  let x = has('bn1.weight') ? unary(act, bn(stem, 'bn1')) : stem;
   if (spec.stem === 'imagenet') {
     x = unary('MaxPool', x, [
       { name: 'kernel_shape', ints: [3, 3] },
@@ -262,19 +268,27 @@ export function resnetToOnnx(spec: ResNetSpec, state: Map<string, { shape: numbe
       const strides =
         stage.block === 'basic' ? [stride, 1] : (spec.bottleneckStride ?? '3x3') === '3x3' ? [1, stride, 1] : [stride, 1, 1];
       let y = x;
+      let h = x; // the pre-activated input (pre-activation nets)
       strides.forEach((s, k) => {
-        y = bn(conv(y, `${prefix}.conv${k + 1}`, s), `${prefix}.bn${k + 1}`);
-        if (k < strides.length - 1) y = unary(act, y);
+        if (pre) {
+          if (has(`${prefix}.bn${k + 1}.weight`)) y = unary(act, bn(y, `${prefix}.bn${k + 1}`));
+          if (k === 0) h = y;
+          y = conv(y, `${prefix}.conv${k + 1}`, s);
+        } else {
+          y = bn(conv(y, `${prefix}.conv${k + 1}`, s), `${prefix}.bn${k + 1}`);
+          if (k < strides.length - 1) y = unary(act, y);
+        }
       });
       const cOut = stage.block === 'basic' ? stage.width : stage.width * 4;
       let shortcut: string | undefined;
       if (spec.plain) {
         shortcut = undefined;
       } else if (has(`${prefix}.downsample.0.weight`)) {
-        shortcut = bn(conv(x, `${prefix}.downsample.0`, stride), `${prefix}.downsample.1`);
+        const projected = conv(h, `${prefix}.downsample.0`, stride);
+        shortcut = has(`${prefix}.downsample.1.weight`) ? bn(projected, `${prefix}.downsample.1`) : projected;
       } else if (stride !== 1 || cOut !== channels) {
         // Option A: subsample, then zero-pad channels ((c_out - c_in) / 2 before, the rest after).
-        let s = x;
+        let s = h;
         if (stride !== 1) {
           const sliced = fresh();
           nodes.push({
@@ -303,10 +317,11 @@ export function resnetToOnnx(spec: ResNetSpec, state: Map<string, { shape: numbe
         nodes.push({ op: 'Add', inputs: [y, shortcut], outputs: [sum] });
         y = sum;
       }
-      x = unary(act, y);
+      x = pre ? y : unary(act, y);
       channels = cOut;
     }
   });
+  if (pre) x = unary(act, bn(x, 'bn_final'));
   const pooled = unary('Flatten', unary('GlobalAveragePool', x), [{ name: 'axis', int: 1 }]);
   nodes.push({ op: 'Gemm', inputs: [pooled, param('fc.weight'), param('fc.bias')], outputs: ['logits'], attrs: [{ name: 'transB', int: 1 }] });
   return encodeOnnxModel({

@@ -50,6 +50,15 @@ export interface ResNetSpec {
   bottleneckStride?: BottleneckStride;
   /** Default `'relu'`. */
   activation?: ActivationKind;
+  /**
+   * The pre-activation residual unit of He et al. 2016, "Identity Mappings in Deep Residual
+   * Networks" (default `false`): batch norm and activation before each convolution, nothing after
+   * the addition, a final batch norm + activation (`bn_final`) before the pooling. A CIFAR stem is
+   * then a bare convolution; an ImageNet stem keeps conv-BN-act-maxpool. A shortcut that changes
+   * the shape takes the pre-activated input (projections have no batch norm). With `plain`: the
+   * same ordering without shortcuts.
+   */
+  preActivation?: boolean;
 }
 
 /** Options of {@link resnet}.cifar. */
@@ -66,6 +75,8 @@ export interface CifarOptions {
   numClasses?: number;
   /** Default `'relu'`. */
   activation?: ActivationKind;
+  /** Pre-activation residual units (He et al. 2016); default `false`. See {@link ResNetSpec.preActivation}. */
+  preActivation?: boolean;
 }
 
 /** Depths of the paper's ImageNet networks (Table 1). */
@@ -86,6 +97,8 @@ export interface ImagenetOptions {
   bottleneckStride?: BottleneckStride;
   /** Default `'relu'`. */
   activation?: ActivationKind;
+  /** Pre-activation residual units (He et al. 2016); default `false`. See {@link ResNetSpec.preActivation}. */
+  preActivation?: boolean;
 }
 
 const IMAGENET_LAYOUT: Record<ImagenetDepth, { block: BlockKind; counts: [number, number, number, number] }> = {
@@ -112,7 +125,7 @@ export const resnet = {
    * @throws Error if `depth` is not 6n+2.
    */
   cifar(options: CifarOptions): ResNetSpec {
-    const { depth, shortcut = 'A', plain = false, inChannels = 3, numClasses = 10, activation } = options;
+    const { depth, shortcut = 'A', plain = false, inChannels = 3, numClasses = 10, activation, preActivation } = options;
     if (!Number.isInteger(depth) || depth < 8 || (depth - 2) % 6 !== 0) {
       throw new Error(`CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got depth ${depth}`);
     }
@@ -131,6 +144,7 @@ export const resnet = {
       numClasses: positiveInt('numClasses', numClasses),
     };
     if (activation !== undefined) spec.activation = activation;
+    if (preActivation === true) spec.preActivation = true;
     return spec;
   },
 
@@ -150,6 +164,7 @@ export const resnet = {
       numClasses = 1000,
       bottleneckStride = '3x3',
       activation,
+      preActivation,
     } = options;
     const layout = IMAGENET_LAYOUT[depth];
     if (layout === undefined) {
@@ -173,6 +188,7 @@ export const resnet = {
       bottleneckStride,
     };
     if (activation !== undefined) spec.activation = activation;
+    if (preActivation === true) spec.preActivation = true;
     return spec;
   },
 };
@@ -182,9 +198,10 @@ export function depthOf(spec: ResNetSpec): number {
   return 2 + spec.stages.reduce((sum, s) => sum + s.count * (s.block === 'basic' ? 2 : 3), 0);
 }
 
-/** A short name such as `ResNet-20` or `Plain-56`. */
+/** A short name: `ResNet-20`, `Plain-56`, and for pre-activation nets `PreResNet-110`, `PrePlain-20`. */
 export function nameOf(spec: ResNetSpec): string {
-  return `${spec.plain ? 'Plain' : 'ResNet'}-${depthOf(spec)}`;
+  const family = spec.plain ? 'Plain' : 'ResNet';
+  return `${spec.preActivation === true ? 'Pre' : ''}${family}-${depthOf(spec)}`;
 }
 
 /** The input size the paper used for a stem: 32 for CIFAR, 224 for ImageNet. */

@@ -57,6 +57,30 @@ pub struct EvalStats {
     pub count: u32,
 }
 
+/// One convolution layer's response to a batch (`layerResponses`).
+#[napi(object)]
+pub struct LayerResponse {
+    /// torchvision-style layer name: `conv1`, `layer1.0.conv2`, `layer2.0.downsample.0`.
+    pub name: String,
+    /// Kernel size: 3 for the paper's 3x3 layers, 1 for projections and bottleneck 1x1s, 7.
+    pub kernel: u32,
+    /// Standard deviation over every element of the response (population).
+    pub std: f64,
+    pub mean: f64,
+}
+
+/// L2 norm of the loss gradient with respect to one layer's weight (`gradientNorms`).
+#[napi(object)]
+pub struct GradNorm {
+    /// `conv1`, `layer1.0.conv2`, `layer2.0.downsample.0`, ..., `fc`.
+    pub name: String,
+    /// Kernel size of a convolution; 0 for the fully connected classifier.
+    pub kernel: u32,
+    pub norm: f64,
+    /// Elements of the weight.
+    pub numel: u32,
+}
+
 /// GPU memory held by the buffer pool, in bytes.
 #[napi(object)]
 pub struct MemoryStats {
@@ -184,6 +208,43 @@ impl NativeModel {
         }))
     }
 
+    /// Every convolution layer's response (std and mean) to a batch, in layer order, on a worker
+    /// thread: the batch-norm output before the activation/addition (original nets) or the
+    /// convolution's output (pre-activation nets). `training`: batch statistics (running ones are
+    /// not updated); otherwise running statistics. The model is not changed.
+    #[napi(ts_return_type = "Promise<LayerResponse[]>")]
+    pub fn layer_responses(
+        &self,
+        images: Float32Array,
+        shape: Vec<u32>,
+        training: bool,
+    ) -> Result<AsyncTask<LayerResponsesTask>> {
+        Ok(AsyncTask::new(LayerResponsesTask {
+            model: self.inner.clone(),
+            images: images.to_vec(),
+            shape: shape4("layerResponses", &shape)?,
+            training,
+        }))
+    }
+
+    /// L2 norms of d(loss)/dW for every convolution weight and the classifier's weight, in layer
+    /// order, for one labelled batch in training mode, on a worker thread. The model is not
+    /// changed (parameters, statistics, optimizer state, step, gradients).
+    #[napi(ts_return_type = "Promise<GradNorm[]>")]
+    pub fn gradient_norms(
+        &self,
+        images: Float32Array,
+        labels: Int32Array,
+        shape: Vec<u32>,
+    ) -> Result<AsyncTask<GradientNormsTask>> {
+        Ok(AsyncTask::new(GradientNormsTask {
+            model: self.inner.clone(),
+            images: images.to_vec(),
+            labels: labels.to_vec(),
+            shape: shape4("gradientNorms", &shape)?,
+        }))
+    }
+
     /// Writes a safetensors checkpoint (atomic) with string metadata.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn save(&self, path: String, metadata: Option<HashMap<String, String>>) -> AsyncTask<SaveTask> {
@@ -241,6 +302,16 @@ impl NativeModel {
     pub fn features(&self, x: &NativeTensor, training: bool) -> Result<NativeTensor> {
         guard("features", || {
             with_model(&self.inner, |m| m.features(&x.inner, training)).map(NativeTensor::from)
+        })
+    }
+
+    /// The output of every stage (C2..C5 for the ImageNet nets); with `training` the graph is
+    /// recorded for `backward()`.
+    #[napi]
+    pub fn stage_outputs(&self, x: &NativeTensor, training: bool) -> Result<Vec<NativeTensor>> {
+        guard("stageOutputs", || {
+            with_model(&self.inner, |m| m.stage_outputs(&x.inner, training))
+                .map(|v| v.into_iter().map(NativeTensor::from).collect())
         })
     }
 
@@ -363,6 +434,72 @@ impl Task for EvaluateTask {
     }
 
     fn resolve(&mut self, _env: Env, output: EvalStats) -> Result<EvalStats> {
+        Ok(output)
+    }
+}
+
+pub struct LayerResponsesTask {
+    model: Shared,
+    images: Vec<f32>,
+    shape: [usize; 4],
+    training: bool,
+}
+
+impl Task for LayerResponsesTask {
+    type Output = Vec<LayerResponse>;
+    type JsValue = Vec<LayerResponse>;
+
+    fn compute(&mut self) -> Result<Vec<LayerResponse>> {
+        guard("layerResponses", || {
+            let rows = with_model(&self.model, |m| {
+                m.layer_responses(&self.images, self.shape, self.training)
+            })?;
+            Ok(rows
+                .into_iter()
+                .map(|r| LayerResponse {
+                    name: r.name,
+                    kernel: r.kernel as u32,
+                    std: r.std,
+                    mean: r.mean,
+                })
+                .collect())
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: Vec<LayerResponse>) -> Result<Vec<LayerResponse>> {
+        Ok(output)
+    }
+}
+
+pub struct GradientNormsTask {
+    model: Shared,
+    images: Vec<f32>,
+    labels: Vec<i32>,
+    shape: [usize; 4],
+}
+
+impl Task for GradientNormsTask {
+    type Output = Vec<GradNorm>;
+    type JsValue = Vec<GradNorm>;
+
+    fn compute(&mut self) -> Result<Vec<GradNorm>> {
+        guard("gradientNorms", || {
+            let rows = with_model(&self.model, |m| {
+                m.gradient_norms(&self.images, &self.labels, self.shape)
+            })?;
+            Ok(rows
+                .into_iter()
+                .map(|g| GradNorm {
+                    name: g.name,
+                    kernel: g.kernel as u32,
+                    norm: g.norm,
+                    numel: g.numel as u32,
+                })
+                .collect())
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: Vec<GradNorm>) -> Result<Vec<GradNorm>> {
         Ok(output)
     }
 }
