@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { Model, SGD, Tensor, loadTorchvision, ops, resnet } from '../ts/index.js';
+import { Model, SGD, Tensor, loadTorchvision, ops, resnet, type ResNetSpec } from '../ts/index.js';
 import { ROOT, tempDir } from './helpers.js';
 
 const OPS_TOL = 1e-4;
@@ -309,4 +309,44 @@ describe('torchvision ResNet-18 / ResNet-50 through loadTorchvision', () => {
       /resnet50\.safetensors.*unexpected keys: layer1\.0\.bn3\.bias.*misshapen keys: layer1\.0\.conv1\.weight/s,
     );
   });
+});
+
+describe('pre-activation nets (He et al. 2016) against PyTorch', () => {
+  for (const file of ['preresnet8_cifar.safetensors', 'preresnet_bottleneck.safetensors']) {
+    it(`${file}: eval logits and one SGD step (Model.trainStep)`, async () => {
+      const f = load(file);
+      const spec = JSON.parse(f.meta['spec'] ?? '{}') as ResNetSpec;
+      expect(spec.preActivation).toBe(true);
+      const names = JSON.parse(f.meta['names'] ?? '[]') as [string, number[], string][];
+      const weights = join(dir, `init-${file}`);
+      writeSafetensors(
+        weights,
+        names.map(([n, s, d]): [string, number[], Float32Array | BigInt64Array] => [n, s, d === 'I64' ? BigInt64Array.of(7n) : hashInit(n, s)]),
+      );
+      const shape = get(f, 'input').shape as [number, number, number, number];
+      const model = Model.create(spec, { device: 'cpu' });
+      models.push(model);
+      await model.loadWeights(weights);
+      const logits = new Checker(`TS ${file} eval logits`, OPS_TOL);
+      logits.check('eval.logits', await model.predict(f32(f, 'input'), shape), f32(f, 'eval.logits'));
+      logits.report();
+
+      const c = new Checker(`TS ${file} step`, STEP_TOL);
+      model.setOptimizer({ lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
+      const s = await model.trainStep(f32(f, 'input'), labelsOf(f, 'labels'), shape);
+      c.check('trainStep loss', Float32Array.of(s.loss), f32(f, 'loss'));
+      const path = join(dir, `after-${file}`);
+      await model.save(path);
+      const saved = readSafetensors(path);
+      const after = [...f.tensors.keys()].filter((k) => k.startsWith('after.'));
+      expect(after.length).toBe(names.length);
+      for (const key of after) {
+        const want = get(f, key).data;
+        const mine = get(saved, key.slice('after.'.length)).data;
+        if (want instanceof Float32Array) c.check(key, mine as Float32Array, want);
+        else expect([...(mine as BigInt64Array)], key).toEqual([...want]);
+      }
+      c.report();
+    });
+  }
 });

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the PyTorch golden fixtures in fixtures/ (committed; CI never runs this).
 
-    /opt/torch/bin/python scripts/make_fixtures.py   # any Python with torch + torchvision
+    /opt/torch/bin/python scripts/make_fixtures.py          # any Python with torch + torchvision
+    /opt/torch/bin/python scripts/make_fixtures.py preact   # only the pre-activation files
 
 Everything is seeded, so a re-run writes the same values (up to the PyTorch version). Files:
 
@@ -18,6 +19,15 @@ Everything is seeded, so a re-run writes the same values (up to the PyTorch vers
   100 MB): every tensor is made by `hash_init` below, which the Rust and TypeScript tests
   reimplement bit for bit; the metadata `resnet18.names` / `resnet50.names` lists the state
   dict's names, shapes and dtypes in order.
+
+- preresnet8_cifar.safetensors, preresnet_bottleneck.safetensors: pre-activation nets (He et al.
+  2016, the layout of crates/resnet-core/src/nn/blocks.rs): a CIFAR PreResNet-8 (option A, 3
+  channels, 10 classes) and a small bottleneck net with an ImageNet stem (option B, stride in the
+  3x3). Weights by `hash_init` (not stored); metadata `spec` (the resnet-wgpu spec JSON) and `names`
+  (the state dict's names, shapes and dtypes in order). Tensors: `input`, `labels`, `eval.logits`
+  (eval mode, before the step), then one SGD step (lr 0.1, momentum 0.9, weight decay 1e-4) in
+  training mode: `loss`, `logits`, `grad.<param>`, `after.<param or buffer>`.
+  Written only by `make_fixtures.py preact` (or with no argument, which rewrites every file).
 
 The safetensors files are written by the small writer below (same format as the `safetensors`
 package: 8-byte little-endian header length, JSON header, raw little-endian data).
@@ -373,12 +383,147 @@ def make_imagenet():
     save_safetensors(os.path.join(OUT, "imagenet_logits.safetensors"), out, meta)
 
 
+# --- pre-activation nets (He et al. 2016) -------------------------------------------------------
+
+class PreActBlock(nn.Module):
+    """bnK + ReLU before convK (no bn1 when `skip_first_bn`: the first block after an ImageNet
+    stem), nothing after the addition; a shortcut that changes the shape takes the pre-activated
+    input h = relu(bn1(x)): a bias-free 1x1 convolution `downsample.0` (option B) or option A."""
+
+    def __init__(self, kind, c_in, width, stride, option, skip_first_bn, bottleneck_stride="3x3"):
+        super().__init__()
+        if kind == "basic":
+            layout = [(c_in, width, 3, stride, 1), (width, width, 3, 1, 1)]
+        else:
+            s1, s3 = (stride, 1) if bottleneck_stride == "1x1" else (1, stride)
+            layout = [(c_in, width, 1, s1, 0), (width, width, 3, s3, 1), (width, width * 4, 1, 1, 0)]
+        self.k = len(layout)
+        for k, (ci, co, ker, s, p) in enumerate(layout, 1):
+            if not (k == 1 and skip_first_bn):
+                setattr(self, f"bn{k}", nn.BatchNorm2d(ci))
+            setattr(self, f"conv{k}", nn.Conv2d(ci, co, ker, s, p, bias=False))
+        self.c_out = layout[-1][1]
+        self.stride = stride
+        self.changes = stride != 1 or c_in != self.c_out
+        self.option = option
+        if option == "C" or (option == "B" and self.changes):
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, self.c_out, 1, stride, 0, bias=False))
+
+    def forward(self, x):
+        h = F.relu(self.bn1(x)) if hasattr(self, "bn1") else x
+        y = h
+        for k in range(1, self.k + 1):
+            if k > 1:
+                y = F.relu(getattr(self, f"bn{k}")(y))
+            y = getattr(self, f"conv{k}")(y)
+        if hasattr(self, "downsample"):
+            s = self.downsample(h)
+        elif self.changes:
+            s = shortcut_a(h, self.c_out, self.stride)
+        else:
+            s = x
+        return y + s
+
+
+class PreActResNet(nn.Module):
+    """A resnet-wgpu spec (dict) with preActivation: a bare 3x3 stem (CIFAR) or conv-BN-ReLU-max
+    pool (ImageNet), the stages, bn_final + ReLU, global average pool, fc."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.imagenet = spec["stem"] == "imagenet"
+        w = spec["stemWidth"]
+        if self.imagenet:
+            self.conv1 = nn.Conv2d(spec["inChannels"], w, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(w)
+        else:
+            self.conv1 = nn.Conv2d(spec["inChannels"], w, 3, 1, 1, bias=False)
+        c = w
+        for i, st in enumerate(spec["stages"]):
+            blocks = []
+            for j in range(st["count"]):
+                b = PreActBlock(st["block"], c, st["width"], st["stride"] if j == 0 else 1, spec["shortcut"],
+                                self.imagenet and i == 0 and j == 0, spec.get("bottleneckStride", "3x3"))
+                blocks.append(b)
+                c = b.c_out
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.n_stages = len(spec["stages"])
+        self.bn_final = nn.BatchNorm2d(c)
+        self.fc = nn.Linear(c, spec["numClasses"])
+
+    def forward(self, x):
+        x = self.conv1(x)
+        if self.imagenet:
+            x = F.max_pool2d(F.relu(self.bn1(x)), 3, 2, 1)
+        for i in range(self.n_stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+        x = F.relu(self.bn_final(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def make_preact_one(filename, spec, input_shape, seed):
+    net = PreActResNet(spec)
+    sd = net.state_dict()
+    names = []
+    new = {}
+    for k, v in sd.items():
+        t = hash_init(k, list(v.shape))
+        assert t.dtype == v.dtype and list(t.shape) == list(v.shape), k
+        new[k] = t
+        names.append([k, list(v.shape), "I64" if v.dtype == torch.int64 else "F32"])
+    net.load_state_dict(new)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*input_shape, generator=g)
+    labels = torch.randint(0, spec["numClasses"], (input_shape[0],), generator=g, dtype=torch.int64)
+    out = {"input": x, "labels": labels}
+    net.eval()
+    with torch.no_grad():
+        out["eval.logits"] = net(x)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    net.train()
+    opt.zero_grad()
+    logits = net(x)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    out["loss"] = loss.detach().reshape(1)
+    out["logits"] = logits.detach()
+    for name, p in net.named_parameters():
+        out[f"grad.{name}"] = p.grad.clone()
+    opt.step()
+    for name, v in net.state_dict().items():
+        out[f"after.{name}"] = v.clone()
+    print(f"{filename}: eval logits std {out['eval.logits'].std().item():.3f}, loss {loss.item():.4f}")
+    save_safetensors(os.path.join(OUT, filename), out,
+                     {"spec": json.dumps(spec, separators=(",", ":")),
+                      "names": json.dumps(names, separators=(",", ":")),
+                      "optimizer": json.dumps({"lr": 0.1, "momentum": 0.9, "weightDecay": 1e-4}),
+                      "torch": torch.__version__})
+
+
+def make_preact():
+    cifar = {
+        "stem": "cifar", "stemWidth": 16, "shortcut": "A", "plain": False, "inChannels": 3, "numClasses": 10,
+        "stages": [{"block": "basic", "count": 1, "width": w, "stride": s} for w, s in [(16, 1), (32, 2), (64, 2)]],
+        "bottleneckStride": "3x3", "activation": "relu", "preActivation": True,
+    }
+    make_preact_one("preresnet8_cifar.safetensors", cifar, (8, 3, 16, 16), 2016)
+    bottleneck = {
+        "stem": "imagenet", "stemWidth": 16, "shortcut": "B", "plain": False, "inChannels": 3, "numClasses": 10,
+        "stages": [{"block": "bottleneck", "count": 2, "width": 8, "stride": 1},
+                   {"block": "bottleneck", "count": 2, "width": 16, "stride": 2}],
+        "bottleneckStride": "3x3", "activation": "relu", "preActivation": True,
+    }
+    make_preact_one("preresnet_bottleneck.safetensors", bottleneck, (4, 3, 32, 32), 2017)
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    which = sys.argv[1:] or ["ops", "resnet20", "imagenet"]
+    which = sys.argv[1:] or ["ops", "resnet20", "imagenet", "preact"]
     if "ops" in which:
         make_ops()
     if "resnet20" in which:
         make_resnet20()
     if "imagenet" in which:
         make_imagenet()
+    if "preact" in which:
+        make_preact()

@@ -1,6 +1,7 @@
 //! PyTorch golden fixtures (`fixtures/`, written by `scripts/make_fixtures.py`): every op's output
-//! and gradients, one whole ResNet-20 SGD step, and torchvision ResNet-18/50 logits, on the CPU
-//! and (where there is an adapter; lavapipe by default) on the GPU.
+//! and gradients, one whole ResNet-20 SGD step, torchvision ResNet-18/50 logits, and two
+//! pre-activation nets (logits and one SGD step), on the CPU and (where there is an adapter;
+//! lavapipe by default) on the GPU.
 //!
 //! Errors are measured per element against `|want| + rms(want)` (so values that cancel to near
 //! zero are not held to an impossible bound): at most 1e-4 for ops and logits, 1e-3 for the step.
@@ -427,4 +428,74 @@ fn torchvision_resnet18_and_50_logits_match_pytorch() {
             && msg.contains("misshapen keys: layer1.0.conv1.weight"),
         "{msg}"
     );
+}
+
+// --- pre-activation nets (He et al. 2016) --------------------------------------------------------
+
+/// A pre-activation fixture: the model from its `spec`, with the hash-initialised weights its
+/// `names` list, checked name for name and shape for shape against our state dict.
+fn preact_model(f: &Fixture, dev: Device) -> Model {
+    let spec = ResNetSpec::from_json(&f.meta["spec"]).unwrap();
+    assert!(spec.pre_activation);
+    let names: Vec<(String, Vec<usize>, String)> = serde_json::from_str(&f.meta["names"]).unwrap();
+    let sd: Vec<NamedTensor> = names.iter().map(|(n, s, d)| hash_init(n, s, d)).collect();
+    let mut m = Model::new(spec, 0, dev).unwrap();
+    let ours: Vec<(String, Vec<usize>)> = m.state_dict().unwrap().into_iter().map(|t| (t.name, t.shape)).collect();
+    let theirs: Vec<(String, Vec<usize>)> = names.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
+    assert_eq!(ours, theirs, "PyTorch's state dict: the same names, shapes and order");
+    m.load_state_dict(&sd).unwrap();
+    m
+}
+
+fn run_preact(file: &str, dev: Device) {
+    let f = Fixture::load(file);
+    let mut c = Checker::new(format!("{file} on {dev}"), STEP_TOL);
+    let s = f.shape("input");
+    let shape = [s[0], s[1], s[2], s[3]];
+    let input = f.f32("input");
+    let labels: Vec<i32> = f.i64("labels").iter().map(|&l| l as i32).collect();
+
+    // Eval mode, before the step.
+    let m = preact_model(&f, dev);
+    let mut logits = Checker::new(format!("{file} eval logits on {dev}"), OPS_TOL);
+    logits.check("eval.logits", &m.predict(&input, shape).unwrap(), &f.f32("eval.logits"));
+    logits.report();
+
+    // One training step, explicitly: forward, loss, every gradient, SGD.
+    let x = f.constant("input", dev);
+    let out = m.forward(&x, true).unwrap();
+    c.check("logits", &out.to_vec().unwrap(), &f.f32("logits"));
+    let classes = m.spec().num_classes;
+    let loss = ops::cross_entropy(&out, &ops::labels_tensor(&labels, classes, dev).unwrap()).unwrap();
+    c.check("loss", &loss.to_vec().unwrap(), &f.f32("loss"));
+    loss.backward().unwrap();
+    let params = m.parameters();
+    assert_eq!(
+        params.len(),
+        f.tensors.keys().filter(|k| k.starts_with("grad.")).count()
+    );
+    for (name, p) in &params {
+        c.check(&format!("grad.{name}"), &grad(p), &f.f32(&format!("grad.{name}")));
+    }
+    let cfg = SgdConfig::from_json(&f.meta["optimizer"]).unwrap();
+    let mut sgd = Sgd::new(params.into_iter().map(|(_, t)| t).collect(), cfg.clone()).unwrap();
+    sgd.step().unwrap();
+    check_after(&mut c, &f, &m);
+
+    // The fast path.
+    let mut m = preact_model(&f, dev);
+    m.configure_optimizer(cfg).unwrap();
+    let stats = m.train_step(&input, shape, &labels).unwrap();
+    c.check("train_step loss", &[stats.loss], &f.f32("loss"));
+    check_after(&mut c, &f, &m);
+    c.report();
+}
+
+#[test]
+fn pre_activation_nets_match_pytorch() {
+    for file in ["preresnet8_cifar.safetensors", "preresnet_bottleneck.safetensors"] {
+        for dev in devices() {
+            run_preact(file, dev);
+        }
+    }
 }
