@@ -3,6 +3,9 @@
 //! training statistics) and `Model::gradient_norms` (against an explicit forward/backward), and
 //! that neither changes the model in any way.
 
+#[cfg(feature = "gpu")]
+mod gpu_common;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_core::autograd::no_grad;
@@ -373,5 +376,48 @@ fn a_response_hook_changes_no_output() {
                 );
             }
         }
+    }
+}
+
+/// The probes on the GPU (lavapipe by default) agree with the CPU, and leave the model unchanged.
+#[cfg(feature = "gpu")]
+#[test]
+fn probes_on_the_gpu_match_the_cpu() {
+    let Some(gpu) = gpu_common::gpu() else { return };
+    let (images, shape, labels) = batch(14, 4, 3, 8, 10);
+    for pre in [false, true] {
+        let spec = cifar(8, ShortcutOption::B, false, pre);
+        let cpu = trained(&spec, 15);
+        let mut g = Model::new(spec.clone(), 0, gpu).unwrap();
+        g.load_state_dict(&cpu.state_dict().unwrap()).unwrap();
+        let before = g.state_dict().unwrap();
+        for training in [false, true] {
+            let (a, b) = (
+                cpu.layer_responses(&images, shape, training).unwrap(),
+                g.layer_responses(&images, shape, training).unwrap(),
+            );
+            assert_eq!(names(&a), names(&b));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x.std - y.std).abs() <= 1e-4 * x.std, "{} {x:?} vs {y:?}", spec.name());
+                assert!(
+                    (x.mean - y.mean).abs() <= 1e-4 * (x.std + x.mean.abs()),
+                    "{x:?} vs {y:?}"
+                );
+            }
+        }
+        let (a, b) = (
+            cpu.gradient_norms(&images, &labels, shape).unwrap(),
+            g.gradient_norms(&images, &labels, shape).unwrap(),
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((&x.name, x.kernel, x.numel), (&y.name, y.kernel, y.numel));
+            assert!(
+                (x.norm - y.norm).abs() <= 1e-3 * x.norm,
+                "{} {x:?} vs {y:?}",
+                spec.name()
+            );
+        }
+        assert_eq!(g.state_dict().unwrap(), before, "the GPU model is unchanged");
+        assert!(g.parameters().iter().all(|(_, p)| p.grad().is_none()));
     }
 }
