@@ -8,6 +8,7 @@
 
 import { existsSync } from 'node:fs';
 import { writeFile, rename } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 
 /** One line of a panel. */
 export interface Series {
@@ -201,7 +202,9 @@ export function renderSvg(figure: Figure): string {
     `<rect width="${width}" height="${height}" fill="#fff"/>`,
   ];
   if (figure.title) {
-    parts.push(`<text x="${width / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(figure.title)}</text>`);
+    // Shrink a long title to fit (bold DejaVu Sans averages about 0.66 em per character).
+    const size = Math.max(9, Math.min(15, Math.floor((width - 20) / (0.66 * figure.title.length))));
+    parts.push(`<text x="${width / 2}" y="20" text-anchor="middle" font-size="${size}" font-weight="bold">${escapeXml(figure.title)}</text>`);
   }
   figure.panels.forEach((p, i) => parts.push(panelSvg(p, i * pw, titleH, pw, ph, colorOf)));
   parts.push('<g class="legend">');
@@ -216,13 +219,15 @@ export function renderSvg(figure: Figure): string {
   return parts.join('\n');
 }
 
-/** Fonts resvg should use: DejaVu where Debian's fonts-dejavu-core put it, else the system's. */
-function fontOptions(): { loadSystemFonts: boolean; fontFiles?: string[]; defaultFontFamily?: string } {
-  const dejavu = '/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf';
-  if (existsSync(dejavu)) {
-    return { loadSystemFonts: false, fontFiles: [dejavu, '/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf'].filter(existsSync), defaultFontFamily: 'DejaVu Sans' };
-  }
-  return { loadSystemFonts: true };
+/**
+ * The bundled DejaVu Sans (machines without fonts, such as a bare server, would otherwise get a
+ * PNG without any text), plus the system's bold face where there is one.
+ */
+function fontOptions(): { loadSystemFonts: boolean; fontFiles: string[]; defaultFontFamily: string } {
+  const bundled = fileURLToPath(new URL('../assets/fonts/DejaVuSans.ttf', import.meta.url));
+  if (!existsSync(bundled)) throw new Error(`the bundled font is missing: ${bundled} (reinstall resnet-wgpu)`);
+  const bold = '/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf';
+  return { loadSystemFonts: false, fontFiles: existsSync(bold) ? [bundled, bold] : [bundled], defaultFontFamily: 'DejaVu Sans' };
 }
 
 /** Renders SVG text to PNG bytes at `scale` x its size. */

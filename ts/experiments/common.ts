@@ -97,7 +97,7 @@ export async function runAll(specs: ResNetSpec[], options: ExperimentOptions, da
   for (const [index, spec] of specs.entries()) {
     const name = runName(spec);
     if (options.only !== undefined && !options.only.includes(name)) {
-      const existing = await readRun(join(options.out, name));
+      const existing = await readRun(join(options.out, name), options.device);
       if (existing !== undefined) {
         existing.model.dispose();
         records.push(existing.record);

@@ -95,7 +95,7 @@ export async function gradients(options: GradientsOptions): Promise<GradientsRes
     profiles.flatMap((p) => p.layers.map((l) => [p.name, l.index, l.name, l.kernel, l.norm])),
   );
   const fig = await writeFigure(join(options.out, 'gradients'), {
-    title: `${data.label}: gradient norm of each convolution's weights at initialisation (mean of ${batchList.length} batches of ${batchSize})`,
+    title: `${data.label}: per-layer weight-gradient norms at initialisation (${batchList.length} x ${batchSize} images)`,
     panelWidth: 820,
     panels: [
       {

@@ -93,12 +93,12 @@ async function firstBatch(data: Dataset, normalization: Normalization, size: num
 }
 
 /** The run recorded in a run folder's checkpoint, if any. */
-export async function readRun(dir: string): Promise<{ record: RunRecord; model: Model } | undefined> {
+export async function readRun(dir: string, device?: DeviceName): Promise<{ record: RunRecord; model: Model } | undefined> {
   const path = join(dir, CHECKPOINT);
   if (!existsSync(path)) return undefined;
   let model: Model;
   try {
-    model = await Model.load(path);
+    model = await Model.load(path, device ? { device } : {});
   } catch (e) {
     throw new Error(`cannot resume the run in ${dir}: ${(e as Error).message} (delete the folder or pass fresh)`);
   }
@@ -120,7 +120,7 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
   const fitOptions = recipeFitOptions(recipe);
   let model: Model | undefined;
   let record: RunRecord | undefined;
-  const previous = options.fresh ? undefined : await readRun(dir);
+  const previous = options.fresh ? undefined : await readRun(dir, options.device);
   if (previous !== undefined) {
     const same = JSON.stringify(previous.record.spec) === JSON.stringify(options.spec) && JSON.stringify(previous.record.recipe) === JSON.stringify(recipe) && previous.record.seed === seed;
     if (!same) {
