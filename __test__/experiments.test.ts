@@ -1,11 +1,11 @@
 // The paper's experiments end to end on a slice of Fashion-MNIST: files, curves, resumption.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { experiments, recipes } from '../ts/index.js';
-import { ROOT, tempDir } from './helpers.js';
+import { encodeImage, experiments, recipes } from '../ts/index.js';
+import { ROOT, rng, tempDir } from './helpers.js';
 
 const small = { limitTrain: 256, limitTest: 128, trainEvalImages: 128, device: 'cpu' as const };
 const recipe = recipes.cifarPaperShort({ epochs: 2, batchSize: 64 });
@@ -86,6 +86,18 @@ describe('experiment degradation', () => {
     expect(strip(mine?.curve)).toEqual(strip(full?.curve));
   });
 
+  it("the recipe's validation images (the paper's 45k/5k split) are not trained on", async () => {
+    const r = await experiments.degradation({
+      out: tempDir(),
+      depths: [8, 14],
+      recipe: recipes.cifarPaperShort({ epochs: 1, batchSize: 50, validationImages: 56 }),
+      ...small,
+      only: ['plain-8'],
+    });
+    // 256 - 56 = 200 training images: 4 batches of 50 (6 without the split).
+    expect(r.runs[0]?.curve[0]?.iteration).toBe(4);
+  });
+
   it('a folder holding a different run is refused with a clear error', async () => {
     await expect(
       experiments.degradation({ out, depths: [8, 14], recipe: recipes.cifarPaperShort({ epochs: 2, batchSize: 32 }), ...small }),
@@ -112,6 +124,38 @@ describe('experiment degradation', () => {
     expect(b).toBeLessThan(c);
     expect(r.report).toMatch(/\| option B \| [\d,]+ \|/);
     checkPng(r.files.png);
+  });
+});
+
+describe('experiments on an ImageNet-style folder', () => {
+  it('degradation trains plain/residual ImageNet nets (18, 34) from train/ and val/ folders, with the ImageNet recipe', async () => {
+    const root = tempDir();
+    const r = rng(5);
+    for (const split of ['train', 'val']) {
+      for (const [k, cls] of ['n01', 'n02', 'n03'].entries()) {
+        mkdirSync(join(root, split, cls), { recursive: true });
+        for (let i = 0; i < (split === 'train' ? 4 : 2); i++) {
+          const [w, h] = [40 + i, 44 - i];
+          const px = Uint8Array.from({ length: w * h * 3 }, () => Math.floor(k * 60 + r() * 120));
+          writeFileSync(join(root, split, cls, `${i}.png`), encodeImage(px, { width: w, height: h, channels: 3 }));
+        }
+      }
+    }
+    const out = tempDir();
+    const res = await experiments.degradation({
+      out,
+      data: { kind: 'folder', root, options: { size: 32, resize: 36, train: 'scaleAugment', scaleRange: [36, 48], workers: 2 } },
+      recipe: recipes.imagenetPaperShort({ epochs: 1, batchSize: 6 }),
+      device: 'cpu',
+      trainEvalImages: 6,
+    });
+    expect(res.runs.map((x) => x.name)).toEqual(['plain-18', 'plain-34', 'resnet-18-optA', 'resnet-34-optA']);
+    expect(res.runs.every((x) => x.spec.stem === 'imagenet' && x.spec.numClasses === 3)).toBe(true);
+    expect(csvRows(res.files.csv)).toHaveLength(4);
+    checkPng(res.files.png);
+    await expect(experiments.degradation({ out: tempDir(), data: { kind: 'folder', root: join(root, 'train') }, device: 'cpu' })).rejects.toThrow(
+      /needs train\/ and val\/ \(or test\/\) sub-folders/,
+    );
   });
 });
 

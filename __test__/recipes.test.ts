@@ -42,7 +42,8 @@ describe('recipes', () => {
     expect(i.plateau).toBeUndefined();
     const p = recipes.imagenetPaper();
     expect(p).toMatchObject({ batchSize: 256, plateau: { factor: 0.1 }, optimizer: { lr: 0.1, weightDecay: 1e-4, momentum: 0.9 } });
-    expect(p.imageFolder).toMatchObject({ size: 224, train: 'scaleAugment', scaleRange: [256, 480], evalScales: [224, 256, 384, 480, 640] });
+    expect(p.imageFolder?.train).toMatchObject({ size: 224, train: 'scaleAugment', scaleRange: [256, 480], flip: true });
+    expect(p.imageFolder?.evaluation).toEqual(['center', 'tenCrop', { fullImage: [224, 256, 384, 480, 640] }]);
     expect(() => recipeByName('cifarpaper')).toThrow(/unknown recipe 'cifarpaper'/);
     expect(recipeFitOptions(recipes.cifarPaper({ depth: 110 }))).toMatchObject({ iterations: 64000, batchSize: 128, warmStart: { lr: 0.01 } });
   });

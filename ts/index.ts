@@ -93,7 +93,6 @@ export {
   recipeByName,
   recipeFitOptions,
   splitForRecipe,
-  IMAGENET_NORMALIZATION,
   type Recipe,
   type RecipeName,
   type RecipeNormalization,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { AugmentOptions, Dataset, Normalization } from './data.js';
+import { IMAGENET_STATS, type AugmentOptions, type ImageFolderOptions, type ImageFolderView, type Normalization } from './data.js';
 import type { SgdOptions } from './optim.js';
 import type { FitOptions, PlateauOptions, WarmStartOptions } from './trainer.js';
 
@@ -37,22 +37,15 @@ export interface Recipe {
   imageFolder?: ImageFolderRecipe;
 }
 
-/** The image-folder side of the ImageNet recipe. */
+/**
+ * The image-folder side of the ImageNet recipe: the options of `datasets.imageFolder` for the
+ * training set, and the evaluation views the paper reports.
+ */
 export interface ImageFolderRecipe {
-  /** Crop side (224). */
-  size: number;
-  /** Training transform: the paper's scale augmentation (shorter side in [256, 480]). */
-  train: 'scaleAugment' | 'randomResizedCrop';
-  scaleRange: [number, number];
-  flip: boolean;
-  /** ImageNet colour normalisation. */
-  normalization: Normalization;
-  /** Evaluation: single centre crop, 10-crop, and fully-convolutional multi-scale. */
-  evalScales: number[];
+  train: ImageFolderOptions;
+  /** Single 224 centre crop, 10-crop, and fully-convolutional multi-scale ({224, ..., 640}). */
+  evaluation: ImageFolderView[];
 }
-
-/** ImageNet's per-channel statistics on [0, 1] pixels. */
-export const IMAGENET_NORMALIZATION: Normalization = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
 /** Options of {@link recipes}.cifarPaper: the depth picks ResNet-110's warm start. */
 export type CifarRecipeOptions = Partial<Recipe> & { depth?: number };
@@ -133,16 +126,12 @@ export const recipes = {
       optimizer: { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 },
       epochs: 120,
       augment: false,
-      normalize: IMAGENET_NORMALIZATION,
+      normalize: IMAGENET_STATS,
       validationImages: 0,
       plateau: { factor: 0.1, patience: 5 },
       imageFolder: {
-        size: 224,
-        train: 'scaleAugment',
-        scaleRange: [256, 480],
-        flip: true,
-        normalization: IMAGENET_NORMALIZATION,
-        evalScales: [224, 256, 384, 480, 640],
+        train: { size: 224, resize: 256, train: 'scaleAugment', scaleRange: [256, 480], flip: true, normalize: IMAGENET_STATS },
+        evaluation: ['center', 'tenCrop', { fullImage: [224, 256, 384, 480, 640] }],
       },
     };
     return merge(base, overrides);
@@ -190,7 +179,11 @@ export function recipeByName(name: string, options: CifarRecipeOptions = {}): Re
  * The training set and validation set a recipe asks for: `validationImages` held out at random
  * (fixed by `seed`), or the whole set and no validation.
  */
-export function splitForRecipe(train: Dataset, recipe: Recipe, seed = 0): { train: Dataset; validation?: Dataset } {
+export function splitForRecipe<T extends { readonly length: number; subset(indices: readonly number[]): T }>(
+  train: T,
+  recipe: Recipe,
+  seed = 0,
+): { train: T; validation?: T } {
   const k = recipe.validationImages;
   if (k <= 0) return { train };
   if (k >= train.length) throw new Error(`the recipe holds out ${k} validation images but the training set has ${train.length}`);
@@ -224,7 +217,7 @@ export function recipeFitOptions(recipe: Recipe): FitOptions {
     batchSize: recipe.batchSize,
     optimizer: recipe.optimizer,
     augment: recipe.augment,
-    normalize: recipe.normalize as FitOptions['normalize'],
+    normalize: recipe.normalize,
   };
   if (recipe.iterations !== undefined) options.iterations = recipe.iterations;
   if (recipe.warmStart !== undefined) options.warmStart = recipe.warmStart;

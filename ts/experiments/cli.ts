@@ -19,9 +19,9 @@ import { shortcuts } from './shortcuts.js';
 
 interface CommonFlags {
   out?: string;
-  dataset: 'fashion-mnist' | 'cifar10';
+  dataset: 'fashion-mnist' | 'cifar10' | 'folder';
   data?: string;
-  recipe: string;
+  recipe?: string;
   epochs?: number;
   lr?: number;
   seed: number;
@@ -62,10 +62,19 @@ function shortcutList(value: string): ShortcutOption[] {
 function withCommon(cmd: Command, defaultOut: string): Command {
   return cmd
     .option('--out <dir>', 'output folder (runs, CSV, SVG, PNG); rerun with the same folder to resume', defaultOut)
-    .addOption(new Option('--dataset <name>', 'training data').choices(['fashion-mnist', 'cifar10']).default('fashion-mnist'))
-    .option('--data <dir>', 'dataset folder (default /usr/share/datasets/fashion-mnist; CIFAR-10: the binary batches)')
     .addOption(
-      new Option('--recipe <name>', 'training recipe').choices(['cifarPaperShort', 'cifarPaper']).default('cifarPaperShort'),
+      new Option('--dataset <name>', 'training data (folder: ImageNet-style train/ and val/ folders, ImageNet networks)')
+        .choices(['fashion-mnist', 'cifar10', 'folder'])
+        .default('fashion-mnist'),
+    )
+    .option('--data <dir>', 'dataset folder (default /usr/share/datasets/fashion-mnist; CIFAR-10: the binary batches; folder: the root)')
+    .addOption(
+      new Option('--recipe <name>', 'training recipe (default cifarPaperShort, or imagenetPaperShort for folders)').choices([
+        'cifarPaperShort',
+        'cifarPaper',
+        'imagenetPaperShort',
+        'imagenetPaper',
+      ]),
     )
     .option('--epochs <n>', "override the recipe's epochs", int('epochs', 1))
     .option('--lr <rate>', "override the recipe's learning rate", Number)
@@ -83,11 +92,16 @@ function dataSource(flags: CommonFlags): DataSource {
     if (flags.data === undefined) throw new Error('--dataset cifar10 needs --data <dir> (the folder of data_batch_*.bin)');
     return { kind: 'cifar10', dir: flags.data };
   }
+  if (flags.dataset === 'folder') {
+    if (flags.data === undefined) throw new Error('--dataset folder needs --data <root> (with train/ and val/ folders of class folders)');
+    return { kind: 'folder', root: flags.data };
+  }
   return flags.data === undefined ? { kind: 'fashion-mnist' } : { kind: 'fashion-mnist', dir: flags.data };
 }
 
 function recipeOf(flags: CommonFlags, depth?: number): Recipe {
-  const r = recipeByName(flags.recipe, depth === undefined ? {} : { depth });
+  const name = flags.recipe ?? (flags.dataset === 'folder' ? 'imagenetPaperShort' : 'cifarPaperShort');
+  const r = recipeByName(name, depth === undefined ? {} : { depth });
   if (flags.epochs !== undefined) {
     r.epochs = flags.epochs;
     delete r.iterations;
@@ -186,14 +200,14 @@ export function experimentCommand(): Command {
     cmd
       .command('degradation')
       .description('plain vs residual nets of two depths: training (dashed) and test (bold) error against iterations (Figures 1 and 6)')
-      .option('--depths <list>', 'CIFAR depths 6n+2', intList('depths'), [20, 56])
+      .option('--depths <list>', 'depths: CIFAR 6n+2 (default 20,56) or ImageNet for folders (default 18,34)', intList('depths'))
       .addOption(new Option('--shortcut <option>', 'shortcut of the residual nets').choices(['A', 'B', 'C']).default('A')),
     'runs/degradation',
-  ).action((flags: CommonFlags & { depths: number[]; shortcut: ShortcutOption }) =>
+  ).action((flags: CommonFlags & { depths?: number[]; shortcut: ShortcutOption }) =>
     withInterrupt(async (signal) => {
       const r = await degradation({
-        ...experimentOptions(flags, signal, recipeOf(flags, Math.max(...flags.depths))),
-        depths: flags.depths,
+        ...experimentOptions(flags, signal, recipeOf(flags, flags.depths && Math.max(...flags.depths))),
+        ...(flags.depths ? { depths: flags.depths } : {}),
         shortcut: flags.shortcut,
       });
       printFiles(r.files, r.report);
@@ -203,12 +217,16 @@ export function experimentCommand(): Command {
     cmd
       .command('shortcuts')
       .description('shortcut options A, B and C on the same ResNet (Table 3)')
-      .option('--depth <n>', 'CIFAR depth 6n+2', int('depth', 8), 20)
+      .option('--depth <n>', 'depth: CIFAR 6n+2 (default 20) or ImageNet for folders (default 34)', int('depth', 8))
       .option('--options <list>', 'shortcut options', shortcutList, ['A', 'B', 'C'] as ShortcutOption[]),
     'runs/degradation',
-  ).action((flags: CommonFlags & { depth: number; options: ShortcutOption[] }) =>
+  ).action((flags: CommonFlags & { depth?: number; options: ShortcutOption[] }) =>
     withInterrupt(async (signal) => {
-      const r = await shortcuts({ ...experimentOptions(flags, signal, recipeOf(flags, flags.depth)), depth: flags.depth, options: flags.options });
+      const r = await shortcuts({
+        ...experimentOptions(flags, signal, recipeOf(flags, flags.depth)),
+        ...(flags.depth ? { depth: flags.depth } : {}),
+        options: flags.options,
+      });
       printFiles(r.files, r.report);
     }),
   );
@@ -216,15 +234,15 @@ export function experimentCommand(): Command {
     cmd
       .command('responses')
       .description('std of 3x3 layer responses, plain vs residual (Figure 7), and per-layer gradient norms; reuses degradation runs in the same folder')
-      .option('--depths <list>', 'CIFAR depths 6n+2', intList('depths'), [20, 56])
+      .option('--depths <list>', 'depths: CIFAR 6n+2 (default 20,56) or ImageNet for folders (default 18,34)', intList('depths'))
       .addOption(new Option('--shortcut <option>', 'shortcut of the residual nets').choices(['A', 'B', 'C']).default('A'))
       .option('--images <n>', 'test images measured', int('images', 1), 1000),
     'runs/degradation',
-  ).action((flags: CommonFlags & { depths: number[]; shortcut: ShortcutOption; images: number }) =>
+  ).action((flags: CommonFlags & { depths?: number[]; shortcut: ShortcutOption; images: number }) =>
     withInterrupt(async (signal) => {
       const r = await responses({
-        ...experimentOptions(flags, signal, recipeOf(flags, Math.max(...flags.depths))),
-        depths: flags.depths,
+        ...experimentOptions(flags, signal, recipeOf(flags, flags.depths && Math.max(...flags.depths))),
+        ...(flags.depths ? { depths: flags.depths } : {}),
         shortcut: flags.shortcut,
         images: flags.images,
       });

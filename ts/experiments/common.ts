@@ -5,12 +5,13 @@
  * @module
  */
 
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { datasets, type Dataset } from '../data.js';
+import { datasets, type AnyDataset, type ImageFolderOptions } from '../data.js';
 import type { DeviceName } from '../model.js';
-import { recipes, type Recipe } from '../recipes.js';
-import type { ResNetSpec } from '../spec.js';
+import { recipes, splitForRecipe, type Recipe } from '../recipes.js';
+import { resnet, type ActivationKind, type ImagenetDepth, type ResNetSpec, type ShortcutOption } from '../spec.js';
 import type { BatchLogs } from '../trainer.js';
 import { readRun, trackedRun, type CurvePoint, type RunRecord } from './run.js';
 import type { Model } from '../model.js';
@@ -18,7 +19,23 @@ import type { Model } from '../model.js';
 /** Where an experiment's images come from. */
 export type DataSource =
   | { kind: 'fashion-mnist'; dir?: string }
-  | { kind: 'cifar10'; dir: string };
+  | { kind: 'cifar10'; dir: string }
+  /**
+   * ImageNet-style folders `root/train/<class>/*` and `root/val/<class>/*` (or `root/test`),
+   * trained with the ImageNet networks; `options` default to the imagenetPaper recipe's.
+   */
+  | { kind: 'folder'; root: string; options?: ImageFolderOptions };
+
+/** Which family of networks a source is trained with: CIFAR-style (6n+2) or ImageNet (18..152). */
+export type Family = 'cifar' | 'imagenet';
+
+/** The data of an experiment. */
+export interface ExperimentData {
+  train: AnyDataset;
+  test: AnyDataset;
+  label: string;
+  family: Family;
+}
 
 /** Progress hooks (the CLI draws bars with them). */
 export interface ExperimentProgress {
@@ -35,7 +52,7 @@ export interface ExperimentOptions {
   out: string;
   /** Default Fashion-MNIST from `/usr/share/datasets/fashion-mnist`. */
   data?: DataSource;
-  /** Default {@link recipes}.cifarPaperShort (12 epochs). */
+  /** Default {@link recipes}.cifarPaperShort (12 epochs), or imagenetPaperShort for folders. */
   recipe?: Recipe;
   /** Seeds weights, order and augmentation (default 0). */
   seed?: number;
@@ -57,27 +74,63 @@ export interface ExperimentOptions {
 }
 
 /** Training and test sets of a source. */
-export async function loadData(source: DataSource = { kind: 'fashion-mnist' }, limits: { train?: number; test?: number } = {}): Promise<{ train: Dataset; test: Dataset; label: string }> {
-  let train: Dataset;
-  let test: Dataset;
-  let label: string;
+export async function loadData(source: DataSource = { kind: 'fashion-mnist' }, limits: { train?: number; test?: number } = {}): Promise<ExperimentData> {
+  let data: ExperimentData;
   switch (source.kind) {
     case 'fashion-mnist': {
       const dir = source.dir ?? '/usr/share/datasets/fashion-mnist';
-      train = await datasets.fashionMnist({ dir, split: 'train' });
-      test = await datasets.fashionMnist({ dir, split: 'test' });
-      label = 'Fashion-MNIST';
+      const train = await datasets.fashionMnist({ dir, split: 'train' });
+      const test = await datasets.fashionMnist({ dir, split: 'test' });
+      data = { train, test, label: 'Fashion-MNIST', family: 'cifar' };
       break;
     }
-    case 'cifar10':
-      train = await datasets.cifar10({ dir: source.dir, split: 'train' });
-      test = await datasets.cifar10({ dir: source.dir, split: 'test' });
-      label = 'CIFAR-10';
+    case 'cifar10': {
+      const train = await datasets.cifar10({ dir: source.dir, split: 'train' });
+      const test = await datasets.cifar10({ dir: source.dir, split: 'test' });
+      data = { train, test, label: 'CIFAR-10', family: 'cifar' };
       break;
+    }
+    case 'folder': {
+      const evalDir = ['val', 'test'].map((d) => join(source.root, d)).find((d) => existsSync(d));
+      if (evalDir === undefined) {
+        throw new Error(`image folder ${source.root} needs train/ and val/ (or test/) sub-folders, one folder per class in each`);
+      }
+      const options = source.options ?? recipes.imagenetPaperShort().imageFolder?.train ?? {};
+      const train = await datasets.imageFolder(join(source.root, 'train'), options);
+      const test = await datasets.imageFolder(evalDir, options);
+      data = { train, test, label: source.root, family: 'imagenet' };
+      break;
+    }
   }
-  if (limits.train !== undefined) train = train.take(limits.train);
-  if (limits.test !== undefined) test = test.take(limits.test);
-  return { train, test, label };
+  if (limits.train !== undefined) data.train = data.train.take(limits.train);
+  if (limits.test !== undefined) data.test = data.test.take(limits.test);
+  return data;
+}
+
+/** The recipe an experiment uses by default for a family. */
+export function defaultRecipe(family: Family): Recipe {
+  return family === 'imagenet' ? recipes.imagenetPaperShort() : recipes.cifarPaperShort();
+}
+
+/** A plain or residual net of `depth` in a family, sized for the data. */
+export function netSpec(
+  data: ExperimentData,
+  options: { depth: number; plain: boolean; shortcut?: ShortcutOption; activation?: ActivationKind },
+): ResNetSpec {
+  const common = {
+    plain: options.plain,
+    inChannels: data.train.channels,
+    numClasses: data.train.numClasses,
+    ...(options.shortcut ? { shortcut: options.shortcut } : {}),
+    ...(options.activation ? { activation: options.activation } : {}),
+  };
+  if (data.family === 'imagenet') {
+    if (![18, 34, 50, 101, 152].includes(options.depth)) {
+      throw new Error(`image folders train the ImageNet networks: depth must be 18, 34, 50, 101 or 152, got ${options.depth}`);
+    }
+    return resnet.imagenet({ depth: options.depth as ImagenetDepth, ...common });
+  }
+  return resnet.cifar({ depth: options.depth, ...common });
 }
 
 /** The folder name of a run: `plain-20`, `resnet-56-optA`, `resnet-20-optB-tanh`, ... */
@@ -91,8 +144,10 @@ export function runName(spec: ResNetSpec): string {
 }
 
 /** Runs (or resumes) each spec in turn with the experiment's recipe; returns their records. */
-export async function runAll(specs: ResNetSpec[], options: ExperimentOptions, data: { train: Dataset; test: Dataset }): Promise<RunRecord[]> {
-  const recipe = options.recipe ?? recipes.cifarPaperShort();
+export async function runAll(specs: ResNetSpec[], options: ExperimentOptions, data: ExperimentData): Promise<RunRecord[]> {
+  const recipe = options.recipe ?? defaultRecipe(data.family);
+  // The recipe's held-out validation images (the paper's 45k/5k CIFAR split) are not trained on.
+  const train = splitForRecipe(data.train, recipe, options.seed ?? 0).train;
   const records: RunRecord[] = [];
   for (const [index, spec] of specs.entries()) {
     const name = runName(spec);
@@ -109,7 +164,7 @@ export async function runAll(specs: ResNetSpec[], options: ExperimentOptions, da
       dir: join(options.out, name),
       name,
       spec,
-      train: data.train,
+      train,
       test: data.test,
       recipe,
       seed: options.seed ?? 0,

@@ -10,12 +10,12 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { writeCsv, writeFigure, type Series } from '../plot.js';
-import { resnet, type ActivationKind, type ShortcutOption } from '../spec.js';
-import { finalPoint, loadData, runAll, type ExperimentOptions } from './common.js';
+import type { ActivationKind, ShortcutOption } from '../spec.js';
+import { defaultRecipe, finalPoint, loadData, netSpec, runAll, type ExperimentOptions } from './common.js';
 import type { RunRecord } from './run.js';
 
 export interface DegradationOptions extends ExperimentOptions {
-  /** CIFAR depths 6n+2 (default [20, 56]). */
+  /** Depths: CIFAR 6n+2 (default [20, 56]) or, for image folders, ImageNet 18..152 (default [18, 34]). */
   depths?: number[];
   /** Shortcut of the residual nets (default 'A', the paper's CIFAR choice). */
   shortcut?: ShortcutOption;
@@ -108,22 +108,16 @@ function depthOfRun(r: RunRecord): number {
 
 /** Runs the experiment (resuming finished or partial runs in `out`) and writes CSV, SVG and PNG. */
 export async function degradation(options: DegradationOptions): Promise<DegradationResult> {
-  const depths = [...(options.depths ?? [20, 56])].sort((a, b) => a - b);
-  if (depths.length < 2) throw new Error('the degradation experiment needs at least two depths');
   const data = await loadData(options.data, {
     ...(options.limitTrain !== undefined ? { train: options.limitTrain } : {}),
     ...(options.limitTest !== undefined ? { test: options.limitTest } : {}),
   });
+  const depths = [...(options.depths ?? (data.family === 'imagenet' ? [18, 34] : [20, 56]))].sort((a, b) => a - b);
+  if (depths.length < 2) throw new Error('the degradation experiment needs at least two depths');
+  // The paper's CIFAR nets use option A; its ImageNet plain/residual comparison (Fig. 4) too.
   const specs = [true, false].flatMap((plain) =>
     depths.map((depth) =>
-      resnet.cifar({
-        depth,
-        plain,
-        shortcut: options.shortcut ?? 'A',
-        inChannels: data.train.channels,
-        numClasses: data.train.numClasses,
-        ...(options.activation ? { activation: options.activation } : {}),
-      }),
+      netSpec(data, { depth, plain, shortcut: options.shortcut ?? 'A', ...(options.activation ? { activation: options.activation } : {}) }),
     ),
   );
   const runs = await runAll(specs, options, data);
@@ -159,7 +153,7 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
   const residualRuns = runs.filter((r) => !r.spec.plain);
   const allErrors = runs.flatMap((r) => r.curve.flatMap((p) => [p.trainError, p.testError]));
   const yMax = Math.min(100, Math.ceil((Math.max(...allErrors, 1) * 1.05) / 5) * 5);
-  const title = `${data.label}: plain vs residual (${(options.recipe?.name ?? 'cifarPaperShort')}, seed ${options.seed ?? 0}); dashed: training error, bold: test error`;
+  const title = `${data.label}: plain vs residual (${(options.recipe ?? defaultRecipe(data.family)).name}, seed ${options.seed ?? 0}); dashed: training error, bold: test error`;
   const fig = await writeFigure(join(options.out, 'degradation'), {
     title,
     panels: [

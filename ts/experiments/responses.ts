@@ -16,12 +16,12 @@ import { join } from 'node:path';
 import { DataLoader } from '../data.js';
 import { Model } from '../model.js';
 import { writeCsv, writeFigure, type Series } from '../plot.js';
-import { resnet, type ShortcutOption } from '../spec.js';
-import { loadData, runAll, runName, type ExperimentOptions } from './common.js';
+import type { ShortcutOption } from '../spec.js';
+import { loadData, netSpec, runAll, runName, type ExperimentOptions } from './common.js';
 import type { RunRecord } from './run.js';
 
 export interface ResponsesOptions extends ExperimentOptions {
-  /** Default [20, 56]. */
+  /** Default [20, 56] (CIFAR family) or [18, 34] (image folders). */
   depths?: number[];
   shortcut?: ShortcutOption;
   /** Test images whose responses are measured (default 1000). */
@@ -45,16 +45,12 @@ export interface ResponsesResult {
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
 
 export async function responses(options: ResponsesOptions): Promise<ResponsesResult> {
-  const depths = [...(options.depths ?? [20, 56])].sort((a, b) => a - b);
   const data = await loadData(options.data, {
     ...(options.limitTrain !== undefined ? { train: options.limitTrain } : {}),
     ...(options.limitTest !== undefined ? { test: options.limitTest } : {}),
   });
-  const specs = [true, false].flatMap((plain) =>
-    depths.map((depth) =>
-      resnet.cifar({ depth, plain, shortcut: options.shortcut ?? 'A', inChannels: data.train.channels, numClasses: data.train.numClasses }),
-    ),
-  );
+  const depths = [...(options.depths ?? (data.family === 'imagenet' ? [18, 34] : [20, 56]))].sort((a, b) => a - b);
+  const specs = [true, false].flatMap((plain) => depths.map((depth) => netSpec(data, { depth, plain, shortcut: options.shortcut ?? 'A' })));
   const runs = await runAll(specs, options, data);
   const images = data.test.take(Math.min(options.images ?? 1000, data.test.length));
   const profiles: ResponseProfile[] = [];

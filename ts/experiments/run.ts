@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { DataLoader, type Batch, type Dataset, type Normalization } from '../data.js';
+import { DataLoader, type AnyDataset, type Batch, type Normalization } from '../data.js';
 import { Model, type DeviceName } from '../model.js';
 import { recipeFitOptions, type Recipe } from '../recipes.js';
 import type { ResNetSpec } from '../spec.js';
@@ -60,8 +60,8 @@ export interface TrackedRunOptions {
   dir: string;
   name: string;
   spec: ResNetSpec;
-  train: Dataset;
-  test: Dataset;
+  train: AnyDataset;
+  test: AnyDataset;
   recipe: Recipe;
   seed?: number;
   device?: DeviceName;
@@ -86,7 +86,7 @@ async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
   await rename(tmp, path);
 }
 
-async function firstBatch(data: Dataset, normalization: Normalization, size: number): Promise<Batch> {
+async function firstBatch(data: AnyDataset, normalization: Normalization, size: number): Promise<Batch> {
   const loader = new DataLoader(data, { batchSize: Math.min(size, data.length), shuffle: false, normalize: normalization });
   for await (const b of loader.epoch(0)) return b;
   throw new Error('cannot take a probe batch from an empty dataset');

@@ -9,13 +9,13 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { writeCsv, writeFigure } from '../plot.js';
-import { resnet, type ShortcutOption } from '../spec.js';
-import { finalPoint, loadData, runAll, type ExperimentOptions } from './common.js';
+import type { ShortcutOption } from '../spec.js';
+import { finalPoint, loadData, netSpec, runAll, type ExperimentOptions } from './common.js';
 import { CURVE_HEADER, curveRows, errorSeries } from './degradation.js';
 import type { RunRecord } from './run.js';
 
 export interface ShortcutsOptions extends ExperimentOptions {
-  /** CIFAR depth 6n+2 (default 20). */
+  /** CIFAR depth 6n+2 (default 20), or ImageNet depth for image folders (default 34, as Table 3). */
   depth?: number;
   /** Default ['A', 'B', 'C']. */
   options?: ShortcutOption[];
@@ -39,13 +39,13 @@ export interface ShortcutsResult {
 }
 
 export async function shortcuts(options: ShortcutsOptions): Promise<ShortcutsResult> {
-  const depth = options.depth ?? 20;
   const which = options.options ?? ['A', 'B', 'C'];
   const data = await loadData(options.data, {
     ...(options.limitTrain !== undefined ? { train: options.limitTrain } : {}),
     ...(options.limitTest !== undefined ? { test: options.limitTest } : {}),
   });
-  const specs = which.map((shortcut) => resnet.cifar({ depth, shortcut, inChannels: data.train.channels, numClasses: data.train.numClasses }));
+  const depth = options.depth ?? (data.family === 'imagenet' ? 34 : 20);
+  const specs = which.map((shortcut) => netSpec(data, { depth, plain: false, shortcut }));
   const runs = await runAll(specs, options, data);
   const table: ShortcutRow[] = runs
     .filter((r) => r.curve.length > 0)
