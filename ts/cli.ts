@@ -217,8 +217,8 @@ export function program(): Command {
     .action(summary);
   cmd
     .command('predict')
-    .description('classify JPEG images with a checkpoint (top classes and probabilities)')
-    .argument('<images...>', 'JPEG files')
+    .description('classify JPEG or PNG images with a checkpoint (top classes and probabilities)')
+    .argument('<images...>', 'JPEG or PNG files')
     .requiredOption('--checkpoint <file>', 'checkpoint written by train')
     .option('--size <n>', 'resize to N x N (default: the training size; ImageNet models: resize 256, centre crop 224)', int('size', 1))
     .option('--top <k>', 'classes to print per image', int('top', 1), 5)
