@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { datasets, type AnyDataset, type ImageFolderOptions } from '../data.js';
 import type { DeviceName } from '../model.js';
 import { recipes, splitForRecipe, type Recipe } from '../recipes.js';
-import { resnet, type ActivationKind, type ImagenetDepth, type ResNetSpec, type ShortcutOption } from '../spec.js';
+import { depthOf, resnet, type ActivationKind, type ImagenetDepth, type ResNetSpec, type ShortcutOption } from '../spec.js';
 import type { BatchLogs } from '../trainer.js';
 import { readRun, trackedRun, type CurvePoint, type RunRecord } from './run.js';
 import type { Model } from '../model.js';
@@ -135,7 +135,7 @@ export function netSpec(
 
 /** The folder name of a run: `plain-20`, `resnet-56-optA`, `resnet-20-optB-tanh`, ... */
 export function runName(spec: ResNetSpec): string {
-  const depth = 2 + spec.stages.reduce((sum, s) => sum + s.count * (s.block === 'basic' ? 2 : 3), 0);
+  const depth = depthOf(spec);
   const parts = [`${spec.plain ? 'plain' : spec.preActivation ? 'preresnet' : 'resnet'}-${depth}`];
   if (!spec.plain) parts.push(`opt${spec.shortcut}`);
   if (spec.activation !== undefined && spec.activation !== 'relu') parts.push(spec.activation);

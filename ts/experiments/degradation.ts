@@ -10,7 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { writeCsv, writeFigure, type Series } from '../plot.js';
-import type { ActivationKind, ShortcutOption } from '../spec.js';
+import { depthOf, type ActivationKind, type ShortcutOption } from '../spec.js';
 import { defaultRecipe, finalPoint, loadData, netSpec, runAll, type ExperimentOptions } from './common.js';
 import type { RunRecord } from './run.js';
 
@@ -64,7 +64,7 @@ export const CURVE_HEADER = [
 /** Curve rows of runs, for {@link CURVE_HEADER}. */
 export function curveRows(runs: RunRecord[]): (string | number | undefined)[][] {
   return runs.flatMap((r) => {
-    const depth = 2 + r.spec.stages.reduce((a, s) => a + s.count * (s.block === 'basic' ? 2 : 3), 0);
+    const depth = depthOf(r.spec);
     return r.curve.map((p) => [
       r.name,
       depth,
@@ -102,10 +102,6 @@ export function comparedTrainError(f: { trainError: number; trainEvalError?: num
   return f.trainEvalError ?? f.trainError;
 }
 
-function depthOfRun(r: RunRecord): number {
-  return 2 + r.spec.stages.reduce((a, s) => a + s.count * (s.block === 'basic' ? 2 : 3), 0);
-}
-
 /** Runs the experiment (resuming finished or partial runs in `out`) and writes CSV, SVG and PNG. */
 export async function degradation(options: DegradationOptions): Promise<DegradationResult> {
   const data = await loadData(options.data, {
@@ -127,7 +123,7 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
       const p = finalPoint(r);
       const f: FinalErrors = {
         name: r.name,
-        depth: depthOfRun(r),
+        depth: depthOf(r.spec),
         plain: r.spec.plain,
         trainError: p.trainError,
         testError: p.testError,
@@ -148,7 +144,7 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
 
   const csv = join(options.out, 'degradation.csv');
   await writeCsv(csv, CURVE_HEADER, curveRows(runs));
-  const name = (r: RunRecord): string => `${r.spec.plain ? 'plain' : 'ResNet'}-${depthOfRun(r)}`;
+  const name = (r: RunRecord): string => `${r.spec.plain ? 'plain' : 'ResNet'}-${depthOf(r.spec)}`;
   const plainRuns = runs.filter((r) => r.spec.plain);
   const residualRuns = runs.filter((r) => !r.spec.plain);
   const allErrors = runs.flatMap((r) => r.curve.flatMap((p) => [p.trainError, p.testError]));

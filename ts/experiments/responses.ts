@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { DataLoader } from '../data.js';
 import { Model } from '../model.js';
 import { writeCsv, writeFigure, type Series } from '../plot.js';
-import type { ShortcutOption } from '../spec.js';
+import { depthOf, type ShortcutOption } from '../spec.js';
 import { loadData, netSpec, runAll, runName, type ExperimentOptions } from './common.js';
 import type { RunRecord } from './run.js';
 
@@ -80,7 +80,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
           return { index: a.index, name, std: Math.sqrt(Math.max(0, a.sumSq / a.n - mean * mean)) };
         })
         .sort((x, y) => x.index - y.index);
-      profiles.push({ run: run.name, label: `${run.spec.plain ? 'plain' : 'ResNet'}-${depthOf(run)}`, layers });
+      profiles.push({ run: run.name, label: `${run.spec.plain ? 'plain' : 'ResNet'}-${depthOf(run.spec)}`, layers });
     } finally {
       model.dispose();
     }
@@ -143,7 +143,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
       const convs = g.layers.filter((l) => !l.name.startsWith('fc'));
       return [
         {
-          label: `${r.spec.plain ? 'plain' : 'ResNet'}-${depthOf(r)}`,
+          label: `${r.spec.plain ? 'plain' : 'ResNet'}-${depthOf(r.spec)}`,
           x: convs.map((_, k) => k + 1),
           y: convs.map((l) => l.norm),
           color: COLORS[i % COLORS.length] as string,
@@ -177,8 +177,4 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
     files: { csv, svg: fig.svg, png: fig.png, gradientsCsv, gradientsSvg: gfig.svg, gradientsPng: gfig.png, summary },
     report,
   };
-}
-
-function depthOf(r: RunRecord): number {
-  return 2 + r.spec.stages.reduce((a, s) => a + s.count * (s.block === 'basic' ? 2 : 3), 0);
 }

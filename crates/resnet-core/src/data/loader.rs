@@ -107,6 +107,19 @@ pub struct Batch {
     pub positions: Vec<usize>,
 }
 
+impl Batch {
+    /// The batch of `indices` (at `first_position` in the epoch's order) with prepared `images`.
+    fn of_dataset(d: &Dataset, images: Vec<f32>, first_position: usize, indices: &[usize]) -> Batch {
+        Batch {
+            images,
+            labels: indices.iter().map(|&i| d.labels[i] as i32).collect(),
+            shape: [indices.len(), d.c, d.h, d.w],
+            indices: indices.to_vec(),
+            positions: (first_position..first_position + indices.len()).collect(),
+        }
+    }
+}
+
 /// Batches of one epoch, prepared ahead on a background thread.
 pub struct Loader {
     rx: Receiver<Result<Batch>>,
@@ -541,13 +554,7 @@ impl Producer {
             }
         }
 
-        Batch {
-            images,
-            labels: indices.iter().map(|&i| d.labels[i] as i32).collect(),
-            shape: [indices.len(), d.c, d.h, d.w],
-            indices: indices.to_vec(),
-            positions: (first_position..first_position + indices.len()).collect(),
-        }
+        Batch::of_dataset(d, images, first_position, indices)
     }
 
     /// [`prepare`](Self::prepare) with a mean image: each image is normalised in its own
@@ -583,13 +590,7 @@ impl Producer {
             }
         }
 
-        Batch {
-            images,
-            labels: indices.iter().map(|&i| d.labels[i] as i32).collect(),
-            shape: [indices.len(), d.c, d.h, d.w],
-            indices: indices.to_vec(),
-            positions: (first_position..first_position + indices.len()).collect(),
-        }
+        Batch::of_dataset(d, images, first_position, indices)
     }
 }
 
