@@ -98,6 +98,12 @@ describe('experiment degradation', () => {
     expect(r.runs[0]?.curve[0]?.iteration).toBe(4);
   });
 
+  it('--only names a run the experiment does not have: a clear error', async () => {
+    await expect(experiments.degradation({ out: tempDir(), depths: [8, 14], recipe, ...small, only: ['resnet-8'] })).rejects.toThrow(
+      /no run named resnet-8 in this experiment; its runs are plain-8, plain-14, resnet-8-optA, resnet-14-optA/,
+    );
+  });
+
   it('a folder holding a different run is refused with a clear error', async () => {
     await expect(
       experiments.degradation({ out, depths: [8, 14], recipe: recipes.cifarPaperShort({ epochs: 2, batchSize: 32 }), ...small }),

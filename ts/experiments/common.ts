@@ -148,6 +148,11 @@ export async function runAll(specs: ResNetSpec[], options: ExperimentOptions, da
   const recipe = options.recipe ?? defaultRecipe(data.family);
   // The recipe's held-out validation images (the paper's 45k/5k CIFAR split) are not trained on.
   const train = splitForRecipe(data.train, recipe, options.seed ?? 0).train;
+  const names = specs.map(runName);
+  const unknown = (options.only ?? []).filter((n) => !names.includes(n));
+  if (unknown.length > 0) {
+    throw new Error(`no run named ${unknown.join(', ')} in this experiment; its runs are ${names.join(', ')}`);
+  }
   const records: RunRecord[] = [];
   for (const [index, spec] of specs.entries()) {
     const name = runName(spec);
