@@ -192,7 +192,7 @@ impl Model {
     /// The response of every convolution layer to a batch, in layer order (each block's
     /// convolutions, then its projection shortcut): for the original nets the layer's batch-norm
     /// output before the activation or the addition (the paper's Figure 7); for pre-activation
-    /// nets the convolution's output. A forward pass only: nothing is recorded for autograd. With
+    /// nets and nets without batch norm (`spec.batch_norm` false) the convolution's output. A forward pass only: nothing is recorded for autograd. With
     /// `training` batch norm uses the batch's statistics (as during training) but no running
     /// statistic or counter is updated; without it, the running statistics. The model is left
     /// exactly as it was.
@@ -559,14 +559,16 @@ impl Model {
     }
 }
 
-/// "ResNet-20 (Cifar stem, option A, 1 channel(s), 10 classes)"
+/// "ResNet-20 (Cifar stem, option A, 1 channel(s), 10 classes)"; "..., 10 classes, no batch
+/// norm)" for a net without batch norm.
 pub fn describe(spec: &ResNetSpec) -> String {
     format!(
-        "{} ({:?} stem, option {:?}, {} channel(s), {} classes)",
+        "{} ({:?} stem, option {:?}, {} channel(s), {} classes{})",
         spec.name(),
         spec.stem,
         spec.shortcut,
         spec.in_channels,
-        spec.num_classes
+        spec.num_classes,
+        if spec.batch_norm { "" } else { ", no batch norm" }
     )
 }

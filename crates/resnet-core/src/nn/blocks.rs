@@ -31,6 +31,14 @@
 //! State-dict names: `layerI.J.bnK` normalises the input of `layerI.J.convK` (so `bn1` has the
 //! block's input channels), the projection is `layerI.J.downsample.0` (no `downsample.1`), the
 //! final batch norm `bn_final`. A CIFAR pre-activation net has no top-level `bn1`.
+//!
+//! # Without batch norm
+//!
+//! With `ResNetSpec::batch_norm` false (the vanishing-gradient experiments) every batch norm is
+//! left out and nothing else changes: the original block is conv-act, ..., conv, + shortcut, act;
+//! the pre-activation block is act-conv, ... (the first block after an ImageNet stem has no
+//! activation before its first convolution, as it has no `bn1`); projections are the bare 1x1
+//! convolution. The state dict has no `bn` or `downsample.1` names.
 
 use super::init::Init;
 use super::layers::{BatchNorm2d, Conv2d};
@@ -52,8 +60,8 @@ pub enum Shortcut {
         c_out: usize,
         stride: usize,
     },
-    /// Options B/C: 1x1 convolution, torchvision's `downsample.0`, and (original nets only) batch
-    /// norm, `downsample.1`.
+    /// Options B/C: 1x1 convolution, torchvision's `downsample.0`, and (original nets with batch
+    /// norm only) batch norm, `downsample.1`.
     Projection {
         conv: Conv2d,
         bn: Option<BatchNorm2d>,
@@ -64,6 +72,7 @@ struct ShortcutConfig {
     option: ShortcutOption,
     plain: bool,
     pre_activation: bool,
+    batch_norm: bool,
     c_in: usize,
     c_out: usize,
     stride: usize,
@@ -80,7 +89,7 @@ impl Shortcut {
             },
             (false, ShortcutOption::C, _) | (false, ShortcutOption::B, true) => Shortcut::Projection {
                 conv: Conv2d::new(init, device, cfg.c_in, cfg.c_out, 1, cfg.stride, 0)?,
-                bn: if cfg.pre_activation {
+                bn: if cfg.pre_activation || !cfg.batch_norm {
                     None
                 } else {
                     Some(BatchNorm2d::new(device, cfg.c_out)?)
@@ -120,10 +129,13 @@ impl Shortcut {
 
 /// One convolution of a block and its batch norm: after the convolution in the original nets,
 /// before it in the pre-activation nets (where the first block after an ImageNet stem has none
-/// before its first convolution).
+/// before its first convolution); none at all in nets without batch norm.
 pub struct ConvBn {
     pub conv: Conv2d,
     pub bn: Option<BatchNorm2d>,
+    /// Pre-activation nets: the activation (after `bn`, where there is one) comes before the
+    /// convolution; false for the first convolution after an ImageNet stem and in original nets.
+    pub act_before: bool,
 }
 
 /// conv-bn pairs in order, then the shortcut; the last pair's output joins the shortcut.
@@ -149,8 +161,10 @@ pub struct BlockConfig {
     pub bottleneck_stride: BottleneckStride,
     pub act: Activation,
     pub pre_activation: bool,
-    /// Pre-activation only: no `bn1` (the input is already normalised and activated: the first
-    /// block after an ImageNet stem).
+    /// False: no batch norm anywhere in the block (see the module's documentation).
+    pub batch_norm: bool,
+    /// Pre-activation only: no `bn1` and no activation before `conv1` (the input is already
+    /// normalised and activated: the first block after an ImageNet stem).
     pub skip_first_bn: bool,
 }
 
@@ -176,12 +190,14 @@ impl Block {
         let mut convs = Vec::new();
         for (i, &(ci, co, k, s, p)) in layout.iter().enumerate() {
             let conv = Conv2d::new(init, device, ci, co, k, s, p)?;
-            let bn = match (cfg.pre_activation, i == 0 && cfg.skip_first_bn) {
-                (false, _) => Some(BatchNorm2d::new(device, co)?),
-                (true, false) => Some(BatchNorm2d::new(device, ci)?),
-                (true, true) => None,
+            let act_before = cfg.pre_activation && !(i == 0 && cfg.skip_first_bn);
+            let bn = match (cfg.batch_norm, cfg.pre_activation, act_before) {
+                (false, _, _) => None,
+                (true, false, _) => Some(BatchNorm2d::new(device, co)?),
+                (true, true, true) => Some(BatchNorm2d::new(device, ci)?),
+                (true, true, false) => None,
             };
-            convs.push(ConvBn { conv, bn });
+            convs.push(ConvBn { conv, bn, act_before });
         }
         let shortcut = Shortcut::new(
             init,
@@ -190,6 +206,7 @@ impl Block {
                 option: cfg.shortcut,
                 plain: cfg.plain,
                 pre_activation: cfg.pre_activation,
+                batch_norm: cfg.batch_norm,
                 c_in: cfg.c_in,
                 c_out,
                 stride: cfg.stride,
@@ -218,46 +235,58 @@ impl Block {
         format!("{}.conv{}", self.name, i + 1)
     }
 
-    /// conv-BN-act ..., conv-BN, + shortcut, act.
+    /// conv-BN-act ..., conv-BN, + shortcut, act (without batch norm: conv-act ..., conv, +
+    /// shortcut, act).
     fn forward_original(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let missing = || crate::Error::Internal("a block without convolutions or batch norms".into());
+        let missing = || crate::Error::Internal("a block without convolutions".into());
         let (last, inner) = self.convs.split_last().ok_or_else(missing)?;
         let hooked = ctx.response_hook.is_some();
         let mut y = x.clone();
-        for (i, ConvBn { conv, bn }) in inner.iter().enumerate() {
-            let bn = bn.as_ref().ok_or_else(missing)?;
+        for (i, ConvBn { conv, bn, .. }) in inner.iter().enumerate() {
             let z = conv.forward(&y)?;
-            y = if hooked {
+            y = match bn {
+                // The fast path: batch norm and activation fused.
+                Some(bn) if !hooked => bn.forward_act(&z, ctx, None, self.act)?,
                 // The response before the activation must exist as a tensor: the unfused path.
-                let r = bn.forward(&z, ctx)?;
-                ctx.report(|| self.conv_name(i), conv.kernel(), &r);
-                ops::activation(&r, self.act)?
-            } else {
-                bn.forward_act(&z, ctx, None, self.act)?
+                Some(bn) => {
+                    let r = bn.forward(&z, ctx)?;
+                    ctx.report(|| self.conv_name(i), conv.kernel(), &r);
+                    ops::activation(&r, self.act)?
+                }
+                None => {
+                    ctx.report(|| self.conv_name(i), conv.kernel(), &z);
+                    ops::activation(&z, self.act)?
+                }
             };
         }
-        let ConvBn { conv, bn } = last;
-        let bn = bn.as_ref().ok_or_else(missing)?;
+        let ConvBn { conv, bn, .. } = last;
         let z = conv.forward(&y)?;
-        if hooked {
-            let r = bn.forward(&z, ctx)?;
-            ctx.report(|| self.conv_name(inner.len()), conv.kernel(), &r);
-            return match self.shortcut.forward(x, x, ctx, &self.name)? {
-                Some(s) => ops::add_activation(&r, &s, self.act),
-                None => ops::activation(&r, self.act),
-            };
+        let r = match bn {
+            Some(bn) if !hooked => {
+                let shortcut = self.shortcut.forward(x, x, ctx, &self.name)?;
+                return bn.forward_act(&z, ctx, shortcut.as_ref(), self.act);
+            }
+            Some(bn) => bn.forward(&z, ctx)?,
+            None => z,
+        };
+        ctx.report(|| self.conv_name(inner.len()), conv.kernel(), &r);
+        match self.shortcut.forward(x, x, ctx, &self.name)? {
+            Some(s) => ops::add_activation(&r, &s, self.act),
+            None => ops::activation(&r, self.act),
         }
-        let shortcut = self.shortcut.forward(x, x, ctx, &self.name)?;
-        bn.forward_act(&z, ctx, shortcut.as_ref(), self.act)
     }
 
-    /// BN-act-conv, ..., + shortcut (see the module's documentation).
+    /// BN-act-conv, ..., + shortcut (without batch norm: act-conv, ...; see the module's
+    /// documentation).
     fn forward_pre_activation(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let mut h = None;
         let mut y = x.clone();
-        for (i, ConvBn { conv, bn }) in self.convs.iter().enumerate() {
-            if let Some(bn) = bn {
-                y = bn.forward_act(&y, ctx, None, self.act)?;
+        for (i, ConvBn { conv, bn, act_before }) in self.convs.iter().enumerate() {
+            if *act_before {
+                y = match bn {
+                    Some(bn) => bn.forward_act(&y, ctx, None, self.act)?,
+                    None => ops::activation(&y, self.act)?,
+                };
             }
             if i == 0 {
                 h = Some(y.clone());
@@ -273,7 +302,7 @@ impl Block {
     }
 
     pub fn visit(&self, prefix: &str, v: &mut Visitor) {
-        for (i, ConvBn { conv, bn }) in self.convs.iter().enumerate() {
+        for (i, ConvBn { conv, bn, .. }) in self.convs.iter().enumerate() {
             let bn_name = format!("{prefix}bn{}.", i + 1);
             if self.pre_activation {
                 if let Some(bn) = bn {

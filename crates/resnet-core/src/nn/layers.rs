@@ -17,7 +17,10 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// Bias-free (a batch norm always follows), He-initialised.
+    /// Bias-free, He-initialised. A batch norm follows (or precedes) every convolution in the
+    /// usual nets; the nets without batch norm (`ResNetSpec::batch_norm` false) keep the
+    /// convolutions bias-free too, for simplicity: they serve to measure gradients at
+    /// initialisation, where a zero bias changes nothing.
     pub fn new(
         init: &mut Init,
         device: Device,

@@ -31,8 +31,8 @@ pub struct Ctx<'a> {
     /// Sees the response of every convolution layer, in layer order (each block's branch first,
     /// then its projection shortcut). For the original (post-activation) nets it is the layer's
     /// batch-norm output, before the activation or the addition: the quantity of the paper's
-    /// Figure 7. For pre-activation nets, where batch norm comes before the convolution, it is
-    /// the convolution's output. With a hook set the forward takes the unfused path (the
+    /// Figure 7. For pre-activation nets, where batch norm comes before the convolution, and for
+    /// nets without batch norm, it is the convolution's output. With a hook set the forward takes the unfused path (the
     /// response must exist as a tensor); without one the fused batch norm + activation is used.
     pub response_hook: Option<ResponseHook<'a>>,
 }

@@ -1,6 +1,8 @@
 //! The ResNet assembled from a `ResNetSpec`: stem, stages of blocks, global pool, classifier.
 //! The pre-activation nets (`spec.pre_activation`; layout in `nn::blocks`) differ in the stem (a
-//! bare convolution for CIFAR) and in a final batch norm + activation before the pool.
+//! bare convolution for CIFAR) and in a final batch norm + activation before the pool. Nets
+//! without batch norm (`spec.batch_norm` false) have none of the batch norms, the activations
+//! stay where they were (the pre-activation net's final activation included).
 
 use super::blocks::{Block, BlockConfig, ConvBn, Shortcut};
 use super::init::Init;
@@ -16,10 +18,10 @@ use serde::Serialize;
 pub struct ResNet {
     pub spec: ResNetSpec,
     pub conv1: Conv2d,
-    /// The stem's batch norm; none in a CIFAR pre-activation net.
+    /// The stem's batch norm; none in a CIFAR pre-activation net or a net without batch norm.
     pub bn1: Option<BatchNorm2d>,
     pub stages: Vec<Vec<Block>>,
-    /// Pre-activation nets: the batch norm after the last stage (`bn_final`).
+    /// Pre-activation nets with batch norm: the batch norm after the last stage (`bn_final`).
     pub bn_final: Option<BatchNorm2d>,
     pub fc: Linear,
     act: Activation,
@@ -47,8 +49,8 @@ impl ResNet {
             Stem::Imagenet => (7, 2, 3),
         };
         let conv1 = Conv2d::new(&mut init, device, spec.in_channels, spec.stem_width, k, s, p)?;
-        let bn1 = match (spec.pre_activation, spec.stem) {
-            (true, Stem::Cifar) => None,
+        let bn1 = match (spec.batch_norm, spec.pre_activation, spec.stem) {
+            (false, _, _) | (true, true, Stem::Cifar) => None,
             _ => Some(BatchNorm2d::new(device, spec.stem_width)?),
         };
         let mut c_in = spec.stem_width;
@@ -59,6 +61,7 @@ impl ResNet {
                 let cfg = BlockConfig {
                     name: format!("layer{}.{j}", i + 1),
                     pre_activation: spec.pre_activation,
+                    batch_norm: spec.batch_norm,
                     skip_first_bn: spec.pre_activation && spec.stem == Stem::Imagenet && i == 0 && j == 0,
                     kind: st.block,
                     c_in,
@@ -75,7 +78,7 @@ impl ResNet {
             }
             stages.push(blocks);
         }
-        let bn_final = match spec.pre_activation {
+        let bn_final = match spec.pre_activation && spec.batch_norm {
             true => Some(BatchNorm2d::new(device, c_in)?),
             false => None,
         };
@@ -91,14 +94,19 @@ impl ResNet {
         })
     }
 
+    /// A CIFAR pre-activation net: the bare convolution. Otherwise conv-BN-act (conv-act without
+    /// batch norm), then the max pool of an ImageNet stem.
     fn stem(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let z = self.conv1.forward(x)?;
         let k = self.conv1.kernel();
+        if self.spec.pre_activation && self.spec.stem == Stem::Cifar {
+            ctx.report(|| "conv1".into(), k, &z);
+            return Ok(z);
+        }
         let y = match &self.bn1 {
-            // A CIFAR pre-activation stem: the bare convolution.
             None => {
                 ctx.report(|| "conv1".into(), k, &z);
-                return Ok(z);
+                ops::activation(&z, self.act)?
             }
             Some(bn) if self.spec.pre_activation => {
                 ctx.report(|| "conv1".into(), k, &z);
@@ -138,8 +146,11 @@ impl ResNet {
             .stage_outputs(x, ctx)?
             .pop()
             .ok_or_else(|| Error::Internal("no stages".into()))?;
-        if let Some(bn) = &self.bn_final {
-            last = bn.forward_act(&last, ctx, None, self.act)?;
+        if self.spec.pre_activation {
+            last = match &self.bn_final {
+                Some(bn) => bn.forward_act(&last, ctx, None, self.act)?,
+                None => ops::activation(&last, self.act)?,
+            };
         }
         ops::global_avg_pool(&last)
     }
@@ -206,9 +217,10 @@ impl ResNet {
         let bn_params = |bn: &Option<BatchNorm2d>| bn.as_ref().map_or(0, |bn| 2 * bn.channels());
         rows.push(LayerSummary {
             name: "conv1".into(),
-            kind: match self.bn1 {
-                Some(_) => format!("Conv2d {}x{}/{} + BN + act", g.kh, g.kw, g.stride),
-                None => format!("Conv2d {}x{}/{}", g.kh, g.kw, g.stride),
+            kind: match (&self.bn1, self.spec.pre_activation && self.spec.stem == Stem::Cifar) {
+                (Some(_), _) => format!("Conv2d {}x{}/{} + BN + act", g.kh, g.kw, g.stride),
+                (None, false) => format!("Conv2d {}x{}/{} + act", g.kh, g.kw, g.stride),
+                (None, true) => format!("Conv2d {}x{}/{}", g.kh, g.kw, g.stride),
             },
             output_shape: shape.clone(),
             params: self.conv1.weight.numel() + bn_params(&self.bn1),
@@ -230,7 +242,7 @@ impl ResNet {
                 let mut macs = 0;
                 let mut params = 0;
                 let input = shape.clone();
-                for ConvBn { conv, bn } in &b.convs {
+                for ConvBn { conv, bn, .. } in &b.convs {
                     let g: ConvGeometry = conv.geometry(&shape)?;
                     macs += g.macs();
                     params += conv.weight.numel() + bn_params(bn);
@@ -248,7 +260,8 @@ impl ResNet {
                     Shortcut::None => "none (plain)",
                 };
                 let pre = if b.pre_activation { "PreAct" } else { "" };
-                let kind = format!("{pre}{:?}Block, shortcut {sc}", b.kind);
+                let no_bn = if self.spec.batch_norm { "" } else { ", no BN" };
+                let kind = format!("{pre}{:?}Block, shortcut {sc}{no_bn}", b.kind);
                 rows.push(LayerSummary {
                     name: format!("layer{}.{}", i + 1, j),
                     kind,

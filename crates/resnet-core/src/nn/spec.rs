@@ -92,10 +92,28 @@ pub struct ResNetSpec {
     /// checkpoints, and not written when false, so their specs read and compare unchanged.
     #[serde(default, skip_serializing_if = "is_false")]
     pub pre_activation: bool,
+    /// Batch normalisation (default true). False builds the network without any batch-norm layer
+    /// (stem, blocks, projection shortcuts, a pre-activation net's `bn_final`): each convolution
+    /// feeds the activation (or the addition, then the activation) directly, and a pre-activation
+    /// block is act-conv. For the vanishing-gradient experiments. Convolutions stay bias-free and
+    /// He-initialised (drawn in the same order, so a seed gives the same convolution weights with
+    /// or without batch norm); the experiment measures gradients at initialisation, where a zero
+    /// bias would change nothing. Absent (true) in older checkpoints, and not written when true,
+    /// so their specs read and compare unchanged.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub batch_norm: bool,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_bottleneck_stride() -> BottleneckStride {
@@ -139,6 +157,12 @@ impl ResNetSpec {
         self
     }
 
+    /// The same network with batch normalisation, or without any (see [`ResNetSpec::batch_norm`]).
+    pub fn with_batch_norm(mut self, batch_norm: bool) -> Self {
+        self.batch_norm = batch_norm;
+        self
+    }
+
     /// Weighted layers: the stem, 2 or 3 per block, the classifier (the paper's "depth").
     pub fn depth(&self) -> usize {
         let per_block = |s: &StageSpec| match s.block {
@@ -148,7 +172,8 @@ impl ResNetSpec {
         2 + self.stages.iter().map(|s| s.count * per_block(s)).sum::<usize>()
     }
 
-    /// `ResNet-20`, `Plain-56`, `PreResNet-110`, `PrePlain-20` (as TypeScript's `nameOf`).
+    /// `ResNet-20`, `Plain-56`, `PreResNet-110`, `PrePlain-20` (as TypeScript's `nameOf`; the
+    /// name does not say whether the net has batch norm: [`crate::model::describe`] does).
     pub fn name(&self) -> String {
         let family = match (self.pre_activation, self.plain) {
             (false, false) => "ResNet",
@@ -192,6 +217,7 @@ impl ResNetSpec {
             bottleneck_stride: BottleneckStride::Conv3x3,
             activation: ActivationKind::Relu,
             pre_activation: false,
+            batch_norm: true,
         })
     }
 
@@ -229,6 +255,7 @@ impl ResNetSpec {
             bottleneck_stride: BottleneckStride::Conv3x3,
             activation: ActivationKind::Relu,
             pre_activation: false,
+            batch_norm: true,
         })
     }
 }
