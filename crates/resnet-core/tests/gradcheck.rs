@@ -901,7 +901,7 @@ fn resnet8_option_b_gradients_relu() {
     resnet_relu(ShortcutOption::B, 8);
 }
 
-/// Tight element-wise checks (tanh) of a whole pre-activation network.
+/// Tight element-wise checks (tanh) of a whole network.
 fn check_tanh(spec: &ResNetSpec, names: &[&str], hw: usize, seed: u64) {
     let results = net_gradients(spec, names, hw, seed, 3e-3);
     assert_eq!(results.len(), 4 * names.len());
@@ -1002,6 +1002,88 @@ fn pre_activation_bottleneck_gradients_tanh() {
             Stem::Imagenet => 12,
         };
         check_tanh(&spec, &names, hw, seed);
+    }
+}
+
+/// Networks without batch norm (the vanishing-gradient experiments): CIFAR ResNet-8 (option A:
+/// zero-padded identity; option B: bare 1x1 projections), plain-8, and pre-activation ResNet-8
+/// (act-conv, option B, final activation without `bn_final`). Every convolution's weight and the
+/// classifier are checked (there is nothing else to check).
+#[test]
+fn batch_norm_free_resnet8_gradients_tanh() {
+    for (option, plain, pre, seed) in [
+        (ShortcutOption::A, false, false, 40),
+        (ShortcutOption::B, false, false, 41),
+        (ShortcutOption::A, true, false, 42),
+        (ShortcutOption::B, false, true, 43),
+    ] {
+        let mut spec = ResNetSpec::cifar(8, option, plain, 2, 3)
+            .unwrap()
+            .with_pre_activation(pre)
+            .with_batch_norm(false);
+        spec.activation = ActivationKind::Tanh;
+        let mut names = vec![
+            "conv1.weight",
+            "layer1.0.conv1.weight",
+            "layer1.0.conv2.weight",
+            "layer2.0.conv1.weight",
+            "layer2.0.conv2.weight",
+            "layer3.0.conv1.weight",
+            "layer3.0.conv2.weight",
+            "fc.weight",
+            "fc.bias",
+        ];
+        if option == ShortcutOption::B {
+            names.extend(["layer2.0.downsample.0.weight", "layer3.0.downsample.0.weight"]);
+        }
+        let net = ResNet::new(&spec, seed, DEV).unwrap();
+        assert_eq!(net.parameters().len(), names.len(), "{} without BN", spec.name());
+        check_tanh(&spec, &names, 6, seed);
+    }
+}
+
+/// Small bottleneck nets without batch norm, ImageNet stem (conv-act-max pool): option C
+/// (projections on every block, no `downsample.1`) in the original ordering, option B in the
+/// pre-activation one (the first block has no activation before `conv1`). As above, the stem is
+/// left to the op-level checks (the max pool).
+#[test]
+fn batch_norm_free_bottleneck_gradients_tanh() {
+    for (option, pre, seed) in [(ShortcutOption::C, false, 44), (ShortcutOption::B, true, 45)] {
+        let mut spec = ResNetSpec::imagenet(50, option, 2, 3)
+            .unwrap()
+            .with_pre_activation(pre)
+            .with_batch_norm(false);
+        spec.activation = ActivationKind::Tanh;
+        spec.stem_width = 4;
+        spec.stages = vec![
+            StageSpec {
+                block: BlockKind::Bottleneck,
+                count: 2,
+                width: 2,
+                stride: 1,
+            },
+            StageSpec {
+                block: BlockKind::Bottleneck,
+                count: 1,
+                width: 3,
+                stride: 2,
+            },
+        ];
+        let mut names = vec![
+            "layer1.0.conv1.weight",
+            "layer1.0.conv3.weight",
+            "layer1.0.downsample.0.weight",
+            "layer1.1.conv2.weight",
+            "layer2.0.conv1.weight",
+            "layer2.0.conv2.weight",
+            "layer2.0.conv3.weight",
+            "layer2.0.downsample.0.weight",
+            "fc.weight",
+        ];
+        if option == ShortcutOption::C {
+            names.push("layer1.1.downsample.0.weight");
+        }
+        check_tanh(&spec, &names, 12, seed);
     }
 }
 
