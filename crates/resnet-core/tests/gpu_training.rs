@@ -83,6 +83,26 @@ fn a_bottleneck_net_trains_like_the_cpu() {
     same_losses(small_bottleneck_net(), 4, 19, 3);
 }
 
+/// Without batch norm (the vanishing-gradient experiments): the unfused activations and additions,
+/// bare projections; a bottleneck net with an ImageNet stem in the pre-activation ordering too.
+#[test]
+fn batch_norm_free_nets_train_like_the_cpu() {
+    same_losses(
+        ResNetSpec::cifar(8, ShortcutOption::B, false, 3, 10)
+            .unwrap()
+            .with_batch_norm(false),
+        8,
+        8,
+        3,
+    );
+    same_losses(
+        small_bottleneck_net().with_batch_norm(false).with_pre_activation(true),
+        4,
+        19,
+        3,
+    );
+}
+
 #[test]
 fn gpu_memory_reaches_a_steady_state() {
     let Some(dev) = gpu() else { return };

@@ -379,14 +379,101 @@ fn a_response_hook_changes_no_output() {
     }
 }
 
+/// Nets without batch norm: every response is the convolution's output (there is no batch norm
+/// to report), the same in eval and training mode; the names and order are those of the nets
+/// with batch norm; the hooked forward equals the unhooked one; a gradient norm for every
+/// convolution and fc.
+#[test]
+fn batch_norm_free_responses_are_the_convolutions_outputs() {
+    let (images, shape, labels) = batch(16, 5, 3, 8, 10);
+    let x = Tensor::from_vec(&images, &shape, DEV).unwrap();
+    for pre in [false, true] {
+        let spec = cifar(8, ShortcutOption::B, false, pre).with_batch_norm(false);
+        let m = Model::new(spec.clone(), 17, DEV).unwrap();
+        let t = |n: &str| tensor(&m, n);
+        let r = m.layer_responses(&images, shape, false).unwrap();
+        assert_eq!(
+            r,
+            m.layer_responses(&images, shape, true).unwrap(),
+            "no batch statistics"
+        );
+        assert_eq!(
+            names(&r),
+            expected_names(&[(1, 1, 2, false), (2, 1, 2, true), (3, 1, 2, true)])
+        );
+        let conv = |y: &Tensor, name: &str, stride, pad| ops::conv2d(y, &t(name), None, stride, pad).unwrap();
+        let relu = |y: &Tensor| ops::relu(y).unwrap();
+        no_grad(|| {
+            let stem = conv(&x, "conv1.weight", 1, 1);
+            close(&r[0], mean_std(&stem));
+            if pre {
+                // act-conv: the stem is bare, each convolution sees the activated input.
+                let h = relu(&stem);
+                let z1 = conv(&h, "layer1.0.conv1.weight", 1, 1);
+                close(&r[1], mean_std(&z1));
+                let z2 = conv(&relu(&z1), "layer1.0.conv2.weight", 1, 1);
+                close(&r[2], mean_std(&z2));
+                let h2 = relu(&ops::add(&z2, &stem).unwrap());
+                let z3 = conv(&h2, "layer2.0.conv1.weight", 2, 1);
+                close(&r[3], mean_std(&z3));
+                let z4 = conv(&relu(&z3), "layer2.0.conv2.weight", 1, 1);
+                close(&r[4], mean_std(&z4));
+                // The projection takes the activated input of the block.
+                close(&r[5], mean_std(&conv(&h2, "layer2.0.downsample.0.weight", 2, 0)));
+            } else {
+                // conv-act, ..., conv, + shortcut, act.
+                let y0 = relu(&stem);
+                let z1 = conv(&y0, "layer1.0.conv1.weight", 1, 1);
+                close(&r[1], mean_std(&z1));
+                let z2 = conv(&relu(&z1), "layer1.0.conv2.weight", 1, 1);
+                close(&r[2], mean_std(&z2));
+                let y1 = ops::add_activation(&z2, &y0, Activation::Relu).unwrap();
+                let z3 = conv(&y1, "layer2.0.conv1.weight", 2, 1);
+                close(&r[3], mean_std(&z3));
+                let z4 = conv(&relu(&z3), "layer2.0.conv2.weight", 1, 1);
+                close(&r[4], mean_std(&z4));
+                close(&r[5], mean_std(&conv(&y1, "layer2.0.downsample.0.weight", 2, 0)));
+            }
+        });
+        // The hooked forward computes the same logits as the plain one.
+        let hook = |_: &str, _: usize, _: &Tensor| {};
+        let hooked = Ctx {
+            training: true,
+            keep_running_stats: false,
+            response_hook: Some(&hook),
+        };
+        assert_eq!(
+            m.net().forward(&x, &hooked).unwrap().to_vec().unwrap(),
+            m.forward(&x, true).unwrap().to_vec().unwrap()
+        );
+        // Gradient norms: the 9 convolutions and fc, in the responses' order, and the model unchanged.
+        let before = snapshot(&m, &images, shape);
+        let norms = m.gradient_norms(&images, &labels, shape).unwrap();
+        assert_eq!(norms.len(), 10, "{}", spec.name());
+        let gn: Vec<&str> = norms.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(&gn[..9], &names(&r)[..]);
+        assert_eq!(gn[9], "fc");
+        assert!(norms.iter().all(|g| g.norm > 0.0 && g.norm.is_finite()));
+        assert!(before == snapshot(&m, &images, shape));
+    }
+    // Plain-20 without batch norm: 19 convolutions, all 3x3, and fc.
+    let m = Model::new(cifar(20, ShortcutOption::A, true, false).with_batch_norm(false), 0, DEV).unwrap();
+    let r = m.layer_responses(&images, shape, true).unwrap();
+    assert_eq!(
+        names(&r),
+        expected_names(&[(1, 3, 2, false), (2, 3, 2, false), (3, 3, 2, false)])
+    );
+    assert_eq!(m.gradient_norms(&images, &labels, shape).unwrap().len(), 20);
+}
+
 /// The probes on the GPU (lavapipe by default) agree with the CPU, and leave the model unchanged.
 #[cfg(feature = "gpu")]
 #[test]
 fn probes_on_the_gpu_match_the_cpu() {
     let Some(gpu) = gpu_common::gpu() else { return };
     let (images, shape, labels) = batch(14, 4, 3, 8, 10);
-    for pre in [false, true] {
-        let spec = cifar(8, ShortcutOption::B, false, pre);
+    for (pre, batch_norm) in [(false, true), (true, true), (false, false)] {
+        let spec = cifar(8, ShortcutOption::B, false, pre).with_batch_norm(batch_norm);
         let cpu = trained(&spec, 15);
         let mut g = Model::new(spec.clone(), 0, gpu).unwrap();
         g.load_state_dict(&cpu.state_dict().unwrap()).unwrap();
