@@ -240,6 +240,28 @@ describe('probes: layerResponses, gradientNorms, stageOutputs', () => {
     expect((await pre.gradientNorms(x, y, shape)).length).toBe(r.length + 1);
   });
 
+  it('a net without batch norm: a gradient norm per convolution and fc, responses of the convolutions', async () => {
+    const spec = resnet.cifar({ depth: 20, plain: true, batchNorm: false, inChannels: 1 });
+    const model = track(Model.create(spec, { seed: 5, device: 'cpu' }));
+    const norms = await model.gradientNorms(x, y, shape);
+    const convs = model.parameterNames().filter((n) => n.endsWith('.weight') && n !== 'fc.weight');
+    expect(convs.length).toBe(19);
+    expect(norms.map((g) => g.name)).toEqual([...convs.map((n) => n.replace(/\.weight$/, '')), 'fc']);
+    expect(norms.every((g) => Number.isFinite(g.norm) && g.norm > 0)).toBe(true);
+    expect(norms.at(-1)).toMatchObject({ name: 'fc', kernel: 0, numel: 640 });
+    // No batch statistics: the responses are the same in training and eval mode.
+    const r = await model.layerResponses(x, shape, { training: true });
+    expect(r.map((l) => l.name)).toEqual(norms.slice(0, -1).map((g) => g.name));
+    expect(await model.layerResponses(x, shape)).toEqual(r);
+    // Saved and loaded: the spec (batchNorm: false) and the predictions come back.
+    const path = join(dir, 'plain20-nobn.safetensors');
+    await model.save(path);
+    const loaded = track(await Model.load(path, { device: 'cpu' }));
+    expect(loaded.spec.batchNorm).toBe(false);
+    expect(loaded.spec).toEqual(model.spec);
+    expect(await loaded.predict(x, shape)).toEqual(await model.predict(x, shape));
+  });
+
   it('bad input is a thrown Error naming the problem', async () => {
     const model = track(Model.create(tinySpec(), { device: 'cpu' }));
     await expect(model.gradientNorms(x, Int32Array.of(0, 1, 10, 2), shape)).rejects.toThrow(/label 10.*10 classes/);

@@ -55,6 +55,19 @@ const cases: [string, ResNetSpec, number][] = [
   ['PreResNet-20 (CIFAR, option A)', resnet.cifar({ depth: 20, inChannels: 3, numClasses: 10, preActivation: true }), 16],
   ['PreResNet-8, option B', tinySpec({ numClasses: 4, shortcut: 'B', preActivation: true }), 12],
   ['pre-activation plain-8, tanh', tinySpec({ numClasses: 4, plain: true, preActivation: true, activation: 'tanh' }), 12],
+  ['ResNet-8 without batch norm, option B', tinySpec({ numClasses: 4, shortcut: 'B', batchNorm: false }), 12],
+  ['plain-8 without batch norm, tanh', tinySpec({ numClasses: 4, plain: true, batchNorm: false, activation: 'tanh' }), 12],
+  ['PreResNet-8 without batch norm, option A', tinySpec({ numClasses: 4, preActivation: true, batchNorm: false }), 12],
+  [
+    'small bottleneck net without batch norm, ImageNet stem, option C',
+    { ...bottleneck, inChannels: 1, numClasses: 4, shortcut: 'C', batchNorm: false },
+    12,
+  ],
+  [
+    'small pre-activation bottleneck net without batch norm, ImageNet stem',
+    { ...bottleneck, inChannels: 1, numClasses: 4, preActivation: true, batchNorm: false },
+    12,
+  ],
   [
     'small pre-activation bottleneck net, option B, ImageNet stem',
     { ...bottleneck, inChannels: 1, numClasses: 4, preActivation: true },

@@ -159,6 +159,48 @@ describe('pre-activation (He et al. 2016)', () => {
   });
 });
 
+describe('without batch norm (batchNorm: false)', () => {
+  it('is an option of both factories, absent by default, and leaves the name alone', () => {
+    const spec = resnet.cifar({ depth: 20, plain: true, batchNorm: false });
+    expect(spec.batchNorm).toBe(false);
+    expect(nameOf(spec)).toBe('Plain-20');
+    expect(resnet.imagenet({ depth: 18, batchNorm: false }).batchNorm).toBe(false);
+    expect('batchNorm' in resnet.cifar({ depth: 20 })).toBe(false);
+    expect('batchNorm' in resnet.cifar({ depth: 20, batchNorm: true })).toBe(false);
+    expect('batchNorm' in resnet.imagenet({ depth: 18 })).toBe(false);
+    // The spec read back from Rust: false kept, true (the default) not written.
+    const model = Model.create(spec, { device: 'cpu' });
+    expect(model.spec).toMatchObject(spec);
+    expect(model.spec.batchNorm).toBe(false);
+    model.dispose();
+    const normal = Model.create(resnet.cifar({ depth: 8 }), { device: 'cpu' });
+    expect('batchNorm' in normal.spec).toBe(false);
+    normal.dispose();
+  });
+
+  it('Plain-20 has convolution weights and fc only: 268,346 parameters', () => {
+    // By hand: stem 3x16x9 = 432; stage 1 6 x 16x16x9 = 13,824; stage 2 16x32x9 + 5 x 32x32x9 =
+    // 50,688; stage 3 32x64x9 + 5 x 64x64x9 = 202,752; fc 64x10 + 10 = 650. That is ResNet-20's
+    // 269,722 less the weight and bias of its 688 batch-norm channels.
+    const model = Model.create(resnet.cifar({ depth: 20, plain: true, batchNorm: false }), { device: 'cpu' });
+    try {
+      expect(model.numParameters).toBe(268_346);
+      const s = model.summary();
+      expect(s.totalParams).toBe(268_346);
+      const names = model.parameterNames();
+      expect(names.length).toBe(19 + 2);
+      expect(names.some((n) => n.includes('bn'))).toBe(false);
+      expect(names.filter((n) => n.endsWith('.weight') && n !== 'fc.weight').length).toBe(19);
+      // The same multiply-adds as with batch norm (batch norm is not counted).
+      const withBn = Model.create(resnet.cifar({ depth: 20, plain: true }), { device: 'cpu' });
+      expect(s.totalMacs).toBe(withBn.summary().totalMacs);
+      withBn.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
 describe('the paper\'s tables from summary()', () => {
   const count = (spec: ResNetSpec, size?: number): { params: number; macs: number } => {
     const model = Model.create(spec, { device: 'cpu' });

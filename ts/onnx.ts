@@ -248,11 +248,13 @@ export function resnetToOnnx(spec: ResNetSpec, state: Map<string, { shape: numbe
   // Pre-activation nets (He et al. 2016; the layout is documented in crates/resnet-core/src/nn/
   // blocks.rs): bnK + act before convK (the first block after an ImageNet stem has no bn1), a
   // shortcut that changes the shape takes the pre-activated input, nothing after the addition,
-  // bn_final + act before the pool; a CIFAR stem is the bare convolution.
+  // bn_final + act before the pool; a CIFAR stem is the bare convolution. Nets without batch norm
+  // (`batchNorm: false`): the same graph with every batch norm left out.
   const pre = spec.preActivation === true;
+  const norm: (x: string, prefix: string) => string = spec.batchNorm === false ? (x) => x : bn;
   const stemStride = spec.stem === 'imagenet' ? 2 : 1;
   const stem = conv('input', 'conv1', stemStride);
-  let x = has('bn1.weight') ? unary(act, bn(stem, 'bn1')) : stem;
+  let x = pre && spec.stem === 'cifar' ? stem : unary(act, norm(stem, 'bn1'));
   if (spec.stem === 'imagenet') {
     x = unary('MaxPool', x, [
       { name: 'kernel_shape', ints: [3, 3] },
@@ -271,11 +273,12 @@ export function resnetToOnnx(spec: ResNetSpec, state: Map<string, { shape: numbe
       let h = x; // the pre-activated input (pre-activation nets)
       strides.forEach((s, k) => {
         if (pre) {
-          if (has(`${prefix}.bn${k + 1}.weight`)) y = unary(act, bn(y, `${prefix}.bn${k + 1}`));
+          const afterImagenetStem = spec.stem === 'imagenet' && i === 0 && j === 0 && k === 0;
+          if (!afterImagenetStem) y = unary(act, norm(y, `${prefix}.bn${k + 1}`));
           if (k === 0) h = y;
           y = conv(y, `${prefix}.conv${k + 1}`, s);
         } else {
-          y = bn(conv(y, `${prefix}.conv${k + 1}`, s), `${prefix}.bn${k + 1}`);
+          y = norm(conv(y, `${prefix}.conv${k + 1}`, s), `${prefix}.bn${k + 1}`);
           if (k < strides.length - 1) y = unary(act, y);
         }
       });
@@ -321,7 +324,7 @@ export function resnetToOnnx(spec: ResNetSpec, state: Map<string, { shape: numbe
       channels = cOut;
     }
   });
-  if (pre) x = unary(act, bn(x, 'bn_final'));
+  if (pre) x = unary(act, norm(x, 'bn_final'));
   const pooled = unary('Flatten', unary('GlobalAveragePool', x), [{ name: 'axis', int: 1 }]);
   nodes.push({ op: 'Gemm', inputs: [pooled, param('fc.weight'), param('fc.bias')], outputs: ['logits'], attrs: [{ name: 'transB', int: 1 }] });
   return encodeOnnxModel({

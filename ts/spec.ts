@@ -59,6 +59,18 @@ export interface ResNetSpec {
    * same ordering without shortcuts.
    */
   preActivation?: boolean;
+  /**
+   * Batch normalisation (default `true`; the key is left out then, so existing specs and
+   * checkpoints compare unchanged). `false` builds the network without any batch norm, for the
+   * vanishing-gradient experiments: none in the stem, the blocks, the projection shortcuts or a
+   * pre-activation net's `bn_final`. Each convolution then feeds the activation directly (or the
+   * addition, then the activation); a pre-activation block is act-conv. The convolutions stay
+   * bias-free and He-initialised (the same weights for a seed as with batch norm): the experiment
+   * measures gradients at initialisation, where a zero bias changes nothing. The state dict has
+   * only convolution weights and `fc`; {@link Model.layerResponses} reports each convolution's
+   * output. {@link nameOf} does not change (`Plain-20` either way).
+   */
+  batchNorm?: boolean;
 }
 
 /** Options of {@link resnet}.cifar. */
@@ -77,6 +89,8 @@ export interface CifarOptions {
   activation?: ActivationKind;
   /** Pre-activation residual units (He et al. 2016); default `false`. See {@link ResNetSpec.preActivation}. */
   preActivation?: boolean;
+  /** Default `true`; `false`: no batch norm anywhere (vanishing-gradient experiments). See {@link ResNetSpec.batchNorm}. */
+  batchNorm?: boolean;
 }
 
 /** Depths of the paper's ImageNet networks (Table 1). */
@@ -99,6 +113,8 @@ export interface ImagenetOptions {
   activation?: ActivationKind;
   /** Pre-activation residual units (He et al. 2016); default `false`. See {@link ResNetSpec.preActivation}. */
   preActivation?: boolean;
+  /** Default `true`; `false`: no batch norm anywhere (vanishing-gradient experiments). See {@link ResNetSpec.batchNorm}. */
+  batchNorm?: boolean;
 }
 
 const IMAGENET_LAYOUT: Record<ImagenetDepth, { block: BlockKind; counts: [number, number, number, number] }> = {
@@ -125,7 +141,7 @@ export const resnet = {
    * @throws Error if `depth` is not 6n+2.
    */
   cifar(options: CifarOptions): ResNetSpec {
-    const { depth, shortcut = 'A', plain = false, inChannels = 3, numClasses = 10, activation, preActivation } = options;
+    const { depth, shortcut = 'A', plain = false, inChannels = 3, numClasses = 10, activation, preActivation, batchNorm } = options;
     if (!Number.isInteger(depth) || depth < 8 || (depth - 2) % 6 !== 0) {
       throw new Error(`CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got depth ${depth}`);
     }
@@ -145,6 +161,7 @@ export const resnet = {
     };
     if (activation !== undefined) spec.activation = activation;
     if (preActivation === true) spec.preActivation = true;
+    if (batchNorm === false) spec.batchNorm = false;
     return spec;
   },
 
@@ -165,6 +182,7 @@ export const resnet = {
       bottleneckStride = '3x3',
       activation,
       preActivation,
+      batchNorm,
     } = options;
     const layout = IMAGENET_LAYOUT[depth];
     if (layout === undefined) {
@@ -189,6 +207,7 @@ export const resnet = {
     };
     if (activation !== undefined) spec.activation = activation;
     if (preActivation === true) spec.preActivation = true;
+    if (batchNorm === false) spec.batchNorm = false;
     return spec;
   },
 };
