@@ -166,14 +166,20 @@ describe('experiments on an ImageNet-style folder', () => {
 });
 
 describe('experiment gradients', () => {
-  it('per-layer gradient norms at initialisation for sigmoid, tanh, ReLU plain nets and the ResNet', async () => {
+  it('per-layer gradient norms at initialisation for sigmoid, tanh, ReLU plain nets and the ResNet, with and without BN', async () => {
     const out = tempDir();
     const r = await experiments.gradients({ out, depth: 20, batches: 1, batchSize: 32, device: 'cpu' });
-    expect(r.profiles.map((p) => p.label)).toEqual(['plain-20, sigmoid', 'plain-20, tanh', 'plain-20, relu', 'ResNet-20, relu']);
+    const nets = ['plain-20, sigmoid', 'plain-20, tanh', 'plain-20, relu', 'ResNet-20, relu'];
+    expect(r.profiles.map((p) => p.label)).toEqual([...nets.map((n) => `${n}, BN`), ...nets.map((n) => `${n}, no BN`)]);
+    expect(r.profiles.map((p) => p.name)).toContain('plain-20-sigmoid-nobn');
     for (const p of r.profiles) expect(p.layers).toHaveLength(19);
     checkSvg(r.files.svg, 'layer (convolutions in forward order)', ['plain-20, sigmoid', 'ResNet-20, relu']);
     checkPng(r.files.png);
-    expect(csvRows(r.files.csv)).toHaveLength(4 * 19);
+    expect(csvRows(r.files.csv)).toHaveLength(8 * 19);
+    // Without batch norm, sigmoid's gradient vanishes toward the input; the ResNet's does not shrink.
+    const ratio = (label: string): number => r.profiles.find((p) => p.label === label)?.firstOverLast ?? NaN;
+    expect(ratio('plain-20, sigmoid, no BN')).toBeLessThan(0.1);
+    expect(ratio('ResNet-20, relu, no BN')).toBeGreaterThan(ratio('plain-20, sigmoid, no BN') * 10);
   });
 });
 

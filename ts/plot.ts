@@ -97,8 +97,10 @@ function logScale(lo: number, hi: number, from: number, to: number): Scale {
   const a = Math.floor(Math.log10(lo));
   let b = Math.ceil(Math.log10(hi));
   if (b === a) b = a + 1;
+  // Every decade up to eight of them, else every second, third, ... decade.
+  const every = Math.ceil((b - a) / 8);
   const ticks: number[] = [];
-  for (let k = a; k <= b; k++) ticks.push(10 ** k);
+  for (let k = a; k <= b; k += every) ticks.push(10 ** k);
   return { lo: 10 ** a, hi: 10 ** b, ticks, map: (v) => from + ((Math.log10(v) - a) / (b - a)) * (to - from) };
 }
 
@@ -127,7 +129,8 @@ function panelSvg(panel: Panel, x0: number, y0: number, w: number, h: number, co
   const [ylo, yhi] = panel.yRange ?? extent(ys);
   const sx = linearScale(xlo, xhi, left, right, false);
   const sy = panel.yLog ? logScale(Math.max(ylo, 1e-30), Math.max(yhi, 1e-30), bottom, top) : linearScale(ylo, yhi, bottom, top, panel.yRange === undefined);
-  out.push(`<text x="${(left + right) / 2}" y="${y0 + 18}" text-anchor="middle" font-size="14" font-weight="bold">${escapeXml(panel.title)}</text>`);
+  const titleSize = Math.max(9, Math.min(14, Math.floor((right - left + 40) / (0.66 * panel.title.length))));
+  out.push(`<text x="${(left + right) / 2}" y="${y0 + 18}" text-anchor="middle" font-size="${titleSize}" font-weight="bold">${escapeXml(panel.title)}</text>`);
   // Grid and ticks.
   for (const t of sy.ticks) {
     const y = sy.map(t).toFixed(1);

@@ -133,12 +133,13 @@ export function netSpec(
   return resnet.cifar({ depth: options.depth, ...common });
 }
 
-/** The folder name of a run: `plain-20`, `resnet-56-optA`, `resnet-20-optB-tanh`, ... */
+/** The folder name of a run: `plain-20`, `resnet-56-optA`, `resnet-20-optB-tanh`, `plain-56-sigmoid-nobn`, ... */
 export function runName(spec: ResNetSpec): string {
   const depth = depthOf(spec);
   const parts = [`${spec.plain ? 'plain' : spec.preActivation ? 'preresnet' : 'resnet'}-${depth}`];
   if (!spec.plain) parts.push(`opt${spec.shortcut}`);
   if (spec.activation !== undefined && spec.activation !== 'relu') parts.push(spec.activation);
+  if (spec.batchNorm === false) parts.push('nobn');
   if (spec.stem === 'imagenet' && spec.bottleneckStride === '1x1') parts.push('paperstride');
   return parts.join('-');
 }

@@ -1,8 +1,8 @@
 /**
  * The vanishing gradient made visible: per-layer gradient norms at initialisation of a deep plain
- * net with sigmoid, tanh and ReLU, and of the residual net with ReLU, on one log-scale plot. Every
- * net here has batch norm (as all of the paper's do); the plot shows what the activation and the
- * shortcuts change on top of it.
+ * net with sigmoid, tanh and ReLU, and of the residual net with ReLU, each with batch norm (as all
+ * of the paper's nets) and without it, on log-scale plots: what ReLU, batch norm and shortcuts
+ * each do about it.
  *
  * @module
  */
@@ -34,6 +34,7 @@ export interface GradientsOptions {
 export interface GradientProfile {
   name: string;
   label: string;
+  batchNorm: boolean;
   layers: { index: number; name: string; kernel: number; norm: number }[];
   /** Norm of the first convolution's gradient over the last's: << 1 means vanishing. */
   firstOverLast: number;
@@ -52,16 +53,18 @@ export async function gradients(options: GradientsOptions): Promise<GradientsRes
   const seed = options.seed ?? 0;
   await mkdir(options.out, { recursive: true });
   const data = await loadData(options.data, { train: batches * batchSize });
-  const nets: { spec: ResNetSpec; label: string }[] = [
-    ...(['sigmoid', 'tanh', 'relu'] as ActivationKind[]).map((activation) => ({
-      spec: resnet.cifar({ depth, plain: true, activation, inChannels: data.train.channels, numClasses: data.train.numClasses }),
-      label: `plain-${depth}, ${activation}`,
-    })),
-    {
-      spec: resnet.cifar({ depth, inChannels: data.train.channels, numClasses: data.train.numClasses }),
-      label: `ResNet-${depth}, relu`,
-    },
-  ];
+  const nets: { spec: ResNetSpec; label: string; batchNorm: boolean }[] = [true, false].flatMap((batchNorm) => {
+    const common = { depth, inChannels: data.train.channels, numClasses: data.train.numClasses, ...(batchNorm ? {} : { batchNorm: false }) };
+    const bn = batchNorm ? 'BN' : 'no BN';
+    return [
+      ...(['sigmoid', 'tanh', 'relu'] as ActivationKind[]).map((activation) => ({
+        spec: resnet.cifar({ ...common, plain: true, activation }),
+        label: `plain-${depth}, ${activation}, ${bn}`,
+        batchNorm,
+      })),
+      { spec: resnet.cifar({ ...common }), label: `ResNet-${depth}, relu, ${bn}`, batchNorm },
+    ];
+  });
   const loader = new DataLoader(data.train, { batchSize, shuffle: false, normalize: 'dataset' });
   const batchList = [];
   for await (const b of loader.epoch(0)) batchList.push(b);
@@ -83,7 +86,7 @@ export async function gradients(options: GradientsOptions): Promise<GradientsRes
         .map((l, i) => ({ index: i + 1, ...l }));
       const first = layers[0]?.norm ?? NaN;
       const last = layers.at(-1)?.norm ?? NaN;
-      profiles.push({ name: runName(net.spec), label: net.label, layers, firstOverLast: first / last });
+      profiles.push({ name: runName(net.spec), label: net.label, batchNorm: net.batchNorm, layers, firstOverLast: first / last });
     } finally {
       model.dispose();
     }
@@ -91,21 +94,20 @@ export async function gradients(options: GradientsOptions): Promise<GradientsRes
   const csv = join(options.out, 'gradients.csv');
   await writeCsv(
     csv,
-    ['net', 'layer_index', 'layer', 'kernel', 'grad_norm'],
-    profiles.flatMap((p) => p.layers.map((l) => [p.name, l.index, l.name, l.kernel, l.norm])),
+    ['net', 'batch_norm', 'layer_index', 'layer', 'kernel', 'grad_norm'],
+    profiles.flatMap((p) => p.layers.map((l) => [p.name, p.batchNorm ? 1 : 0, l.index, l.name, l.kernel, l.norm])),
   );
   const fig = await writeFigure(join(options.out, 'gradients'), {
     title: `${data.label}: per-layer weight-gradient norms at initialisation (${batchList.length} x ${batchSize} images)`,
-    panelWidth: 820,
-    panels: [
-      {
-        title: `${depth}-layer nets, input side on the left`,
-        xLabel: 'layer (convolutions in forward order)',
-        yLabel: '||dL/dW|| (log scale)',
-        yLog: true,
-        series: profiles.map((p) => ({ label: p.label, x: p.layers.map((l) => l.index), y: p.layers.map((l) => l.norm), width: 2 })),
-      },
-    ],
+    panels: [true, false].map((batchNorm) => ({
+      title: `${depth}-layer nets ${batchNorm ? 'with' : 'without'} batch norm, input side on the left`,
+      xLabel: 'layer (convolutions in forward order)',
+      yLabel: '||dL/dW|| (log scale)',
+      yLog: true,
+      series: profiles
+        .filter((p) => p.batchNorm === batchNorm)
+        .map((p) => ({ label: p.label.replace(/, (no )?BN$/, ''), x: p.layers.map((l) => l.index), y: p.layers.map((l) => l.norm), width: 2 })),
+    })),
   });
   const report = [
     '| net | first-layer / last-layer gradient norm |',
