@@ -370,7 +370,8 @@ export class Model {
    * nets the layer's batch-norm output, before the activation or the addition, as in the paper's
    * Figure 7 ("the outputs of each 3x3 layer, after BN and before other nonlinearity"); for
    * pre-activation nets (`spec.preActivation`), whose batch norms come before the convolutions,
-   * the convolution's output. Keep `kernel === 3` for the paper's plot.
+   * the convolution's output, as also for nets without batch norm (`spec.batchNorm === false`).
+   * Keep `kernel === 3` for the paper's plot.
    *
    * `training: true` normalises with the batch's statistics (as during training) without updating
    * the running statistics; the default uses the running statistics (eval mode). Runs on a worker
