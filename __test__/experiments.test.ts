@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
+import { main as paperExample } from '../examples/paper-experiments.js';
 import { encodeImage, experiments, recipes } from '../ts/index.js';
 import { ROOT, rng, tempDir } from './helpers.js';
 
@@ -180,6 +181,18 @@ describe('experiment gradients', () => {
     const ratio = (label: string): number => r.profiles.find((p) => p.label === label)?.firstOverLast ?? NaN;
     expect(ratio('plain-20, sigmoid, no BN')).toBeLessThan(0.1);
     expect(ratio('ResNet-20, relu, no BN')).toBeGreaterThan(ratio('plain-20, sigmoid, no BN') * 10);
+  });
+});
+
+describe('examples/paper-experiments.ts', () => {
+  it('runs the degradation experiment and Figure 7 from TypeScript', async () => {
+    const lines: string[] = [];
+    const r = await paperExample({ out: tempDir(), limit: 256, depths: [8, 14], epochs: 1, device: 'cpu', log: (l) => lines.push(l) });
+    expect(lines[0]).toMatch(/SHORTENED cifarPaper/);
+    expect(lines.filter((l) => / epoch 1: training error/.test(l))).toHaveLength(4);
+    expect(r.files.filter((f) => f.endsWith('.png'))).toHaveLength(3);
+    for (const f of r.files) expect(existsSync(f)).toBe(true);
+    expect(Number.isFinite(r.plainGap) && Number.isFinite(r.residualGap)).toBe(true);
   });
 });
 
