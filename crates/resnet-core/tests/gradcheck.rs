@@ -965,20 +965,7 @@ fn pre_activation_bottleneck_gradients_tanh() {
         spec.stem = stem;
         spec.bottleneck_stride = stride;
         spec.stem_width = 4;
-        spec.stages = vec![
-            StageSpec {
-                block: BlockKind::Bottleneck,
-                count: 2,
-                width: 2,
-                stride: 1,
-            },
-            StageSpec {
-                block: BlockKind::Bottleneck,
-                count: 1,
-                width: 3,
-                stride: 2,
-            },
-        ];
+        spec.stages = tiny_bottleneck_stages();
         let mut names = vec![
             "layer1.0.conv1.weight",
             "layer1.0.bn2.weight",
@@ -1055,20 +1042,7 @@ fn batch_norm_free_bottleneck_gradients_tanh() {
             .with_batch_norm(false);
         spec.activation = ActivationKind::Tanh;
         spec.stem_width = 4;
-        spec.stages = vec![
-            StageSpec {
-                block: BlockKind::Bottleneck,
-                count: 2,
-                width: 2,
-                stride: 1,
-            },
-            StageSpec {
-                block: BlockKind::Bottleneck,
-                count: 1,
-                width: 3,
-                stride: 2,
-            },
-        ];
+        spec.stages = tiny_bottleneck_stages();
         let mut names = vec![
             "layer1.0.conv1.weight",
             "layer1.0.conv3.weight",
@@ -1249,4 +1223,22 @@ fn fused_batch_norm_relu_equals_the_unfused_ops() {
         (y.to_vec().unwrap(), grads, rm.to_vec().unwrap(), rv.to_vec().unwrap())
     };
     assert_eq!(run(true), run(false));
+}
+
+/// Two bottleneck stages small enough for whole-net finite differences (one with a stride-2 projection).
+fn tiny_bottleneck_stages() -> Vec<StageSpec> {
+    vec![
+        StageSpec {
+            block: BlockKind::Bottleneck,
+            count: 2,
+            width: 2,
+            stride: 1,
+        },
+        StageSpec {
+            block: BlockKind::Bottleneck,
+            count: 1,
+            width: 3,
+            stride: 2,
+        },
+    ]
 }
