@@ -97,6 +97,11 @@ export function errorSeries(runs: RunRecord[], label: (r: RunRecord) => string):
   });
 }
 
+/** A gap in points, or why there is none yet. */
+function points(gap: number): string {
+  return Number.isFinite(gap) ? `${gap.toFixed(2)} points` : 'n/a (needs two finished depths)';
+}
+
 /** Eval-mode training error where measured, else the running one. */
 export function comparedTrainError(f: { trainError: number; trainEvalError?: number }): number {
   return f.trainEvalError ?? f.trainError;
@@ -162,7 +167,7 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
     `|---|---|---|---|---|`,
     ...finals.map((f) => `| ${f.plain ? 'plain' : 'ResNet'}-${f.depth} | ${f.trainError.toFixed(2)} | ${f.trainEvalError?.toFixed(2) ?? '-'} | ${f.testError.toFixed(2)} | ${f.seconds.toFixed(0)} |`),
     '',
-    `deepest minus shallowest training error: plain ${plainGap.toFixed(2)} points, residual ${residualGap.toFixed(2)} points`,
+    `deepest minus shallowest training error: plain ${points(plainGap)}, residual ${points(residualGap)}`,
   ];
   const report = lines.join('\n');
   const summary = join(options.out, 'degradation.md');
