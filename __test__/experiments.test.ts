@@ -47,6 +47,14 @@ describe('experiment degradation', () => {
     }
     // 256 images in batches of 64: 4 iterations an epoch.
     expect(rows.filter((x) => x['run'] === 'plain-8').map((x) => x['iteration'])).toEqual(['4', '8']);
+    // Dense training curves: with 4 batches an epoch, a point after every step.
+    const steps = csvRows(r.files.stepsCsv);
+    expect(steps).toHaveLength(4 * 8);
+    expect(steps.filter((x) => x['run'] === 'plain-8').map((x) => x['iteration'])).toEqual(['1', '2', '3', '4', '5', '6', '7', '8']);
+    const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const firstEpoch = steps.filter((x) => x['run'] === 'plain-8' && x['epoch'] === '1').map((x) => Number(x['train_error']));
+    // The stretches of epoch 1 average to the epoch's running training error (equal-sized batches).
+    expect(mean(firstEpoch)).toBeCloseTo(Number(rows.find((x) => x['run'] === 'plain-8')?.['train_error']), 6);
     checkSvg(r.files.svg, 'iterations', ['plain-8 train', 'plain-8 test', 'ResNet-14 test']);
     checkPng(r.files.png);
     expect(r.report).toMatch(/deepest minus shallowest training error: plain -?\d+\.\d\d points, residual -?\d+\.\d\d points/);
@@ -85,6 +93,8 @@ describe('experiment degradation', () => {
     const mine = r.runs.find((x) => x.name === 'resnet-8-optA');
     const strip = (c: { seconds: number }[] | undefined) => c?.map(({ seconds: _s, ...rest }) => rest);
     expect(strip(mine?.curve)).toEqual(strip(full?.curve));
+    expect(mine?.steps).toEqual(full?.steps);
+    expect(mine?.steps).toHaveLength(8);
   });
 
   it("the recipe's validation images (the paper's 45k/5k split) are not trained on", async () => {

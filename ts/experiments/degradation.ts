@@ -40,7 +40,7 @@ export interface DegradationResult {
   plainGap: number;
   /** The same for the residual nets. */
   residualGap: number;
-  files: { csv: string; svg: string; png: string; summary: string };
+  files: { csv: string; stepsCsv: string; svg: string; png: string; summary: string };
   /** A few lines for a terminal or README. */
   report: string;
 }
@@ -60,6 +60,13 @@ export const CURVE_HEADER = [
   'test_error',
   'seconds',
 ] as const;
+
+export const STEP_HEADER = ['run', 'epoch', 'iteration', 'train_loss', 'train_error'] as const;
+
+/** Rows of the runs' dense training curves, for {@link STEP_HEADER}. */
+export function stepRows(runs: RunRecord[]): (string | number)[][] {
+  return runs.flatMap((r) => (r.steps ?? []).map((p) => [r.name, p.epoch, p.iteration, p.trainLoss, p.trainError]));
+}
 
 /** Curve rows of runs, for {@link CURVE_HEADER}. */
 export function curveRows(runs: RunRecord[]): (string | number | undefined)[][] {
@@ -90,8 +97,17 @@ export function errorSeries(runs: RunRecord[], label: (r: RunRecord) => string):
   return runs.flatMap((r, i) => {
     const color = COLORS[i % COLORS.length] as string;
     const x = r.curve.map((p) => p.iteration);
+    // Dense training curves where the run recorded them (about ten points an epoch).
+    const steps = r.steps !== undefined && r.steps.length > 0 ? r.steps : undefined;
     return [
-      { label: `${label(r)} train`, x, y: r.curve.map((p) => p.trainError), color, dashed: true, width: 1.3 },
+      {
+        label: `${label(r)} train`,
+        x: steps ? steps.map((p) => p.iteration) : x,
+        y: steps ? steps.map((p) => p.trainError) : r.curve.map((p) => p.trainError),
+        color,
+        dashed: true,
+        width: 1.3,
+      },
       { label: `${label(r)} test`, x, y: r.curve.map((p) => p.testError), color, width: 2.6 },
     ];
   });
@@ -149,6 +165,8 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
 
   const csv = join(options.out, 'degradation.csv');
   await writeCsv(csv, CURVE_HEADER, curveRows(runs));
+  const stepsCsv = join(options.out, 'degradation_steps.csv');
+  await writeCsv(stepsCsv, STEP_HEADER, stepRows(runs));
   const name = (r: RunRecord): string => `${r.spec.plain ? 'plain' : 'ResNet'}-${depthOf(r.spec)}`;
   const plainRuns = runs.filter((r) => r.spec.plain);
   const residualRuns = runs.filter((r) => !r.spec.plain);
@@ -172,5 +190,5 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
   const report = lines.join('\n');
   const summary = join(options.out, 'degradation.md');
   await writeFile(summary, `${report}\n`);
-  return { runs, finals, plainGap, residualGap, files: { csv, svg: fig.svg, png: fig.png, summary }, report };
+  return { runs, finals, plainGap, residualGap, files: { csv, stepsCsv, svg: fig.svg, png: fig.png, summary }, report };
 }

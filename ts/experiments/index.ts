@@ -9,5 +9,5 @@ export { degradation, type DegradationOptions, type DegradationResult, type Fina
 export { shortcuts, type ShortcutsOptions, type ShortcutsResult, type ShortcutRow } from './shortcuts.js';
 export { responses, type ResponsesOptions, type ResponsesResult, type ResponseProfile } from './responses.js';
 export { gradients, type GradientsOptions, type GradientsResult, type GradientProfile } from './gradients.js';
-export { trackedRun, readRun, type TrackedRunOptions, type RunRecord, type CurvePoint, type GradientSnapshot } from './run.js';
+export { trackedRun, readRun, type TrackedRunOptions, type RunRecord, type CurvePoint, type GradientSnapshot, type StepPoint } from './run.js';
 export { loadData, runName, type DataSource, type ExperimentOptions, type ExperimentProgress } from './common.js';

@@ -33,6 +33,16 @@ export interface CurvePoint {
   seconds: number;
 }
 
+/** Running training error over a stretch of an epoch's steps, for dense training curves. */
+export interface StepPoint {
+  epoch: number;
+  /** The step that ended the stretch. */
+  iteration: number;
+  trainLoss: number;
+  /** Percent, in training mode with augmentation. */
+  trainError: number;
+}
+
 /** Per-layer gradient norms of one probe batch at one point of training (epoch 0 = initialisation). */
 export interface GradientSnapshot {
   epoch: number;
@@ -49,6 +59,8 @@ export interface RunRecord {
   device: 'cpu' | 'gpu';
   numParameters: number;
   curve: CurvePoint[];
+  /** About ten running training-error points per epoch (absent in records of older versions). */
+  steps?: StepPoint[];
   gradients: GradientSnapshot[];
   /** True when every epoch of the recipe has been run. */
   complete: boolean;
@@ -147,6 +159,7 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
       device: model.device,
       numParameters: model.numParameters,
       curve: [],
+      steps: [],
       gradients: [],
       complete: false,
     };
@@ -165,6 +178,15 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
   };
   let totalSteps = 0;
   let epochs = 0;
+  // Training error over stretches of about a tenth of an epoch; kept once their epoch is saved.
+  let stride = 1;
+  let pending: StepPoint[] = [];
+  let stretch = { loss: 0, correct: 0, seen: 0, steps: 0 };
+  const closeStretch = (epoch: number): void => {
+    if (stretch.seen === 0) return;
+    pending.push({ epoch: epoch + 1, iteration: net.step, trainLoss: stretch.loss / stretch.seen, trainError: 100 * (1 - stretch.correct / stretch.seen) });
+    stretch = { loss: 0, correct: 0, seen: 0, steps: 0 };
+  };
   const save = async (): Promise<void> => {
     await net.save(join(dir, CHECKPOINT), { [RECORD_KEY]: JSON.stringify(run) });
     await writeJsonAtomic(join(dir, 'run.json'), run);
@@ -179,10 +201,17 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
       onTrainBegin: async (info) => {
         totalSteps = info.totalSteps;
         epochs = info.epochs;
+        stride = Math.max(1, Math.round(info.batchesPerEpoch / 10));
         // fit has set the model's normalisation by now, so the probe batch matches training.
         if (run.curve.length === 0 && net.normalization) await probeGradients(0, net.normalization);
       },
-      onBatchEnd: (step, logs) => options.onBatch?.(logs, { totalSteps, step: net.step }),
+      onBatchEnd: (step, logs) => {
+        stretch.loss += logs.loss * logs.size;
+        stretch.correct += logs.acc * logs.size;
+        stretch.seen += logs.size;
+        if (++stretch.steps >= stride) closeStretch(logs.epoch);
+        options.onBatch?.(logs, { totalSteps, step: net.step });
+      },
       onEpochEnd: async (epoch, logs) => {
         const started = performance.now();
         const norm = net.normalization as Normalization;
@@ -204,6 +233,9 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
         await probeGradients(epoch + 1, norm);
         point.seconds = logs.seconds + (performance.now() - started) / 1000;
         run.curve.push(point);
+        closeStretch(epoch);
+        run.steps = [...(run.steps ?? []), ...pending];
+        pending = [];
         run.complete = epoch + 1 >= epochs;
         await save();
         options.onEpoch?.(point);

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { writeCsv, writeFigure } from '../plot.js';
 import type { ShortcutOption } from '../spec.js';
 import { finalPoint, loadData, netSpec, runAll, type ExperimentOptions } from './common.js';
-import { CURVE_HEADER, curveRows, errorSeries } from './degradation.js';
+import { CURVE_HEADER, STEP_HEADER, curveRows, errorSeries, stepRows } from './degradation.js';
 import type { RunRecord } from './run.js';
 
 export interface ShortcutsOptions extends ExperimentOptions {
@@ -34,7 +34,7 @@ export interface ShortcutRow {
 export interface ShortcutsResult {
   runs: RunRecord[];
   table: ShortcutRow[];
-  files: { csv: string; svg: string; png: string; table: string };
+  files: { csv: string; stepsCsv: string; svg: string; png: string; table: string };
   report: string;
 }
 
@@ -58,6 +58,8 @@ export async function shortcuts(options: ShortcutsOptions): Promise<ShortcutsRes
     });
   const csv = join(options.out, 'shortcuts.csv');
   await writeCsv(csv, CURVE_HEADER, curveRows(runs));
+  const stepsCsv = join(options.out, 'shortcuts_steps.csv');
+  await writeCsv(stepsCsv, STEP_HEADER, stepRows(runs));
   const fig = await writeFigure(join(options.out, 'shortcuts'), {
     title: `${data.label}: ResNet-${depth} with shortcut options A, B, C; dashed: training error, bold: test error`,
     panels: [{ title: `ResNet-${depth}`, xLabel: 'iterations', yLabel: 'error (%)', series: errorSeries(runs, (r) => `option ${r.spec.shortcut}`) }],
@@ -73,5 +75,5 @@ export async function shortcuts(options: ShortcutsOptions): Promise<ShortcutsRes
   const report = lines.join('\n');
   const tablePath = join(options.out, 'shortcuts.md');
   await writeFile(tablePath, `${report}\n`);
-  return { runs, table, files: { csv, svg: fig.svg, png: fig.png, table: tablePath }, report };
+  return { runs, table, files: { csv, stepsCsv, svg: fig.svg, png: fig.png, table: tablePath }, report };
 }
