@@ -8,7 +8,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 
 import { datasets, type Dataset } from './data.js';
 import { native } from './native.js';
@@ -19,22 +19,9 @@ import { resnet, type ResNetSpec, type ShortcutOption } from './spec.js';
 import { fit } from './trainer.js';
 import { Progress } from './progress.js';
 import { experimentCommand } from './experiments/cli.js';
+import { deviceOption, int, positiveNumber } from './cli-options.js';
 
 const DEFAULT_DATA = '/usr/share/datasets/fashion-mnist';
-
-function int(name: string, min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-    return n;
-  };
-}
-
-function positiveNumber(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a positive number');
-  return n;
-}
 
 function cifarSpec(model: string, depth: number, inChannels: number, numClasses: number, shortcut: ShortcutOption): ResNetSpec {
   return resnet.cifar({ depth, shortcut, plain: model === 'plain', inChannels, numClasses });
@@ -158,8 +145,6 @@ function summary(flags: {
   model.dispose();
 }
 
-const deviceOption = (): Option =>
-  new Option('--device <device>', 'where to run').choices(['cpu', 'auto', 'gpu']).default('auto');
 /**
  * The CLI's recipe is the anchor's (`shared/anchors/torch_fmnist.py`), whose CIFAR ResNet projects
  * where shapes change: option B. The library's own default stays the paper's option A.

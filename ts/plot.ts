@@ -47,7 +47,13 @@ export interface Figure {
   panelHeight?: number;
 }
 
+/** The ten colours series take in turn. */
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+/** The `i`-th colour of the palette (cycling), to give related series one colour. */
+export function paletteColor(i: number): string {
+  return PALETTE[i % PALETTE.length] as string;
+}
+
 const FONT = 'DejaVu Sans, Arial, Helvetica, sans-serif';
 
 function escapeXml(s: string): string {
@@ -240,7 +246,8 @@ export async function svgToPng(svg: string, scale = 2): Promise<Buffer> {
   return r.render().asPng();
 }
 
-async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
+/** Writes a file through a temporary name and a rename, so readers never see half of it. */
+export async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
   await writeFile(tmp, data);
   await rename(tmp, path);

@@ -7,6 +7,7 @@
 
 import { Command, InvalidArgumentError, Option } from 'commander';
 
+import { deviceOption, int, positiveNumber } from '../cli-options.js';
 import type { DeviceName } from '../model.js';
 import { Progress } from '../progress.js';
 import { recipeByName, type Recipe } from '../recipes.js';
@@ -31,14 +32,6 @@ interface CommonFlags {
   limitTest?: number;
   fresh: boolean;
   only?: string[];
-}
-
-function int(name: string, min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-    return n;
-  };
 }
 
 function intList(name: string) {
@@ -77,9 +70,9 @@ function withCommon(cmd: Command, defaultOut: string): Command {
       ]),
     )
     .option('--epochs <n>', "override the recipe's epochs", int('epochs', 1))
-    .option('--lr <rate>', "override the recipe's learning rate", Number)
+    .option('--lr <rate>', "override the recipe's learning rate", positiveNumber)
     .option('--seed <n>', 'seed for weights, order and augmentation', int('seed', 0), 0)
-    .addOption(new Option('--device <device>', 'where to run').choices(['cpu', 'auto', 'gpu']).default('auto'))
+    .addOption(deviceOption())
     .option('--train-eval <n>', 'training images evaluated in eval mode after each epoch (0: none)', int('train-eval', 0), 10000)
     .option('--limit-train <n>', 'use only the first N training images', int('limit-train', 1))
     .option('--limit-test <n>', 'use only the first N test images', int('limit-test', 1))
@@ -258,7 +251,7 @@ export function experimentCommand(): Command {
     .option('--depth <n>', 'CIFAR depth 6n+2', int('depth', 8), 56)
     .option('--batches <n>', 'batches of 128 averaged', int('batches', 1), 4)
     .option('--seed <n>', 'seed of the weights', int('seed', 0), 0)
-    .addOption(new Option('--device <device>', 'where to run').choices(['cpu', 'auto', 'gpu']).default('auto'))
+    .addOption(deviceOption())
     .action(async (flags: CommonFlags & { depth: number; batches: number }) => {
       const r = await gradients({
         out: flags.out ?? 'runs/gradients',

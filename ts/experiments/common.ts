@@ -144,6 +144,11 @@ export function runName(spec: ResNetSpec): string {
   return parts.join('-');
 }
 
+/** A run's label in figures and tables: `plain-20`, `ResNet-56`. */
+export function netLabel(spec: ResNetSpec): string {
+  return `${spec.plain ? 'plain' : 'ResNet'}-${depthOf(spec)}`;
+}
+
 /** Runs (or resumes) each spec in turn with the experiment's recipe; returns their records. */
 export async function runAll(specs: ResNetSpec[], options: ExperimentOptions, data: ExperimentData): Promise<RunRecord[]> {
   const recipe = options.recipe ?? defaultRecipe(data.family);

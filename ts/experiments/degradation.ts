@@ -9,9 +9,9 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { writeCsv, writeFigure, type Series } from '../plot.js';
+import { paletteColor, writeCsv, writeFigure, type Series } from '../plot.js';
 import { depthOf, type ActivationKind, type ShortcutOption } from '../spec.js';
-import { defaultRecipe, finalPoint, loadData, netSpec, runAll, type ExperimentOptions } from './common.js';
+import { defaultRecipe, finalPoint, loadData, netLabel, netSpec, runAll, type ExperimentOptions } from './common.js';
 import type { RunRecord } from './run.js';
 
 export interface DegradationOptions extends ExperimentOptions {
@@ -90,12 +90,10 @@ export function curveRows(runs: RunRecord[]): (string | number | undefined)[][] 
   });
 }
 
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd'];
-
 /** Training error (dashed) and test error (bold) against iterations, one series pair per run. */
 export function errorSeries(runs: RunRecord[], label: (r: RunRecord) => string): Series[] {
   return runs.flatMap((r, i) => {
-    const color = COLORS[i % COLORS.length] as string;
+    const color = paletteColor(i);
     const x = r.curve.map((p) => p.iteration);
     // Dense training curves where the run recorded them (about ten points an epoch).
     const steps = r.steps !== undefined && r.steps.length > 0 ? r.steps : undefined;
@@ -167,7 +165,6 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
   await writeCsv(csv, CURVE_HEADER, curveRows(runs));
   const stepsCsv = join(options.out, 'degradation_steps.csv');
   await writeCsv(stepsCsv, STEP_HEADER, stepRows(runs));
-  const name = (r: RunRecord): string => `${r.spec.plain ? 'plain' : 'ResNet'}-${depthOf(r.spec)}`;
   const plainRuns = runs.filter((r) => r.spec.plain);
   const residualRuns = runs.filter((r) => !r.spec.plain);
   const allErrors = runs.flatMap((r) => r.curve.flatMap((p) => [p.trainError, p.testError]));
@@ -176,8 +173,8 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
   const fig = await writeFigure(join(options.out, 'degradation'), {
     title,
     panels: [
-      { title: 'plain networks', xLabel: 'iterations', yLabel: 'error (%)', series: errorSeries(plainRuns, name), yRange: [0, yMax] },
-      { title: 'residual networks', xLabel: 'iterations', yLabel: 'error (%)', series: errorSeries(residualRuns, name), yRange: [0, yMax] },
+      { title: 'plain networks', xLabel: 'iterations', yLabel: 'error (%)', series: errorSeries(plainRuns, (r) => netLabel(r.spec)), yRange: [0, yMax] },
+      { title: 'residual networks', xLabel: 'iterations', yLabel: 'error (%)', series: errorSeries(residualRuns, (r) => netLabel(r.spec)), yRange: [0, yMax] },
     ],
   });
   const lines = [

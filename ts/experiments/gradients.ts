@@ -7,8 +7,7 @@
  * @module
  */
 
-import { writeFile } from 'node:fs/promises';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { DataLoader } from '../data.js';

@@ -15,9 +15,9 @@ import { join } from 'node:path';
 
 import { DataLoader } from '../data.js';
 import { Model } from '../model.js';
-import { writeCsv, writeFigure, type Series } from '../plot.js';
-import { depthOf, type ShortcutOption } from '../spec.js';
-import { loadData, netSpec, runAll, runName, type ExperimentOptions } from './common.js';
+import { paletteColor, writeCsv, writeFigure, type Series } from '../plot.js';
+import type { ShortcutOption } from '../spec.js';
+import { loadData, netLabel, netSpec, runAll, runName, type ExperimentOptions } from './common.js';
 import type { RunRecord } from './run.js';
 
 export interface ResponsesOptions extends ExperimentOptions {
@@ -41,8 +41,6 @@ export interface ResponsesResult {
   files: { csv: string; svg: string; png: string; gradientsCsv: string; gradientsSvg: string; gradientsPng: string; summary: string };
   report: string;
 }
-
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
 
 export async function responses(options: ResponsesOptions): Promise<ResponsesResult> {
   const data = await loadData(options.data, {
@@ -80,7 +78,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
           return { index: a.index, name, std: Math.sqrt(Math.max(0, a.sumSq / a.n - mean * mean)) };
         })
         .sort((x, y) => x.index - y.index);
-      profiles.push({ run: run.name, label: `${run.spec.plain ? 'plain' : 'ResNet'}-${depthOf(run.spec)}`, layers });
+      profiles.push({ run: run.name, label: netLabel(run.spec), layers });
     } finally {
       model.dispose();
     }
@@ -96,7 +94,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
     }),
   );
   const style = (p: ResponseProfile, i: number): Pick<Series, 'color' | 'dashed' | 'width'> => ({
-    color: COLORS[i % COLORS.length] as string,
+    color: paletteColor(i),
     dashed: p.label.startsWith('plain'),
     width: 1.6,
   });
@@ -143,10 +141,10 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
       const convs = g.layers.filter((l) => !l.name.startsWith('fc'));
       return [
         {
-          label: `${r.spec.plain ? 'plain' : 'ResNet'}-${depthOf(r.spec)}`,
+          label: netLabel(r.spec),
           x: convs.map((_, k) => k + 1),
           y: convs.map((l) => l.norm),
-          color: COLORS[i % COLORS.length] as string,
+          color: paletteColor(i),
           dashed: r.spec.plain,
           width: 1.6,
         },

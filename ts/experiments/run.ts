@@ -7,11 +7,12 @@
  */
 
 import { existsSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { DataLoader, type AnyDataset, type Batch, type Normalization } from '../data.js';
 import { Model, type DeviceName } from '../model.js';
+import { writeAtomic } from '../plot.js';
 import { recipeFitOptions, type Recipe } from '../recipes.js';
 import type { ResNetSpec } from '../spec.js';
 import { fit, type BatchLogs } from '../trainer.js';
@@ -91,12 +92,6 @@ export interface TrackedRunOptions {
 
 const RECORD_KEY = 'resnet_wgpu.run';
 const CHECKPOINT = 'checkpoint.safetensors';
-
-async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, JSON.stringify(value, null, 1));
-  await rename(tmp, path);
-}
 
 async function firstBatch(data: AnyDataset, normalization: Normalization, size: number): Promise<Batch> {
   const loader = new DataLoader(data, { batchSize: Math.min(size, data.length), shuffle: false, normalize: normalization });
@@ -189,7 +184,7 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
   };
   const save = async (): Promise<void> => {
     await net.save(join(dir, CHECKPOINT), { [RECORD_KEY]: JSON.stringify(run) });
-    await writeJsonAtomic(join(dir, 'run.json'), run);
+    await writeAtomic(join(dir, 'run.json'), JSON.stringify(run, null, 1));
   };
   await fit(net, options.train, {
     ...fitOptions,
