@@ -1,21 +1,15 @@
 //! The model as users see it: architecture sizes (against the paper and torchvision), torchvision
 //! names, determinism, training, input validation and checkpoints.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+mod common;
+
+use common::batch;
 use resnet_core::io::checkpoint::TensorData;
 use resnet_core::nn::{BottleneckStride, ResNetSpec, ShortcutOption};
 use resnet_core::{Device, Model};
 use std::collections::BTreeMap;
 
 const DEV: Device = Device::Cpu;
-
-fn batch(seed: u64, n: usize, c: usize, hw: usize, classes: usize) -> (Vec<f32>, [usize; 4], Vec<i32>) {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let images = (0..n * c * hw * hw).map(|_| r.random_range(-1.5f32..1.5)).collect();
-    let labels = (0..n).map(|_| r.random_range(0..classes as i32)).collect();
-    (images, [n, c, hw, hw], labels)
-}
 
 fn cifar(depth: usize, option: ShortcutOption) -> ResNetSpec {
     ResNetSpec::cifar(depth, option, false, 3, 10).unwrap()

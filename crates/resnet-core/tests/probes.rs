@@ -6,8 +6,9 @@
 #[cfg(feature = "gpu")]
 mod gpu_common;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+mod common;
+
+use common::batch;
 use resnet_core::autograd::no_grad;
 use resnet_core::backend::Activation;
 use resnet_core::io::checkpoint::{NamedTensor, TensorData};
@@ -17,13 +18,6 @@ use resnet_core::ops::{self, BatchNormArgs};
 use resnet_core::{Device, Model, Tensor};
 
 const DEV: Device = Device::Cpu;
-
-fn batch(seed: u64, n: usize, c: usize, hw: usize, classes: usize) -> (Vec<f32>, [usize; 4], Vec<i32>) {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let images = (0..n * c * hw * hw).map(|_| r.random_range(-1.5f32..1.5)).collect();
-    let labels = (0..n).map(|_| r.random_range(0..classes as i32)).collect();
-    (images, [n, c, hw, hw], labels)
-}
 
 fn cifar(depth: usize, option: ShortcutOption, plain: bool, pre: bool) -> ResNetSpec {
     ResNetSpec::cifar(depth, option, plain, 3, 10)
