@@ -29,30 +29,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> gx: array<f32>;
 
-// Position k along the reduction: nothing to precompute.
-struct AKs {
-    k: u32,
-}
-
-fn a_ks(k: u32) -> AKs {
-    return AKs(k);
-}
-
-fn a_ks_next(s: AKs) -> AKs {
-    return AKs(s.k + BK);
-}
-
-struct BKs {
-    k: u32,
-}
-
-fn b_ks(k: u32) -> BKs {
-    return BKs(k);
-}
-
-fn b_ks_next(s: BKs) -> BKs {
-    return BKs(s.k + BK);
-}
+// The reduction cursors AKs/BKs are gemm_plain_k.wgsl's (plain k, nothing to precompute).
 
 struct ARow {
     base: u32,

@@ -9,6 +9,7 @@
 //   fn load_a(row, ks, k_end) -> f32           0 outside A or at k >= k_end
 //   (the same for B: BCol, b_col(n), BKs, b_ks, b_ks_next, load_b)
 //   fn store_c(m, n, split, v)                 m < M, n < N
+// (gemm_plain_k.wgsl provides AKs/BKs for families whose cursor is k itself)
 // and through its Params, which begin with m, n, k, splits, k_chunk. With splits > 1 the K range
 // is cut in chunks of k_chunk, one a workgroup, each writing its own partial C (split-K), which
 // reduce.wgsl adds up in a fixed order.

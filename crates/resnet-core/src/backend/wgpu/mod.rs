@@ -3,7 +3,7 @@
 //! runs when the host needs a value back (a download), so a whole training step stays on the GPU
 //! and only the loss and the hit count come back. One `.wgsl` file per kernel family sits beside
 //! this file; the convolutions and the dense GEMM share the register-tiled loop in
-//! `gemm_tile.wgsl`.
+//! `gemm_tile.wgsl` (and, where the reduction cursor is plain k, `gemm_plain_k.wgsl`).
 
 mod context;
 mod pipelines;
@@ -25,10 +25,19 @@ const POOL: &[&str] = &[include_str!("pool.wgsl")];
 const LOSS: &[&str] = &[include_str!("loss.wgsl")];
 const SHORTCUT: &[&str] = &[include_str!("shortcut.wgsl")];
 const SGD: &[&str] = &[include_str!("sgd.wgsl")];
-const MATMUL: &[&str] = &[include_str!("matmul.wgsl"), include_str!("gemm_tile.wgsl")];
-const CONV_FORWARD: &[&str] = &[include_str!("conv2d_forward.wgsl"), include_str!("gemm_tile.wgsl")];
+const MATMUL: &[&str] = &[
+    include_str!("matmul.wgsl"),
+    include_str!("gemm_plain_k.wgsl"),
+    include_str!("gemm_tile.wgsl"),
+];
+const CONV_FORWARD: &[&str] = &[
+    include_str!("conv2d_forward.wgsl"),
+    include_str!("gemm_plain_k.wgsl"),
+    include_str!("gemm_tile.wgsl"),
+];
 const CONV_BACKWARD_DATA: &[&str] = &[
     include_str!("conv2d_backward_data.wgsl"),
+    include_str!("gemm_plain_k.wgsl"),
     include_str!("gemm_tile.wgsl"),
 ];
 const CONV_BACKWARD_WEIGHT: &[&str] = &[

@@ -1,0 +1,25 @@
+// Reduction cursors for gemm_tile.wgsl when neither operand needs per-k precomputation: the
+// cursor is the position k itself. Shared by matmul, conv2d_forward and conv2d_backward_data.
+struct AKs {
+    k: u32,
+}
+
+fn a_ks(k: u32) -> AKs {
+    return AKs(k);
+}
+
+fn a_ks_next(s: AKs) -> AKs {
+    return AKs(s.k + BK);
+}
+
+struct BKs {
+    k: u32,
+}
+
+fn b_ks(k: u32) -> BKs {
+    return BKs(k);
+}
+
+fn b_ks_next(s: BKs) -> BKs {
+    return BKs(s.k + BK);
+}
