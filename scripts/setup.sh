@@ -14,5 +14,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
-npm install --no-audit --no-fund
+# `npm ci` installs exactly the committed lock file and never rewrites it. onnxruntime-node (a dev
+# dependency, for the ONNX export tests) ships its CPU binaries; its install script would only
+# fetch CUDA ones: package.json's `allowScripts` denies it on npm >= 11.19, the variable on older npm.
+ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 npm run build
