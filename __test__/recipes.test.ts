@@ -163,8 +163,9 @@ describe('plots', () => {
     expect([...png.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
     const width = Number(/width="(\d+)"/.exec(svg)?.[1]);
     const height = Number(/height="(\d+)"/.exec(svg)?.[1]);
-    expect(png.readUInt32BE(16)).toBe(2 * width);
-    expect(png.readUInt32BE(20)).toBe(2 * height);
+    const header = new DataView(png.buffer, png.byteOffset, png.byteLength);
+    expect(header.getUint32(16)).toBe(2 * width);
+    expect(header.getUint32(20)).toBe(2 * height);
     // Text was rendered (fonts found): more than a few colours' worth of compressed data.
     expect(png.length).toBeGreaterThan(20000);
   });

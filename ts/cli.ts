@@ -6,8 +6,6 @@
  * @module
  */
 
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 
 import { datasets, type Dataset } from './data.js';
@@ -20,6 +18,7 @@ import { fit } from './trainer.js';
 import { Progress } from './progress.js';
 import { experimentCommand } from './experiments/cli.js';
 import { deviceOption, int, positiveNumber } from './cli-options.js';
+import { prepareOutputFile } from './output-path.js';
 
 const DEFAULT_DATA = '/usr/share/datasets/fashion-mnist';
 
@@ -46,8 +45,17 @@ interface TrainFlags {
   shortcut: ShortcutOption;
 }
 
-async function train(flags: TrainFlags): Promise<void> {
+/** The signals that stop training cleanly (evaluate, save, then exit), and whether a person sent it. */
+const STOP_SIGNALS: ReadonlyArray<{ name: NodeJS.Signals; byUser: boolean }> = [
+  { name: 'SIGINT', byUser: true }, // Ctrl-C at the terminal
+  { name: 'SIGTERM', byUser: false }, // a scheduler's time limit, `kill`: the job did not finish
+];
+
+/** Exit code of `train`: 0 when it finished or the user pressed Ctrl-C, 1 when something else stopped it. */
+async function train(flags: TrainFlags): Promise<number> {
   const started = performance.now();
+  // Before any work: an hour of training must not end in "cannot write the checkpoint".
+  const out = prepareOutputFile(flags.out, '--out');
   const trainSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'train' }), flags.limit);
   const testSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'test' }), flags.limit);
   const spec = cifarSpec(flags.model, flags.depth, trainSet.channels, trainSet.numClasses, flags.shortcut);
@@ -59,8 +67,15 @@ async function train(flags: TrainFlags): Promise<void> {
   );
 
   const abort = new AbortController();
-  const onSigint = (): void => abort.abort();
-  process.once('SIGINT', onSigint);
+  let stoppedBy: { name: NodeJS.Signals; byUser: boolean } | undefined;
+  const handlers = STOP_SIGNALS.map((sig) => {
+    const handler = (): void => {
+      stoppedBy ??= sig;
+      abort.abort(new Error(`${sig.name} received`));
+    };
+    process.once(sig.name, handler);
+    return { name: sig.name, handler };
+  });
   const progress = new Progress();
   let runLoss = 0;
   let runAcc = 0;
@@ -94,13 +109,11 @@ async function train(flags: TrainFlags): Promise<void> {
     });
   } finally {
     progress.stop();
-    process.removeListener('SIGINT', onSigint);
+    for (const { name, handler } of handlers) process.removeListener(name, handler);
   }
-  if (history.aborted) console.log('interrupted: evaluating and saving the model as it is');
+  if (history.aborted) console.error(`${stoppedBy?.name ?? 'stopped'}: evaluating and saving the partly trained model (${history.steps} steps)`);
 
   const test = await model.evaluate(testSet, { batchSize: 256 });
-  const out = resolve(flags.out);
-  mkdirSync(dirname(out), { recursive: true });
   await model.save(out, { dataset: 'fashion-mnist', epochs: String(flags.epochs), seed: String(flags.seed) });
   const seconds = (performance.now() - started) / 1000;
   console.log(`test: loss=${test.loss.toFixed(4)} top1=${test.top1.toFixed(4)} top5=${test.top5.toFixed(4)} (${test.count} images)`);
@@ -113,6 +126,7 @@ async function train(flags: TrainFlags): Promise<void> {
       `aborted=${history.aborted} checkpoint=${out}`,
   );
   model.dispose();
+  return history.aborted && stoppedBy?.byUser !== true ? 1 : 0;
 }
 
 async function evaluate(flags: { checkpoint: string; data: string; batchSize: number; limit?: number; device: DeviceName }): Promise<void> {
@@ -173,7 +187,9 @@ export function program(): Command {
     .option('--limit <n>', 'use only the first N images of each split (quick runs, tests)', int('limit', 1))
     .addOption(shortcutOption('B'))
     .addOption(deviceOption())
-    .action((flags: TrainFlags) => train(flags));
+    .action(async (flags: TrainFlags) => {
+      commandExitCode = await train(flags);
+    });
   cmd
     .command('evaluate')
     .description('evaluate a checkpoint on the Fashion-MNIST test set')
@@ -223,10 +239,14 @@ export function program(): Command {
   return cmd;
 }
 
+/** Set by a command that finished without throwing but must not report success (a stopped run). */
+let commandExitCode = 0;
+
 export async function main(argv: string[] = process.argv): Promise<number> {
+  commandExitCode = 0;
   try {
     await program().parseAsync(argv);
-    return 0;
+    return commandExitCode;
   } catch (e) {
     console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
     return 1;

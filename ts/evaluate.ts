@@ -6,6 +6,7 @@
  */
 
 import { DataLoader, viewsPerImage, type AnyDataset, type ImageFolderView, type NormalizeOption } from './data.js';
+import { reportAborted, type AbortSignalLike } from './abort.js';
 import type { Model } from './model.js';
 
 /** Options of {@link evaluateViews}. */
@@ -23,7 +24,8 @@ export interface EvaluateViewsOptions {
   batchSize?: number;
   /** Normalisation (default: the model's, else the dataset's). */
   normalize?: NormalizeOption;
-  signal?: AbortSignal;
+  /** Stops between batches: resolves with the images done so far and `aborted: true` (see {@link fit}). */
+  signal?: AbortSignalLike;
 }
 
 /** Result of {@link evaluateViews}: means over the images. */
@@ -38,6 +40,8 @@ export interface ViewsEvaluateResult {
   count: number;
   /** Views per image. */
   views: number;
+  /** True when `signal` stopped the evaluation early: the means are over the first `count` images only. */
+  aborted: boolean;
 }
 
 /**
@@ -78,8 +82,13 @@ export async function evaluateViews(model: Model, dataset: AnyDataset, options: 
     if (above < 5) top5++;
     count++;
   };
+  let aborted = false;
   for await (const batch of loader.epoch(0)) {
-    options.signal?.throwIfAborted();
+    if (options.signal?.aborted) {
+      aborted = true;
+      reportAborted('evaluateViews', options.signal, `after ${count} of ${dataset.length} images`, 'the result covers those images only and has aborted: true');
+      break;
+    }
     const rows = batch.shape[0];
     if (rows === 0) continue;
     const logits = await model.predict(batch.images, batch.shape);
@@ -102,5 +111,5 @@ export async function evaluateViews(model: Model, dataset: AnyDataset, options: 
     }
   }
   finish();
-  return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count, views };
+  return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count, views, aborted };
 }

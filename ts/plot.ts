@@ -240,14 +240,14 @@ function fontOptions(): { loadSystemFonts: boolean; fontFiles: string[]; default
 }
 
 /** Renders SVG text to PNG bytes at `scale` x its size. */
-export async function svgToPng(svg: string, scale = 2): Promise<Buffer> {
+export async function svgToPng(svg: string, scale = 2): Promise<Uint8Array> {
   const { Resvg } = await import('@resvg/resvg-js');
   const r = new Resvg(svg, { font: fontOptions(), fitTo: { mode: 'zoom', value: scale }, background: '#ffffff' });
   return r.render().asPng();
 }
 
 /** Writes a file through a temporary name and a rename, so readers never see half of it. */
-export async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
+export async function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
   await writeFile(tmp, data);
   await rename(tmp, path);

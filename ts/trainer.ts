@@ -14,6 +14,7 @@ import {
   type Normalization,
   type NormalizeOption,
 } from './data.js';
+import { reportAborted, type AbortSignalLike } from './abort.js';
 import type { Model } from './model.js';
 import { resolveSchedule, sgd, type ScheduleOption, type SgdConfig, type SgdOptions } from './optim.js';
 
@@ -97,10 +98,12 @@ export interface FitOptions {
   validationBatchSize?: number;
   callbacks?: Callbacks;
   /**
-   * Cancels between batches. `fit` then resolves normally with `history.aborted === true` (the
-   * model keeps the updates made so far; save it if you like). It does not throw.
+   * Cancels between batches. `fit` then resolves with `history.aborted === true` (the model keeps
+   * the updates made so far; save it if you like) and writes one line on stderr saying at which
+   * step of how many it stopped, and why. It does not throw; `Model.evaluate` behaves the same way.
+   * Leave it out for a run that must finish: a timeout here cuts training short.
    */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   /** Seeds shuffling and augmentation (default 0). */
   seed?: number;
   /**
@@ -271,6 +274,11 @@ export async function fit(model: Model, dataset: AnyDataset, options: FitOptions
     history.history.loss.push(logs.loss);
     history.history.acc.push(logs.acc);
     await callbacks.onEpochEnd?.(epoch, logs);
+  }
+  if (history.aborted && signal !== undefined) {
+    const done = model.step - runStart;
+    reportAborted('fit', signal, `after step ${done} of ${totalSteps} (epoch ${history.epoch.length + initialEpoch + 1} of ${epochs})`,
+      'the model keeps the updates made so far and history.aborted is true');
   }
   await callbacks.onTrainEnd?.(history);
   return history;

@@ -8,8 +8,10 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
+import type { AbortSignalLike } from '../abort.js';
 import { datasets, type AnyDataset, type ImageFolderOptions } from '../data.js';
 import type { DeviceName } from '../model.js';
+import { prepareOutputDir } from '../output-path.js';
 import { recipes, splitForRecipe, type Recipe } from '../recipes.js';
 import { depthOf, resnet, type ActivationKind, type ImagenetDepth, type ResNetSpec, type ShortcutOption } from '../spec.js';
 import type { BatchLogs } from '../trainer.js';
@@ -69,7 +71,7 @@ export interface ExperimentOptions {
    * processes or machines sharing the folder); the others are read from the folder if present.
    */
   only?: string[];
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   progress?: ExperimentProgress;
 }
 
@@ -151,6 +153,8 @@ export function netLabel(spec: ResNetSpec): string {
 
 /** Runs (or resumes) each spec in turn with the experiment's recipe; returns their records. */
 export async function runAll(specs: ResNetSpec[], options: ExperimentOptions, data: ExperimentData): Promise<RunRecord[]> {
+  // Before the first step: figures and checkpoints must have somewhere to go.
+  prepareOutputDir(options.out, 'the experiment folder (out)');
   const recipe = options.recipe ?? defaultRecipe(data.family);
   // The recipe's held-out validation images (the paper's 45k/5k CIFAR split) are not trained on.
   const train = splitForRecipe(data.train, recipe, options.seed ?? 0).train;

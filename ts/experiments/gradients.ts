@@ -7,11 +7,12 @@
  * @module
  */
 
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { DataLoader } from '../data.js';
 import { Model } from '../model.js';
+import { prepareOutputDir } from '../output-path.js';
 import { writeCsv, writeFigure } from '../plot.js';
 import { resnet, type ActivationKind, type ResNetSpec } from '../spec.js';
 import { loadData, runName, type DataSource } from './common.js';
@@ -50,7 +51,7 @@ export async function gradients(options: GradientsOptions): Promise<GradientsRes
   const batches = options.batches ?? 4;
   const batchSize = options.batchSize ?? 128;
   const seed = options.seed ?? 0;
-  await mkdir(options.out, { recursive: true });
+  prepareOutputDir(options.out, 'the experiment folder (out)');
   const data = await loadData(options.data, { train: batches * batchSize });
   const nets: { spec: ResNetSpec; label: string; batchNorm: boolean }[] = [true, false].flatMap((batchNorm) => {
     const common = { depth, inChannels: data.train.channels, numClasses: data.train.numClasses, ...(batchNorm ? {} : { batchNorm: false }) };

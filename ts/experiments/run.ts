@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import type { AbortSignalLike } from '../abort.js';
 import { DataLoader, type AnyDataset, type Batch, type Normalization } from '../data.js';
 import { Model, type DeviceName } from '../model.js';
 import { writeAtomic } from '../plot.js';
@@ -84,7 +85,7 @@ export interface TrackedRunOptions {
   gradients?: boolean;
   /** Start over even if the folder holds a run. */
   fresh?: boolean;
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   onBatch?(logs: BatchLogs, info: { totalSteps: number; step: number }): void;
   onEpoch?(point: CurvePoint): void;
   onResume?(info: { epoch: number }): void;
