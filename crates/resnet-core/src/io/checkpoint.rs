@@ -3,17 +3,29 @@
 //!
 //! Both directions go through the `safetensors` crate: it lays out and aligns the file on save and
 //! validates offsets against shapes on load. The file's order is the crate's (by alignment, then
-//! name); callers look tensors up by name.
+//! name); callers look tensors up by name. The metadata is written in key order, so the same
+//! tensors and metadata always give the same bytes.
+//!
+//! Every save stores a CRC-32 of each tensor's data bytes in the metadata key [`CHECKSUMS_KEY`]
+//! (JSON: tensor name -> 8 lowercase hex digits); `load` verifies them and names the tensor whose
+//! data changed. Files without that key (older checkpoints, files written by PyTorch) load as
+//! before.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::error::{Error, Result};
+
+/// The metadata key holding the per-tensor checksums: a JSON object of tensor name -> CRC-32
+/// (IEEE, as zlib's) of the tensor's little-endian data bytes, 8 lowercase hex digits. Written by
+/// every [`save`], checked and removed from the returned metadata by [`load`].
+pub const CHECKSUMS_KEY: &str = "checksums.crc32";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
@@ -66,7 +78,11 @@ impl NamedTensor {
 
 /// Writes atomically: serialise to `<path>.tmp-<pid>-<random>` in the same directory, fsync the
 /// file, rename over `path`, fsync the directory (best effort). A crash never leaves a broken
-/// file at `path`. Creates no parent dirs (error naming the dir if missing). Metadata goes in the safetensors `__metadata__` header (string->string).
+/// file at `path`; the temp files crashed saves left for this `path` are removed on the next save
+/// to it once their process is gone (see [`remove_stale_temp_files`]). Creates no parent dirs
+/// (error naming the dir if missing). Metadata goes in the safetensors `__metadata__` header
+/// (string->string), with the tensors' checksums under [`CHECKSUMS_KEY`] (a caller's value for
+/// that key is replaced).
 pub fn save(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, String>) -> Result<()> {
     let bytes = encode(path, tensors, metadata)?;
     let dir = match path.parent() {
@@ -82,6 +98,7 @@ pub fn save(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, St
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::checkpoint(path, "cannot save: path has no file name"))?;
+    remove_stale_temp_files(&dir, &file_name.to_string_lossy());
     let tmp = dir.join(format!(
         "{}.tmp-{}-{:016x}",
         file_name.to_string_lossy(),
@@ -100,6 +117,116 @@ pub fn save(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, St
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Whether the process that wrote a temp file is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessState {
+    Alive,
+    Dead,
+    /// This platform cannot tell.
+    Unknown,
+}
+
+/// Whether process `pid` exists on this machine. Linux: `/proc/<pid>` (where /proc is mounted);
+/// other Unix systems: `kill(pid, 0)` failing with ESRCH (a process of another user, EPERM,
+/// counts as alive); elsewhere (Windows) `Unknown`.
+pub fn process_state(pid: u32) -> ProcessState {
+    if pid == std::process::id() {
+        return ProcessState::Alive;
+    }
+    #[cfg(target_os = "linux")]
+    if Path::new("/proc/self").exists() {
+        return if Path::new("/proc").join(pid.to_string()).exists() {
+            ProcessState::Alive
+        } else {
+            ProcessState::Dead
+        };
+    }
+    platform_process_state(pid)
+}
+
+#[cfg(unix)]
+fn platform_process_state(pid: u32) -> ProcessState {
+    kill_probe(pid)
+}
+
+#[cfg(not(unix))]
+fn platform_process_state(_pid: u32) -> ProcessState {
+    ProcessState::Unknown
+}
+
+/// `kill(pid, 0)`: sends no signal, only checks that the process exists. The C library std links
+/// on every Unix provides `kill`; `pid_t` is a 32-bit int and ESRCH is 3 on all of them (Linux,
+/// macOS, the BSDs, illumos), so no crate is needed for it.
+#[cfg(unix)]
+pub fn kill_probe(pid: u32) -> ProcessState {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    const ESRCH: i32 = 3;
+    // 0 and negative values address process groups, not a process.
+    let Ok(p) = i32::try_from(pid) else {
+        return ProcessState::Unknown;
+    };
+    if p <= 0 {
+        return ProcessState::Unknown;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks; nothing is delivered.
+    if unsafe { kill(p, 0) } == 0 {
+        return ProcessState::Alive;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(ESRCH) => ProcessState::Dead,
+        _ => ProcessState::Alive,
+    }
+}
+
+/// Temp files of a process this platform cannot check are removed once older than this.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The writer's PID of a temp file `save` makes for `file_name` (`<file_name>.tmp-<pid>-<16 hex
+/// digits>`); None for any other name.
+fn temp_file_pid(name: &str, file_name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(file_name)?.strip_prefix(".tmp-")?;
+    let (pid, random) = rest.split_once('-')?;
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    if random.len() != 16 || !random.chars().all(hex) || pid.is_empty() || !pid.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the temp files an interrupted [`save`] of `dir/file_name` left behind: those whose
+/// writing process is gone ([`process_state`] `Dead`), and, where the platform cannot tell,
+/// those older than [`STALE_TEMP_AGE`]. A live process's temp file (a save in progress) and every
+/// other file are left alone. Best effort: errors are ignored. Returns the paths removed.
+pub fn remove_stale_temp_files(dir: &Path, file_name: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| temp_file_pid(n, file_name)) else {
+            continue;
+        };
+        let stale = match process_state(pid) {
+            ProcessState::Alive => false,
+            ProcessState::Dead => true,
+            ProcessState::Unknown => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > STALE_TEMP_AGE),
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if stale && is_file && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
 }
 
 fn write_file(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -140,18 +267,45 @@ fn encode(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, Stri
         })
         .collect();
     let mut views = Vec::with_capacity(tensors.len());
+    let mut checksums = BTreeMap::new();
     for (t, (dtype, bytes)) in tensors.iter().zip(&raw) {
         let view = TensorView::new(*dtype, t.shape.clone(), bytes)
             .map_err(|e| Error::checkpoint(path, format!("cannot save tensor `{}`: {e}", t.name)))?;
         views.push((t.name.as_str(), view));
+        checksums.insert(t.name.as_str(), format!("{:08x}", crc32fast::hash(bytes)));
     }
-    let meta = (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    safetensors::serialize(views, meta).map_err(|e| Error::checkpoint(path, format!("cannot save: {e}")))
+    let mut metadata = metadata.clone();
+    metadata.insert(CHECKSUMS_KEY.to_string(), to_json(&checksums));
+    // The crate writes `__metadata__` from a HashMap, in an order that changes from run to run;
+    // it lays out the tensors, and the metadata is spliced in here in key order instead.
+    let file = safetensors::serialize(views, None).map_err(|e| Error::checkpoint(path, format!("cannot save: {e}")))?;
+    let n = u64::from_le_bytes(*file.first_chunk::<8>().expect("the crate writes the length")) as usize;
+    let header = std::str::from_utf8(&file[8..8 + n]).expect("the crate writes JSON").trim_end();
+    let rest = header.strip_prefix('{').expect("the header is a JSON object");
+    let mut spliced = format!("{{\"__metadata__\":{}", to_json(&metadata));
+    if rest != "}" {
+        spliced.push(',');
+    }
+    spliced.push_str(rest);
+    // The data starts 8-aligned, as the crate (and PyTorch) keep it.
+    while spliced.len() % 8 != 0 {
+        spliced.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + spliced.len() + file.len() - 8 - n);
+    out.extend_from_slice(&(spliced.len() as u64).to_le_bytes());
+    out.extend_from_slice(spliced.as_bytes());
+    out.extend_from_slice(&file[8 + n..]);
+    Ok(out)
+}
+
+fn to_json<K: serde::Serialize + Ord, V: serde::Serialize>(map: &BTreeMap<K, V>) -> String {
+    serde_json::to_string(map).expect("a map of strings serialises")
 }
 
 /// Reads a safetensors file fully. Every problem is an `Error::Checkpoint` naming the file.
-/// Returns tensors in file (offset) order plus the metadata (empty if none). Accepts F32, F16 and
-/// BF16 (widened to f32), I64 and I32 (widened to i64).
+/// Returns tensors in file (offset) order plus the metadata (empty if none; without
+/// [`CHECKSUMS_KEY`], which is verified here: a tensor whose data does not match its checksum is
+/// an error naming it). Accepts F32, F16 and BF16 (widened to f32), I64 and I32 (widened to i64).
 pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)> {
     let fail = |msg: String| Error::checkpoint(path, msg);
     let buf = std::fs::read(path).map_err(|e| {
@@ -187,6 +341,16 @@ pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)>
         })
     })?;
     let data = &buf[8 + n..];
+    let mut metadata: BTreeMap<String, String> = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let mut checksums = match metadata.remove(CHECKSUMS_KEY) {
+        None => None,
+        Some(json) => Some(serde_json::from_str::<BTreeMap<String, String>>(&json).map_err(|e| {
+            fail(format!(
+                "the `{CHECKSUMS_KEY}` metadata is not a JSON object of tensor name -> checksum \
+                 (corrupted header?): {e}"
+            ))
+        })?),
+    };
 
     let mut tensors = Vec::new();
     for name in meta.offset_keys() {
@@ -197,6 +361,21 @@ pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)>
         let bytes = data
             .get(start..end)
             .ok_or_else(|| fail(format!("tensor `{name}`: data offsets {start}..{end} out of bounds")))?;
+        if let Some(sums) = checksums.as_mut() {
+            let stored = sums.remove(&name).ok_or_else(|| {
+                fail(format!(
+                    "tensor `{name}` has no checksum although the file lists checksums (corrupted header?)"
+                ))
+            })?;
+            let actual = crc32fast::hash(bytes);
+            if stored.len() != 8 || u32::from_str_radix(&stored, 16).ok() != Some(actual) {
+                let stored: String = stored.chars().take(16).collect();
+                return Err(fail(format!(
+                    "tensor `{name}`: its data does not match its checksum (CRC-32 stored {stored:?}, \
+                     computed \"{actual:08x}\"): the file is corrupted"
+                )));
+            }
+        }
         let values = decode(bytes, info.dtype).ok_or_else(|| {
             fail(format!(
                 "tensor `{name}` has unsupported dtype {} (supported: F32, F16, BF16, I64, I32)",
@@ -209,7 +388,11 @@ pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)>
             data: values,
         });
     }
-    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    if let Some(extra) = checksums.and_then(|sums| sums.into_keys().next()) {
+        return Err(fail(format!(
+            "a checksum is listed for tensor `{extra}`, which the file does not hold (corrupted header?)"
+        )));
+    }
     Ok((tensors, metadata))
 }
 
@@ -469,6 +652,248 @@ mod tests {
         assert!(matches!(err, Error::Checkpoint { .. }));
         let msg = err.to_string();
         assert!(msg.contains("no-such-dir") && msg.contains("does not exist"), "{msg}");
+    }
+
+    /// The data byte range of every tensor of a file, from its header.
+    fn data_ranges(bytes: &[u8]) -> Vec<(String, std::ops::Range<usize>)> {
+        let (n, m) = SafeTensors::read_metadata(bytes).unwrap();
+        m.offset_keys()
+            .into_iter()
+            .map(|name| {
+                let (a, b) = m.info(&name).unwrap().data_offsets;
+                (name, 8 + n + a..8 + n + b)
+            })
+            .collect()
+    }
+
+    fn header_metadata(bytes: &[u8]) -> std::collections::HashMap<String, String> {
+        SafeTensors::read_metadata(bytes).unwrap().1.metadata().clone().unwrap()
+    }
+
+    #[test]
+    fn every_save_stores_a_checksum_per_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, bytes) = saved(dir.path());
+        let meta = header_metadata(&bytes);
+        let sums: BTreeMap<String, String> = serde_json::from_str(&meta[CHECKSUMS_KEY]).unwrap();
+        let mut names: Vec<_> = sample_tensors(1).into_iter().map(|t| t.name).collect();
+        names.sort();
+        assert_eq!(sums.keys().cloned().collect::<Vec<_>>(), names);
+        for (name, range) in data_ranges(&bytes) {
+            assert_eq!(sums[&name], format!("{:08x}", crc32fast::hash(&bytes[range])), "{name}");
+        }
+        // zlib's CRC-32 (the check value of the standard).
+        assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+        // A caller's value under the key is replaced, and load hands the key back to nobody.
+        let p = dir.path().join("mine.safetensors");
+        let mut m = meta_with(&[(CHECKSUMS_KEY, "{}")]);
+        m.insert("epoch".into(), "3".into());
+        save(&p, &sample_tensors(3), &m).unwrap();
+        let (_, back) = load(&p).unwrap();
+        assert_eq!(back, meta_with(&[("epoch", "3")]));
+    }
+
+    fn meta_with(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_flipped_data_byte_is_an_error_naming_file_and_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.safetensors");
+        let mut rng = ChaCha8Rng::seed_from_u64(77);
+        for round in 0..40 {
+            save(&p, &sample_tensors(round), &meta()).unwrap();
+            let valid = std::fs::read(&p).unwrap();
+            let ranges: Vec<_> = data_ranges(&valid).into_iter().filter(|(_, r)| !r.is_empty()).collect();
+            let (name, range) = &ranges[rng.random_range(0..ranges.len())];
+            let mut bytes = valid.clone();
+            let at = rng.random_range(range.clone());
+            bytes[at] ^= 1 << rng.random_range(0..8);
+            let msg = expect_checkpoint_err(&p, &bytes);
+            assert!(msg.contains(&format!("tensor `{name}`")) && msg.contains("checksum"), "{msg}");
+            for (other, _) in &ranges {
+                assert!(other == name || !msg.contains(&format!("`{other}`")), "{msg}");
+            }
+            // Two flips in one byte undo each other: the file reads again.
+            bytes[at] = valid[at];
+            std::fs::write(&p, &bytes).unwrap();
+            assert_eq!(load(&p).unwrap().1, meta());
+        }
+    }
+
+    /// `bytes` with its metadata replaced (None: no `__metadata__` at all).
+    fn with_metadata(bytes: &[u8], metadata: Option<std::collections::HashMap<String, String>>) -> Vec<u8> {
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        let views: Vec<_> = st.tensors();
+        safetensors::serialize(views, metadata).unwrap()
+    }
+
+    #[test]
+    fn files_without_checksums_still_load_and_bad_checksum_headers_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, bytes) = saved(dir.path());
+        let (mut want, _) = load(&dir.path().join("model.safetensors")).unwrap();
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        let p = dir.path().join("plain.safetensors");
+        let sorted = |mut v: Vec<NamedTensor>| {
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        };
+        // As PyTorch's `save_file` writes it: no metadata, or metadata without checksums.
+        std::fs::write(&p, with_metadata(&bytes, None)).unwrap();
+        assert_eq!(sorted(load(&p).unwrap().0), want);
+        let mut meta = header_metadata(&bytes);
+        meta.remove(CHECKSUMS_KEY);
+        std::fs::write(&p, with_metadata(&bytes, Some(meta.clone()))).unwrap();
+        let (t, m) = load(&p).unwrap();
+        assert_eq!((sorted(t), m), (want.clone(), super::tests::meta()));
+        // Without checksums a flipped byte goes unnoticed (what they are for).
+        let mut flipped = std::fs::read(&p).unwrap();
+        let (_, r) = data_ranges(&flipped).into_iter().find(|(n, _)| n == "fc.bias").unwrap();
+        flipped[r.start] ^= 0x40;
+        std::fs::write(&p, &flipped).unwrap();
+        assert_ne!(sorted(load(&p).unwrap().0), want);
+
+        // The committed PyTorch fixtures carry no checksums and load.
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        for f in ["resnet20_init.safetensors", "imagenet_logits.safetensors"] {
+            let (t, m) = load(&fixtures.join(f)).unwrap();
+            assert!(!t.is_empty() && !m.contains_key(CHECKSUMS_KEY), "{f}");
+        }
+
+        // A checksum map that is not JSON, lacks a tensor, or names one the file lacks.
+        let bad = |value: &str| {
+            let mut m = header_metadata(&bytes);
+            m.insert(CHECKSUMS_KEY.into(), value.into());
+            expect_checkpoint_err(&p, &with_metadata(&bytes, Some(m)))
+        };
+        let msg = bad("{\"fc.bias\":");
+        assert!(msg.contains(CHECKSUMS_KEY) && msg.contains("JSON"), "{msg}");
+        let mut sums: BTreeMap<String, String> = serde_json::from_str(&header_metadata(&bytes)[CHECKSUMS_KEY]).unwrap();
+        sums.remove("bn1.running_var");
+        let msg = bad(&serde_json::to_string(&sums).unwrap());
+        assert!(msg.contains("`bn1.running_var` has no checksum"), "{msg}");
+        sums.insert("bn1.running_var".into(), "00000000".into());
+        let msg = bad(&serde_json::to_string(&sums).unwrap());
+        assert!(msg.contains("`bn1.running_var`") && msg.contains("does not match its checksum"), "{msg}");
+        sums.remove("bn1.running_var");
+        sums.insert("ghost".into(), "00000000".into());
+        sums.insert("bn1.running_var".into(), String::new());
+        let msg = bad(&serde_json::to_string(&sums).unwrap());
+        assert!(msg.contains("`bn1.running_var`"), "{msg}");
+        let mut sums: BTreeMap<String, String> = serde_json::from_str(&header_metadata(&bytes)[CHECKSUMS_KEY]).unwrap();
+        sums.insert("ghost".into(), "00000000".into());
+        let msg = bad(&serde_json::to_string(&sums).unwrap());
+        assert!(msg.contains("`ghost`") && msg.contains("does not hold"), "{msg}");
+    }
+
+    #[test]
+    fn the_same_tensors_and_metadata_give_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta: BTreeMap<String, String> = (0..12).map(|i| (format!("key{i}"), format!("value {i}"))).collect();
+        let p = dir.path().join("a.safetensors");
+        save(&p, &sample_tensors(5), &meta).unwrap();
+        let first = std::fs::read(&p).unwrap();
+        for _ in 0..4 {
+            save(&p, &sample_tensors(5), &meta).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), first);
+        }
+        // The metadata sits in key order, before the tensors; the data starts 8-aligned.
+        let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let header = std::str::from_utf8(&first[8..8 + n]).unwrap();
+        assert!(header.starts_with("{\"__metadata__\":{\"checksums.crc32\":"), "{header}");
+        let mut names: Vec<String> = meta.keys().cloned().collect();
+        names.sort();
+        let at: Vec<usize> = names.iter().map(|k| header.find(&format!("\"{k}\"")).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{header}");
+    }
+
+    #[test]
+    fn temp_file_names() {
+        let f = "model.safetensors";
+        assert_eq!(temp_file_pid("model.safetensors.tmp-123-00ff00ff00ff00ff", f), Some(123));
+        for other in [
+            "model.safetensors",
+            "model.safetensors.tmp-123-00ff00ff00ff00f",
+            "model.safetensors.tmp-123-00FF00FF00FF00FF",
+            "model.safetensors.tmp--00ff00ff00ff00ff",
+            "model.safetensors.tmp-12a-00ff00ff00ff00ff",
+            "model.safetensors.tmp-123-00ff00ff00ff00ff.bak",
+            "other.safetensors.tmp-123-00ff00ff00ff00ff",
+            "xmodel.safetensors.tmp-123-00ff00ff00ff00ff",
+            "model.safetensors.tmp-99999999999-00ff00ff00ff00ff",
+        ] {
+            assert_eq!(temp_file_pid(other, f), None, "{other}");
+        }
+    }
+
+    /// The PID of a process that has exited (and been reaped).
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--list")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn process_states() {
+        assert_eq!(process_state(std::process::id()), ProcessState::Alive);
+        let dead = dead_pid();
+        assert_eq!(process_state(dead), ProcessState::Dead);
+        // The macOS/BSD path, checked here too: init (maybe another user's process) is alive.
+        assert_eq!(kill_probe(std::process::id()), ProcessState::Alive);
+        assert_eq!(kill_probe(1), ProcessState::Alive);
+        assert_eq!(kill_probe(dead), ProcessState::Dead);
+        assert_eq!(kill_probe(0), ProcessState::Unknown);
+        assert_eq!(kill_probe(u32::MAX), ProcessState::Unknown);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_save_removes_the_temp_files_of_dead_processes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = saved(dir.path());
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut tmp = |target: &str, pid: u32| {
+            let name = format!("{target}.tmp-{pid}-{:016x}", rng.next_u64());
+            std::fs::write(dir.path().join(&name), b"half a checkpoint").unwrap();
+            name
+        };
+        let dead = dead_pid();
+        let stale = [tmp("model.safetensors", dead), tmp("model.safetensors", dead)];
+        let live = tmp("model.safetensors", std::process::id());
+        let live_other = tmp("model.safetensors", 1);
+        let other_target = tmp("other.safetensors", dead);
+        for keep in ["model.safetensors.tmp-x", "model.safetensors.bak", "notes.txt"] {
+            std::fs::write(dir.path().join(keep), b"mine").unwrap();
+        }
+        let listing = || {
+            let mut v: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let before = listing();
+        assert_eq!(before.len(), 9);
+        save(&p, &sample_tensors(4), &meta()).unwrap();
+        let after = listing();
+        for s in &stale {
+            assert!(!after.contains(s), "{s} should be gone: {after:?}");
+        }
+        let mut want: Vec<String> = before.into_iter().filter(|n| !stale.contains(n)).collect();
+        want.sort();
+        assert_eq!(after, want);
+        assert!(after.contains(&live) && after.contains(&live_other) && after.contains(&other_target));
+        assert_eq!(load(&p).unwrap().0.len(), 5);
     }
 
     #[test]
