@@ -468,6 +468,20 @@ impl Model {
         checkpoint::save(path, &tensors, &self.metadata(extra))
     }
 
+    /// Only the state dict, as torchvision names it: weights, running statistics and
+    /// `num_batches_tracked` (int64), so that PyTorch's
+    /// `model.load_state_dict(safetensors.torch.load_file(path), strict=True)` takes it. No
+    /// optimizer state; the metadata holds `extra`, `format` and `spec` (so `load_checkpoint`
+    /// and `load_weights` still rebuild and check the architecture; `load_checkpoint` gives step
+    /// 0 and the default optimizer) and the checksums, but no version or step, so the same
+    /// weights always give the same bytes. Written atomically, like `save_checkpoint`.
+    pub fn export_weights(&self, path: &Path, extra: BTreeMap<String, String>) -> Result<()> {
+        let mut meta = extra;
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("spec".into(), self.net.spec.to_json());
+        checkpoint::save(path, &self.state_dict()?, &meta)
+    }
+
     /// Rebuilds the model from the spec stored in a checkpoint and restores everything in it.
     pub fn load_checkpoint(path: &Path, device: Device) -> Result<(Model, BTreeMap<String, String>)> {
         let (tensors, meta) = checkpoint::load(path)?;
