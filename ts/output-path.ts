@@ -5,7 +5,7 @@
  * @module
  */
 
-import { closeSync, mkdirSync, openSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 
 function reason(e: unknown): string {
@@ -21,9 +21,27 @@ function reason(e: unknown): string {
       return 'a file is in the way of a folder on that path';
     case 'ENOSPC':
       return 'no space left on the device';
+    case 'ENOENT':
+      return 'the file system refuses to create it';
     default:
       return err.message ?? String(e);
   }
+}
+
+/**
+ * `mkdir -p`, one level at a time from the deepest existing folder. Node's own recursive mkdir
+ * loops forever where the kernel answers ENOENT for a parent that exists (under /proc, say).
+ */
+function makeFolders(dir: string): void {
+  const missing: string[] = [];
+  let at = dir;
+  while (!existsSync(at)) {
+    missing.push(at);
+    const up = dirname(at);
+    if (up === at) break;
+    at = up;
+  }
+  for (const folder of missing.reverse()) mkdirSync(folder);
 }
 
 /** Why `dir` cannot hold new files (after creating it if missing), or undefined when it can. */
@@ -33,7 +51,7 @@ function folderProblem(dir: string): string | undefined {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return reason(e);
     try {
-      mkdirSync(dir, { recursive: true });
+      makeFolders(dir);
     } catch (made) {
       return `it cannot be created: ${reason(made)}`;
     }
