@@ -12,6 +12,7 @@ use resnet_core::data::{
     Split, TrainTransform,
 };
 
+use crate::convert::{self, count};
 use crate::errors::{guard, guard_core, invalid, js_error};
 
 fn parse_split(split: &str) -> Result<Split> {
@@ -68,24 +69,38 @@ impl NativeDataset {
     pub fn from_arrays(
         images: Uint8Array,
         labels: Uint8Array,
-        channels: u32,
-        height: u32,
-        width: u32,
-        num_classes: u32,
+        channels: f64,
+        height: f64,
+        width: f64,
+        num_classes: f64,
         class_names: Option<Vec<String>>,
     ) -> Result<Self> {
-        guard_core("Dataset.fromArrays", || {
+        let what = "Dataset.fromArrays";
+        let (channels, height, width, num_classes) = (
+            count(what, "channels", channels)?,
+            count(what, "height", height)?,
+            count(what, "width", width)?,
+            count(what, "numClasses", num_classes)?,
+        );
+        guard_core(what, || {
             Dataset::new(
                 images.to_vec(),
                 labels.to_vec(),
-                channels as usize,
-                height as usize,
-                width as usize,
-                num_classes as usize,
+                channels,
+                height,
+                width,
+                num_classes,
                 class_names.unwrap_or_default(),
             )
         })
         .map(NativeDataset::wrap)
+    }
+
+    /// The files the samples were read from (Fashion-MNIST: the images and labels files actually
+    /// read; CIFAR-10: the batches); empty for a dataset built from arrays.
+    #[napi(getter)]
+    pub fn files(&self) -> Vec<String> {
+        self.inner.files.iter().map(|p| p.to_string_lossy().into_owned()).collect()
     }
 
     #[napi(getter)]
@@ -144,14 +159,9 @@ impl NativeDataset {
 
     /// A new dataset of the given samples, in that order.
     #[napi]
-    pub fn subset(&self, indices: Vec<u32>) -> Result<NativeDataset> {
+    pub fn subset(&self, indices: Vec<f64>) -> Result<NativeDataset> {
         let n = self.inner.n;
-        if let Some((at, &i)) = indices.iter().enumerate().find(|(_, &i)| i as usize >= n) {
-            return Err(invalid(format!(
-                "Dataset.subset: index {i} at position {at} is out of range (the dataset has {n} samples)"
-            )));
-        }
-        let indices: Vec<usize> = indices.into_iter().map(|i| i as usize).collect();
+        let indices = convert::indices("Dataset.subset", &indices, n, &format!("the dataset has {n} samples"))?;
         guard("Dataset.subset", || {
             Ok(NativeDataset::wrap(self.inner.subset(&indices)))
         })
@@ -159,9 +169,10 @@ impl NativeDataset {
 
     /// The first `k` samples and the rest (k is clamped to the length).
     #[napi(ts_return_type = "[NativeDataset, NativeDataset]")]
-    pub fn split_at(&self, k: u32) -> Result<Vec<NativeDataset>> {
+    pub fn split_at(&self, k: f64) -> Result<Vec<NativeDataset>> {
+        let k = count("Dataset.splitAt", "k", k)?;
         guard("Dataset.splitAt", || {
-            let (a, b) = self.inner.split_at(k as usize);
+            let (a, b) = self.inner.split_at(k);
             Ok(vec![NativeDataset::wrap(a), NativeDataset::wrap(b)])
         })
     }
@@ -509,14 +520,9 @@ impl NativeImageFolder {
 
     /// The given samples, in that order (sharing the skipped-file record).
     #[napi]
-    pub fn subset(&self, indices: Vec<u32>) -> Result<NativeImageFolder> {
+    pub fn subset(&self, indices: Vec<f64>) -> Result<NativeImageFolder> {
         let n = self.inner.len();
-        if let Some((at, &i)) = indices.iter().enumerate().find(|(_, &i)| i as usize >= n) {
-            return Err(invalid(format!(
-                "ImageFolder.subset: index {i} at position {at} is out of range (the folder has {n} images)"
-            )));
-        }
-        let indices: Vec<usize> = indices.into_iter().map(|i| i as usize).collect();
+        let indices = convert::indices("ImageFolder.subset", &indices, n, &format!("the folder has {n} images"))?;
         guard("ImageFolder.subset", || {
             Ok(NativeImageFolder {
                 inner: Arc::new(self.inner.subset(&indices)),

@@ -12,7 +12,7 @@ use resnet_core::nn::ResNetSpec;
 use resnet_core::optim::SgdConfig;
 use resnet_core::Device;
 
-use crate::convert::{parse_device, shape4};
+use crate::convert::{count, parse_device, shape4};
 use crate::errors::{guard, guard_core, invalid, js_error};
 use crate::tensor::NativeTensor;
 
@@ -150,9 +150,10 @@ impl NativeModel {
 
     /// Per-layer rows (name, kind, outputShape, params, macs) for an h x w input, as JSON.
     #[napi]
-    pub fn summary(&self, height: u32, width: u32) -> Result<String> {
+    pub fn summary(&self, height: f64, width: f64) -> Result<String> {
         guard("summary", || {
-            let rows = with_model(&self.inner, |m| m.summary(height as usize, width as usize))?;
+            let (height, width) = (count("summary", "height", height)?, count("summary", "width", width)?);
+            let rows = with_model(&self.inner, |m| m.summary(height, width))?;
             serde_json::to_string(&rows).map_err(|e| Error::from_reason(format!("summary: {e}")))
         })
     }
@@ -171,7 +172,7 @@ impl NativeModel {
     pub fn train_step(
         &self,
         images: Float32Array,
-        shape: Vec<u32>,
+        shape: Vec<f64>,
         labels: Int32Array,
     ) -> Result<AsyncTask<TrainStepTask>> {
         Ok(AsyncTask::new(TrainStepTask {
@@ -184,7 +185,7 @@ impl NativeModel {
 
     /// Logits [N, numClasses] (eval mode) on a worker thread.
     #[napi(ts_return_type = "Promise<Float32Array>")]
-    pub fn predict(&self, images: Float32Array, shape: Vec<u32>) -> Result<AsyncTask<PredictTask>> {
+    pub fn predict(&self, images: Float32Array, shape: Vec<f64>) -> Result<AsyncTask<PredictTask>> {
         Ok(AsyncTask::new(PredictTask {
             model: self.inner.clone(),
             images: images.to_vec(),
@@ -197,7 +198,7 @@ impl NativeModel {
     pub fn evaluate_batch(
         &self,
         images: Float32Array,
-        shape: Vec<u32>,
+        shape: Vec<f64>,
         labels: Int32Array,
     ) -> Result<AsyncTask<EvaluateTask>> {
         Ok(AsyncTask::new(EvaluateTask {
@@ -216,7 +217,7 @@ impl NativeModel {
     pub fn layer_responses(
         &self,
         images: Float32Array,
-        shape: Vec<u32>,
+        shape: Vec<f64>,
         training: bool,
     ) -> Result<AsyncTask<LayerResponsesTask>> {
         Ok(AsyncTask::new(LayerResponsesTask {
@@ -235,7 +236,7 @@ impl NativeModel {
         &self,
         images: Float32Array,
         labels: Int32Array,
-        shape: Vec<u32>,
+        shape: Vec<f64>,
     ) -> Result<AsyncTask<GradientNormsTask>> {
         Ok(AsyncTask::new(GradientNormsTask {
             model: self.inner.clone(),
@@ -371,12 +372,17 @@ impl Task for TrainStepTask {
 
     fn compute(&mut self) -> Result<TrainStats> {
         guard("trainStep", || {
-            let s = with_model(&self.model, |m| m.train_step(&self.images, self.shape, &self.labels))?;
+            // The rate as configured (f64), not the f32 the update used widened (0.10000000149...).
+            let (s, lr) = with_model(&self.model, |m| {
+                let s = m.train_step(&self.images, self.shape, &self.labels)?;
+                let lr = m.optimizer_config().reported_lr(s.step.saturating_sub(1));
+                Ok((s, lr))
+            })?;
             Ok(TrainStats {
                 loss: s.loss as f64,
                 correct: s.correct as u32,
                 batch: s.batch as u32,
-                lr: s.lr as f64,
+                lr,
                 step: s.step as i64,
             })
         })

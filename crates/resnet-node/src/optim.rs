@@ -35,9 +35,9 @@ impl NativeSgd {
         self.inner.zero_grad();
     }
 
-    /// The learning rate the next step will use.
+    /// The learning rate the next step will use, as configured (f64; see `SgdConfig::reported_lr`).
     #[napi(getter)]
     pub fn lr(&self) -> f64 {
-        self.inner.lr() as f64
+        self.inner.config.reported_lr(self.inner.step_count())
     }
 }

@@ -6,7 +6,7 @@ use napi_derive::napi;
 use resnet_core::backend::Activation;
 use resnet_core::{ops, Device, Tensor};
 
-use crate::convert::{shape_u32, shape_usize};
+use crate::convert::{count, shape_dims, shape_u32};
 use crate::errors::{guard_core, invalid};
 
 #[napi]
@@ -28,8 +28,8 @@ fn op(name: &str, f: impl FnOnce() -> resnet_core::Result<Tensor>) -> Result<Nat
 impl NativeTensor {
     /// A tensor from host data (copied); `requiresGrad` makes it a trainable leaf.
     #[napi(factory)]
-    pub fn from_array(data: Float32Array, shape: Vec<u32>, requires_grad: Option<bool>) -> Result<Self> {
-        let shape = shape_usize(&shape);
+    pub fn from_array(data: Float32Array, shape: Vec<f64>, requires_grad: Option<bool>) -> Result<Self> {
+        let shape = shape_dims("Tensor.fromArray", &shape)?;
         op("Tensor.fromArray", || {
             if requires_grad.unwrap_or(false) {
                 Tensor::parameter(&data, &shape, Device::Cpu)
@@ -83,17 +83,12 @@ impl NativeTensor {
         x: &NativeTensor,
         weight: &NativeTensor,
         bias: Option<&NativeTensor>,
-        stride: u32,
-        padding: u32,
+        stride: f64,
+        padding: f64,
     ) -> Result<NativeTensor> {
+        let (stride, padding) = (count("conv2d", "stride", stride)?, count("conv2d", "padding", padding)?);
         op("conv2d", || {
-            ops::conv2d(
-                &x.inner,
-                &weight.inner,
-                bias.map(|b| &b.inner),
-                stride as usize,
-                padding as usize,
-            )
+            ops::conv2d(&x.inner, &weight.inner, bias.map(|b| &b.inner), stride, padding)
         })
     }
 
@@ -129,10 +124,14 @@ impl NativeTensor {
     }
 
     #[napi(js_name = "maxPool2d")]
-    pub fn max_pool2d(x: &NativeTensor, kernel: u32, stride: u32, padding: u32) -> Result<NativeTensor> {
-        op("maxPool2d", || {
-            ops::max_pool2d(&x.inner, kernel as usize, stride as usize, padding as usize)
-        })
+    pub fn max_pool2d(x: &NativeTensor, kernel: f64, stride: f64, padding: f64) -> Result<NativeTensor> {
+        let what = "maxPool2d";
+        let (kernel, stride, padding) = (
+            count(what, "kernel", kernel)?,
+            count(what, "stride", stride)?,
+            count(what, "padding", padding)?,
+        );
+        op(what, || ops::max_pool2d(&x.inner, kernel, stride, padding))
     }
 
     #[napi]
@@ -153,8 +152,8 @@ impl NativeTensor {
     }
 
     #[napi]
-    pub fn reshape(x: &NativeTensor, shape: Vec<u32>) -> Result<NativeTensor> {
-        let shape = shape_usize(&shape);
+    pub fn reshape(x: &NativeTensor, shape: Vec<f64>) -> Result<NativeTensor> {
+        let shape = shape_dims("reshape", &shape)?;
         op("reshape", || ops::reshape(&x.inner, &shape))
     }
 

@@ -73,9 +73,47 @@ fn auto_device() -> Device {
             d
         }
         Err(e) => {
-            SAID.call_once(|| eprintln!("resnet-wgpu: device 'auto' uses the CPU ({e})"));
+            SAID.call_once(|| eprintln!("resnet-wgpu: device 'auto' uses the CPU: {}", auto_cpu_reason(&e)));
             Device::Cpu
         }
+    }
+}
+
+/// Why 'auto' took the CPU, in one calm clause: the user chose 'auto', so this is information,
+/// not an error (no "device error:", no advice to use 'auto').
+fn auto_cpu_reason(e: &Error) -> String {
+    #[cfg(feature = "gpu")]
+    {
+        let env = self::wgpu::ADAPTER_ENV;
+        if let Ok(wanted) = std::env::var(env) {
+            let detail = match e {
+                Error::Device(m) => m.clone(),
+                other => other.to_string(),
+            };
+            return format!("the adapter named by {env}={wanted} is not usable ({detail})");
+        }
+        let adapters = self::wgpu::report().adapters;
+        let hardware = |t: &str| matches!(t, "DiscreteGpu" | "IntegratedGpu" | "VirtualGpu");
+        if adapters.is_empty() {
+            return "no GPU found (no Vulkan, Metal or DX12 adapter)".into();
+        }
+        if !adapters.iter().any(|a| hardware(&a.device_type)) {
+            let names = adapters.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ");
+            return format!(
+                "no hardware GPU found (only the software adapter {names}, which is used only when \
+                 named: {env}=llvmpipe)"
+            );
+        }
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = e;
+        return "this build has no GPU support (built without the `gpu` feature)".into();
+    }
+    #[allow(unreachable_code)]
+    match e {
+        Error::Device(m) => format!("the GPU could not be opened ({m})"),
+        other => format!("the GPU could not be opened ({other})"),
     }
 }
 

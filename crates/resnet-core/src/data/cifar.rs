@@ -76,7 +76,9 @@ pub fn read_cifar10(dir: &Path, split: Split) -> Result<Dataset> {
         images.extend_from_slice(&i);
         labels.extend_from_slice(&l);
     }
-    Dataset::new(images, labels, 3, 32, 32, 10, class_names(&root))
+    let mut dataset = Dataset::new(images, labels, 3, 32, 32, 10, class_names(&root))?;
+    dataset.files = files.iter().map(|f| root.join(f)).collect();
+    Ok(dataset)
 }
 
 fn not_found(dir: &Path, files: &[&str]) -> Error {

@@ -152,16 +152,55 @@ pub(crate) fn io_message(action: &str, e: &std::io::Error) -> String {
     }
 }
 
-/// `<dir>/<stem>.gz` if present (preferred), else `<dir>/<stem>`, else None.
-fn find_variant(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [format!("{stem}.gz"), stem.to_string()]
-        .into_iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
+/// Which of `<dir>/<stem>.gz` and `<dir>/<stem>` to read, and a warning when both exist.
+///
+/// With only one present, that one. With both, the more recently modified (the one a user just
+/// wrote or decompressed); on equal times (`gunzip -k` keeps the time) the `.gz`. Reading one of
+/// two silently would hide which data trains, so the choice is said once per file on stderr, and
+/// the dataset lists the files it read (`Dataset::files`).
+pub fn choose_variant(dir: &Path, stem: &str) -> (Option<PathBuf>, Option<String>) {
+    let gz = dir.join(format!("{stem}.gz"));
+    let raw = dir.join(stem);
+    match (gz.is_file(), raw.is_file()) {
+        (false, false) => (None, None),
+        (true, false) => (Some(gz), None),
+        (false, true) => (Some(raw), None),
+        (true, true) => {
+            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let raw_newer = matches!((modified(&raw), modified(&gz)), (Some(r), Some(g)) if r > g);
+            let (chosen, other, why) = if raw_newer {
+                (raw, gz, "the more recently modified")
+            } else {
+                (gz, raw, "not older than the other")
+            };
+            let note = format!(
+                "resnet-wgpu: {} and {} both exist; reading {} ({why}; remove the other to silence this)",
+                chosen.display(),
+                other.file_name().unwrap_or_default().to_string_lossy(),
+                chosen.file_name().unwrap_or_default().to_string_lossy(),
+            );
+            (Some(chosen), Some(note))
+        }
+    }
 }
 
-/// Reads one Fashion-MNIST split from `dir` (`train-*` or `t10k-*` IDX files, gzip preferred
-/// when both forms exist). Dimensions come from the files (28x28 for the real data), c = 1.
+/// [`choose_variant`], printing its warning once per chosen file per process.
+fn find_variant(dir: &Path, stem: &str) -> Option<PathBuf> {
+    static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let (path, note) = choose_variant(dir, stem);
+    if let (Some(p), Some(note)) = (&path, note) {
+        let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        if !warned.contains(p) {
+            warned.push(p.clone());
+            eprintln!("{note}");
+        }
+    }
+    path
+}
+
+/// Reads one Fashion-MNIST split from `dir` (`train-*` or `t10k-*` IDX files, gzip'd or raw;
+/// where both forms of a file exist, see [`choose_variant`]). Dimensions come from the files
+/// (28x28 for the real data), c = 1. `Dataset::files` names the two files read.
 pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<Dataset> {
     let prefix = match split {
         Split::Train => "train",
@@ -206,7 +245,7 @@ pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<Dataset> {
         ));
     }
     check_labels(&labels, &labels_path, 10)?;
-    Dataset::new(
+    let mut dataset = Dataset::new(
         images,
         labels,
         1,
@@ -214,7 +253,9 @@ pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<Dataset> {
         w,
         10,
         FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
-    )
+    )?;
+    dataset.files = vec![images_path, labels_path];
+    Ok(dataset)
 }
 
 /// Label range check that names the file (Dataset::new would only give an index).
@@ -371,8 +412,39 @@ mod tests {
         let test = read_fashion_mnist(dir.path(), Split::Test).unwrap();
         assert_eq!((test.images, test.labels), (tp, tl));
 
-        // .gz preferred over raw when both exist.
+        assert_eq!(
+            train.files,
+            vec![
+                dir.path().join("train-images-idx3-ubyte.gz"),
+                dir.path().join("train-labels-idx1-ubyte.gz")
+            ]
+        );
+
+        // Both forms: the newer one is read, and the files say which. Same time: the .gz.
         write_split(dir.path(), "train", 3, false, 30);
+        let (gz_img, raw_img) = (
+            dir.path().join("train-images-idx3-ubyte.gz"),
+            dir.path().join("train-images-idx3-ubyte"),
+        );
+        let set_time = |p: &Path, secs: u64| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            std::fs::File::options().write(true).open(p).unwrap().set_modified(t).unwrap();
+        };
+        for stem in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"] {
+            set_time(&dir.path().join(format!("{stem}.gz")), 1_000_000);
+            set_time(&dir.path().join(stem), 2_000_000);
+        }
+        let newer_raw = read_fashion_mnist(dir.path(), Split::Train).unwrap();
+        assert_eq!(newer_raw.n, 3);
+        assert_eq!(newer_raw.files[0], raw_img);
+        let (chosen, note) = choose_variant(dir.path(), "train-images-idx3-ubyte");
+        assert_eq!(chosen.as_ref(), Some(&raw_img));
+        let note = note.unwrap();
+        assert!(note.contains("both exist") && note.contains("reading train-images-idx3-ubyte ("), "{note}");
+        for stem in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"] {
+            set_time(&dir.path().join(stem), 1_000_000);
+        }
+        assert_eq!(choose_variant(dir.path(), "train-images-idx3-ubyte").0, Some(gz_img));
         assert_eq!(read_fashion_mnist(dir.path(), Split::Train).unwrap().n, 12);
 
         // Labels count disagreeing with images count.

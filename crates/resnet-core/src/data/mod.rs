@@ -12,6 +12,7 @@ pub mod idx;
 pub mod loader;
 
 use std::fmt;
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 
@@ -37,6 +38,9 @@ pub struct Dataset {
     pub w: usize,
     pub num_classes: usize,
     pub class_names: Vec<String>,
+    /// The files the samples were read from (images, then labels, for IDX data); empty for data
+    /// built in memory. Subsets and splits keep their parent's.
+    pub files: Vec<PathBuf>,
 }
 
 // Hand-written so that `{:?}` on a 47 MB dataset prints a summary, not every pixel.
@@ -101,6 +105,7 @@ impl Dataset {
             w,
             num_classes,
             class_names,
+            files: Vec::new(),
         })
     }
 
@@ -213,6 +218,7 @@ impl Dataset {
             w: self.w,
             num_classes: self.num_classes,
             class_names: self.class_names.clone(),
+            files: self.files.clone(),
         }
     }
 
@@ -230,6 +236,7 @@ impl Dataset {
             w: self.w,
             num_classes: self.num_classes,
             class_names: self.class_names.clone(),
+            files: self.files.clone(),
         };
         (
             part(&self.images[..cut], &self.labels[..k]),

@@ -104,6 +104,36 @@ pub struct ResNetSpec {
     pub batch_norm: bool,
 }
 
+/// Every field's type and allowed values, named in the message (see [`crate::json_check`]).
+fn check_fields(v: &serde_json::Value) -> crate::json_check::Check {
+    use crate::json_check::{describe, Fields};
+    let f = Fields::of(v, "", "the spec")?;
+    f.one_of("stem", &["cifar", "imagenet"], true)?;
+    f.count("stemWidth", true)?;
+    if let Some(stages) = f.value("stages", true)? {
+        let list = stages
+            .as_array()
+            .ok_or_else(|| format!("`stages` must be an array of stages, got {}", describe(stages)))?;
+        for (i, stage) in list.iter().enumerate() {
+            let prefix = format!("stages[{i}].");
+            let s = Fields::of(stage, &prefix, &format!("`stages[{i}]`"))?;
+            s.one_of("block", &["basic", "bottleneck"], true)?;
+            for key in ["count", "width", "stride"] {
+                s.count(key, true)?;
+            }
+        }
+    }
+    f.one_of("shortcut", &["A", "B", "C"], true)?;
+    f.boolean("plain", false)?;
+    f.count("inChannels", true)?;
+    f.count("numClasses", true)?;
+    f.one_of("bottleneckStride", &["1x1", "3x3"], false)?;
+    f.one_of("activation", &["relu", "tanh", "sigmoid"], false)?;
+    f.boolean("preActivation", false)?;
+    f.boolean("batchNorm", false)?;
+    Ok(())
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -121,9 +151,15 @@ fn default_bottleneck_stride() -> BottleneckStride {
 }
 
 impl ResNetSpec {
+    /// Parses and validates a spec. A bad field is reported by name with the allowed values
+    /// ("invalid ResNet spec: `shortcut` must be one of 'A', 'B', 'C', got 'D'"), never by serde's
+    /// line and column.
     pub fn from_json(json: &str) -> Result<Self> {
-        let spec: ResNetSpec =
-            serde_json::from_str(json).map_err(|e| Error::invalid(format!("invalid ResNet spec: {e}")))?;
+        let bad = |m: String| Error::invalid(format!("invalid ResNet spec: {m}"));
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+        check_fields(&value).map_err(bad)?;
+        let spec: ResNetSpec = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -257,5 +293,36 @@ impl ResNetSpec {
             pre_activation: false,
             batch_norm: true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(json: &str) -> String {
+        ResNetSpec::from_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_fields_are_named_with_their_allowed_values() {
+        let good = ResNetSpec::cifar(20, ShortcutOption::A, false, 1, 10).unwrap().to_json();
+        assert!(ResNetSpec::from_json(&good).is_ok());
+        let m = message(&good.replace(r#""shortcut":"A""#, r#""shortcut":"D""#));
+        assert_eq!(m, "invalid ResNet spec: `shortcut` must be one of 'A', 'B', 'C', got 'D'");
+        let m = message(&good.replace(r#""activation":"relu""#, r#""activation":"gelu""#));
+        assert_eq!(m, "invalid ResNet spec: `activation` must be one of 'relu', 'tanh', 'sigmoid', got 'gelu'");
+        let m = message(&good.replace(r#""block":"basic""#, r#""block":"wide""#));
+        assert!(m.contains("`stages[0].block` must be one of 'basic', 'bottleneck', got 'wide'"), "{m}");
+        let m = message(&good.replace(r#""inChannels":1"#, r#""inChannels":1.5"#));
+        assert!(m.contains("`inChannels` must be a non-negative integer, got 1.5"), "{m}");
+        let m = message(&good.replace(r#""plain":false"#, r#""plain":null"#));
+        assert!(m.contains("`plain` must be true or false, got null"), "{m}");
+        // (Malformed JSON keeps serde's position: there it is the useful part.)
+        assert!(message("{").starts_with("invalid ResNet spec: not valid JSON"));
+        for m in [m, message(&good.replace(r#""plain":false"#, r#""plane":false"#))] {
+            assert!(!m.contains("column"), "{m}");
+        }
+        assert!(message(&good.replace(r#""plain":false"#, r#""plane":false"#)).contains("unknown field `plane`"));
     }
 }

@@ -32,6 +32,43 @@ impl Schedule {
     }
 }
 
+/// An f32 setting as the decimal number it was written as: the shortest decimal that reads back
+/// to the same f32 (0.1f32 is 0.100000001490116..., and this gives 0.1). Settings cross from
+/// JavaScript as f64 and are stored as f32; every decimal of up to 6 significant digits survives
+/// the trip exactly.
+pub(crate) fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
+/// `x` rounded to 12 significant digits: it removes the last-place noise of f64 arithmetic on
+/// decimal settings (0.1 * 0.1 = 0.010000000000000002) and keeps far more precision than the f32
+/// rate an update applies (about 7 digits).
+pub(crate) fn round12(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    format!("{x:.11e}").parse().unwrap_or(x)
+}
+
+impl Schedule {
+    /// [`Schedule::lr`] computed in f64 from the settings as written (see [`decimal`]): the rate
+    /// as the configuration means it, for reports. The update itself uses [`Schedule::lr`].
+    pub fn lr_f64(&self, base: f64, step: u64) -> f64 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Multistep { milestones, gamma } => {
+                let passed = milestones.iter().filter(|&&m| m <= step).count() as i32;
+                base * decimal(*gamma).powi(passed)
+            }
+            Schedule::Cosine { total_steps, min_lr } => {
+                let t = (step.min(*total_steps) as f64) / (*total_steps).max(1) as f64;
+                let min = decimal(*min_lr);
+                min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +83,24 @@ mod tests {
         assert_eq!(s.lr(0.1, 31999), 0.1);
         assert!((s.lr(0.1, 32000) - 0.01).abs() < 1e-9);
         assert!((s.lr(0.1, 48000) - 0.001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reported_rates_are_the_decimals_meant() {
+        assert_eq!(decimal(0.1), 0.1);
+        assert_eq!(decimal(1e-4), 1e-4);
+        let s = Schedule::Multistep {
+            milestones: vec![10, 20],
+            gamma: 0.1,
+        };
+        assert_eq!(round12(s.lr_f64(0.1, 9)), 0.1);
+        assert_eq!(round12(s.lr_f64(0.1, 10)), 0.01);
+        assert_eq!(round12(s.lr_f64(0.1, 20)), 0.001);
+        let c = Schedule::Cosine {
+            total_steps: 100,
+            min_lr: 0.0,
+        };
+        assert_eq!(round12(c.lr_f64(0.1, 50)), 0.05);
     }
 
     #[test]

@@ -34,9 +34,14 @@ impl Default for SgdConfig {
 }
 
 impl SgdConfig {
+    /// Parses and validates a config; a bad field is named with what it allows ("invalid
+    /// optimizer config: `lr` must be a finite number, got null ..."), never by serde's column.
     pub fn from_json(json: &str) -> Result<Self> {
-        let cfg: SgdConfig =
-            serde_json::from_str(json).map_err(|e| Error::invalid(format!("invalid optimizer config: {e}")))?;
+        let bad = |m: String| Error::invalid(format!("invalid optimizer config: {m}"));
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+        check_fields(&value).map_err(bad)?;
+        let cfg: SgdConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -44,7 +49,7 @@ impl SgdConfig {
     pub fn validate(&self) -> Result<()> {
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             return Err(Error::invalid(format!(
-                "learning rate must be a finite number >= 0, got {}",
+                "lr (learning rate) must be a finite number >= 0, got {}",
                 self.lr
             )));
         }
@@ -56,14 +61,42 @@ impl SgdConfig {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(Error::invalid(format!(
-                "weight decay must be >= 0, got {}",
+                "weightDecay must be a finite number >= 0, got {}",
                 self.weight_decay
             )));
         }
         if self.nesterov && self.momentum == 0.0 {
-            return Err(Error::invalid("Nesterov momentum needs momentum > 0"));
+            return Err(Error::invalid("nesterov: Nesterov momentum needs momentum > 0"));
+        }
+        match &self.schedule {
+            Schedule::Multistep { gamma, .. } if !(gamma.is_finite() && *gamma > 0.0) => {
+                return Err(Error::invalid(format!(
+                    "schedule.gamma must be a finite number > 0, got {gamma}"
+                )));
+            }
+            Schedule::Cosine { min_lr, .. } if !(min_lr.is_finite() && *min_lr >= 0.0) => {
+                return Err(Error::invalid(format!(
+                    "schedule.minLr must be a finite number >= 0, got {min_lr}"
+                )));
+            }
+            _ => {}
         }
         Ok(())
+    }
+
+    /// The rate of step `step` as the configuration means it, for reports (`TrainStats.lr` in
+    /// JavaScript): the schedule and warm-up evaluated in f64 on the settings as written (0.1,
+    /// not the f32 0.100000001490116...), rounded to 12 significant digits so that 0.1 / 10 reads
+    /// 0.01. The update itself applies [`SgdConfig::lr_at`], the nearest f32 arithmetic to it.
+    pub fn reported_lr(&self, step: u64) -> f64 {
+        use super::schedule::{decimal, round12};
+        let lr = self.schedule.lr_f64(decimal(self.lr), step);
+        let lr = if step < self.warmup_steps {
+            lr * (step + 1) as f64 / self.warmup_steps as f64
+        } else {
+            lr
+        };
+        round12(lr)
     }
 
     pub fn lr_at(&self, step: u64) -> f32 {
@@ -74,6 +107,33 @@ impl SgdConfig {
             lr
         }
     }
+}
+
+/// Every field's type, named in the message (see [`crate::json_check`]).
+fn check_fields(v: &serde_json::Value) -> crate::json_check::Check {
+    use crate::json_check::Fields;
+    let f = Fields::of(v, "", "the optimizer config")?;
+    f.number("lr", false)?;
+    f.number("momentum", false)?;
+    f.number("weightDecay", false)?;
+    f.boolean("nesterov", false)?;
+    f.count("warmupSteps", false)?;
+    if let Some(schedule) = f.value("schedule", false)? {
+        let s = Fields::of(schedule, "schedule.", "`schedule`")?;
+        s.one_of("kind", &["constant", "multistep", "cosine"], true)?;
+        match schedule.get("kind").and_then(|k| k.as_str()) {
+            Some("multistep") => {
+                s.counts("milestones", true)?;
+                s.number("gamma", true)?;
+            }
+            Some("cosine") => {
+                s.count("totalSteps", true)?;
+                s.number("minLr", true)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub struct Sgd {
@@ -113,14 +173,36 @@ impl Sgd {
     /// Applies one update to every parameter that has a gradient, then advances the schedule.
     pub fn step(&mut self) -> Result<()> {
         let lr = self.lr();
-        for (p, buf) in self.params.iter().zip(self.momentum.iter_mut()) {
+        // Every missing momentum buffer first: when memory runs out here no parameter has moved
+        // (and the buffers made so far are dropped again).
+        let mut fresh = vec![false; self.params.len()];
+        let mut failed = None;
+        for (i, (p, buf)) in self.params.iter().zip(self.momentum.iter_mut()).enumerate() {
+            if buf.is_none() && p.grad_storage().is_some() {
+                match p.device().backend().zeros(p.numel()) {
+                    Ok(b) => {
+                        *buf = Some(b);
+                        fresh[i] = true;
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            for (buf, made) in self.momentum.iter_mut().zip(&fresh) {
+                if *made {
+                    *buf = None;
+                }
+            }
+            return Err(e);
+        }
+        for ((p, buf), &first_step) in self.params.iter().zip(self.momentum.iter_mut()).zip(&fresh) {
             let Some(grad) = p.grad_storage() else { continue };
             let be = grad.device().backend();
-            let first_step = buf.is_none();
-            let b = match buf {
-                Some(b) => b,
-                None => buf.insert(be.zeros(p.numel())?),
-            };
+            let Some(b) = buf else { continue };
             let s = SgdStep {
                 lr,
                 momentum: self.config.momentum,
@@ -166,5 +248,41 @@ impl Sgd {
         self.step = step;
         self.momentum = buffers;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_fields_are_named() {
+        let m = SgdConfig::from_json(r#"{"lr":null}"#).unwrap_err().to_string();
+        assert!(m.starts_with("invalid optimizer config: `lr` must be a finite number, got null"), "{m}");
+        assert!(!m.contains("column"), "{m}");
+        let m = SgdConfig::from_json(r#"{"schedule":{"kind":"step"}}"#).unwrap_err().to_string();
+        assert!(m.contains("`schedule.kind` must be one of 'constant', 'multistep', 'cosine', got 'step'"), "{m}");
+        let m = SgdConfig::from_json(r#"{"schedule":{"kind":"multistep","milestones":[1.5],"gamma":0.1}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("`schedule.milestones[0]` must be a non-negative integer, got 1.5"), "{m}");
+        let m = SgdConfig::from_json(r#"{"warmupSteps":-1}"#).unwrap_err().to_string();
+        assert!(m.contains("`warmupSteps` must be a non-negative integer, got -1"), "{m}");
+    }
+
+    #[test]
+    fn reported_lr_is_the_rate_meant() {
+        let mut cfg = SgdConfig::default();
+        assert_eq!(cfg.lr_at(0) as f64, 0.10000000149011612);
+        assert_eq!(cfg.reported_lr(0), 0.1);
+        cfg.schedule = Schedule::Multistep {
+            milestones: vec![5, 8],
+            gamma: 0.1,
+        };
+        assert_eq!(cfg.reported_lr(4), 0.1);
+        assert_eq!(cfg.reported_lr(5), 0.01);
+        assert_eq!(cfg.reported_lr(8), 0.001);
+        cfg.warmup_steps = 4;
+        assert_eq!(cfg.reported_lr(0), 0.025);
     }
 }
