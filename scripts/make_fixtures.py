@@ -3,6 +3,7 @@
 
     /opt/torch/bin/python scripts/make_fixtures.py          # any Python with torch + torchvision
     /opt/torch/bin/python scripts/make_fixtures.py preact   # only the pre-activation files
+    /opt/torch/bin/python scripts/make_fixtures.py weights  # only weights_only.safetensors (needs npm run build)
 
 Everything is seeded, so a re-run writes the same values (up to the PyTorch version). Files:
 
@@ -28,6 +29,18 @@ Everything is seeded, so a re-run writes the same values (up to the PyTorch vers
   (eval mode, before the step), then one SGD step (lr 0.1, momentum 0.9, weight decay 1e-4) in
   training mode: `loss`, `logits`, `grad.<param>`, `after.<param or buffer>`.
   Written only by `make_fixtures.py preact` (or with no argument, which rewrites every file).
+
+- weights_only.safetensors: `Model.exportWeights` read by PyTorch. For a torchvision ResNet-18 and
+  the CIFAR ResNet-20 above (option A), node (the built package, `./dist/index.js`; run `npm run
+  build` first) creates the model with a fixed seed, loads `hash_init` weights into it and
+  exports them weights-only; PyTorch then loads that file with `safetensors.torch.load_file` and
+  `load_state_dict(..., strict=True)` (names, shapes and dtypes checked too) and runs it in eval
+  mode. Stored: `<arch>.input` (seeded), `<arch>.logits` (PyTorch's); metadata `<arch>.sha256`
+  and `<arch>.bytes` of the exported file PyTorch loaded, `<arch>.spec`, `<arch>.factory` (the
+  TypeScript call that made the spec), `<arch>.seed` (Model.create's), `<arch>.input_seed` and
+  `<arch>.names`. The exported files themselves (45 MB for ResNet-18) are not kept. Written only
+  by `make_fixtures.py weights` (or with no argument); `NODE` names the node binary (default
+  `node`).
 
 The safetensors files are written by the small writer below (same format as the `safetensors`
 package: 8-byte little-endian header length, JSON header, raw little-endian data).
@@ -516,9 +529,83 @@ def make_preact():
     make_preact_one("preresnet_bottleneck.safetensors", bottleneck, (4, 3, 32, 32), 2017)
 
 
+# --- weights-only export (resnet-wgpu) loaded by PyTorch strictly ---------------------------------
+
+EXPORT_JS = """
+import { pathToFileURL } from 'node:url';
+const [root, factory, seed, src, dst] = process.argv.slice(-5);
+const { Model, resnet } = await import(pathToFileURL(`${root}/dist/index.js`).href);
+const spec = new Function('resnet', `return ${factory};`)(resnet);
+const model = Model.create(spec, { seed: Number(seed), device: 'cpu' });
+await model.loadWeights(src);
+await model.exportWeights(dst);
+console.log(JSON.stringify(model.spec));
+model.dispose();
+"""
+
+
+def make_weights_only():
+    import hashlib
+    import subprocess
+    import tempfile
+    from safetensors.torch import load_file
+
+    node = os.environ.get("NODE", "node")
+    cases = [
+        ("resnet18", "resnet.imagenet({ depth: 18 })", lambda: torchvision.models.resnet18(weights=None), (2, 3, 64, 64)),
+        ("resnet20", "resnet.cifar({ depth: 20, shortcut: 'A', inChannels: 3, numClasses: 10 })",
+         lambda: CifarResNet(20, 3, 10), (4, 3, 16, 16)),
+    ]
+    out = {}
+    meta = {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            "weights": "hash_init, loaded into Model.create(spec, { seed }) and exported by Model.exportWeights"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (arch, factory, make_net, shape) in enumerate(cases):
+            net = make_net()
+            ref = net.state_dict()
+            init = {k: hash_init(k, list(v.shape)) for k, v in ref.items()}
+            src = os.path.join(tmp, f"{arch}.init.safetensors")
+            dst = os.path.join(tmp, f"{arch}.weights.safetensors")
+            save_safetensors(src, init)
+            seed = 1000 + i
+            r = subprocess.run([node, "--input-type=module", "-e", EXPORT_JS, ROOT, factory, str(seed), src, dst],
+                               cwd=ROOT, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"node failed exporting {arch}:\n{r.stdout}{r.stderr}")
+            spec = r.stdout.strip().splitlines()[-1]
+            with open(dst, "rb") as f:
+                data = f.read()
+
+            sd = load_file(dst)
+            assert sorted(sd) == sorted(ref), f"{arch}: keys differ: {sorted(set(sd) ^ set(ref))[:8]}"
+            for k, v in ref.items():
+                assert sd[k].dtype == v.dtype and sd[k].shape == v.shape, (k, sd[k].dtype, sd[k].shape, v.dtype, v.shape)
+                assert torch.equal(sd[k], init[k]), f"{arch}: {k} changed on the way through resnet-wgpu"
+            net.load_state_dict(sd, strict=True)
+            net.eval()
+            g = torch.Generator().manual_seed(seed + 1)
+            x = torch.randn(*shape, generator=g)
+            with torch.no_grad():
+                logits = net(x)
+            print(f"{arch}: PyTorch loaded the export strictly ({len(data):,} bytes, {len(sd)} tensors); "
+                  f"logits std {logits.std().item():.3f}")
+            out[f"{arch}.input"] = x
+            out[f"{arch}.logits"] = logits
+            meta[f"{arch}.sha256"] = hashlib.sha256(data).hexdigest()
+            meta[f"{arch}.bytes"] = str(len(data))
+            meta[f"{arch}.spec"] = spec
+            meta[f"{arch}.factory"] = factory
+            meta[f"{arch}.seed"] = str(seed)
+            meta[f"{arch}.input_seed"] = str(seed + 1)
+            meta[f"{arch}.names"] = json.dumps(
+                [[k, list(v.shape), "I64" if v.dtype == torch.int64 else "F32"] for k, v in ref.items()],
+                separators=(",", ":"))
+    save_safetensors(os.path.join(OUT, "weights_only.safetensors"), out, meta)
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    which = sys.argv[1:] or ["ops", "resnet20", "imagenet", "preact"]
+    which = sys.argv[1:] or ["ops", "resnet20", "imagenet", "preact", "weights"]
     if "ops" in which:
         make_ops()
     if "resnet20" in which:
@@ -527,3 +614,5 @@ if __name__ == "__main__":
         make_imagenet()
     if "preact" in which:
         make_preact()
+    if "weights" in which:
+        make_weights_only()

@@ -138,6 +138,19 @@ async function evaluate(flags: { checkpoint: string; data: string; batchSize: nu
   model.dispose();
 }
 
+/** A checkpoint's weights alone, for PyTorch (`Model.exportWeights`). */
+async function exportWeights(flags: { checkpoint: string; out: string }): Promise<void> {
+  const out = prepareOutputFile(flags.out, '--out');
+  const model = await Model.load(flags.checkpoint, { device: 'cpu' });
+  try {
+    await model.exportWeights(out);
+    console.log(`${model.name} (step ${model.step}) from ${flags.checkpoint}: weights, running statistics and counters`);
+    console.log(`wrote ${out}`);
+  } finally {
+    model.dispose();
+  }
+}
+
 function summary(flags: {
   model: string;
   depth: number;
@@ -199,6 +212,15 @@ export function program(): Command {
     .option('--limit <n>', 'use only the first N test images', int('limit', 1))
     .addOption(deviceOption())
     .action((flags: { checkpoint: string; data: string; batchSize: number; limit?: number; device: DeviceName }) => evaluate(flags));
+  cmd
+    .command('export-weights')
+    .description(
+      "write a checkpoint's weights, running statistics and num_batches_tracked alone (torchvision names, no optimizer state): " +
+        'model.load_state_dict(safetensors.torch.load_file(OUT), strict=True) in PyTorch',
+    )
+    .requiredOption('--checkpoint <file>', 'checkpoint written by train or Model.save')
+    .requiredOption('--out <file>', 'safetensors file to write')
+    .action((flags: { checkpoint: string; out: string }) => exportWeights(flags));
   cmd
     .command('info')
     .description('list GPU adapters, their backend, driver, limits and features, and which device is used and why')

@@ -306,12 +306,36 @@ export class Model {
   /**
    * Writes a safetensors checkpoint (torchvision parameter names, atomic write) holding the
    * weights, buffers, optimizer state, the spec, the normalisation and your `metadata`. The
-   * directory must exist.
+   * directory must exist. Each tensor's CRC-32 is stored too, and loading checks it: a corrupted
+   * file is an `Error` naming the file and the tensor. Temp files an interrupted save left for
+   * this path are removed once their process is gone. For PyTorch, see {@link Model.exportWeights}.
    */
   async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
     const meta: Record<string, string> = { ...metadata };
     if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = serializeNormalization(this.normalization);
     await this.#native.save(path, meta);
+  }
+
+  /**
+   * Writes only the state dict, for PyTorch and other tools: weights, batch-norm running
+   * statistics and `num_batches_tracked` (int64) under torchvision's names, without the optimizer
+   * state {@link Model.save} adds, so that PyTorch loads it strictly:
+   *
+   * ```python
+   * from safetensors.torch import load_file
+   * torchvision.models.resnet18().load_state_dict(load_file(path), strict=True)
+   * ```
+   *
+   * (a CIFAR net needs a PyTorch module with the same names). The metadata holds your `metadata`,
+   * the spec, the normalisation and per-tensor checksums (PyTorch ignores it), so
+   * {@link Model.load} (step 0, default optimizer) and {@link Model.loadWeights} read the file
+   * too. The same weights give the same bytes. Atomic write; the directory must exist. CLI:
+   * `resnet-wgpu export-weights --checkpoint X --out Y`.
+   */
+  async exportWeights(path: string, metadata: Record<string, string> = {}): Promise<void> {
+    const meta: Record<string, string> = { ...metadata };
+    if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = serializeNormalization(this.normalization);
+    await this.#native.exportWeights(path, meta);
   }
 
   /**

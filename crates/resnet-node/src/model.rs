@@ -253,6 +253,19 @@ impl NativeModel {
             model: self.inner.clone(),
             path: PathBuf::from(path),
             metadata: metadata.unwrap_or_default().into_iter().collect(),
+            weights_only: false,
+        })
+    }
+
+    /// Writes only the state dict (weights, running statistics, int64 `num_batches_tracked`,
+    /// torchvision names) that PyTorch's `load_state_dict(..., strict=True)` takes; atomic.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn export_weights(&self, path: String, metadata: Option<HashMap<String, String>>) -> AsyncTask<SaveTask> {
+        AsyncTask::new(SaveTask {
+            model: self.inner.clone(),
+            path: PathBuf::from(path),
+            metadata: metadata.unwrap_or_default().into_iter().collect(),
+            weights_only: true,
         })
     }
 
@@ -514,6 +527,7 @@ pub struct SaveTask {
     model: Shared,
     path: PathBuf,
     metadata: BTreeMap<String, String>,
+    weights_only: bool,
 }
 
 impl Task for SaveTask {
@@ -522,6 +536,11 @@ impl Task for SaveTask {
 
     fn compute(&mut self) -> Result<()> {
         let metadata = std::mem::take(&mut self.metadata);
+        if self.weights_only {
+            return guard("exportWeights", || {
+                with_model(&self.model, |m| m.export_weights(&self.path, metadata))
+            });
+        }
         guard("save", || {
             with_model(&self.model, |m| m.save_checkpoint(&self.path, metadata))
         })
