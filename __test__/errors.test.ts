@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { DataLoader, Dataset, Model, datasets, resnet } from '../ts/index.js';
-import { FASHION_MNIST_DIR, hasHardwareGpu, randomImages, randomLabels, tempDir, tinySpec } from './helpers.js';
+import { DataLoader, Dataset, Model, SGD, Tensor, datasets, fit, ops, resnet, schedules } from '../ts/index.js';
+import { native } from '../ts/native.js';
+import { FASHION_MNIST_DIR, hasHardwareGpu, learnableDataset, randomImages, randomLabels, tempDir, tinySpec } from './helpers.js';
 
 const SHAPE = [8, 1, 12, 12] as const;
 const images = randomImages(8 * 144, 41);
@@ -131,6 +132,174 @@ describe('bad checkpoints', () => {
     writeFileSync(text, 'hello');
     await expect(Model.load(text)).rejects.toThrow(/not a safetensors file/);
     await expect(model.save(join(dir, 'no', 'such', 'dir', 'x.safetensors'))).rejects.toThrow(/directory .*does not exist/);
+    await stillWorks();
+  });
+});
+
+/** A value of the wrong type, as plain JavaScript callers pass them. */
+const untyped = (v: unknown): never => v as never;
+
+// Issue #14: every value crossing into Rust is checked first; the Error names the call, the
+// parameter, the value and what is allowed (napi would truncate 4.5, wrap -4 to 4294967292, or
+// say "Get TypedArray info failed").
+describe('bad numbers, labels and types at the API', () => {
+  const four = images.subarray(0, 4 * 144);
+
+  it('non-integer labels are refused, not truncated', async () => {
+    await expect(model.trainStep(four, [0, 1, 2, 1.5], [4, 1, 12, 12])).rejects.toThrow(
+      'trainStep: labels must be integer class indices, got 1.5 at index 3',
+    );
+    await expect(model.trainStep(four, untyped(new Float32Array([0, 1, 2, 1.5])), [4, 1, 12, 12])).rejects.toThrow(/trainStep: labels .*got 1\.5 at index 3/);
+    await expect(model.evaluateBatch(four, [0.5, 1, 2, 3], [4, 1, 12, 12])).rejects.toThrow(/evaluateBatch: labels .*got 0\.5 at index 0/);
+    await expect(model.gradientNorms(four, [0, 1, Number.NaN, 3], [4, 1, 12, 12])).rejects.toThrow(/gradientNorms: labels .*got NaN at index 2/);
+    await expect(model.trainStep(four, untyped('0123'), [4, 1, 12, 12])).rejects.toThrow(/trainStep: labels must be an Int32Array, a Uint8Array or an array of integer class indices, got '0123'/);
+    // Integer values in another typed array are fine; the class range is still checked in Rust.
+    const step = model.step;
+    await model.trainStep(four, untyped(new Float32Array([0, 1, 2, 3])), [4, 1, 12, 12]);
+    expect(model.step).toBe(step + 1);
+    await expect(model.trainStep(four, [0, 1, 2, 10], [4, 1, 12, 12])).rejects.toThrow(/labels out of range: label 10 at index 3/);
+    await stillWorks();
+  });
+
+  it('fractional and negative sizes are refused, and -4 is reported as -4', async () => {
+    await expect(model.trainStep(four, [0, 1, 2, 3], [4.5, 1, 12, 12])).rejects.toThrow(
+      'trainStep: shape[0] (N, the batch size) must be a non-negative integer, got 4.5 (shape [4.5, 1, 12, 12])',
+    );
+    const negative = model.predict(four, [-4, 1, 12, 12]);
+    await expect(negative).rejects.toThrow(/predict: shape\[0\] \(N, the batch size\) must be a non-negative integer, got -4/);
+    await expect(negative).rejects.not.toThrow(/4294967292/);
+    await expect(model.predict(four, { n: 4.5 })).rejects.toThrow(/predict: shape\.n must be a positive integer, got 4\.5/);
+    await expect(model.evaluateBatch(four, [0, 1, 2, 3], [4, 1, 12.5, 12])).rejects.toThrow(/evaluateBatch: shape\[2\] \(H\)/);
+    await expect(model.layerResponses(four, [4, 1, 12, -12])).rejects.toThrow(/layerResponses: shape\[3\] \(W\) .*got -12/);
+    await expect(model.gradientNorms(four, [0, 1, 2, 3], [4, Number.NaN, 12, 12])).rejects.toThrow(/gradientNorms: shape\[1\] \(C\) .*got NaN/);
+    expect(() => model.summary({ height: 27.5 })).toThrow(/summary: height must be a positive integer, got 27\.5/);
+    await stillWorks();
+  });
+
+  it('the binding checks shapes itself (for callers of the raw addon)', async () => {
+    const raw = new native.NativeModel(JSON.stringify(tinySpec()), 0, 'cpu');
+    try {
+      expect(() => raw.predict(four, [-4, 1, 12, 12])).toThrow(/predict: shape\[0\] \(N, the batch size\) must be a non-negative integer, got -4 \(shape \[-4, 1, 12, 12\]\)/);
+      expect(() => raw.trainStep(four, [4.5, 1, 12, 12], new Int32Array(4))).toThrow(/trainStep: shape\[0\] .*got 4\.5/);
+      expect(() => raw.summary(28, -1)).toThrow(/summary: width must be a non-negative integer, got -1/);
+    } finally {
+      raw.dispose();
+    }
+  });
+
+  it('a plain Array or null where a Float32Array is expected', async () => {
+    await expect(model.predict(untyped([1, 2, 3]), [4, 1, 12, 12])).rejects.toThrow('predict: images must be a Float32Array (NCHW values), got [1, 2, 3]');
+    await expect(model.trainStep(untyped(null), [0, 1, 2, 3], [4, 1, 12, 12])).rejects.toThrow('trainStep: images must be a Float32Array (NCHW values), got null');
+    await expect(model.evaluateBatch(untyped(new Float64Array(576)), [0, 1, 2, 3], [4, 1, 12, 12])).rejects.toThrow(/evaluateBatch: images must be a Float32Array .*got a Float64Array of length 576/);
+    await expect(model.layerResponses(untyped(undefined), [4, 1, 12, 12])).rejects.toThrow(/layerResponses: images must be a Float32Array .*got undefined/);
+    await expect(model.gradientNorms(untyped(Array.from(four)), [0, 1, 2, 3], [4, 1, 12, 12])).rejects.toThrow(/gradientNorms: images must be a Float32Array .*got an Array of length 576/);
+    await expect(model.predict(four, untyped(null))).rejects.toThrow(/predict: shape must be \[N, C, H, W\] or \{ n \}, got null/);
+    await stillWorks();
+  });
+
+  it('Tensor APIs', () => {
+    expect(() => Tensor.fromArray(untyped(null), [2])).toThrow('Tensor.fromArray: data must be a Float32Array or an array of numbers, got null');
+    expect(() => Tensor.fromArray([1, untyped('2')], [2])).toThrow(/Tensor.fromArray: data must hold numbers, got '2' at index 1/);
+    expect(() => Tensor.fromArray([1, 2], [-2])).toThrow(/Tensor.fromArray: shape\[0\] must be a non-negative integer, got -2/);
+    expect(() => Tensor.fromArray([1, 2], [2.5])).toThrow(/shape\[0\] must be a non-negative integer, got 2\.5/);
+    const x = Tensor.fromArray(new Float32Array(16), [1, 1, 4, 4]);
+    const w = Tensor.fromArray(new Float32Array(9), [1, 1, 3, 3]);
+    expect(() => ops.reshape(x, [4, 4.5])).toThrow(/reshape: shape\[1\] must be a non-negative integer, got 4\.5/);
+    expect(() => ops.conv2d(x, w, { stride: 1.5 })).toThrow('conv2d: stride must be a non-negative integer, got 1.5');
+    expect(() => ops.conv2d(x, w, { padding: -1 })).toThrow('conv2d: padding must be a non-negative integer, got -1');
+    expect(() => ops.maxPool2d(x, { kernel: -2 })).toThrow(/maxPool2d: kernel must be a non-negative integer, got -2/);
+    const logits = Tensor.fromArray(new Float32Array(6), [2, 3]);
+    expect(() => ops.crossEntropy(logits, [0, 1.5])).toThrow('crossEntropy: labels must be integer class indices, got 1.5 at index 1');
+    expect(ops.crossEntropy(logits, [0, 2]).item()).toBeCloseTo(Math.log(3), 5);
+  });
+
+  it('datasets from arrays: labels, sizes and indices', () => {
+    const px = new Uint8Array(8);
+    const make = (o: Record<string, unknown>): Dataset =>
+      Dataset.fromArrays({ images: px, labels: [0, 1], channels: 1, height: 2, width: 2, numClasses: 2, ...o } as never);
+    expect(() => make({ labels: [0, 1.5] })).toThrow('Dataset.fromArrays: labels must be integer class indices, got 1.5 at index 1');
+    expect(() => make({ labels: [0, 256] })).toThrow(/Dataset.fromArrays: labels must be integers in \[0, 255\].*got 256 at index 1/);
+    expect(() => make({ images: [1, 2, 3] })).toThrow(/Dataset.fromArrays: images must be a Uint8Array .*got \[1, 2, 3\]/);
+    expect(() => make({ channels: 1.5 })).toThrow('Dataset.fromArrays: channels must be a non-negative integer, got 1.5');
+    expect(() => make({ numClasses: -2 })).toThrow('Dataset.fromArrays: numClasses must be a non-negative integer, got -2');
+    const ds = make({});
+    expect(() => ds.subset([0.5])).toThrow(/Dataset.subset: indices must be integers in \[0, 2\), got 0\.5 at position 0/);
+    expect(() => ds.subset([-1])).toThrow(/Dataset.subset: indices must be integers in \[0, 2\), got -1 at position 0/);
+    expect(ds.subset([1, 0]).labels()).toEqual(new Uint8Array([1, 0]));
+  });
+});
+
+describe('bad factory and optimizer options name the field, the value and the allowed values', () => {
+  it('resnet.cifar and resnet.imagenet', () => {
+    const cifar = (o: Record<string, unknown>): unknown => resnet.cifar({ depth: 20, ...o } as never);
+    const imagenet = (o: Record<string, unknown>): unknown => resnet.imagenet({ depth: 18, ...o } as never);
+    expect(() => cifar({ shortcut: 'D' })).toThrow("resnet.cifar: shortcut must be one of 'A', 'B', 'C', got 'D'");
+    expect(() => cifar({ activation: 'gelu' })).toThrow("resnet.cifar: activation must be one of 'relu', 'tanh', 'sigmoid', got 'gelu'");
+    expect(() => cifar({ inChannels: 1.5 })).toThrow('resnet.cifar: inChannels must be a positive integer, got 1.5');
+    expect(() => cifar({ numClasses: Number.NaN })).toThrow('resnet.cifar: numClasses must be a positive integer, got NaN');
+    expect(() => cifar({ plain: 'yes' })).toThrow("resnet.cifar: plain must be true or false, got 'yes'");
+    expect(() => cifar({ preActivation: 1 })).toThrow('resnet.cifar: preActivation must be true or false, got 1');
+    expect(() => cifar({ batchNorm: 'false' })).toThrow("resnet.cifar: batchNorm must be true or false, got 'false'");
+    expect(() => cifar({ shortcuts: 'B' })).toThrow(/resnet.cifar: unknown option 'shortcuts' \(the options are depth, shortcut, /);
+    expect(() => cifar({ bottleneckStride: '1x1' })).toThrow(/resnet.cifar: unknown option 'bottleneckStride'/);
+    expect(() => cifar({ depth: '20' })).toThrow(/6n\+2.*got depth '20'/);
+    expect(() => resnet.cifar(untyped(undefined))).toThrow(/resnet.cifar: options must be an object such as \{ depth: 20 \}, got undefined/);
+    expect(() => imagenet({ shortcut: 'D' })).toThrow("resnet.imagenet: shortcut must be one of 'A', 'B', 'C', got 'D'");
+    expect(() => imagenet({ bottleneckStride: '2x2' })).toThrow("resnet.imagenet: bottleneckStride must be one of '1x1', '3x3', got '2x2'");
+    expect(() => imagenet({ activation: 'gelu' })).toThrow(/resnet.imagenet: activation must be one of/);
+    expect(() => imagenet({ numClasses: 0 })).toThrow('resnet.imagenet: numClasses must be a positive integer, got 0');
+    expect(() => imagenet({ depth: '50' })).toThrow(/18, 34, 50, 101 or 152, got depth '50'/);
+    expect(() => imagenet({ width: 64 })).toThrow(/resnet.imagenet: unknown option 'width'/);
+    // Good values still build; undefined means the default.
+    expect(resnet.cifar({ depth: 20, shortcut: undefined }).shortcut).toBe('A');
+  });
+
+  it('a raw spec reaching Rust names the field, not a column', () => {
+    const attempt = (spec: unknown): string => {
+      try {
+        Model.create(spec as never);
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'no error';
+    };
+    expect(attempt({ ...tinySpec(), shortcut: 'D' })).toBe("invalid ResNet spec: `shortcut` must be one of 'A', 'B', 'C', got 'D'");
+    expect(attempt({ ...tinySpec(), activation: 'gelu' })).toBe("invalid ResNet spec: `activation` must be one of 'relu', 'tanh', 'sigmoid', got 'gelu'");
+    const stage = { ...tinySpec().stages[0], block: 'wide' };
+    expect(attempt({ ...tinySpec(), stages: [stage] })).toMatch(/`stages\[0\]\.block` must be one of 'basic', 'bottleneck', got 'wide'/);
+    expect(attempt({ ...tinySpec(), numClasses: Number.NaN })).toMatch(/`numClasses` must be a non-negative integer, got null \(NaN and Infinity/);
+    for (const m of [attempt({ ...tinySpec(), shortcut: 'D' }), attempt({ ...tinySpec(), plain: 1 })]) expect(m).not.toMatch(/column/);
+  });
+
+  it('optimizer options, in setOptimizer, fit and SGD', async () => {
+    expect(() => model.setOptimizer({ lr: Number.NaN })).toThrow('optimizer: lr (the learning rate) must be a finite number >= 0, got NaN');
+    expect(() => model.setOptimizer({ lr: -0.1 })).toThrow('optimizer: lr (the learning rate) must be a finite number >= 0, got -0.1');
+    expect(() => model.setOptimizer({ momentum: 1.5 })).toThrow('optimizer: momentum must be in [0, 1), got 1.5');
+    expect(() => model.setOptimizer({ weightDecay: Number.POSITIVE_INFINITY })).toThrow('optimizer: weightDecay must be a finite number >= 0, got Infinity');
+    expect(() => model.setOptimizer({ nesterov: untyped('yes') })).toThrow("optimizer: nesterov must be true or false, got 'yes'");
+    expect(() => model.setOptimizer({ nesterov: true, momentum: 0 })).toThrow(/nesterov: true needs momentum > 0/);
+    expect(() => model.setOptimizer({ warmupSteps: 2.5 })).toThrow('optimizer: warmupSteps must be an integer >= 0, got 2.5');
+    expect(() => model.setOptimizer({ schedule: untyped({ kind: 'step' }) })).toThrow("optimizer: schedule.kind must be one of 'constant', 'multistep', 'cosine', got 'step'");
+    expect(() => model.setOptimizer({ schedule: { kind: 'multistep', milestones: [10, 1.5], gamma: 0.1 } })).toThrow(
+      'optimizer: schedule.milestones[1] must be an integer >= 0, got 1.5',
+    );
+    expect(() => model.setOptimizer({ schedule: { kind: 'multistep', milestones: [10], gamma: 0 } })).toThrow(/schedule.gamma must be a finite number > 0, got 0/);
+    expect(() => model.setOptimizer({ schedule: { kind: 'cosine', totalSteps: 10, minLr: -1 } })).toThrow(/schedule.minLr must be a finite number >= 0, got -1/);
+    expect(() => schedules.cosine({ totalSteps: 0.5 })).toThrow(/schedule.totalSteps must be a positive integer, got 0.5/);
+    expect(() => model.setOptimizer(untyped({ learningRate: 0.1 }))).toThrow(/optimizer: unknown option 'learningRate' \(the options are lr, /);
+    const data = learnableDataset(16, 3);
+    await expect(fit(model, data, { batchSize: 8, optimizer: { lr: Number.NaN } })).rejects.toThrow('optimizer: lr (the learning rate) must be a finite number >= 0, got NaN');
+    const p = Tensor.fromArray([1, 2], [2], { requiresGrad: true });
+    expect(() => new SGD([p], { lr: Number.NaN })).toThrow('optimizer: lr (the learning rate) must be a finite number >= 0, got NaN');
+    // The raw config reaching Rust names the field too.
+    const raw = new native.NativeModel(JSON.stringify(tinySpec()), 0, 'cpu');
+    try {
+      expect(() => raw.configureOptimizer('{"lr":null}')).toThrow(/invalid optimizer config: `lr` must be a finite number, got null/);
+      expect(() => raw.configureOptimizer('{"lr":null}')).not.toThrow(/column/);
+    } finally {
+      raw.dispose();
+    }
+    model.setOptimizer({});
     await stillWorks();
   });
 });

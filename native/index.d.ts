@@ -16,6 +16,11 @@ export declare class NativeDataset {
   static cifar10(split: string, dir: string): Promise<NativeDataset>
   /** A dataset from u8 pixels (NCHW, N = labels.length) and u8 labels, both copied. */
   static fromArrays(images: Uint8Array, labels: Uint8Array, channels: number, height: number, width: number, numClasses: number, classNames?: Array<string> | undefined | null): NativeDataset
+  /**
+   * The files the samples were read from (Fashion-MNIST: the images and labels files actually
+   * read; CIFAR-10: the batches); empty for a dataset built from arrays.
+   */
+  get files(): Array<string>
   get length(): number
   get channels(): number
   get height(): number
@@ -146,7 +151,7 @@ export declare class NativeSgd {
   /** One update from the accumulated gradients (advances the schedule). */
   step(): void
   zeroGrad(): void
-  /** The learning rate the next step will use. */
+  /** The learning rate the next step will use, as configured (f64; see `SgdConfig::reported_lr`). */
   get lr(): number
 }
 

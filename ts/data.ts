@@ -7,6 +7,7 @@
  */
 
 import { native, type NativeDataset, type NativeImageFolder } from './native.js';
+import * as check from './validate.js';
 
 /** `'train'` or `'test'`. */
 export type Split = 'train' | 'test';
@@ -70,7 +71,17 @@ export class Dataset {
     numClasses: number;
     classNames?: string[];
   }): Dataset {
-    const labels = options.labels instanceof Uint8Array ? options.labels : Uint8Array.from(options.labels);
+    const what = 'Dataset.fromArrays';
+    if (!(options.images instanceof Uint8Array)) throw check.invalid(what, 'images', 'a Uint8Array of pixels (NCHW)', options.images);
+    let labels: Uint8Array;
+    if (options.labels instanceof Uint8Array) labels = options.labels;
+    else {
+      // Checked before the u8 conversion, which would truncate 1.5 to 1 and wrap 256 to 0.
+      const values = check.labels(what, options.labels);
+      const i = values.findIndex((v) => v < 0 || v > 255);
+      if (i >= 0) throw new Error(`${what}: labels must be integers in [0, 255] (and below numClasses), got ${values[i]} at index ${i}`);
+      labels = Uint8Array.from(values);
+    }
     return new Dataset(
       native.NativeDataset.fromArrays(
         options.images,
@@ -102,6 +113,15 @@ export class Dataset {
   /** Class names, or an empty array when unknown. */
   get classNames(): string[] {
     return this.native.classNames;
+  }
+
+  /**
+   * The files the samples were read from: for Fashion-MNIST the images file and the labels file
+   * actually read (gzip'd or raw; see {@link datasets}.fashionMnist), for CIFAR-10 its batches;
+   * empty for a dataset made from arrays. Subsets keep their parent's.
+   */
+  get files(): string[] {
+    return this.native.files;
   }
 
   /** The labels (a copy). */
@@ -141,7 +161,10 @@ export class Dataset {
 export const datasets = {
   /**
    * Fashion-MNIST (28x28 grey, 10 classes) from IDX files, gzip'd or not. `dir` defaults to
-   * `/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist`).
+   * `/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist`). Where a file exists
+   * in both forms (`train-images-idx3-ubyte.gz` and `train-images-idx3-ubyte`), the more recently
+   * modified one is read (the `.gz` when their times are equal, as after `gunzip -k`), and a
+   * line on stderr says so, once per file. {@link Dataset.files} lists the files read.
    */
   async fashionMnist(options: { dir?: string; split?: Split } = {}): Promise<Dataset> {
     return new Dataset(await native.NativeDataset.fashionMnist(options.split ?? 'train', options.dir ?? null));

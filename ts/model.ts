@@ -21,6 +21,7 @@ import { exportOnnx } from './onnx.js';
 import { toSgdConfig, type SgdConfig, type SgdOptions } from './optim.js';
 import { defaultInputSize, nameOf, type ResNetSpec } from './spec.js';
 import { Tensor } from './tensor.js';
+import * as check from './validate.js';
 
 /**
  * Where the model runs. `'auto'` takes a hardware GPU when wgpu finds one and the CPU otherwise
@@ -47,7 +48,11 @@ export interface TrainStepResult {
   acc: number;
   correct: number;
   batch: number;
-  /** The learning rate this step used. */
+  /**
+   * The learning rate this step used, as configured: the schedule's value computed in f64 from
+   * the settings as written (lr 0.1 reports 0.1, and 0.01 after a /10 milestone), not the f32
+   * the update applies widened to 0.10000000149011612.
+   */
   lr: number;
   /** Optimizer steps taken so far, this one included. */
   step: number;
@@ -104,22 +109,54 @@ export interface ModelSummary {
   rows: LayerRow[];
   totalParams: number;
   totalMacs: number;
+  /**
+   * Where the input size came from: the `height`/`width` options, the data the model has seen
+   * ({@link Model.inputSize}), or the family's default ({@link defaultInputSize}).
+   */
+  inputSource: 'options' | 'data' | 'default';
   toString(): string;
 }
 
 /** Metadata key holding the normalisation a model was trained with (a per-pixel mean included). */
 const NORMALIZATION_KEY = 'normalization';
 
-/** Labels in any of the accepted forms, as the Int32Array Rust takes. */
-export function toLabels(labels: Int32Array | Uint8Array | readonly number[]): Int32Array {
-  return labels instanceof Int32Array ? labels : Int32Array.from(labels);
+/** Metadata key holding the image size the model was trained at: `"28"`, or `"HxW"` when not square. */
+const IMAGE_SIZE_KEY = 'imageSize';
+
+/**
+ * Labels in any of the accepted forms, as the Int32Array Rust takes.
+ *
+ * @throws Error naming `what` when a value is not an integer (1.5, or a Float32Array's 1.5, would
+ * otherwise be truncated and trained on) or `labels` is not an array of numbers.
+ */
+export function toLabels(labels: Int32Array | Uint8Array | readonly number[], what = 'labels'): Int32Array {
+  return check.labels(what, labels);
 }
 
-/** A ResNet owned by Rust. Call {@link Model.dispose} to free its memory before the GC would. */
+/**
+ * A ResNet owned by Rust. Call {@link Model.dispose} to free its memory before the GC would.
+ *
+ * **Call order.** The asynchronous calls of one model (`trainStep`, `predict`, `evaluateBatch`,
+ * `evaluate`, `layerResponses`, `gradientNorms`, `save`, `loadWeights`, `exportOnnx`) run one
+ * at a time, in the order they were made (a per-model FIFO queue), whether or not each is awaited
+ * before the next: eight `trainStep`s issued in a loop take steps 1 to 8 in loop order, exactly
+ * as if each had been awaited. Inputs are taken as they are at the call (a buffer reused for the
+ * next batch before the previous call finished does not change it). `evaluate` and `fit` queue
+ * one call per batch, so calls made while they run take their place between two batches.
+ * Synchronous methods (`setOptimizer`, `forward`, `parameter`, `step`, `summary`, ...) do not
+ * wait for the queue: await pending calls first when their order matters. Different models do
+ * not wait for each other.
+ */
 export class Model {
   readonly #native: NativeModel;
   readonly #spec: ResNetSpec;
   readonly #metadata: Readonly<Record<string, string>>;
+  /** Native calls queued or running (see "Call order" above). */
+  #pending = 0;
+  /** Settles when the last queued call has settled. */
+  #tail: Promise<unknown> = Promise.resolve();
+  /** [height, width] of the images trained on (else evaluated on), or from the checkpoint. */
+  #inputSize: [number, number] | undefined;
   /**
    * The input normalisation this model expects (set by `fit`, saved in checkpoints, restored by
    * `load`); `evaluate` uses it.
@@ -132,6 +169,42 @@ export class Model {
     this.#metadata = metadata;
     const stored = metadata[NORMALIZATION_KEY];
     if (stored !== undefined) this.normalization = parseNormalization(stored);
+    this.#inputSize = parseImageSize(metadata[IMAGE_SIZE_KEY]) ?? pixelMeanSize(this.normalization);
+  }
+
+  /**
+   * Runs `call` after every call this model already has queued, or at once when none is (see
+   * "Call order"). `call` must start its native work synchronously: the binding copies the
+   * inputs then.
+   */
+  #serial<T>(call: () => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => call();
+    const result = this.#pending === 0 ? run() : this.#tail.then(run, run);
+    this.#pending++;
+    const settled = (): void => {
+      this.#pending--;
+    };
+    this.#tail = result.then(settled, settled);
+    return result;
+  }
+
+  /** `value` itself when nothing is queued (the native call copies it now), else a copy taken now. */
+  #snapshot<A extends Float32Array | Int32Array>(value: A): A {
+    return (this.#pending === 0 ? value : value.slice()) as A;
+  }
+
+  /** Remembers the image size of a batch that went through (training sizes win over evaluation's). */
+  #noteInputSize(shape: readonly number[], training: boolean): void {
+    if (training || this.#inputSize === undefined) this.#inputSize = [shape[2] ?? 0, shape[3] ?? 0];
+  }
+
+  /**
+   * `[height, width]` of the images this model was trained on (else evaluated or predicted on),
+   * or read from its checkpoint (metadata `imageSize`, or the per-pixel mean's shape);
+   * `undefined` for a fresh model that has seen no data. {@link Model.summary} uses it.
+   */
+  get inputSize(): [number, number] | undefined {
+    return this.#inputSize === undefined ? undefined : [...this.#inputSize];
   }
 
   /** A freshly initialised model (He init, seeded). */
@@ -206,8 +279,8 @@ export class Model {
    * `[labels.length, spec.inChannels, s, s]` for square images (s*s = pixels per image); pass
    * `shape` for anything else.
    */
-  #shapeOf(images: Float32Array, n: number, shape: Shape4 | undefined): number[] {
-    if (shape !== undefined) return [...shape];
+  #shapeOf(what: string, images: Float32Array, n: number, shape: Shape4 | undefined): number[] {
+    if (shape !== undefined) return check.shape4(what, shape);
     const c = this.#spec.inChannels;
     const perImage = n > 0 ? images.length / (n * c) : 0;
     const side = Math.round(Math.sqrt(perImage));
@@ -228,8 +301,13 @@ export class Model {
     labels: Int32Array | Uint8Array | readonly number[],
     shape?: Shape4,
   ): Promise<TrainStepResult> {
-    const y = toLabels(labels);
-    const s = await this.#native.trainStep(images, this.#shapeOf(images, y.length, shape), y);
+    const what = 'trainStep';
+    check.float32Array(what, 'images', images);
+    const y = toLabels(labels, what);
+    const s4 = this.#shapeOf(what, images, y.length, shape);
+    const [x, yy] = [this.#snapshot(images), this.#snapshot(y)];
+    const s = await this.#serial(() => this.#native.trainStep(x, s4, yy));
+    this.#noteInputSize(s4, true);
     return { loss: s.loss, acc: s.batch > 0 ? s.correct / s.batch : 0, correct: s.correct, batch: s.batch, lr: s.lr, step: s.step };
   }
 
@@ -238,8 +316,14 @@ export class Model {
    * `inChannels` square channels are assumed (see {@link Model.trainStep}).
    */
   async predict(images: Float32Array, shape: Shape4 | { n: number }): Promise<Float32Array> {
-    const s = 'n' in shape ? this.#shapeOf(images, shape.n, undefined) : [...shape];
-    return this.#native.predict(images, s);
+    const what = 'predict';
+    check.float32Array(what, 'images', images);
+    if (typeof shape !== 'object' || shape === null) throw check.invalid(what, 'shape', '[N, C, H, W] or { n }', shape);
+    const s = 'n' in shape ? this.#shapeOf(what, images, check.integer(what, 'shape.n', shape.n, 1), undefined) : check.shape4(what, shape);
+    const x = this.#snapshot(images);
+    const logits = await this.#serial(() => this.#native.predict(x, s));
+    this.#noteInputSize(s, false);
+    return logits;
   }
 
   /** Loss, top-1 and top-5 on one labelled batch (eval mode), as sums. */
@@ -248,8 +332,14 @@ export class Model {
     labels: Int32Array | Uint8Array | readonly number[],
     shape?: Shape4,
   ): Promise<{ lossSum: number; top1: number; top5: number; count: number }> {
-    const y = toLabels(labels);
-    return this.#native.evaluateBatch(images, this.#shapeOf(images, y.length, shape), y);
+    const what = 'evaluateBatch';
+    check.float32Array(what, 'images', images);
+    const y = toLabels(labels, what);
+    const s4 = this.#shapeOf(what, images, y.length, shape);
+    const [x, yy] = [this.#snapshot(images), this.#snapshot(y)];
+    const r = await this.#serial(() => this.#native.evaluateBatch(x, s4, yy));
+    this.#noteInputSize(s4, false);
+    return r;
   }
 
   /**
@@ -278,7 +368,9 @@ export class Model {
     let count = 0;
     for await (const batch of loader.epoch(0)) {
       options.signal?.throwIfAborted();
-      const s = await this.#native.evaluateBatch(batch.images, [...batch.shape], batch.labels);
+      // Each batch is a fresh array from the loader: nothing to copy.
+      const s = await this.#serial(() => this.#native.evaluateBatch(batch.images, [...batch.shape], batch.labels));
+      this.#noteInputSize(batch.shape, false);
       lossSum += s.lossSum;
       top1 += s.top1;
       top5 += s.top5;
@@ -289,18 +381,43 @@ export class Model {
 
   /**
    * Per-layer output shapes, parameter counts and multiply-adds for one input of
-   * `height` x `width` (default: 32 for CIFAR stems, 224 for ImageNet stems).
+   * `height` x `width`. Without them, the size of the data the model has seen
+   * ({@link Model.inputSize}: trained on, else evaluated on, or stored in its checkpoint), and
+   * for a fresh model {@link defaultInputSize} (28 for a 1-channel CIFAR-style net, as
+   * Fashion-MNIST; 32 for other CIFAR-style nets; 224 for ImageNet stems). `inputSource` says
+   * which.
    */
   summary(options: { height?: number; width?: number } = {}): ModelSummary {
-    const size = defaultInputSize(this.#spec);
-    const height = options.height ?? size;
-    const width = options.width ?? height;
+    const what = 'summary';
+    let height: number;
+    let width: number;
+    let inputSource: ModelSummary['inputSource'];
+    if (options.height !== undefined || options.width !== undefined) {
+      height = check.integer(what, 'height', options.height ?? options.width, 1);
+      width = check.integer(what, 'width', options.width ?? height, 1);
+      inputSource = 'options';
+    } else if (this.#inputSize !== undefined) {
+      [height, width] = this.#inputSize;
+      inputSource = 'data';
+    } else {
+      height = width = defaultInputSize(this.#spec);
+      inputSource = 'default';
+    }
     const rows = JSON.parse(this.#native.summary(height, width)) as LayerRow[];
     const totalParams = rows.reduce((a, r) => a + r.params, 0);
     const totalMacs = rows.reduce((a, r) => a + r.macs, 0);
     const name = this.name;
     const inputShape = [1, this.#spec.inChannels, height, width];
-    return { name, inputShape, rows, totalParams, totalMacs, toString: () => formatSummary(name, inputShape, rows, totalParams, totalMacs) };
+    const note = inputSource === 'default' ? ' (the default size for this net; pass { height, width } for others)' : '';
+    return {
+      name,
+      inputShape,
+      inputSource,
+      rows,
+      totalParams,
+      totalMacs,
+      toString: () => formatSummary(`${name}, input [${inputShape.join(', ')}]${note}`, rows, totalParams, totalMacs),
+    };
   }
 
   /**
@@ -313,7 +430,9 @@ export class Model {
   async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
     const meta: Record<string, string> = { ...metadata };
     if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = serializeNormalization(this.normalization);
-    await this.#native.save(path, meta);
+    const size = this.#inputSize;
+    if (size !== undefined && meta[IMAGE_SIZE_KEY] === undefined) meta[IMAGE_SIZE_KEY] = size[0] === size[1] ? String(size[0]) : `${size[0]}x${size[1]}`;
+    await this.#serial(() => this.#native.save(path, meta));
   }
 
   /**
@@ -343,9 +462,10 @@ export class Model {
    * otherwise); resolves to the checkpoint's metadata.
    */
   async loadWeights(path: string): Promise<Record<string, string>> {
-    const meta = await this.#native.loadWeights(path);
+    const meta = await this.#serial(() => this.#native.loadWeights(path));
     const stored = meta[NORMALIZATION_KEY];
     if (stored !== undefined) this.normalization = parseNormalization(stored) ?? this.normalization;
+    this.#inputSize = parseImageSize(meta[IMAGE_SIZE_KEY]) ?? pixelMeanSize(this.normalization) ?? this.#inputSize;
     return meta;
   }
 
@@ -402,7 +522,12 @@ export class Model {
    * thread and changes nothing in the model.
    */
   async layerResponses(images: Float32Array, shape: Shape4, options: { training?: boolean } = {}): Promise<LayerResponse[]> {
-    return this.#native.layerResponses(images, [...shape], options.training ?? false);
+    const what = 'layerResponses';
+    check.float32Array(what, 'images', images);
+    const s4 = check.shape4(what, shape);
+    const training = check.boolean(what, 'options.training', options.training ?? false);
+    const x = this.#snapshot(images);
+    return this.#serial(() => this.#native.layerResponses(x, s4, training));
   }
 
   /**
@@ -415,13 +540,33 @@ export class Model {
    * @throws Error for a bad shape or a label outside [0, numClasses).
    */
   async gradientNorms(images: Float32Array, labels: Int32Array | Uint8Array | readonly number[], shape: Shape4): Promise<GradNorm[]> {
-    return this.#native.gradientNorms(images, toLabels(labels), [...shape]);
+    const what = 'gradientNorms';
+    check.float32Array(what, 'images', images);
+    const y = toLabels(labels, what);
+    const s4 = check.shape4(what, shape);
+    const [x, yy] = [this.#snapshot(images), this.#snapshot(y)];
+    return this.#serial(() => this.#native.gradientNorms(x, yy, s4));
   }
 
   /** Frees the model's memory now; later calls throw "model has been disposed". */
   dispose(): void {
     this.#native.dispose();
   }
+}
+
+/** Metadata `imageSize`: `"28"` or `"28x32"` (height x width). */
+function parseImageSize(text: string | undefined): [number, number] | undefined {
+  const m = text === undefined ? null : /^(\d+)(?:x(\d+))?$/.exec(text.trim());
+  if (m === null) return undefined;
+  const h = Number(m[1]);
+  const w = m[2] === undefined ? h : Number(m[2]);
+  return h > 0 && w > 0 ? [h, w] : undefined;
+}
+
+/** The image size a per-pixel mean was computed at. */
+function pixelMeanSize(n: Normalization | undefined): [number, number] | undefined {
+  const shape = n?.pixelMean?.shape;
+  return shape === undefined ? undefined : [shape[1], shape[2]];
 }
 
 function formatCount(n: number): string {
@@ -431,7 +576,7 @@ function formatCount(n: number): string {
   return String(n);
 }
 
-function formatSummary(name: string, inputShape: number[], rows: LayerRow[], totalParams: number, totalMacs: number): string {
+function formatSummary(title: string, rows: LayerRow[], totalParams: number, totalMacs: number): string {
   const header = ['Layer', 'Kind', 'Output shape', 'Params', 'MACs'];
   const body = rows.map((r) => [r.name, r.kind, `[${r.outputShape.join(', ')}]`, r.params.toLocaleString('en-US'), formatCount(r.macs)]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => (row[i] ?? '').length)));
@@ -439,7 +584,7 @@ function formatSummary(name: string, inputShape: number[], rows: LayerRow[], tot
     cells.map((c, i) => (i >= 3 ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   return [
-    `${name}, input [${inputShape.join(', ')}]`,
+    title,
     line(header),
     rule,
     ...body.map(line),

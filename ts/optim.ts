@@ -4,6 +4,8 @@
  * @module
  */
 
+import { boolean, finite, integer, invalid, knownKeys, oneOf, optionsObject } from './validate.js';
+
 /** A schedule in optimizer steps, as Rust runs it. */
 export type Schedule =
   | { kind: 'constant' }
@@ -49,16 +51,60 @@ export interface SgdOptions {
   warmupSteps?: number;
 }
 
-/** SGD with the paper's defaults (lr 0.1, momentum 0.9, weight decay 1e-4), as typed options. */
+const SGD_KEYS = ['lr', 'momentum', 'weightDecay', 'nesterov', 'schedule', 'warmupSteps'] as const;
+
+/**
+ * SGD with the paper's defaults (lr 0.1, momentum 0.9, weight decay 1e-4), as typed options.
+ *
+ * @throws Error naming the option, the value and what is allowed: `lr` and `weightDecay` finite
+ * and >= 0, `momentum` in [0, 1), `nesterov` a boolean (needing momentum > 0), `warmupSteps` an
+ * integer >= 0, a schedule of a known kind with valid fields, no unknown option.
+ */
 export function sgd(options: SgdOptions = {}): Required<SgdOptions> {
+  const what = 'optimizer';
+  const o = optionsObject(what, options);
+  knownKeys(what, o, SGD_KEYS);
+  const momentum = finite(what, 'momentum', o.momentum ?? 0.9, 0);
+  if (momentum >= 1) throw invalid(what, 'momentum', 'in [0, 1)', momentum);
+  const nesterov = boolean(what, 'nesterov', o.nesterov ?? false);
+  if (nesterov && momentum === 0) throw new Error(`${what}: nesterov: true needs momentum > 0, got momentum 0`);
   return {
-    lr: options.lr ?? 0.1,
-    momentum: options.momentum ?? 0.9,
-    weightDecay: options.weightDecay ?? 1e-4,
-    nesterov: options.nesterov ?? false,
-    schedule: options.schedule ?? schedules.constant(),
-    warmupSteps: options.warmupSteps ?? 0,
+    lr: finite(what, 'lr (the learning rate)', o.lr ?? 0.1, 0),
+    momentum,
+    weightDecay: finite(what, 'weightDecay', o.weightDecay ?? 1e-4, 0),
+    nesterov,
+    schedule: checkSchedule(o.schedule ?? schedules.constant()),
+    warmupSteps: integer(what, 'warmupSteps', o.warmupSteps ?? 0, 0),
   };
+}
+
+/** A schedule's kind and fields, checked (see {@link ScheduleOption}). */
+function checkSchedule(schedule: ScheduleOption): ScheduleOption {
+  const what = 'optimizer';
+  if (typeof schedule !== 'object' || schedule === null) {
+    throw invalid(what, 'schedule', "a schedule such as schedules.paper() or { kind: 'constant' }", schedule);
+  }
+  const kind = oneOf(what, 'schedule.kind', (schedule as { kind?: unknown }).kind, ['constant', 'multistep', 'cosine'] as const);
+  const s = schedule as Record<string, unknown>;
+  if (kind === 'multistep') {
+    finite(what, 'schedule.gamma', s['gamma'], 0);
+    if (s['gamma'] === 0) throw invalid(what, 'schedule.gamma', 'a finite number > 0', 0);
+    if ('fractions' in s) {
+      const fractions = s['fractions'];
+      if (!Array.isArray(fractions)) throw invalid(what, 'schedule.fractions', 'an array of numbers in (0, 1)', fractions);
+      fractions.forEach((f: unknown, i) => {
+        if (typeof f !== 'number' || !(f > 0 && f < 1)) throw invalid(what, `schedule.fractions[${i}]`, 'a number in (0, 1)', f);
+      });
+    } else {
+      const milestones = s['milestones'];
+      if (!Array.isArray(milestones)) throw invalid(what, 'schedule.milestones', 'an array of integer steps >= 0 (or give fractions)', milestones);
+      milestones.forEach((m: unknown, i) => integer(what, `schedule.milestones[${i}]`, m, 0));
+    }
+  } else if (kind === 'cosine') {
+    finite(what, 'schedule.minLr', s['minLr'] ?? 0, 0);
+    if (s['totalSteps'] !== undefined) integer(what, 'schedule.totalSteps', s['totalSteps'], 1);
+  }
+  return schedule;
 }
 
 /** Learning-rate schedules. */
@@ -80,17 +126,17 @@ export const schedules = {
       for (const f of options.fractions) {
         if (!(f > 0 && f < 1)) throw new Error(`multistep fractions must lie in (0, 1), got ${f}`);
       }
-      return { kind: 'multistep', fractions: [...options.fractions], gamma };
+      return checkSchedule({ kind: 'multistep', fractions: [...options.fractions], gamma });
     }
-    return { kind: 'multistep', milestones: [...options.milestones], gamma };
+    return checkSchedule({ kind: 'multistep', milestones: [...options.milestones], gamma });
   },
 
   /** Cosine annealing to `minLr` (default 0) over `totalSteps` (default: the whole run). */
   cosine(options: { totalSteps?: number; minLr?: number } = {}): ScheduleOption {
     const minLr = options.minLr ?? 0;
-    return options.totalSteps === undefined
-      ? { kind: 'cosine', minLr }
-      : { kind: 'cosine', totalSteps: options.totalSteps, minLr };
+    return checkSchedule(
+      options.totalSteps === undefined ? { kind: 'cosine', minLr } : { kind: 'cosine', totalSteps: options.totalSteps, minLr },
+    );
   },
 
   /** The paper's recipe: divide by 10 at 50% and 75% of the run. */

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { boolean, integer, invalid, knownKeys, oneOf, show } from './validate.js';
+
 /**
  * How a residual block's shortcut handles a change of shape (He et al. 2015, sec. 3.3):
  * `A` zero-pads and subsamples (no parameters), `B` projects with a 1x1 convolution only where the
@@ -125,11 +127,44 @@ const IMAGENET_LAYOUT: Record<ImagenetDepth, { block: BlockKind; counts: [number
   152: { block: 'bottleneck', counts: [3, 8, 36, 3] },
 };
 
-function positiveInt(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new Error(`${name} must be a positive integer, got ${value}`);
+/** The allowed values of the string options, for validation and messages. */
+const SHORTCUTS: readonly ShortcutOption[] = ['A', 'B', 'C'];
+const ACTIVATIONS: readonly ActivationKind[] = ['relu', 'tanh', 'sigmoid'];
+const BOTTLENECK_STRIDES: readonly BottleneckStride[] = ['1x1', '3x3'];
+const CIFAR_KEYS = ['depth', 'shortcut', 'plain', 'inChannels', 'numClasses', 'activation', 'preActivation', 'batchNorm'] as const;
+const IMAGENET_KEYS = [...CIFAR_KEYS, 'bottleneckStride'] as const;
+
+/**
+ * The options shared by both factories, checked (each error names the factory, the option, the
+ * value and what is allowed) and filled with defaults.
+ */
+function commonOptions(
+  what: string,
+  options: CifarOptions | ImagenetOptions,
+  defaults: { shortcut: ShortcutOption; numClasses: number },
+): Pick<ResNetSpec, 'shortcut' | 'plain' | 'inChannels' | 'numClasses'> & {
+  activation: ActivationKind | undefined;
+  preActivation: boolean;
+  batchNorm: boolean;
+} {
+  const o = options;
+  return {
+    shortcut: oneOf(what, 'shortcut', o.shortcut ?? defaults.shortcut, SHORTCUTS),
+    plain: boolean(what, 'plain', o.plain ?? false),
+    inChannels: integer(what, 'inChannels', o.inChannels ?? 3, 1),
+    numClasses: integer(what, 'numClasses', o.numClasses ?? defaults.numClasses, 1),
+    activation: o.activation === undefined ? undefined : oneOf(what, 'activation', o.activation, ACTIVATIONS),
+    preActivation: boolean(what, 'preActivation', o.preActivation ?? false),
+    batchNorm: boolean(what, 'batchNorm', o.batchNorm ?? true),
+  };
+}
+
+/** The options object itself: an object with no unknown keys (a typo would otherwise be ignored). */
+function checkOptions(what: string, options: unknown, keys: readonly string[]): void {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw invalid(what, 'options', `an object such as { depth: ${what.endsWith('cifar') ? 20 : 50} }`, options);
   }
-  return value;
+  knownKeys(what, options, keys);
 }
 
 /** Factories for the networks of He et al. (2015), in torchvision's style. */
@@ -138,13 +173,20 @@ export const resnet = {
    * The CIFAR-10 networks of section 4.2: a 3x3 stem of width 16, then three stages of n basic
    * blocks (widths 16, 32, 64; strides 1, 2, 2), global average pooling and a linear classifier.
    *
-   * @throws Error if `depth` is not 6n+2.
+   * @throws Error if `depth` is not 6n+2, or an option has a value it does not allow (the
+   * message names the option, the value and the allowed values), or an option is unknown.
    */
   cifar(options: CifarOptions): ResNetSpec {
-    const { depth, shortcut = 'A', plain = false, inChannels = 3, numClasses = 10, activation, preActivation, batchNorm } = options;
-    if (!Number.isInteger(depth) || depth < 8 || (depth - 2) % 6 !== 0) {
-      throw new Error(`CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got depth ${depth}`);
+    const what = 'resnet.cifar';
+    checkOptions(what, options, CIFAR_KEYS);
+    const { depth } = options;
+    if (typeof depth !== 'number' || !Number.isInteger(depth) || depth < 8 || (depth - 2) % 6 !== 0) {
+      throw new Error(`CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got depth ${show(depth)}`);
     }
+    const { shortcut, plain, inChannels, numClasses, activation, preActivation, batchNorm } = commonOptions(what, options, {
+      shortcut: 'A',
+      numClasses: 10,
+    });
     const n = (depth - 2) / 6;
     const spec: ResNetSpec = {
       stem: 'cifar',
@@ -156,12 +198,12 @@ export const resnet = {
       ],
       shortcut,
       plain,
-      inChannels: positiveInt('inChannels', inChannels),
-      numClasses: positiveInt('numClasses', numClasses),
+      inChannels,
+      numClasses,
     };
     if (activation !== undefined) spec.activation = activation;
-    if (preActivation === true) spec.preActivation = true;
-    if (batchNorm === false) spec.batchNorm = false;
+    if (preActivation) spec.preActivation = true;
+    if (!batchNorm) spec.batchNorm = false;
     return spec;
   },
 
@@ -170,24 +212,22 @@ export const resnet = {
    * (widths 64, 128, 256, 512; strides 1, 2, 2, 2) of basic (18, 34) or bottleneck (50, 101, 152)
    * blocks.
    *
-   * @throws Error if `depth` is not 18, 34, 50, 101 or 152.
+   * @throws Error if `depth` is not 18, 34, 50, 101 or 152, or an option has a value it does not
+   * allow (the message names the option, the value and the allowed values), or an option is unknown.
    */
   imagenet(options: ImagenetOptions): ResNetSpec {
-    const {
-      depth,
-      shortcut = 'B',
-      plain = false,
-      inChannels = 3,
-      numClasses = 1000,
-      bottleneckStride = '3x3',
-      activation,
-      preActivation,
-      batchNorm,
-    } = options;
-    const layout = IMAGENET_LAYOUT[depth];
+    const what = 'resnet.imagenet';
+    checkOptions(what, options, IMAGENET_KEYS);
+    const { depth } = options;
+    const layout = typeof depth === 'number' ? IMAGENET_LAYOUT[depth] : undefined;
     if (layout === undefined) {
-      throw new Error(`ImageNet ResNet depth must be 18, 34, 50, 101 or 152, got depth ${String(depth)}`);
+      throw new Error(`ImageNet ResNet depth must be 18, 34, 50, 101 or 152, got depth ${show(depth)}`);
     }
+    const { shortcut, plain, inChannels, numClasses, activation, preActivation, batchNorm } = commonOptions(what, options, {
+      shortcut: 'B',
+      numClasses: 1000,
+    });
+    const bottleneckStride = oneOf(what, 'bottleneckStride', options.bottleneckStride ?? '3x3', BOTTLENECK_STRIDES);
     const widths = [64, 128, 256, 512];
     const strides = [1, 2, 2, 2];
     const spec: ResNetSpec = {
@@ -201,13 +241,13 @@ export const resnet = {
       })),
       shortcut,
       plain,
-      inChannels: positiveInt('inChannels', inChannels),
-      numClasses: positiveInt('numClasses', numClasses),
+      inChannels,
+      numClasses,
       bottleneckStride,
     };
     if (activation !== undefined) spec.activation = activation;
-    if (preActivation === true) spec.preActivation = true;
-    if (batchNorm === false) spec.batchNorm = false;
+    if (preActivation) spec.preActivation = true;
+    if (!batchNorm) spec.batchNorm = false;
     return spec;
   },
 };
@@ -223,7 +263,13 @@ export function nameOf(spec: ResNetSpec): string {
   return `${spec.preActivation === true ? 'Pre' : ''}${family}-${depthOf(spec)}`;
 }
 
-/** The input size the paper used for a stem: 32 for CIFAR, 224 for ImageNet. */
+/**
+ * The input side assumed for a net that has seen no data ({@link Model.summary}, `predict` on a
+ * checkpoint without `imageSize` metadata): 224 for ImageNet stems (the paper's crops); for
+ * CIFAR stems 28 with one input channel (MNIST and Fashion-MNIST, this package's default
+ * dataset) and 32 otherwise (CIFAR-10).
+ */
 export function defaultInputSize(spec: ResNetSpec): number {
-  return spec.stem === 'cifar' ? 32 : 224;
+  if (spec.stem !== 'cifar') return 224;
+  return spec.inChannels === 1 ? 28 : 32;
 }

@@ -7,6 +7,7 @@
 
 import { native, type NativeTensor } from './native.js';
 import { toSgdConfig, type SgdOptions } from './optim.js';
+import * as check from './validate.js';
 
 /** A tensor held by Rust (CPU for now), possibly part of a recorded graph. */
 export class Tensor {
@@ -23,8 +24,17 @@ export class Tensor {
    * is filled by `backward()`.
    */
   static fromArray(data: Float32Array | readonly number[], shape: readonly number[], options: { requiresGrad?: boolean } = {}): Tensor {
-    const values = data instanceof Float32Array ? data : Float32Array.from(data);
-    return new Tensor(native.NativeTensor.fromArray(values, [...shape], options.requiresGrad ?? false));
+    const what = 'Tensor.fromArray';
+    let values: Float32Array;
+    if (data instanceof Float32Array) values = data;
+    else if (Array.isArray(data)) {
+      const i = data.findIndex((v) => typeof v !== 'number');
+      if (i >= 0) throw new Error(`${what}: data must hold numbers, got ${check.show(data[i])} at index ${i}`);
+      values = Float32Array.from(data);
+    } else throw check.invalid(what, 'data', 'a Float32Array or an array of numbers', data);
+    const dims = check.shape(what, shape);
+    const requiresGrad = check.boolean(what, 'options.requiresGrad', options.requiresGrad ?? false);
+    return new Tensor(native.NativeTensor.fromArray(values, dims, requiresGrad));
   }
 
   /** Dimensions, outermost first. */
@@ -119,11 +129,11 @@ export const ops = {
     return wrap(T.flatten(x.native));
   },
   reshape(x: Tensor, shape: readonly number[]): Tensor {
-    return wrap(T.reshape(x.native, [...shape]));
+    return wrap(T.reshape(x.native, check.shape('reshape', shape)));
   },
   /** Mean softmax cross-entropy of logits [N, classes] against integer labels (length N). */
   crossEntropy(logits: Tensor, labels: Int32Array | readonly number[]): Tensor {
-    return wrap(T.crossEntropy(logits.native, labels instanceof Int32Array ? labels : Int32Array.from(labels)));
+    return wrap(T.crossEntropy(logits.native, check.labels('crossEntropy', labels)));
   },
 };
 
