@@ -35,6 +35,12 @@ pub enum Error {
     #[error("device error: {0}")]
     Device(String),
 
+    /// Memory ran out on the host or the GPU, or an estimate showed that a request cannot fit.
+    /// `bytes` is the amount asked for (or estimated); the message names it and, where known,
+    /// what was available.
+    #[error("{message}")]
+    OutOfMemory { bytes: u64, message: String },
+
     #[error("internal error (please report): {0}")]
     Internal(String),
 }

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod memory;
 pub(crate) mod json_check;
 pub mod model;
 pub mod nn;

@@ -5,6 +5,7 @@ use crate::autograd::no_grad;
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{self, NamedTensor, TensorData};
+use crate::memory::{self, Pass};
 use crate::nn::{Ctx, Entry, LayerSummary, ResNet, ResNetSpec};
 use crate::ops;
 use crate::optim::{Sgd, SgdConfig};
@@ -114,7 +115,11 @@ fn check_labels(n: usize, labels: &[i32]) -> Result<()> {
 }
 
 impl Model {
+    /// Refuses (an `Error::OutOfMemory` naming both figures) a spec whose parameters, gradients
+    /// and momentum cannot fit on `device`, before allocating anything (`memory::check_model_fits`).
     pub fn new(spec: ResNetSpec, seed: u64, device: Device) -> Result<Self> {
+        spec.validate()?;
+        memory::check_model_fits(&spec, device)?;
         let net = ResNet::new(&spec, seed, device)?;
         let optimizer = Sgd::new(
             net.parameters().into_iter().map(|(_, t)| t).collect(),
@@ -198,6 +203,7 @@ impl Model {
     /// exactly as it was.
     pub fn layer_responses(&self, images: &[f32], shape: [usize; 4], training: bool) -> Result<Vec<LayerResponse>> {
         check_images(&self.net.spec, images, shape)?;
+        self.check_batch_memory(shape, Pass::Eval)?;
         let out = std::cell::RefCell::new(Vec::new());
         let failed = std::cell::RefCell::new(None);
         let hook = |name: &str, kernel: usize, t: &Tensor| {
@@ -240,6 +246,7 @@ impl Model {
     pub fn gradient_norms(&self, images: &[f32], labels: &[i32], shape: [usize; 4]) -> Result<Vec<GradNorm>> {
         check_images(&self.net.spec, images, shape)?;
         check_labels(shape[0], labels)?;
+        self.check_batch_memory(shape, self.training_pass(false))?;
         let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
         let x = Tensor::from_vec(images, &shape, self.device)?;
         let params = self.parameters();
@@ -285,9 +292,47 @@ impl Model {
     }
 
     /// Forward, mean cross-entropy, backward and one SGD update.
+    ///
+    /// A batch that cannot fit is refused before the forward pass (`memory::check_batch_fits`).
+    /// When memory runs out during the step anyway (an `Error::OutOfMemory`), the model stays
+    /// usable: the step's graph and gradients are dropped, and no parameter or momentum buffer has
+    /// changed unless the update itself failed; only the batch-norm running statistics of layers
+    /// the forward pass got through have seen the batch.
     pub fn train_step(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
         check_images(&self.net.spec, images, shape)?;
         check_labels(shape[0], labels)?;
+        self.check_batch_memory(shape, self.training_pass(true))?;
+        let result = self.train_step_checked(images, shape, labels);
+        if result.is_err() {
+            self.optimizer.zero_grad();
+        }
+        result
+    }
+
+    /// What a training pass adds beside activations: gradients, and (`update`) the momentum
+    /// buffers the optimizer has not made yet.
+    fn training_pass(&self, update: bool) -> Pass {
+        let params = self.parameters();
+        let missing: usize = match update {
+            true => params
+                .iter()
+                .zip(self.optimizer.momentum_buffers())
+                .filter(|(_, b)| b.is_none())
+                .map(|((_, p), _)| p.numel())
+                .sum(),
+            false => 0,
+        };
+        let grads: usize = params.iter().map(|(_, p)| p.numel()).sum();
+        Pass::Training {
+            state_bytes: 4 * (grads + missing) as u64,
+        }
+    }
+
+    fn check_batch_memory(&self, shape: [usize; 4], pass: Pass) -> Result<()> {
+        memory::check_batch_fits(&self.net.spec, self.device, shape, pass)
+    }
+
+    fn train_step_checked(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
         let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
         let x = Tensor::from_vec(images, &shape, self.device)?;
         self.optimizer.zero_grad();
@@ -319,6 +364,7 @@ impl Model {
     /// Logits [N, classes] in eval mode.
     pub fn predict(&self, images: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
         check_images(&self.net.spec, images, shape)?;
+        self.check_batch_memory(shape, Pass::Eval)?;
         no_grad(|| {
             let x = Tensor::from_vec(images, &shape, self.device)?;
             self.net.forward(&x, &Ctx::eval())?.to_vec()
@@ -329,6 +375,7 @@ impl Model {
     pub fn evaluate_batch(&self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<EvalStats> {
         check_images(&self.net.spec, images, shape)?;
         check_labels(shape[0], labels)?;
+        self.check_batch_memory(shape, Pass::Eval)?;
         let classes = self.net.spec.num_classes;
         no_grad(|| {
             let y = ops::labels_tensor(labels, classes, self.device)?;

@@ -29,6 +29,12 @@ pub fn guard_core<T>(what: &str, f: impl FnOnce() -> resnet_core::Result<T>) -> 
     guard(what, || f().map_err(js_error))
 }
 
+/// A host copy of a JS typed array for a task on the thread pool: a batch too large to copy is an
+/// Error naming the bytes (resnet-core's `OutOfMemory`), not an abort of the process.
+pub fn copy_array<T: Clone>(data: &[T], what: &str) -> napi::Result<Vec<T>> {
+    resnet_core::memory::try_copy(data, what).map_err(js_error)
+}
+
 pub fn invalid(msg: impl Into<String>) -> napi::Error {
     napi::Error::new(napi::Status::InvalidArg, msg.into())
 }

@@ -13,7 +13,7 @@ use resnet_core::optim::SgdConfig;
 use resnet_core::Device;
 
 use crate::convert::{count, parse_device, shape4};
-use crate::errors::{guard, guard_core, invalid, js_error};
+use crate::errors::{copy_array, guard, guard_core, invalid, js_error};
 use crate::tensor::NativeTensor;
 
 /// Shared between the JS object and the tasks it has in flight; `None` once disposed.
@@ -177,9 +177,9 @@ impl NativeModel {
     ) -> Result<AsyncTask<TrainStepTask>> {
         Ok(AsyncTask::new(TrainStepTask {
             model: self.inner.clone(),
-            images: images.to_vec(),
+            images: copy_array(&images, "the batch's images")?,
             shape: shape4("trainStep", &shape)?,
-            labels: labels.to_vec(),
+            labels: copy_array(&labels, "the batch's labels")?,
         }))
     }
 
@@ -188,7 +188,7 @@ impl NativeModel {
     pub fn predict(&self, images: Float32Array, shape: Vec<f64>) -> Result<AsyncTask<PredictTask>> {
         Ok(AsyncTask::new(PredictTask {
             model: self.inner.clone(),
-            images: images.to_vec(),
+            images: copy_array(&images, "the batch's images")?,
             shape: shape4("predict", &shape)?,
         }))
     }
@@ -203,9 +203,9 @@ impl NativeModel {
     ) -> Result<AsyncTask<EvaluateTask>> {
         Ok(AsyncTask::new(EvaluateTask {
             model: self.inner.clone(),
-            images: images.to_vec(),
+            images: copy_array(&images, "the batch's images")?,
             shape: shape4("evaluateBatch", &shape)?,
-            labels: labels.to_vec(),
+            labels: copy_array(&labels, "the batch's labels")?,
         }))
     }
 
@@ -222,7 +222,7 @@ impl NativeModel {
     ) -> Result<AsyncTask<LayerResponsesTask>> {
         Ok(AsyncTask::new(LayerResponsesTask {
             model: self.inner.clone(),
-            images: images.to_vec(),
+            images: copy_array(&images, "the batch's images")?,
             shape: shape4("layerResponses", &shape)?,
             training,
         }))
@@ -240,8 +240,8 @@ impl NativeModel {
     ) -> Result<AsyncTask<GradientNormsTask>> {
         Ok(AsyncTask::new(GradientNormsTask {
             model: self.inner.clone(),
-            images: images.to_vec(),
-            labels: labels.to_vec(),
+            images: copy_array(&images, "the batch's images")?,
+            labels: copy_array(&labels, "the batch's labels")?,
             shape: shape4("gradientNorms", &shape)?,
         }))
     }

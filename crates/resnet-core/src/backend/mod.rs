@@ -134,6 +134,28 @@ pub fn gpu_memory_stats() -> Option<(u64, u64)> {
     return None;
 }
 
+/// Memory new tensors on `device` can still have, and what limits it (for the estimates' error
+/// messages): on the CPU the host's available memory (see [`crate::memory::host_available`]) plus
+/// the buffer pool's cached buffers; on the GPU see `wgpu::available_memory`. None where nothing
+/// is known: then only the allocations themselves can fail (as Errors).
+pub fn available_memory(device: Device) -> Option<crate::memory::Available> {
+    match device {
+        Device::Cpu => crate::memory::host_available().map(|a| a.plus(cpu::cached_bytes())),
+        #[cfg(feature = "gpu")]
+        Device::Gpu => self::wgpu::available_memory(),
+    }
+}
+
+/// The largest single tensor `device` can hold, in bytes, and the name of the limit (the GPU's
+/// binding and buffer limits); None where there is no such limit (the CPU).
+pub fn max_tensor_bytes(device: Device) -> Option<(u64, &'static str)> {
+    match device {
+        Device::Cpu => None,
+        #[cfg(feature = "gpu")]
+        Device::Gpu => self::wgpu::max_tensor_bytes(),
+    }
+}
+
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

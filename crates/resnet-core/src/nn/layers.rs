@@ -30,7 +30,7 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Self> {
-        let w = init.kaiming_normal_fan_out(c_out, c_in, kernel, kernel);
+        let w = init.kaiming_normal_fan_out(c_out, c_in, kernel, kernel)?;
         Ok(Conv2d {
             weight: Tensor::parameter(&w, &[c_out, c_in, kernel, kernel], device)?,
             bias: None,
@@ -147,8 +147,8 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(init: &mut Init, device: Device, c_in: usize, c_out: usize) -> Result<Self> {
-        let w = init.uniform_fan_in(c_out * c_in, c_in);
-        let b = init.uniform_fan_in(c_out, c_in);
+        let w = init.uniform_fan_in(c_out * c_in, c_in)?;
+        let b = init.uniform_fan_in(c_out, c_in)?;
         Ok(Linear {
             weight: Tensor::parameter(&w, &[c_out, c_in], device)?,
             bias: Tensor::parameter(&b, &[c_out], device)?,

@@ -1,12 +1,14 @@
 //! Modules: layers, residual blocks and the ResNet built from a spec, with torchvision's names.
 
 mod blocks;
+mod footprint;
 mod init;
 mod layers;
 mod resnet;
 pub mod spec;
 
 pub use blocks::{Block, ConvBn, Shortcut, BOTTLENECK_EXPANSION};
+pub use footprint::{Activations, Footprint};
 pub use init::Init;
 pub use layers::{BatchNorm2d, Conv2d, Linear, BN_EPS, BN_MOMENTUM};
 pub use resnet::{LayerSummary, ResNet};

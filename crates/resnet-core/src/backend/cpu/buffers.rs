@@ -2,8 +2,11 @@
 //! handing them back to the system and asking again costs page faults and zeroing on every
 //! step. Buffers return here when their last owner drops them and are reused by length.
 
+use crate::error::Result;
+use crate::memory;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Smaller buffers are cheap to allocate; pooling them would only add lock traffic.
@@ -15,33 +18,54 @@ static FREE: Mutex<Option<HashMap<usize, Vec<Vec<f32>>>>> = Mutex::new(None);
 
 pub struct CpuBuffer(Vec<f32>);
 
+/// Floats held by the free lists (reclaimable: counted as available memory by the estimates).
+static CACHED_FLOATS: AtomicUsize = AtomicUsize::new(0);
+
 impl CpuBuffer {
-    /// A buffer of `len` floats whose contents are unspecified (but initialised): for outputs a
-    /// kernel overwrites entirely.
-    pub fn uninit(len: usize) -> Self {
-        if len >= MIN_POOLED_LEN {
-            let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(v) = free.as_mut().and_then(|m| m.get_mut(&len)).and_then(|list| list.pop()) {
-                return CpuBuffer(v);
-            }
+    /// A cached buffer of exactly `len` floats, if the pool has one.
+    fn take_cached(len: usize) -> Option<Vec<f32>> {
+        if len < MIN_POOLED_LEN {
+            return None;
         }
-        CpuBuffer(vec![0.0; len])
+        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        let v = free.as_mut()?.get_mut(&len)?.pop()?;
+        CACHED_FLOATS.fetch_sub(len, Ordering::Relaxed);
+        Some(v)
     }
 
-    pub fn zeroed(len: usize) -> Self {
-        let mut b = Self::uninit(len);
-        b.0.fill(0.0);
-        b
+    /// A buffer of `len` floats whose contents are unspecified (but initialised): for outputs a
+    /// kernel overwrites entirely. Fails with `Error::OutOfMemory` (naming the bytes) when the
+    /// host has no room, after releasing the pool's cached buffers and trying again.
+    pub fn try_uninit(len: usize) -> Result<Self> {
+        match Self::take_cached(len) {
+            Some(v) => Ok(CpuBuffer(v)),
+            None => Ok(CpuBuffer(memory::try_vec(len, 0.0, "a tensor")?)),
+        }
+    }
+
+    pub fn try_zeroed(len: usize) -> Result<Self> {
+        match Self::take_cached(len) {
+            Some(mut v) => {
+                v.fill(0.0);
+                Ok(CpuBuffer(v))
+            }
+            None => Ok(CpuBuffer(memory::try_vec(len, 0.0, "a tensor")?)),
+        }
     }
 
     pub fn from_vec(v: Vec<f32>) -> Self {
         CpuBuffer(v)
     }
 
-    pub fn from_slice(s: &[f32]) -> Self {
-        let mut b = Self::uninit(s.len());
+    pub fn try_from_slice(s: &[f32]) -> Result<Self> {
+        let mut b = Self::try_uninit(s.len())?;
         b.0.copy_from_slice(s);
-        b
+        Ok(b)
+    }
+
+    /// A copy (copy-on-write of shared storage before an in-place update).
+    pub fn try_clone(&self) -> Result<Self> {
+        Self::try_from_slice(&self.0)
     }
 }
 
@@ -55,13 +79,8 @@ impl Drop for CpuBuffer {
         let list = free.get_or_insert_with(HashMap::new).entry(len).or_default();
         if list.len() < MAX_FREE_PER_LEN {
             list.push(std::mem::take(&mut self.0));
+            CACHED_FLOATS.fetch_add(len, Ordering::Relaxed);
         }
-    }
-}
-
-impl Clone for CpuBuffer {
-    fn clone(&self) -> Self {
-        Self::from_slice(&self.0)
     }
 }
 
@@ -80,7 +99,14 @@ impl DerefMut for CpuBuffer {
 
 /// Returns every cached buffer to the system (after a large model is disposed).
 pub fn release_cached() {
-    *FREE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+    *free = None;
+    CACHED_FLOATS.store(0, Ordering::Relaxed);
+}
+
+/// Bytes held by cached (free) buffers: memory the next allocations can have back.
+pub fn cached_bytes() -> u64 {
+    CACHED_FLOATS.load(Ordering::Relaxed) as u64 * 4
 }
 
 impl From<Vec<f32>> for CpuBuffer {

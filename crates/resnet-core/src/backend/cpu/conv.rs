@@ -5,7 +5,15 @@
 use super::buffers::CpuBuffer;
 use super::gemm::{gemm, MatView, Threads};
 use crate::backend::ConvGeometry;
+use crate::error::{Error, Result};
+use crate::memory::{self, try_vec};
 use rayon::prelude::*;
+
+/// The error for per-thread scratch that could not be allocated inside a parallel loop (where the
+/// allocation's own error cannot travel): names the bytes one buffer needed.
+fn scratch_oom(floats: usize) -> Error {
+    memory::host_oom(floats as u64 * 4, "convolution scratch (im2col)")
+}
 
 /// Output columns `first..last` whose input column `ox*stride + j - padding` lies inside the image.
 fn valid_columns(g: &ConvGeometry, j: usize) -> (usize, usize) {
@@ -94,21 +102,32 @@ fn patch_len(g: &ConvGeometry) -> usize {
     g.c_in * g.kh * g.kw
 }
 
-/// Runs `per_image(index, output_slice, scratch)` over the batch, in parallel when it pays.
-fn for_each_image<F>(out: &mut [f32], per_image_len: usize, n: usize, scratch_len: usize, per_image: F)
+/// Runs `per_chunk(index, output_chunk, scratch, threads)` over `out` in chunks of `chunk_len`,
+/// in parallel (one scratch buffer of `scratch_len` floats per task) when there are enough chunks
+/// to fill the cores, else one after another with multi-threaded GEMMs. Fails, having run none or
+/// some of the chunks, when a scratch buffer cannot be allocated.
+fn for_each_chunk<F>(out: &mut [f32], chunk_len: usize, scratch_len: usize, per_chunk: F) -> Result<()>
 where
     F: Fn(usize, &mut [f32], &mut CpuBuffer, Threads) + Sync + Send,
 {
-    if n >= rayon::current_num_threads() && n > 1 {
-        out.par_chunks_mut(per_image_len).enumerate().for_each_init(
-            || CpuBuffer::uninit(scratch_len),
-            |scratch, (i, o)| per_image(i, o, scratch, Threads::Single),
-        );
+    let chunks = out.len().div_ceil(chunk_len.max(1));
+    if chunks >= rayon::current_num_threads() && chunks > 1 {
+        out.par_chunks_mut(chunk_len).enumerate().try_for_each_init(
+            || CpuBuffer::try_uninit(scratch_len).ok(),
+            |scratch, (i, o)| match scratch {
+                Some(s) => {
+                    per_chunk(i, o, s, Threads::Single);
+                    Ok(())
+                }
+                None => Err(scratch_oom(scratch_len)),
+            },
+        )
     } else {
-        let mut scratch = CpuBuffer::uninit(scratch_len);
-        for (i, o) in out.chunks_mut(per_image_len).enumerate() {
-            per_image(i, o, &mut scratch, Threads::All);
+        let mut scratch = CpuBuffer::try_uninit(scratch_len)?;
+        for (i, o) in out.chunks_mut(chunk_len).enumerate() {
+            per_chunk(i, o, &mut scratch, Threads::All);
         }
+        Ok(())
     }
 }
 
@@ -169,45 +188,44 @@ fn forward_group(
     }
 }
 
-pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> CpuBuffer {
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Result<CpuBuffer> {
     let (out_hw, k) = (g.oh * g.ow, patch_len(g));
-    let mut y = CpuBuffer::uninit(g.n * g.c_out * out_hw);
+    let mut y = CpuBuffer::try_uninit(g.n * g.c_out * out_hw)?;
     if y.is_empty() {
-        return y;
+        return Ok(y);
     }
     let group = images_per_gemm(g);
     let cols = group * out_hw;
     let scratch_len = k * cols + if group > 1 { g.c_out * cols } else { 0 };
     let per_group = group * g.c_out * out_hw;
-    let groups = g.n.div_ceil(group);
-    if groups >= rayon::current_num_threads() && groups > 1 {
-        y.par_chunks_mut(per_group).enumerate().for_each_init(
-            || CpuBuffer::uninit(scratch_len),
-            |scratch, (i, out)| forward_group(x, w, g, i * group, out, scratch, Threads::Single),
-        );
-    } else {
-        let mut scratch = CpuBuffer::uninit(scratch_len);
-        for (i, out) in y.chunks_mut(per_group).enumerate() {
-            forward_group(x, w, g, i * group, out, &mut scratch, Threads::All);
-        }
-    }
+    for_each_chunk(&mut y, per_group, scratch_len, |i, out, scratch, threads| {
+        forward_group(x, w, g, i * group, out, scratch, threads)
+    })?;
     if let Some(b) = bias {
         y.par_chunks_mut(out_hw).enumerate().for_each(|(p, row)| {
             let bo = b[p % g.c_out];
             row.iter_mut().for_each(|v| *v += bo);
         });
     }
-    y
+    Ok(y)
 }
 
 /// For stride 1 the data gradient is itself a convolution: of dy with the kernel flipped and its
 /// channels swapped, padded by k-1-p. That runs on the im2col fast path instead of a scatter.
-fn backward_data_as_convolution(gy: &[f32], w: &[f32], g: &ConvGeometry) -> Option<CpuBuffer> {
+fn backward_data_as_convolution(gy: &[f32], w: &[f32], g: &ConvGeometry) -> Option<Result<CpuBuffer>> {
     if g.stride != 1 || g.kh != g.kw || g.padding >= g.kh || g.is_pointwise() {
         return None;
     }
     let (kh, kw) = (g.kh, g.kw);
-    let mut flipped = vec![0.0f32; w.len()];
+    let pad = kh - 1 - g.padding;
+    let tg = ConvGeometry::new(&[g.n, g.c_out, g.oh, g.ow], &[g.c_in, g.c_out, kh, kw], 1, pad).ok()?;
+    if tg.oh != g.h || tg.ow != g.w {
+        return None;
+    }
+    let mut flipped = match try_vec(w.len(), 0.0f32, "a flipped convolution kernel") {
+        Ok(v) => v,
+        Err(e) => return Some(Err(e)),
+    };
     for o in 0..g.c_out {
         for c in 0..g.c_in {
             for i in 0..kh {
@@ -218,27 +236,22 @@ fn backward_data_as_convolution(gy: &[f32], w: &[f32], g: &ConvGeometry) -> Opti
             }
         }
     }
-    let pad = kh - 1 - g.padding;
-    let tg = ConvGeometry::new(&[g.n, g.c_out, g.oh, g.ow], &[g.c_in, g.c_out, kh, kw], 1, pad).ok()?;
-    if tg.oh != g.h || tg.ow != g.w {
-        return None;
-    }
     Some(forward(gy, &flipped, None, &tg))
 }
 
-pub fn backward_data(gy: &[f32], w: &[f32], g: &ConvGeometry) -> CpuBuffer {
+pub fn backward_data(gy: &[f32], w: &[f32], g: &ConvGeometry) -> Result<CpuBuffer> {
     if let Some(gx) = backward_data_as_convolution(gy, w, g) {
         return gx;
     }
     let (in_len, out_hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
     // col2im accumulates, so this one starts from zero.
-    let mut gx = CpuBuffer::zeroed(g.n * in_len);
+    let mut gx = CpuBuffer::try_zeroed(g.n * in_len)?;
     if gx.is_empty() {
-        return gx;
+        return Ok(gx);
     }
     let pointwise = g.is_pointwise();
     let scratch_len = if pointwise { 0 } else { k * out_hw };
-    for_each_image(&mut gx, in_len, g.n, scratch_len, |i, gxi, col, threads| {
+    for_each_chunk(&mut gx, in_len, scratch_len, |i, gxi, col, threads| {
         let gyi = MatView::new(&gy[i * g.c_out * out_hw..(i + 1) * g.c_out * out_hw], g.c_out, out_hw);
         let wt = MatView::transposed(w, k, g.c_out);
         if pointwise {
@@ -247,8 +260,8 @@ pub fn backward_data(gy: &[f32], w: &[f32], g: &ConvGeometry) -> CpuBuffer {
             gemm(col, wt, gyi, false, threads);
             col2im(col, g, gxi);
         }
-    });
-    gx
+    })?;
+    Ok(gx)
 }
 
 /// Images per partial weight gradient. Fixed by the batch size alone, so the summation order, and
@@ -260,7 +273,7 @@ fn images_per_chunk(n: usize) -> usize {
 /// Patch columns one GEMM of the weight gradient takes at most (bounds the scratch memory).
 const MAX_WEIGHT_GRAD_COLUMNS: usize = 8192;
 
-pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Result<CpuBuffer> {
     let (in_len, hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
     let w_len = g.c_out * k;
     let chunk = images_per_chunk(g.n);
@@ -271,10 +284,10 @@ pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     } else {
         Threads::All
     };
-    let partial = |c: usize| {
-        let mut gw = vec![0.0f32; w_len];
-        let mut patches = CpuBuffer::uninit(k * per_gemm * hw);
-        let mut grads = CpuBuffer::uninit(g.c_out * per_gemm * hw);
+    let partial = |c: usize| -> Result<CpuBuffer> {
+        let mut gw = CpuBuffer::try_zeroed(w_len)?;
+        let mut patches = CpuBuffer::try_uninit(k * per_gemm * hw)?;
+        let mut grads = CpuBuffer::try_uninit(g.c_out * per_gemm * hw)?;
         let images: Vec<usize> = (c * chunk..((c + 1) * chunk).min(g.n)).collect();
         for batch in images.chunks(per_gemm) {
             let cols = batch.len() * hw;
@@ -294,19 +307,22 @@ pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Vec<f32> {
                 threads,
             );
         }
-        gw
+        Ok(gw)
     };
-    let partials: Vec<Vec<f32>> = if threads == Threads::Single {
-        (0..chunks).into_par_iter().map(partial).collect()
+    let partials: Vec<CpuBuffer> = if threads == Threads::Single {
+        (0..chunks).into_par_iter().map(partial).collect::<Result<_>>()?
     } else {
-        (0..chunks).map(partial).collect()
+        (0..chunks).map(partial).collect::<Result<_>>()?
     };
     let mut iter = partials.into_iter();
-    let mut gw = iter.next().unwrap_or_else(|| vec![0.0; w_len]);
+    let mut gw = match iter.next() {
+        Some(first) => first,
+        None => CpuBuffer::try_zeroed(w_len)?,
+    };
     for p in iter {
-        gw.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+        gw.iter_mut().zip(p.iter()).for_each(|(a, b)| *a += b);
     }
-    gw
+    Ok(gw)
 }
 
 #[cfg(test)]
@@ -362,7 +378,7 @@ mod tests {
             let g = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
             let x = values(n * c * h * w, 1);
             let wt = values(o * c * k * k, 2);
-            let got = forward(&x, &wt, None, &g);
+            let got = forward(&x, &wt, None, &g).unwrap();
             let want = reference(&x, &wt, &g);
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{g:?}: {a} vs {b}");

@@ -15,7 +15,7 @@ use ndarray::{ArrayView2, Axis};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-pub use buffers::{release_cached, CpuBuffer};
+pub use buffers::{cached_bytes, release_cached, CpuBuffer};
 
 pub type CpuStorage = Arc<CpuBuffer>;
 
@@ -38,8 +38,14 @@ fn data(s: &Storage) -> Result<&[f32]> {
 
 fn data_mut(s: &mut Storage) -> Result<&mut [f32]> {
     match s {
-        // Copy-on-write: a tensor saved for backward keeps its old values.
-        Storage::Cpu(v) => Ok(&mut **Arc::make_mut(v)),
+        // Copy-on-write: a tensor saved for backward keeps its old values. (Arc::make_mut, with a
+        // copy that can fail.)
+        Storage::Cpu(v) => {
+            if Arc::get_mut(v).is_none() {
+                *v = Arc::new(v.try_clone()?);
+            }
+            Ok(&mut **Arc::get_mut(v).ok_or_else(|| Error::Internal("copy-on-write: storage still shared".into()))?)
+        }
         #[allow(unreachable_patterns)]
         _ => Err(Error::DeviceMismatch {
             op: "cpu kernel",
@@ -54,14 +60,14 @@ fn store(v: impl Into<CpuBuffer>) -> Result<Storage> {
     Ok(Storage::Cpu(Arc::new(v.into())))
 }
 
-fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> CpuBuffer {
-    let mut out = CpuBuffer::uninit(a.len());
+fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Result<CpuBuffer> {
+    let mut out = CpuBuffer::try_uninit(a.len())?;
     if a.len() >= PAR_THRESHOLD {
         out.par_iter_mut().zip(a.par_iter()).for_each(|(o, &v)| *o = f(v));
     } else {
         out.iter_mut().zip(a).for_each(|(o, &v)| *o = f(v));
     }
-    out
+    Ok(out)
 }
 
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<CpuBuffer> {
@@ -72,7 +78,7 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> R
             b.len()
         )));
     }
-    let mut out = CpuBuffer::uninit(a.len());
+    let mut out = CpuBuffer::try_uninit(a.len())?;
     if a.len() >= PAR_THRESHOLD {
         out.par_iter_mut()
             .zip(a.par_iter().zip(b.par_iter()))
@@ -114,15 +120,15 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, d: &[f32]) -> Result<Storage> {
-        store(CpuBuffer::from_slice(d))
+        store(CpuBuffer::try_from_slice(d)?)
     }
 
     fn download(&self, s: &Storage) -> Result<Vec<f32>> {
-        Ok(data(s)?.to_vec())
+        crate::memory::try_copy(data(s)?, "a tensor's values")
     }
 
     fn zeros(&self, len: usize) -> Result<Storage> {
-        store(CpuBuffer::zeroed(len))
+        store(CpuBuffer::try_zeroed(len)?)
     }
 
     fn add(&self, a: &Storage, b: &Storage) -> Result<Storage> {
@@ -134,11 +140,11 @@ impl Backend for CpuBackend {
     }
 
     fn scale(&self, a: &Storage, alpha: f32) -> Result<Storage> {
-        store(map(data(a)?, |v| v * alpha))
+        store(map(data(a)?, |v| v * alpha)?)
     }
 
     fn activation(&self, x: &Storage, act: Activation) -> Result<Storage> {
-        store(map(data(x)?, |v| activate(v, act)))
+        store(map(data(x)?, |v| activate(v, act))?)
     }
 
     fn activation_backward(&self, y: &Storage, gy: &Storage, act: Activation) -> Result<Storage> {
@@ -147,15 +153,15 @@ impl Backend for CpuBackend {
 
     fn conv2d(&self, x: &Storage, w: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Result<Storage> {
         let b = bias.map(data).transpose()?;
-        store(conv::forward(data(x)?, data(w)?, b, g))
+        store(conv::forward(data(x)?, data(w)?, b, g)?)
     }
 
     fn conv2d_backward_data(&self, gy: &Storage, w: &Storage, g: &ConvGeometry) -> Result<Storage> {
-        store(conv::backward_data(data(gy)?, data(w)?, g))
+        store(conv::backward_data(data(gy)?, data(w)?, g)?)
     }
 
     fn conv2d_backward_weight(&self, x: &Storage, gy: &Storage, g: &ConvGeometry) -> Result<Storage> {
-        store(conv::backward_weight(data(x)?, data(gy)?, g))
+        store(conv::backward_weight(data(x)?, data(gy)?, g)?)
     }
 
     fn sum_nhw(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage> {
@@ -184,7 +190,7 @@ impl Backend for CpuBackend {
         let x = data(x)?;
         let (mean, var) = norm::channel_stats(x, n, c, hw);
         let invstd = norm::invstd(&var, eps);
-        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, c, hw);
+        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, c, hw)?;
         Ok((
             store(y)?,
             BatchStats {
@@ -222,7 +228,7 @@ impl Backend for CpuBackend {
             data(&stats.invstd)?,
             c,
             hw,
-        ))
+        )?)
     }
 
     fn batch_norm_backward(
@@ -246,7 +252,7 @@ impl Backend for CpuBackend {
             c,
             hw,
             batch_statistics,
-        );
+        )?;
         Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
     }
 
@@ -270,19 +276,19 @@ impl Backend for CpuBackend {
     }
 
     fn max_pool2d(&self, x: &Storage, g: &PoolGeometry) -> Result<Storage> {
-        store(pool::max_pool2d(data(x)?, g))
+        store(pool::max_pool2d(data(x)?, g)?)
     }
 
     fn max_pool2d_backward(&self, x: &Storage, gy: &Storage, g: &PoolGeometry) -> Result<Storage> {
-        store(pool::max_pool2d_backward(data(x)?, data(gy)?, g))
+        store(pool::max_pool2d_backward(data(x)?, data(gy)?, g)?)
     }
 
     fn global_avg_pool(&self, x: &Storage, _n: usize, _c: usize, hw: usize) -> Result<Storage> {
-        store(pool::global_avg_pool(data(x)?, hw))
+        store(pool::global_avg_pool(data(x)?, hw)?)
     }
 
     fn global_avg_pool_backward(&self, gy: &Storage, _n: usize, _c: usize, hw: usize) -> Result<Storage> {
-        store(pool::global_avg_pool_backward(data(gy)?, hw))
+        store(pool::global_avg_pool_backward(data(gy)?, hw)?)
     }
 
     fn matmul(
@@ -306,14 +312,14 @@ impl Backend for CpuBackend {
         } else {
             MatView::new(b, k, n)
         };
-        let mut c = CpuBuffer::uninit(m * n);
+        let mut c = CpuBuffer::try_uninit(m * n)?;
         gemm::gemm(&mut c, av, bv, false, Threads::All);
         store(c)
     }
 
     fn add_row_bias(&self, x: &Storage, bias: &Storage, _rows: usize, cols: usize) -> Result<Storage> {
         let b = data(bias)?;
-        let mut y = CpuBuffer::from_slice(data(x)?);
+        let mut y = CpuBuffer::try_from_slice(data(x)?)?;
         y.chunks_mut(cols)
             .for_each(|row| row.iter_mut().zip(b).for_each(|(v, &bi)| *v += bi));
         store(y)
@@ -331,7 +337,7 @@ impl Backend for CpuBackend {
         _n: usize,
         classes: usize,
     ) -> Result<(Storage, Storage)> {
-        let (losses, probs) = loss::cross_entropy(data(logits)?, data(labels)?, classes);
+        let (losses, probs) = loss::cross_entropy(data(logits)?, data(labels)?, classes)?;
         Ok((store(losses)?, store(probs)?))
     }
 
@@ -350,11 +356,11 @@ impl Backend for CpuBackend {
             data(labels)?,
             classes,
             scale * up,
-        ))
+        )?)
     }
 
     fn topk_correct(&self, logits: &Storage, labels: &Storage, _n: usize, classes: usize, k: usize) -> Result<Storage> {
-        store(loss::topk_correct(data(logits)?, data(labels)?, classes, k))
+        store(loss::topk_correct(data(logits)?, data(labels)?, classes, k)?)
     }
 
     fn sum_all(&self, x: &Storage) -> Result<Storage> {
@@ -374,7 +380,7 @@ impl Backend for CpuBackend {
     ) -> Result<Storage> {
         let x = data(x)?;
         let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let mut y = CpuBuffer::zeroed(n * c_out * oh * ow);
+        let mut y = CpuBuffer::try_zeroed(n * c_out * oh * ow)?;
         y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, yp)| {
             let (i, co) = (p / c_out, p % c_out);
             if co < pad_before || co >= pad_before + c_in {
@@ -403,7 +409,7 @@ impl Backend for CpuBackend {
     ) -> Result<Storage> {
         let gy = data(gy)?;
         let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let mut gx = CpuBuffer::zeroed(n * c_in * h * w);
+        let mut gx = CpuBuffer::try_zeroed(n * c_in * h * w)?;
         gx.par_chunks_mut(h * w).enumerate().for_each(|(p, gp)| {
             let (i, ci) = (p / c_in, p % c_in);
             let src = &gy[(i * c_out + ci + pad_before) * oh * ow..][..oh * ow];

@@ -2,6 +2,7 @@
 //! channel per task, in a fixed order: deterministic), the elementwise parts run per plane.
 
 use super::buffers::CpuBuffer;
+use crate::error::Result;
 use rayon::prelude::*;
 
 /// Per-channel (mean, biased variance) of x[n, c, hw], in one pass: sums of x and x^2 in f64,
@@ -32,8 +33,16 @@ pub fn invstd(var: &[f32], eps: f32) -> Vec<f32> {
 }
 
 /// y = (x - mean) * invstd * gamma + beta, plane by plane.
-pub fn apply(x: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32], c: usize, hw: usize) -> CpuBuffer {
-    let mut y = CpuBuffer::uninit(x.len());
+pub fn apply(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    c: usize,
+    hw: usize,
+) -> Result<CpuBuffer> {
+    let mut y = CpuBuffer::try_uninit(x.len())?;
     y.par_chunks_mut(hw)
         .zip(x.par_chunks(hw))
         .enumerate()
@@ -43,7 +52,7 @@ pub fn apply(x: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32
             let shift = beta[ch] - mean[ch] * scale;
             yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift);
         });
-    y
+    Ok(y)
 }
 
 /// (dx, dgamma, dbeta). With batch statistics the mean and variance are functions of x and
@@ -59,7 +68,7 @@ pub fn backward(
     c: usize,
     hw: usize,
     batch_statistics: bool,
-) -> (CpuBuffer, Vec<f32>, Vec<f32>) {
+) -> Result<(CpuBuffer, Vec<f32>, Vec<f32>)> {
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -81,7 +90,7 @@ pub fn backward(
         .map(|(s, &is)| (s.1 * is as f64) as f32)
         .collect();
     let count = (n * hw) as f32;
-    let mut dx = CpuBuffer::uninit(x.len());
+    let mut dx = CpuBuffer::try_uninit(x.len())?;
     dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dp)| {
         let ch = plane % c;
         let r = plane * hw..(plane + 1) * hw;
@@ -97,5 +106,5 @@ pub fn backward(
             dp.iter_mut().zip(&gy[r]).for_each(|(d, &g)| *d = k * g);
         }
     });
-    (dx, dgamma, dbeta)
+    Ok((dx, dgamma, dbeta))
 }

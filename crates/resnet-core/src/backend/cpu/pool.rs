@@ -2,6 +2,7 @@
 
 use super::buffers::CpuBuffer;
 use crate::backend::PoolGeometry;
+use crate::error::Result;
 use rayon::prelude::*;
 
 /// Index in the plane of each window's maximum (the first one on ties, as PyTorch), or None for a
@@ -29,9 +30,9 @@ fn window_argmax(plane: &[f32], g: &PoolGeometry, oy: usize, ox: usize) -> Optio
     best.map(|(i, _)| i)
 }
 
-pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> CpuBuffer {
+pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Result<CpuBuffer> {
     let (in_hw, out_hw) = (g.h * g.w, g.oh * g.ow);
-    let mut y = CpuBuffer::uninit(g.n * g.c * out_hw);
+    let mut y = CpuBuffer::try_uninit(g.n * g.c * out_hw)?;
     y.par_chunks_mut(out_hw).enumerate().for_each(|(p, yp)| {
         let plane = &x[p * in_hw..(p + 1) * in_hw];
         for oy in 0..g.oh {
@@ -40,12 +41,12 @@ pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> CpuBuffer {
             }
         }
     });
-    y
+    Ok(y)
 }
 
-pub fn max_pool2d_backward(x: &[f32], gy: &[f32], g: &PoolGeometry) -> CpuBuffer {
+pub fn max_pool2d_backward(x: &[f32], gy: &[f32], g: &PoolGeometry) -> Result<CpuBuffer> {
     let (in_hw, out_hw) = (g.h * g.w, g.oh * g.ow);
-    let mut gx = CpuBuffer::zeroed(x.len());
+    let mut gx = CpuBuffer::try_zeroed(x.len())?;
     gx.par_chunks_mut(in_hw).enumerate().for_each(|(p, gp)| {
         let plane = &x[p * in_hw..(p + 1) * in_hw];
         for oy in 0..g.oh {
@@ -56,19 +57,21 @@ pub fn max_pool2d_backward(x: &[f32], gy: &[f32], g: &PoolGeometry) -> CpuBuffer
             }
         }
     });
-    gx
+    Ok(gx)
 }
 
-pub fn global_avg_pool(x: &[f32], hw: usize) -> Vec<f32> {
-    x.par_chunks(hw)
-        .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
-        .collect()
+pub fn global_avg_pool(x: &[f32], hw: usize) -> Result<CpuBuffer> {
+    let mut y = CpuBuffer::try_uninit(x.len() / hw.max(1))?;
+    y.par_iter_mut()
+        .zip(x.par_chunks(hw.max(1)))
+        .for_each(|(o, p)| *o = (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32);
+    Ok(y)
 }
 
-pub fn global_avg_pool_backward(gy: &[f32], hw: usize) -> CpuBuffer {
-    let mut gx = CpuBuffer::uninit(gy.len() * hw);
-    gx.par_chunks_mut(hw)
+pub fn global_avg_pool_backward(gy: &[f32], hw: usize) -> Result<CpuBuffer> {
+    let mut gx = CpuBuffer::try_uninit(gy.len() * hw)?;
+    gx.par_chunks_mut(hw.max(1))
         .zip(gy.par_iter())
         .for_each(|(p, &g)| p.fill(g / hw as f32));
-    gx
+    Ok(gx)
 }

@@ -19,6 +19,9 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     /// Why this adapter was chosen, for `adapters_info`.
     pub reason: String,
+    /// The largest device-local memory heap, in bytes, where the backend can say (Vulkan); wgpu
+    /// itself has no query for the memory a GPU has.
+    pub device_memory: Option<u64>,
     pub pool: Mutex<Pool>,
     pub recorder: Mutex<Recorder>,
     pub pipelines: Pipelines,
@@ -58,6 +61,13 @@ fn instance() -> wgpu::Instance {
         backends: wgpu::Backends::PRIMARY.with_env(),
         // No validation layers unless asked for through WGPU_* variables: tests and release alike.
         flags: wgpu::InstanceFlags::empty().with_env(),
+        // Where the driver reports a memory budget (Vulkan's VK_EXT_memory_budget, DX12), buffer
+        // creation past 95% of it fails with an out-of-memory error, which the pool catches and
+        // turns into an Error, instead of oversubscribing the GPU until the device is lost.
+        memory_budget_thresholds: wgpu::MemoryBudgetThresholds {
+            for_resource_creation: Some(95),
+            for_device_loss: None,
+        },
         ..Default::default()
     })
 }
@@ -125,6 +135,36 @@ fn choose(adapters: Vec<wgpu::Adapter>) -> std::result::Result<(wgpu::Adapter, S
     }
 }
 
+/// The size of the adapter's largest device-local memory heap (Vulkan: vkGetPhysicalDeviceMemoryProperties
+/// through wgpu-hal); None on other backends.
+fn device_local_heap(adapter: &wgpu::Adapter) -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "windows", target_os = "android"))]
+    {
+        // SAFETY: the hal adapter is only read (its physical device and instance handles), while
+        // `adapter` keeps it alive; vkGetPhysicalDeviceMemoryProperties has no preconditions
+        // beyond valid handles.
+        unsafe {
+            let hal = adapter.as_hal::<wgpu::hal::api::Vulkan>()?;
+            let props = hal
+                .shared_instance()
+                .raw_instance()
+                .get_physical_device_memory_properties(hal.raw_physical_device());
+            const DEVICE_LOCAL: u32 = 0x1; // VK_MEMORY_HEAP_DEVICE_LOCAL_BIT
+            let count = (props.memory_heap_count as usize).min(props.memory_heaps.len());
+            props.memory_heaps[..count]
+                .iter()
+                .filter(|h| h.flags.as_raw() & DEVICE_LOCAL != 0)
+                .map(|h| h.size)
+                .max()
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "windows", target_os = "android")))]
+    {
+        let _ = adapter;
+        None
+    }
+}
+
 /// The limits to ask for: everything the adapter offers that our kernels use.
 fn wanted_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
     let mut l = wgpu::Limits::downlevel_defaults();
@@ -150,6 +190,7 @@ impl GpuContext {
         let instance = instance();
         let (adapter, reason) = choose(instance.enumerate_adapters(wgpu::Backends::PRIMARY.with_env()))?;
         let info = adapter.get_info();
+        let device_memory = device_local_heap(&adapter);
         let adapter_limits = adapter.limits();
         let limits = wanted_limits(&adapter_limits);
         // Optional features are taken where offered; every kernel has a path without them.
@@ -173,6 +214,7 @@ impl GpuContext {
             limits,
             features,
             reason,
+            device_memory,
             _instance: instance,
         };
         Ok(ctx)

@@ -15,6 +15,7 @@ pub use pool::GpuStorage;
 
 use super::{Activation, Backend, BatchStats, ConvGeometry, Device, PoolGeometry, SgdStep, Storage};
 use crate::error::{Error, Result};
+use crate::memory::{human_bytes, Available};
 use context::{context, existing_context, GpuContext};
 use pipelines::KernelSpec;
 
@@ -93,6 +94,49 @@ pub fn memory_stats() -> Option<GpuMemoryStats> {
     })
 }
 
+/// Memory the GPU can still give this process, as far as can be told (wgpu has no portable
+/// query): for a software adapter (lavapipe, whose buffers are host memory) the host's available
+/// memory; otherwise the device-local heap the driver reports (Vulkan) less what this process's
+/// pool holds in live tensors, and for an integrated GPU no more than the host has. Cached pool
+/// buffers count as free (they are reused or trimmed). None before the GPU is opened, or where
+/// nothing is known (Metal, DX12).
+pub fn available_memory() -> Option<Available> {
+    let ctx = existing_context()?;
+    let (reserved, in_use) = {
+        let p = ctx.pool.lock().unwrap_or_else(|e| e.into_inner());
+        (p.reserved, p.in_use)
+    };
+    let host = || crate::memory::host_available().map(|a| a.plus(reserved.saturating_sub(in_use)));
+    let device = || {
+        ctx.device_memory.map(|heap| {
+            let left = heap.saturating_sub(in_use);
+            Available::new(
+                left,
+                format!(
+                    "the GPU ({}) has {} of device memory, {} of it in use by this process",
+                    ctx.info.name,
+                    human_bytes(heap),
+                    human_bytes(in_use)
+                ),
+            )
+        })
+    };
+    match ctx.info.device_type {
+        wgpu::DeviceType::Cpu => host().map(|a| Available {
+            description: format!("{} (the software adapter {} uses host memory)", a.description, ctx.info.name),
+            ..a
+        }),
+        wgpu::DeviceType::IntegratedGpu => Available::min(device(), host()),
+        _ => device(),
+    }
+}
+
+/// The largest tensor a kernel can bind, in bytes, and the name of the adapter limit that sets
+/// it; None before the GPU is opened.
+pub fn max_tensor_bytes() -> Option<(u64, &'static str)> {
+    existing_context().map(pool::max_tensor_bytes)
+}
+
 /// Submits recorded work without waiting.
 pub fn flush() -> Result<()> {
     match existing_context() {
@@ -116,6 +160,16 @@ pub fn trim() -> Result<()> {
         ctx.pool.lock().unwrap_or_else(|e| e.into_inner()).trim();
     }
     Ok(())
+}
+
+/// Test hook: the peak figures of [`memory_stats`] start again from what the pool holds now.
+#[doc(hidden)]
+pub fn reset_peak_memory() {
+    if let Some(ctx) = existing_context() {
+        let mut p = ctx.pool.lock().unwrap_or_else(|e| e.into_inner());
+        p.peak_in_use = p.in_use;
+        p.peak_reserved = p.reserved;
+    }
 }
 
 /// Test hook: fill every freshly allocated kernel output with NaN before its kernel runs, so a

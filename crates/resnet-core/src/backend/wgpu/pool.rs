@@ -6,6 +6,7 @@
 
 use super::context::{context, existing_context, GpuContext};
 use crate::error::{Error, Result};
+use crate::memory::human_bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -112,16 +113,10 @@ impl GpuStorage {
     /// A buffer for `len` floats from the pool (contents undefined).
     pub fn alloc(len: usize) -> Result<GpuStorage> {
         let ctx = context()?;
-        let bytes = (len as u64 * 4).max(4);
-        if bytes > ctx.limits.max_storage_buffer_binding_size as u64 || bytes > ctx.limits.max_buffer_size {
-            return Err(Error::Device(format!(
-                "a tensor of {len} floats ({} MiB) exceeds this GPU's largest storage binding ({} MiB)",
-                bytes >> 20,
-                ctx.limits
-                    .max_storage_buffer_binding_size
-                    .min(ctx.limits.max_buffer_size.min(u32::MAX as u64) as u32)
-                    >> 20
-            )));
+        let bytes = (len as u64).saturating_mul(4).max(4);
+        let (limit, name) = max_tensor_bytes(ctx);
+        if bytes > limit {
+            return Err(too_large(bytes, &format!("a tensor of {len} floats"), limit, name));
         }
         let class = class_size(bytes).min(ctx.limits.max_buffer_size);
         let cached = ctx.pool.lock().unwrap_or_else(|p| p.into_inner()).take(class);
@@ -133,18 +128,48 @@ impl GpuStorage {
     }
 }
 
-fn try_create(ctx: &GpuContext, class: u64) -> Option<wgpu::Buffer> {
+/// The largest tensor a kernel can bind, in bytes, and the limit that sets it.
+pub fn max_tensor_bytes(ctx: &GpuContext) -> (u64, &'static str) {
+    let binding = ctx.limits.max_storage_buffer_binding_size as u64;
+    if ctx.limits.max_buffer_size < binding {
+        (ctx.limits.max_buffer_size, "max_buffer_size")
+    } else {
+        (binding, "max_storage_buffer_binding_size")
+    }
+}
+
+/// The error for a tensor larger than the GPU can bind: names its bytes and the limit.
+pub fn too_large(bytes: u64, what: &str, limit: u64, name: &str) -> Error {
+    Error::OutOfMemory {
+        bytes,
+        message: format!(
+            "{what} needs {} ({bytes} bytes), more than this GPU can hold in one buffer: {} ({limit} bytes, \
+             the adapter's {name}); use a smaller batch or image size",
+            human_bytes(bytes),
+            human_bytes(limit)
+        ),
+    }
+}
+
+/// Runs `f` inside an out-of-memory error scope: None when wgpu reported out of memory.
+pub fn oom_scoped<T>(ctx: &GpuContext, f: impl FnOnce() -> T) -> Option<T> {
     ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let b = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("resnet-wgpu pool"),
-        size: class,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+    let value = f();
     match pollster::block_on(ctx.device.pop_error_scope()) {
-        None => Some(b),
+        None => Some(value),
         Some(_) => None,
     }
+}
+
+fn try_create(ctx: &GpuContext, class: u64) -> Option<wgpu::Buffer> {
+    oom_scoped(ctx, || {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resnet-wgpu pool"),
+            size: class,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    })
 }
 
 fn create(ctx: &GpuContext, class: u64) -> Result<wgpu::Buffer> {
@@ -157,12 +182,21 @@ fn create(ctx: &GpuContext, class: u64) -> Result<wgpu::Buffer> {
             ctx.pool.lock().unwrap_or_else(|p| p.into_inner()).trim();
             super::queue::sync(ctx)?;
             try_create(ctx, class).ok_or_else(|| {
-                let p = ctx.pool.lock().unwrap_or_else(|p| p.into_inner());
-                Error::Device(format!(
-                    "out of GPU memory allocating {} MiB ({} MiB in use); use a smaller batch",
-                    class >> 20,
-                    p.in_use >> 20
-                ))
+                let in_use = ctx.pool.lock().unwrap_or_else(|p| p.into_inner()).in_use;
+                let has = match ctx.device_memory {
+                    Some(heap) => format!(" of the {} it has", human_bytes(heap)),
+                    None => String::new(),
+                };
+                Error::OutOfMemory {
+                    bytes: class,
+                    message: format!(
+                        "out of GPU memory: allocating {} ({class} bytes) on {} failed with {}{has} in use by \
+                         this process; use a smaller batch or model",
+                        human_bytes(class),
+                        ctx.describe(),
+                        human_bytes(in_use)
+                    ),
+                }
             })?
         }
     };

@@ -8,8 +8,9 @@
 
 use super::context::GpuContext;
 use super::pipelines::Kernel;
-use super::pool::GpuStorage;
+use super::pool::{oom_scoped, GpuStorage};
 use crate::error::{Error, Result};
+use crate::memory::human_bytes;
 
 /// Dispatches recorded before a submit is forced (and parameter slots in the arena).
 pub const MAX_DISPATCHES: usize = 512;
@@ -120,12 +121,16 @@ pub fn dispatch(
         r.submit(ctx);
     }
     if r.arena.is_none() {
-        let arena = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("resnet-wgpu params"),
-            size: r.arena_bytes(),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let size = r.arena_bytes();
+        let arena = oom_scoped(ctx, || {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("resnet-wgpu params"),
+                size,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+        .ok_or_else(|| gpu_oom(size, "the kernels' parameter block"))?;
         r.arena = Some(arena);
     }
     let offset = r.dispatches as u64 * r.slot;
@@ -204,8 +209,20 @@ pub fn write(ctx: &GpuContext, dst: &GpuStorage, data: &[f32]) -> Result<()> {
     if !r.is_empty() {
         r.submit(ctx);
     }
-    ctx.queue.write_buffer(dst.buffer(), 0, bytemuck::cast_slice(data));
-    Ok(())
+    // The queue stages the data in memory of its own, which can run out too.
+    oom_scoped(ctx, || ctx.queue.write_buffer(dst.buffer(), 0, bytemuck::cast_slice(data)))
+        .ok_or_else(|| gpu_oom(data.len() as u64 * 4, "staging an upload"))
+}
+
+/// The error for a GPU-side allocation (outside the pool) that wgpu reported out of memory.
+fn gpu_oom(bytes: u64, what: &str) -> Error {
+    Error::OutOfMemory {
+        bytes,
+        message: format!(
+            "out of GPU memory: allocating {} ({bytes} bytes) for {what} failed",
+            human_bytes(bytes)
+        ),
+    }
 }
 
 /// Reads `src` back: submits everything recorded, copies into a mappable buffer, waits.
@@ -215,12 +232,15 @@ pub fn read(ctx: &GpuContext, src: &GpuStorage) -> Result<Vec<f32>> {
         return Ok(Vec::new());
     }
     let bytes = (len as u64) * 4;
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("resnet-wgpu readback"),
-        size: bytes,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+    let staging = oom_scoped(ctx, || {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resnet-wgpu readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    })
+    .ok_or_else(|| gpu_oom(bytes, "reading a tensor back"))?;
     {
         let mut r = recorder(ctx);
         r.end_pass();
@@ -239,7 +259,10 @@ pub fn read(ctx: &GpuContext, src: &GpuStorage) -> Result<Vec<f32>> {
     rx.recv()
         .map_err(|_| Error::Device("the GPU never answered a readback".into()))?
         .map_err(|e| Error::Device(format!("reading back from the GPU: {e}")))?;
-    let out = bytemuck::cast_slice::<u8, f32>(&staging.get_mapped_range(..)).to_vec();
+    let out = crate::memory::try_copy(
+        bytemuck::cast_slice::<u8, f32>(&staging.get_mapped_range(..)),
+        "a tensor read back from the GPU",
+    );
     staging.unmap();
-    Ok(out)
+    out
 }
