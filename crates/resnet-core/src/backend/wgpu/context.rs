@@ -255,6 +255,8 @@ pub struct AdapterReport {
     pub max_buffer_size: u64,
     pub max_compute_workgroup_storage_size: u32,
     pub max_compute_invocations_per_workgroup: u32,
+    /// The largest device-local memory heap (Vulkan only), in bytes.
+    pub device_memory: Option<u64>,
     pub subgroup: bool,
     pub shader_f16: bool,
 }
@@ -283,6 +285,7 @@ pub fn report() -> GpuReport {
                 max_buffer_size: l.max_buffer_size,
                 max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
                 max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+                device_memory: device_local_heap(a),
                 subgroup: f.contains(wgpu::Features::SUBGROUP),
                 shader_f16: f.contains(wgpu::Features::SHADER_F16),
             }
@@ -315,12 +318,13 @@ impl std::fmt::Display for GpuReport {
         for a in &self.adapters {
             writeln!(
                 f,
-                "  {} [{} {}] driver: {}\n    max storage binding {} MiB, max buffer {} MiB, workgroup memory {} KiB, \
-                 {} invocations/workgroup, subgroups: {}, f16: {}",
+                "  {} [{} {}] driver: {}\n    device memory {}, max storage binding {} MiB, max buffer {} MiB, \
+                 workgroup memory {} KiB, {} invocations/workgroup, subgroups: {}, f16: {}",
                 a.name,
                 a.backend,
                 a.device_type,
                 if a.driver.is_empty() { "?" } else { &a.driver },
+                a.device_memory.map_or("unknown".to_string(), crate::memory::human_bytes),
                 a.max_storage_buffer_binding_size >> 20,
                 a.max_buffer_size >> 20,
                 a.max_compute_workgroup_storage_size >> 10,
