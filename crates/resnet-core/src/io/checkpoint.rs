@@ -7,7 +7,8 @@
 //! tensors and metadata always give the same bytes.
 //!
 //! Every save stores a CRC-32 of each tensor's data bytes in the metadata key [`CHECKSUMS_KEY`]
-//! (JSON: tensor name -> 8 lowercase hex digits); `load` verifies them and names the tensor whose
+//! (JSON: tensor name -> 8 lowercase hex digits), and one of the rest of the metadata under
+//! `__metadata__` (a name no tensor can have); `load` verifies them and names the tensor whose
 //! data changed. Files without that key (older checkpoints, files written by PyTorch) load as
 //! before.
 
@@ -23,9 +24,17 @@ use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use crate::error::{Error, Result};
 
 /// The metadata key holding the per-tensor checksums: a JSON object of tensor name -> CRC-32
-/// (IEEE, as zlib's) of the tensor's little-endian data bytes, 8 lowercase hex digits. Written by
-/// every [`save`], checked and removed from the returned metadata by [`load`].
+/// (IEEE, as zlib's) of the tensor's little-endian data bytes, 8 lowercase hex digits; the entry
+/// [`METADATA_ENTRY`] holds the CRC-32 of the other metadata entries as compact JSON in key order.
+/// Written by every [`save`], checked and removed from the returned metadata by [`load`].
 pub const CHECKSUMS_KEY: &str = "checksums.crc32";
+
+/// The entry of [`CHECKSUMS_KEY`] that covers the metadata itself (the spec, the step, ...).
+pub const METADATA_ENTRY: &str = "__metadata__";
+
+fn crc_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
@@ -272,9 +281,12 @@ fn encode(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, Stri
         let view = TensorView::new(*dtype, t.shape.clone(), bytes)
             .map_err(|e| Error::checkpoint(path, format!("cannot save tensor `{}`: {e}", t.name)))?;
         views.push((t.name.as_str(), view));
-        checksums.insert(t.name.as_str(), format!("{:08x}", crc32fast::hash(bytes)));
+        checksums.insert(t.name.as_str(), crc_hex(bytes));
     }
     let mut metadata = metadata.clone();
+    metadata.remove(CHECKSUMS_KEY);
+    let metadata_sum = crc_hex(to_json(&metadata).as_bytes());
+    checksums.insert(METADATA_ENTRY, metadata_sum);
     metadata.insert(CHECKSUMS_KEY.to_string(), to_json(&checksums));
     // The crate writes `__metadata__` from a HashMap, in an order that changes from run to run;
     // it lays out the tensors, and the metadata is spliced in here in key order instead.
@@ -296,6 +308,18 @@ fn encode(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, Stri
     out.extend_from_slice(spliced.as_bytes());
     out.extend_from_slice(&file[8 + n..]);
     Ok(out)
+}
+
+/// Whether a metadata entry is [`save`]'s checksum map under a damaged key: its value parses as
+/// one (with the [`METADATA_ENTRY`]), or its key is [`CHECKSUMS_KEY`] with one or two bytes
+/// changed and its value is a JSON object.
+fn looks_like_checksums(key: &str, value: &str) -> bool {
+    let near_key = key.len() == CHECKSUMS_KEY.len()
+        && key.bytes().zip(CHECKSUMS_KEY.bytes()).filter(|(a, b)| a != b).count() <= 2;
+    value.starts_with('{')
+        && (near_key
+            || value.contains(METADATA_ENTRY)
+                && serde_json::from_str::<BTreeMap<String, String>>(value).is_ok_and(|m| m.contains_key(METADATA_ENTRY)))
 }
 
 fn to_json<K: serde::Serialize + Ord, V: serde::Serialize>(map: &BTreeMap<K, V>) -> String {
@@ -343,7 +367,15 @@ pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)>
     let data = &buf[8 + n..];
     let mut metadata: BTreeMap<String, String> = meta.metadata().clone().unwrap_or_default().into_iter().collect();
     let mut checksums = match metadata.remove(CHECKSUMS_KEY) {
-        None => None,
+        // A file of ours whose checksums key was damaged must not read as an unchecked file.
+        None => match metadata.iter().find(|(k, v)| looks_like_checksums(k, v)) {
+            Some((key, _)) => {
+                return Err(fail(format!(
+                    "the metadata key {key:?} holds checksums but is not `{CHECKSUMS_KEY}`: the header is corrupted"
+                )))
+            }
+            None => None,
+        },
         Some(json) => Some(serde_json::from_str::<BTreeMap<String, String>>(&json).map_err(|e| {
             fail(format!(
                 "the `{CHECKSUMS_KEY}` metadata is not a JSON object of tensor name -> checksum \
@@ -351,6 +383,16 @@ pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)>
             ))
         })?),
     };
+    if let Some(stored) = checksums.as_mut().and_then(|sums| sums.remove(METADATA_ENTRY)) {
+        let actual = crc_hex(to_json(&metadata).as_bytes());
+        if stored != actual {
+            let stored: String = stored.chars().take(16).collect();
+            return Err(fail(format!(
+                "the metadata (spec, step, optimizer, ...) does not match its checksum (CRC-32 stored \
+                 {stored:?}, computed {actual:?}): the file is corrupted"
+            )));
+        }
+    }
 
     let mut tensors = Vec::new();
     for name in meta.offset_keys() {
@@ -367,12 +409,12 @@ pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)>
                     "tensor `{name}` has no checksum although the file lists checksums (corrupted header?)"
                 ))
             })?;
-            let actual = crc32fast::hash(bytes);
-            if stored.len() != 8 || u32::from_str_radix(&stored, 16).ok() != Some(actual) {
+            let actual = crc_hex(bytes);
+            if stored != actual {
                 let stored: String = stored.chars().take(16).collect();
                 return Err(fail(format!(
                     "tensor `{name}`: its data does not match its checksum (CRC-32 stored {stored:?}, \
-                     computed \"{actual:08x}\"): the file is corrupted"
+                     computed {actual:?}): the file is corrupted"
                 )));
             }
         }
@@ -677,11 +719,13 @@ mod tests {
         let meta = header_metadata(&bytes);
         let sums: BTreeMap<String, String> = serde_json::from_str(&meta[CHECKSUMS_KEY]).unwrap();
         let mut names: Vec<_> = sample_tensors(1).into_iter().map(|t| t.name).collect();
+        names.push(METADATA_ENTRY.into());
         names.sort();
         assert_eq!(sums.keys().cloned().collect::<Vec<_>>(), names);
         for (name, range) in data_ranges(&bytes) {
             assert_eq!(sums[&name], format!("{:08x}", crc32fast::hash(&bytes[range])), "{name}");
         }
+        assert_eq!(sums[METADATA_ENTRY], crc_hex(to_json(&super::tests::meta()).as_bytes()));
         // zlib's CRC-32 (the check value of the standard).
         assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
         // A caller's value under the key is replaced, and load hands the key back to nobody.
@@ -786,6 +830,50 @@ mod tests {
         sums.insert("ghost".into(), "00000000".into());
         let msg = bad(&serde_json::to_string(&sums).unwrap());
         assert!(msg.contains("`ghost`") && msg.contains("does not hold"), "{msg}");
+    }
+
+    #[test]
+    fn a_changed_metadata_value_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, bytes) = saved(dir.path());
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let keys: Vec<String> = meta().into_keys().collect();
+        for _ in 0..10 {
+            let mut m = header_metadata(&bytes);
+            let key = &keys[rng.random_range(0..keys.len())];
+            let value = m.get_mut(key).unwrap();
+            value.push(char::from(b'a' + rng.random_range(0..26u8)));
+            let msg = expect_checkpoint_err(&p, &with_metadata(&bytes, Some(m)));
+            assert!(msg.contains("metadata") && msg.contains("checksum"), "{msg}");
+        }
+        // The same entries in another order (a file rewritten by another tool) still check.
+        std::fs::write(&p, with_metadata(&bytes, Some(header_metadata(&bytes)))).unwrap();
+        assert_eq!(load(&p).unwrap().1, meta());
+        // A damaged checksums key is not mistaken for a file without checksums.
+        for (key, damage_value) in [("checksums.crc33", false), ("a long way from it", false), ("Chedksums.crc32", true)] {
+            let mut m = header_metadata(&bytes);
+            let mut sums = m.remove(CHECKSUMS_KEY).unwrap();
+            if damage_value {
+                sums = sums.replace("__metadata__", "__metadada__");
+            }
+            m.insert(key.into(), sums);
+            let msg = expect_checkpoint_err(&p, &with_metadata(&bytes, Some(m)));
+            assert!(msg.contains(&format!("{key:?} holds checksums")), "{msg}");
+        }
+        // A user's own key of that length with another kind of value is no false alarm.
+        let mut m = header_metadata(&bytes);
+        m.remove(CHECKSUMS_KEY);
+        m.insert("checksums.crc64".into(), "0123456789abcdef".into());
+        std::fs::write(&p, with_metadata(&bytes, Some(m))).unwrap();
+        assert_eq!(load(&p).unwrap().1["checksums.crc64"], "0123456789abcdef");
+        // A file saved before the metadata had a checksum of its own loads.
+        let mut m = header_metadata(&bytes);
+        let mut sums: BTreeMap<String, String> = serde_json::from_str(&m[CHECKSUMS_KEY]).unwrap();
+        sums.remove(METADATA_ENTRY);
+        m.insert(CHECKSUMS_KEY.into(), to_json(&sums));
+        m.insert("epoch".into(), "18".into());
+        std::fs::write(&p, with_metadata(&bytes, Some(m))).unwrap();
+        assert_eq!(load(&p).unwrap().1["epoch"], "18");
     }
 
     #[test]
