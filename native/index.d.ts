@@ -117,6 +117,11 @@ export declare class NativeModel {
   /** Writes a safetensors checkpoint (atomic) with string metadata. */
   save(path: string, metadata?: Record<string, string> | undefined | null): Promise<void>
   /**
+   * Writes only the state dict (weights, running statistics, int64 `num_batches_tracked`,
+   * torchvision names) that PyTorch's `load_state_dict(..., strict=True)` takes; atomic.
+   */
+  exportWeights(path: string, metadata?: Record<string, string> | undefined | null): Promise<void>
+  /**
    * Loads weights from a checkpoint of the same architecture into this model; resolves to the
    * checkpoint's metadata.
    */

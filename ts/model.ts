@@ -5,6 +5,7 @@
  * @module
  */
 
+import { reportAborted, type AbortSignalLike } from './abort.js';
 import {
   DataLoader,
   ImageFolder,
@@ -63,7 +64,10 @@ export interface EvaluateResult {
   loss: number;
   top1: number;
   top5: number;
+  /** Images evaluated. */
   count: number;
+  /** True when `signal` stopped the evaluation early: the means are over the first `count` images only. */
+  aborted: boolean;
 }
 
 /** One row of {@link Model.summary}. */
@@ -348,14 +352,17 @@ export class Model {
    * statistics. For an image folder, `views` (default: the folder's `view` option) picks
    * `'center'`, `'tenCrop'` or `{ fullImage: scales }`; with several views per image the softmax
    * probabilities of its views are averaged ({@link evaluateViews}).
+   *
+   * `signal` stops it between batches as it stops {@link fit}: it resolves with the means over the
+   * images evaluated so far, `aborted: true`, and one line on stderr; it does not throw.
    */
   async evaluate(
     dataset: AnyDataset,
-    options: { batchSize?: number; normalize?: NormalizeOption; signal?: AbortSignal; views?: ImageFolderView } = {},
+    options: { batchSize?: number; normalize?: NormalizeOption; signal?: AbortSignalLike; views?: ImageFolderView } = {},
   ): Promise<EvaluateResult> {
     if (options.views !== undefined || (dataset instanceof ImageFolder && dataset.options.view !== 'center')) {
       const r = await evaluateViews(this, dataset, options);
-      return { loss: r.loss, top1: r.top1, top5: r.top5, count: r.count };
+      return { loss: r.loss, top1: r.top1, top5: r.top5, count: r.count, aborted: r.aborted };
     }
     const loader = new DataLoader(dataset, {
       batchSize: options.batchSize ?? 256,
@@ -366,8 +373,13 @@ export class Model {
     let top1 = 0;
     let top5 = 0;
     let count = 0;
+    let aborted = false;
     for await (const batch of loader.epoch(0)) {
-      options.signal?.throwIfAborted();
+      if (options.signal?.aborted) {
+        aborted = true;
+        reportAborted('evaluate', options.signal, `after ${count} of ${dataset.length} images`, 'the result covers those images only and has aborted: true');
+        break;
+      }
       // Each batch is a fresh array from the loader: nothing to copy.
       const s = await this.#serial(() => this.#native.evaluateBatch(batch.images, [...batch.shape], batch.labels));
       this.#noteInputSize(batch.shape, false);
@@ -376,7 +388,7 @@ export class Model {
       top5 += s.top5;
       count += s.count;
     }
-    return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count };
+    return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count, aborted };
   }
 
   /**
@@ -454,7 +466,7 @@ export class Model {
   async exportWeights(path: string, metadata: Record<string, string> = {}): Promise<void> {
     const meta: Record<string, string> = { ...metadata };
     if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = serializeNormalization(this.normalization);
-    await this.#native.exportWeights(path, meta);
+    await this.#serial(() => this.#native.exportWeights(path, meta));
   }
 
   /**
