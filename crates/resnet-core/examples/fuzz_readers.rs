@@ -196,7 +196,9 @@ fn main() {
         } else {
             String::new()
         };
-        println!("{name:>16}: {iterations} mutated files, {ok} read{same}, {err} rejected with an error{caught}, 0 panics");
+        println!(
+            "{name:>16}: {iterations} mutated files, {ok} read{same}, {err} rejected with an error{caught}, 0 panics"
+        );
     }
 }
 

@@ -18,7 +18,12 @@ const DEV: Device = Device::Cpu;
 /// A ResNet-8 after `steps` SGD steps on a random batch (momentum buffers, counters and running
 /// statistics all moved).
 fn trained(seed: u64, steps: usize) -> Model {
-    let mut m = Model::new(ResNetSpec::cifar(8, ShortcutOption::B, false, 3, 10).unwrap(), seed, DEV).unwrap();
+    let mut m = Model::new(
+        ResNetSpec::cifar(8, ShortcutOption::B, false, 3, 10).unwrap(),
+        seed,
+        DEV,
+    )
+    .unwrap();
     let (images, shape, labels) = batch(seed, 6, 3, 8, 10);
     for _ in 0..steps {
         m.train_step(&images, shape, &labels).unwrap();
@@ -39,7 +44,12 @@ fn data_ranges(bytes: &[u8]) -> Vec<(String, std::ops::Range<usize>)> {
 }
 
 fn header_metadata(bytes: &[u8]) -> HashMap<String, String> {
-    SafeTensors::read_metadata(bytes).unwrap().1.metadata().clone().unwrap_or_default()
+    SafeTensors::read_metadata(bytes)
+        .unwrap()
+        .1
+        .metadata()
+        .clone()
+        .unwrap_or_default()
 }
 
 fn predictions(m: &Model) -> Vec<u32> {
@@ -78,7 +88,10 @@ fn a_flipped_data_byte_fails_every_load_naming_the_tensor() {
     }
     assert!(named.len() > 10, "{named:?}");
     std::fs::write(&path, &valid).unwrap();
-    assert_eq!(predictions(&Model::load_checkpoint(&path, DEV).unwrap().0), predictions(&m));
+    assert_eq!(
+        predictions(&Model::load_checkpoint(&path, DEV).unwrap().0),
+        predictions(&m)
+    );
 }
 
 #[test]
@@ -99,13 +112,19 @@ fn a_checkpoint_without_checksums_still_loads() {
     assert!(!meta.contains_key(CHECKSUMS_KEY));
     assert_eq!(back.step(), 2);
     assert_eq!(predictions(&back), predictions(&m));
-    assert_eq!(back.train_step(&images, shape, &labels).unwrap(), m.train_step(&images, shape, &labels).unwrap());
+    assert_eq!(
+        back.train_step(&images, shape, &labels).unwrap(),
+        m.train_step(&images, shape, &labels).unwrap()
+    );
 }
 
 #[test]
 fn weights_only_export_holds_the_state_dict_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let (full, only) = (dir.path().join("full.safetensors"), dir.path().join("weights.safetensors"));
+    let (full, only) = (
+        dir.path().join("full.safetensors"),
+        dir.path().join("weights.safetensors"),
+    );
     let m = trained(6, 3);
     m.save_checkpoint(&full, BTreeMap::new()).unwrap();
     let extra = BTreeMap::from([("note".to_string(), "for torch".to_string())]);
@@ -118,12 +137,20 @@ fn weights_only_export_holds_the_state_dict_and_nothing_else() {
     };
     assert_eq!(by_name(tensors.clone()), by_name(m.state_dict().unwrap()));
     assert!(tensors.iter().all(|t| !t.name.starts_with("optimizer.")));
-    let counters: Vec<_> = tensors.iter().filter(|t| t.name.ends_with("num_batches_tracked")).collect();
+    let counters: Vec<_> = tensors
+        .iter()
+        .filter(|t| t.name.ends_with("num_batches_tracked"))
+        .collect();
     assert_eq!(counters.len(), 9);
-    assert!(counters.iter().all(|t| t.data == TensorData::I64(vec![3]) && t.shape.is_empty()));
+    assert!(counters
+        .iter()
+        .all(|t| t.data == TensorData::I64(vec![3]) && t.shape.is_empty()));
     let raw = std::fs::read(&only).unwrap();
     let st = SafeTensors::deserialize(&raw).unwrap();
-    assert_eq!(st.tensor("bn1.num_batches_tracked").unwrap().dtype(), safetensors::Dtype::I64);
+    assert_eq!(
+        st.tensor("bn1.num_batches_tracked").unwrap().dtype(),
+        safetensors::Dtype::I64
+    );
     assert_eq!(st.tensor("bn1.running_var").unwrap().dtype(), safetensors::Dtype::F32);
     let keys: Vec<&str> = meta.keys().map(String::as_str).collect();
     assert_eq!(keys, ["format", "note", "spec"]);

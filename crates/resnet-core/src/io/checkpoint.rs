@@ -292,7 +292,9 @@ fn encode(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, Stri
     // it lays out the tensors, and the metadata is spliced in here in key order instead.
     let file = safetensors::serialize(views, None).map_err(|e| Error::checkpoint(path, format!("cannot save: {e}")))?;
     let n = u64::from_le_bytes(*file.first_chunk::<8>().expect("the crate writes the length")) as usize;
-    let header = std::str::from_utf8(&file[8..8 + n]).expect("the crate writes JSON").trim_end();
+    let header = std::str::from_utf8(&file[8..8 + n])
+        .expect("the crate writes JSON")
+        .trim_end();
     let rest = header.strip_prefix('{').expect("the header is a JSON object");
     let mut spliced = format!("{{\"__metadata__\":{}", to_json(&metadata));
     if rest != "}" {
@@ -314,12 +316,13 @@ fn encode(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, Stri
 /// one (with the [`METADATA_ENTRY`]), or its key is [`CHECKSUMS_KEY`] with one or two bytes
 /// changed and its value is a JSON object.
 fn looks_like_checksums(key: &str, value: &str) -> bool {
-    let near_key = key.len() == CHECKSUMS_KEY.len()
-        && key.bytes().zip(CHECKSUMS_KEY.bytes()).filter(|(a, b)| a != b).count() <= 2;
+    let near_key =
+        key.len() == CHECKSUMS_KEY.len() && key.bytes().zip(CHECKSUMS_KEY.bytes()).filter(|(a, b)| a != b).count() <= 2;
     value.starts_with('{')
         && (near_key
             || value.contains(METADATA_ENTRY)
-                && serde_json::from_str::<BTreeMap<String, String>>(value).is_ok_and(|m| m.contains_key(METADATA_ENTRY)))
+                && serde_json::from_str::<BTreeMap<String, String>>(value)
+                    .is_ok_and(|m| m.contains_key(METADATA_ENTRY)))
 }
 
 fn to_json<K: serde::Serialize + Ord, V: serde::Serialize>(map: &BTreeMap<K, V>) -> String {
@@ -755,7 +758,10 @@ mod tests {
             let at = rng.random_range(range.clone());
             bytes[at] ^= 1 << rng.random_range(0..8);
             let msg = expect_checkpoint_err(&p, &bytes);
-            assert!(msg.contains(&format!("tensor `{name}`")) && msg.contains("checksum"), "{msg}");
+            assert!(
+                msg.contains(&format!("tensor `{name}`")) && msg.contains("checksum"),
+                "{msg}"
+            );
             for (other, _) in &ranges {
                 assert!(other == name || !msg.contains(&format!("`{other}`")), "{msg}");
             }
@@ -820,7 +826,10 @@ mod tests {
         assert!(msg.contains("`bn1.running_var` has no checksum"), "{msg}");
         sums.insert("bn1.running_var".into(), "00000000".into());
         let msg = bad(&serde_json::to_string(&sums).unwrap());
-        assert!(msg.contains("`bn1.running_var`") && msg.contains("does not match its checksum"), "{msg}");
+        assert!(
+            msg.contains("`bn1.running_var`") && msg.contains("does not match its checksum"),
+            "{msg}"
+        );
         sums.remove("bn1.running_var");
         sums.insert("ghost".into(), "00000000".into());
         sums.insert("bn1.running_var".into(), String::new());
@@ -850,7 +859,11 @@ mod tests {
         std::fs::write(&p, with_metadata(&bytes, Some(header_metadata(&bytes)))).unwrap();
         assert_eq!(load(&p).unwrap().1, meta());
         // A damaged checksums key is not mistaken for a file without checksums.
-        for (key, damage_value) in [("checksums.crc33", false), ("a long way from it", false), ("Chedksums.crc32", true)] {
+        for (key, damage_value) in [
+            ("checksums.crc33", false),
+            ("a long way from it", false),
+            ("Chedksums.crc32", true),
+        ] {
             let mut m = header_metadata(&bytes);
             let mut sums = m.remove(CHECKSUMS_KEY).unwrap();
             if damage_value {
@@ -891,17 +904,26 @@ mod tests {
         let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
         assert_eq!(n % 8, 0);
         let header = std::str::from_utf8(&first[8..8 + n]).unwrap();
-        assert!(header.starts_with("{\"__metadata__\":{\"checksums.crc32\":"), "{header}");
+        assert!(
+            header.starts_with("{\"__metadata__\":{\"checksums.crc32\":"),
+            "{header}"
+        );
         let mut names: Vec<String> = meta.keys().cloned().collect();
         names.sort();
-        let at: Vec<usize> = names.iter().map(|k| header.find(&format!("\"{k}\"")).unwrap()).collect();
+        let at: Vec<usize> = names
+            .iter()
+            .map(|k| header.find(&format!("\"{k}\"")).unwrap())
+            .collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "{header}");
     }
 
     #[test]
     fn temp_file_names() {
         let f = "model.safetensors";
-        assert_eq!(temp_file_pid("model.safetensors.tmp-123-00ff00ff00ff00ff", f), Some(123));
+        assert_eq!(
+            temp_file_pid("model.safetensors.tmp-123-00ff00ff00ff00ff", f),
+            Some(123)
+        );
         for other in [
             "model.safetensors",
             "model.safetensors.tmp-123-00ff00ff00ff00f",
