@@ -52,7 +52,9 @@ impl<'a> Fields<'a> {
 
     /// A string among `allowed`.
     pub(crate) fn one_of(&self, key: &str, allowed: &[&str], required: bool) -> Check {
-        let Some(v) = self.get(key, required)? else { return Ok(()) };
+        let Some(v) = self.get(key, required)? else {
+            return Ok(());
+        };
         match v.as_str() {
             Some(s) if allowed.contains(&s) => Ok(()),
             _ => {
@@ -63,7 +65,9 @@ impl<'a> Fields<'a> {
     }
 
     pub(crate) fn boolean(&self, key: &str, required: bool) -> Check {
-        let Some(v) = self.get(key, required)? else { return Ok(()) };
+        let Some(v) = self.get(key, required)? else {
+            return Ok(());
+        };
         if v.is_boolean() {
             Ok(())
         } else {
@@ -73,7 +77,9 @@ impl<'a> Fields<'a> {
 
     /// A non-negative integer.
     pub(crate) fn count(&self, key: &str, required: bool) -> Check {
-        let Some(v) = self.get(key, required)? else { return Ok(()) };
+        let Some(v) = self.get(key, required)? else {
+            return Ok(());
+        };
         if is_count(v) {
             Ok(())
         } else {
@@ -83,7 +89,9 @@ impl<'a> Fields<'a> {
 
     /// A finite number.
     pub(crate) fn number(&self, key: &str, required: bool) -> Check {
-        let Some(v) = self.get(key, required)? else { return Ok(()) };
+        let Some(v) = self.get(key, required)? else {
+            return Ok(());
+        };
         if v.as_f64().is_some_and(f64::is_finite) {
             Ok(())
         } else {
@@ -93,7 +101,9 @@ impl<'a> Fields<'a> {
 
     /// An array of non-negative integers.
     pub(crate) fn counts(&self, key: &str, required: bool) -> Check {
-        let Some(v) = self.get(key, required)? else { return Ok(()) };
+        let Some(v) = self.get(key, required)? else {
+            return Ok(());
+        };
         match v.as_array() {
             Some(items) => match items.iter().position(|x| !is_count(x)) {
                 None => Ok(()),
@@ -114,7 +124,9 @@ impl<'a> Fields<'a> {
 }
 
 fn is_count(v: &Value) -> bool {
-    v.is_u64() || v.as_f64().is_some_and(|x| x >= 0.0 && x.fract() == 0.0 && x <= u64::MAX as f64)
+    v.is_u64()
+        || v.as_f64()
+            .is_some_and(|x| x >= 0.0 && x.fract() == 0.0 && x <= u64::MAX as f64)
 }
 
 #[cfg(test)]
@@ -130,9 +142,18 @@ mod tests {
             f.one_of("shortcut", &["A", "B", "C"], true).unwrap_err(),
             "`shortcut` must be one of 'A', 'B', 'C', got 'D'"
         );
-        assert!(f.number("lr", true).unwrap_err().starts_with("`lr` must be a finite number, got null"));
-        assert_eq!(f.count("n", true).unwrap_err(), "`n` must be a non-negative integer, got 4.5");
-        assert_eq!(f.counts("m", true).unwrap_err(), "`m[1]` must be a non-negative integer, got -2");
+        assert!(f
+            .number("lr", true)
+            .unwrap_err()
+            .starts_with("`lr` must be a finite number, got null"));
+        assert_eq!(
+            f.count("n", true).unwrap_err(),
+            "`n` must be a non-negative integer, got 4.5"
+        );
+        assert_eq!(
+            f.counts("m", true).unwrap_err(),
+            "`m[1]` must be a non-negative integer, got -2"
+        );
         assert_eq!(f.boolean("plain", true).unwrap_err(), "`plain` is missing");
         assert!(f.boolean("plain", false).is_ok());
     }

@@ -94,7 +94,8 @@ impl Available {
 pub fn host_available() -> Option<Available> {
     #[cfg(target_os = "linux")]
     {
-        let machine = meminfo_available().map(|b| Available::new(b, format!("the machine has {} available", human_bytes(b))));
+        let machine =
+            meminfo_available().map(|b| Available::new(b, format!("the machine has {} available", human_bytes(b))));
         Available::min(Available::min(machine, cgroup_available()), address_space_available())
     }
     #[cfg(not(target_os = "linux"))]
@@ -111,7 +112,9 @@ fn read(path: impl AsRef<std::path::Path>) -> Option<String> {
 /// A `Key:   123 kB` line of /proc/meminfo or /proc/self/status, in bytes.
 #[cfg(target_os = "linux")]
 fn kb_field(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?;
     let kb: u64 = line[key.len() + 1..].split_whitespace().next()?.parse().ok()?;
     Some(kb.saturating_mul(1024))
 }
@@ -126,7 +129,11 @@ fn meminfo_available() -> Option<u64> {
 fn address_space_available() -> Option<Available> {
     let limits = read("/proc/self/limits")?;
     let line = limits.lines().find(|l| l.starts_with("Max address space"))?;
-    let soft: u64 = line["Max address space".len()..].split_whitespace().next()?.parse().ok()?; // "unlimited" -> None
+    let soft: u64 = line["Max address space".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?; // "unlimited" -> None
     let size = kb_field(&read("/proc/self/status")?, "VmSize")?;
     let left = soft.saturating_sub(size);
     Some(Available::new(
@@ -151,7 +158,11 @@ fn cgroup_available() -> Option<Available> {
         let (root, limit_file, usage_file) = if controllers.is_empty() {
             ("/sys/fs/cgroup", "memory.max", "memory.current")
         } else if controllers.split(',').any(|c| c == "memory") {
-            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes")
+            (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
         } else {
             continue;
         };
@@ -182,7 +193,10 @@ fn cgroup_dir_available(dir: &std::path::Path, limit_file: &str, usage_file: &st
     let inactive_file = read(dir.join("memory.stat"))
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("total_inactive_file ").or_else(|| l.strip_prefix("inactive_file ")))
+                .find_map(|l| {
+                    l.strip_prefix("total_inactive_file ")
+                        .or_else(|| l.strip_prefix("inactive_file "))
+                })
                 .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .unwrap_or(0);

@@ -21,19 +21,27 @@ fn cifar(depth: usize) -> ResNetSpec {
 
 fn oom_message(e: Error) -> String {
     let msg = e.to_string();
-    assert!(matches!(e, Error::OutOfMemory { .. }), "not an OutOfMemory error: {msg}");
+    assert!(
+        matches!(e, Error::OutOfMemory { .. }),
+        "not an OutOfMemory error: {msg}"
+    );
     msg
 }
 
 #[test]
 fn a_million_layer_resnet_is_refused_before_allocating() {
     let t = Instant::now();
-    let e = Model::new(cifar(999_998), 0, Device::Cpu).err().expect("ResNet-999998 must not fit");
+    let e = Model::new(cifar(999_998), 0, Device::Cpu)
+        .err()
+        .expect("ResNet-999998 must not fit");
     let took = t.elapsed();
     let msg = oom_message(e);
     eprintln!("refused in {took:?}: {msg}");
     assert!(msg.starts_with("ResNet-999998 needs about "), "{msg}");
-    assert!(msg.contains("GiB for parameters, gradients and momentum (16.2 G parameters)"), "{msg}");
+    assert!(
+        msg.contains("GiB for parameters, gradients and momentum (16.2 G parameters)"),
+        "{msg}"
+    );
     // The second figure: what this machine (or its cgroup, or ulimit -v) has.
     assert!(msg.contains("available") || msg.contains("leaves"), "{msg}");
     assert!(took.as_secs() < 5, "the estimate took {took:?}");
@@ -65,8 +73,18 @@ fn the_spec_estimate_counts_exactly_what_the_model_builds() {
         stem: Stem::Cifar,
         stem_width: 8,
         stages: vec![
-            StageSpec { block: BlockKind::Bottleneck, count: 2, width: 4, stride: 1 },
-            StageSpec { block: BlockKind::Basic, count: 3, width: 24, stride: 2 },
+            StageSpec {
+                block: BlockKind::Bottleneck,
+                count: 2,
+                width: 4,
+                stride: 1,
+            },
+            StageSpec {
+                block: BlockKind::Basic,
+                count: 3,
+                width: 24,
+                stride: 2,
+            },
         ],
         ..cifar(20)
     });
@@ -79,7 +97,12 @@ fn the_spec_estimate_counts_exactly_what_the_model_builds() {
             Entry::Param(t) => largest = largest.max(t.numel()),
             Entry::Counter(_) => {}
         });
-        assert_eq!(f.parameters, m.num_parameters() as u64, "{}", resnet_core::model::describe(&spec));
+        assert_eq!(
+            f.parameters,
+            m.num_parameters() as u64,
+            "{}",
+            resnet_core::model::describe(&spec)
+        );
         assert_eq!(f.buffers, buffers as u64, "{spec:?}");
         assert_eq!(f.largest_parameter, largest as u64, "{spec:?}");
     }
@@ -90,7 +113,9 @@ fn the_spec_estimate_counts_exactly_what_the_model_builds() {
 #[test]
 fn a_batch_that_cannot_fit_is_refused_and_the_model_still_trains() {
     let spec = cifar(1202);
-    let available = backend::available_memory(Device::Cpu).expect("Linux reports its memory").bytes;
+    let available = backend::available_memory(Device::Cpu)
+        .expect("Linux reports its memory")
+        .bytes;
     let per_image = Activations::of(&spec, 32, 32).training * 4;
     let n = (2 * available / per_image) as usize + 1;
     let mut model = Model::new(spec, 0, Device::Cpu).unwrap();
@@ -100,10 +125,15 @@ fn a_batch_that_cannot_fit_is_refused_and_the_model_still_trains() {
     let msg = oom_message(model.train_step(&images, [n, 3, 32, 32], &labels).unwrap_err());
     eprintln!("{n} images: refused in {:?}: {msg}", t.elapsed());
     assert!(
-        msg.starts_with(&format!("a training step of ResNet-1202 on a batch of [{n}, 3, 32, 32] needs about ")),
+        msg.starts_with(&format!(
+            "a training step of ResNet-1202 on a batch of [{n}, 3, 32, 32] needs about "
+        )),
         "{msg}"
     );
-    assert!(msg.contains("of activations an image") && msg.contains("use a smaller batch (about "), "{msg}");
+    assert!(
+        msg.contains("of activations an image") && msg.contains("use a smaller batch (about "),
+        "{msg}"
+    );
     assert_eq!(model.step(), 0);
     // Eval passes hold no tape: the same batch is refused only where even that cannot fit.
     let (x, shape, y) = batch(1, 2, 3, 8, 10);
@@ -126,9 +156,16 @@ fn allocation_failures_under_an_address_space_limit_are_errors() {
         .env("RESNET_CORE_OOM_CHILD", "1")
         .output()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     eprintln!("child ({:?}): {}\n{stdout}\n{stderr}", t.elapsed(), out.status);
-    assert!(out.status.success(), "the child under ulimit -v failed: {}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "the child under ulimit -v failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
     assert!(stdout.contains("1 passed"), "{stdout}");
 }
 
@@ -143,16 +180,29 @@ fn oom_child() {
 
     // A parameter too large to initialise (one 3x3 convolution of 20000 x 20000 channels: 13.4 GiB).
     let huge = ResNetSpec {
-        stages: vec![StageSpec { block: BlockKind::Basic, count: 1, width: 20_000, stride: 1 }],
+        stages: vec![StageSpec {
+            block: BlockKind::Basic,
+            count: 1,
+            width: 20_000,
+            stride: 1,
+        }],
         ..ResNetSpec::cifar(8, ShortcutOption::A, false, 1, 10).unwrap()
     };
     let msg = oom_message(Model::new(huge.clone(), 0, Device::Cpu).err().unwrap());
     eprintln!("huge weight: {msg}");
-    assert!(msg.contains("out of memory: allocating ") && msg.contains("bytes) on the host"), "{msg}");
+    assert!(
+        msg.contains("out of memory: allocating ") && msg.contains("bytes) on the host"),
+        "{msg}"
+    );
     assert!(msg.contains("ulimit -v"), "{msg}");
 
     // A batch whose first convolution's output (16 x 12 x 12 floats an image) passes the limit.
-    let mut model = Model::new(ResNetSpec::cifar(8, ShortcutOption::A, false, 1, 10).unwrap(), 0, Device::Cpu).unwrap();
+    let mut model = Model::new(
+        ResNetSpec::cifar(8, ShortcutOption::A, false, 1, 10).unwrap(),
+        0,
+        Device::Cpu,
+    )
+    .unwrap();
     let n = 250_000;
     let images = vec![0.5f32; n * 144];
     let labels = vec![1i32; n];
@@ -172,9 +222,15 @@ fn oom_child() {
     // With the estimates on, both are refused before allocating, naming the limit.
     std::env::set_var(MEMORY_CHECK_ENV, "on");
     let msg = oom_message(Model::new(huge, 0, Device::Cpu).err().unwrap());
-    assert!(msg.contains("the address-space limit (ulimit -v) of 2.0 GiB leaves "), "{msg}");
+    assert!(
+        msg.contains("the address-space limit (ulimit -v) of 2.0 GiB leaves "),
+        "{msg}"
+    );
     let msg = oom_message(model.train_step(&images, [n, 1, 12, 12], &labels).unwrap_err());
-    assert!(msg.contains("the address-space limit (ulimit -v) of 2.0 GiB leaves "), "{msg}");
+    assert!(
+        msg.contains("the address-space limit (ulimit -v) of 2.0 GiB leaves "),
+        "{msg}"
+    );
     assert!(model.train_step(&x, shape, &y).unwrap().loss.is_finite());
     println!("oom_child: every failure was an Error");
 }
@@ -198,7 +254,10 @@ fn gpu_limits_and_estimates() {
     let labels = vec![1i32; n];
     let msg = oom_message(model.train_step(&images, [n, 1, 32, 32], &labels).unwrap_err());
     eprintln!("{msg}");
-    assert!(msg.contains(&format!("({} bytes, the adapter's {})", limit.0, limit.1)), "{msg}");
+    assert!(
+        msg.contains(&format!("({} bytes, the adapter's {})", limit.0, limit.1)),
+        "{msg}"
+    );
     assert!(msg.contains(&format!("at most about {} images", n - 1)), "{msg}");
     let (x, shape, y) = batch(3, 4, 1, 12, 10);
     assert!(model.train_step(&x, shape, &y).unwrap().loss.is_finite());
@@ -208,7 +267,9 @@ fn gpu_limits_and_estimates() {
     // and the new momentum buffers all live at the end of the step).
     for spec in [
         cifar(20),
-        ResNetSpec::cifar(20, ShortcutOption::B, false, 3, 10).unwrap().with_pre_activation(true),
+        ResNetSpec::cifar(20, ShortcutOption::B, false, 3, 10)
+            .unwrap()
+            .with_pre_activation(true),
         cifar(14).with_batch_norm(false),
     ] {
         gpu_backend::synchronize().unwrap();
@@ -229,7 +290,10 @@ fn gpu_limits_and_estimates() {
             measured / 1048576.0,
             before.in_use as f64 / 1048576.0
         );
-        assert!((0.6..1.6).contains(&ratio), "estimate {estimate} vs measured {measured}");
+        assert!(
+            (0.6..1.6).contains(&ratio),
+            "estimate {estimate} vs measured {measured}"
+        );
     }
 
     // 3. The parameters of ResNet-999998 do not fit on this GPU either (on lavapipe: host memory).

@@ -96,5 +96,8 @@ pub fn show_number(v: f64) -> String {
 }
 
 fn show_list(values: &[f64]) -> String {
-    format!("[{}]", values.iter().map(|&v| show_number(v)).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        values.iter().map(|&v| show_number(v)).collect::<Vec<_>>().join(", ")
+    )
 }

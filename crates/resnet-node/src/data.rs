@@ -100,7 +100,11 @@ impl NativeDataset {
     /// read; CIFAR-10: the batches); empty for a dataset built from arrays.
     #[napi(getter)]
     pub fn files(&self) -> Vec<String> {
-        self.inner.files.iter().map(|p| p.to_string_lossy().into_owned()).collect()
+        self.inner
+            .files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[napi(getter)]

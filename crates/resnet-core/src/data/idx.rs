@@ -428,7 +428,12 @@ mod tests {
         );
         let set_time = |p: &Path, secs: u64| {
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-            std::fs::File::options().write(true).open(p).unwrap().set_modified(t).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
         };
         for stem in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"] {
             set_time(&dir.path().join(format!("{stem}.gz")), 1_000_000);
@@ -440,7 +445,10 @@ mod tests {
         let (chosen, note) = choose_variant(dir.path(), "train-images-idx3-ubyte");
         assert_eq!(chosen.as_ref(), Some(&raw_img));
         let note = note.unwrap();
-        assert!(note.contains("both exist") && note.contains("reading train-images-idx3-ubyte ("), "{note}");
+        assert!(
+            note.contains("both exist") && note.contains("reading train-images-idx3-ubyte ("),
+            "{note}"
+        );
         for stem in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"] {
             set_time(&dir.path().join(stem), 1_000_000);
         }

@@ -72,7 +72,9 @@ impl Activations {
     /// Activation sizes of `spec` for one `h` x `w` image.
     pub fn of(spec: &ResNetSpec, h: usize, w: usize) -> Activations {
         let walk = walk(spec, h as u64, w as u64);
-        let input = (spec.in_channels as u64).saturating_mul(h as u64).saturating_mul(w as u64);
+        let input = (spec.in_channels as u64)
+            .saturating_mul(h as u64)
+            .saturating_mul(w as u64);
         Activations {
             training: walk.retained.saturating_add(walk.largest_act.saturating_mul(4)),
             eval: input.saturating_add(walk.largest_act.saturating_mul(5)),
@@ -186,7 +188,11 @@ fn block(wk: &mut Walk, spec: &ResNetSpec, x: Map, b: &BlockShape) -> Map {
                 BottleneckStride::Conv1x1 => (b.stride, 1),
                 BottleneckStride::Conv3x3 => (1, b.stride),
             };
-            vec![(w, 1, s1, 0), (w, 3, s3, 1), (w.saturating_mul(BOTTLENECK_EXPANSION as u64), 1, 1, 0)]
+            vec![
+                (w, 1, s1, 0),
+                (w, 3, s3, 1),
+                (w.saturating_mul(BOTTLENECK_EXPANSION as u64), 1, 1, 0),
+            ]
         }
     };
     let mut y = x;

@@ -156,8 +156,7 @@ impl ResNetSpec {
     /// line and column.
     pub fn from_json(json: &str) -> Result<Self> {
         let bad = |m: String| Error::invalid(format!("invalid ResNet spec: {m}"));
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON ({e})")))?;
         check_fields(&value).map_err(bad)?;
         let spec: ResNetSpec = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         spec.validate()?;
@@ -306,16 +305,30 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named_with_their_allowed_values() {
-        let good = ResNetSpec::cifar(20, ShortcutOption::A, false, 1, 10).unwrap().to_json();
+        let good = ResNetSpec::cifar(20, ShortcutOption::A, false, 1, 10)
+            .unwrap()
+            .to_json();
         assert!(ResNetSpec::from_json(&good).is_ok());
         let m = message(&good.replace(r#""shortcut":"A""#, r#""shortcut":"D""#));
-        assert_eq!(m, "invalid ResNet spec: `shortcut` must be one of 'A', 'B', 'C', got 'D'");
+        assert_eq!(
+            m,
+            "invalid ResNet spec: `shortcut` must be one of 'A', 'B', 'C', got 'D'"
+        );
         let m = message(&good.replace(r#""activation":"relu""#, r#""activation":"gelu""#));
-        assert_eq!(m, "invalid ResNet spec: `activation` must be one of 'relu', 'tanh', 'sigmoid', got 'gelu'");
+        assert_eq!(
+            m,
+            "invalid ResNet spec: `activation` must be one of 'relu', 'tanh', 'sigmoid', got 'gelu'"
+        );
         let m = message(&good.replace(r#""block":"basic""#, r#""block":"wide""#));
-        assert!(m.contains("`stages[0].block` must be one of 'basic', 'bottleneck', got 'wide'"), "{m}");
+        assert!(
+            m.contains("`stages[0].block` must be one of 'basic', 'bottleneck', got 'wide'"),
+            "{m}"
+        );
         let m = message(&good.replace(r#""inChannels":1"#, r#""inChannels":1.5"#));
-        assert!(m.contains("`inChannels` must be a non-negative integer, got 1.5"), "{m}");
+        assert!(
+            m.contains("`inChannels` must be a non-negative integer, got 1.5"),
+            "{m}"
+        );
         let m = message(&good.replace(r#""plain":false"#, r#""plain":null"#));
         assert!(m.contains("`plain` must be true or false, got null"), "{m}");
         // (Malformed JSON keeps serde's position: there it is the useful part.)

@@ -38,8 +38,7 @@ impl SgdConfig {
     /// optimizer config: `lr` must be a finite number, got null ..."), never by serde's column.
     pub fn from_json(json: &str) -> Result<Self> {
         let bad = |m: String| Error::invalid(format!("invalid optimizer config: {m}"));
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON ({e})")))?;
         check_fields(&value).map_err(bad)?;
         let cfg: SgdConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         cfg.validate()?;
@@ -258,16 +257,30 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let m = SgdConfig::from_json(r#"{"lr":null}"#).unwrap_err().to_string();
-        assert!(m.starts_with("invalid optimizer config: `lr` must be a finite number, got null"), "{m}");
+        assert!(
+            m.starts_with("invalid optimizer config: `lr` must be a finite number, got null"),
+            "{m}"
+        );
         assert!(!m.contains("column"), "{m}");
-        let m = SgdConfig::from_json(r#"{"schedule":{"kind":"step"}}"#).unwrap_err().to_string();
-        assert!(m.contains("`schedule.kind` must be one of 'constant', 'multistep', 'cosine', got 'step'"), "{m}");
+        let m = SgdConfig::from_json(r#"{"schedule":{"kind":"step"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("`schedule.kind` must be one of 'constant', 'multistep', 'cosine', got 'step'"),
+            "{m}"
+        );
         let m = SgdConfig::from_json(r#"{"schedule":{"kind":"multistep","milestones":[1.5],"gamma":0.1}}"#)
             .unwrap_err()
             .to_string();
-        assert!(m.contains("`schedule.milestones[0]` must be a non-negative integer, got 1.5"), "{m}");
+        assert!(
+            m.contains("`schedule.milestones[0]` must be a non-negative integer, got 1.5"),
+            "{m}"
+        );
         let m = SgdConfig::from_json(r#"{"warmupSteps":-1}"#).unwrap_err().to_string();
-        assert!(m.contains("`warmupSteps` must be a non-negative integer, got -1"), "{m}");
+        assert!(
+            m.contains("`warmupSteps` must be a non-negative integer, got -1"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -324,7 +324,8 @@ impl std::fmt::Display for GpuReport {
                 a.backend,
                 a.device_type,
                 if a.driver.is_empty() { "?" } else { &a.driver },
-                a.device_memory.map_or("unknown".to_string(), crate::memory::human_bytes),
+                a.device_memory
+                    .map_or("unknown".to_string(), crate::memory::human_bytes),
                 a.max_storage_buffer_binding_size >> 20,
                 a.max_buffer_size >> 20,
                 a.max_compute_workgroup_storage_size >> 10,

@@ -123,7 +123,10 @@ pub fn available_memory() -> Option<Available> {
     };
     match ctx.info.device_type {
         wgpu::DeviceType::Cpu => host().map(|a| Available {
-            description: format!("{} (the software adapter {} uses host memory)", a.description, ctx.info.name),
+            description: format!(
+                "{} (the software adapter {} uses host memory)",
+                a.description, ctx.info.name
+            ),
             ..a
         }),
         wgpu::DeviceType::IntegratedGpu => Available::min(device(), host()),

@@ -210,8 +210,10 @@ pub fn write(ctx: &GpuContext, dst: &GpuStorage, data: &[f32]) -> Result<()> {
         r.submit(ctx);
     }
     // The queue stages the data in memory of its own, which can run out too.
-    oom_scoped(ctx, || ctx.queue.write_buffer(dst.buffer(), 0, bytemuck::cast_slice(data)))
-        .ok_or_else(|| gpu_oom(data.len() as u64 * 4, "staging an upload"))
+    oom_scoped(ctx, || {
+        ctx.queue.write_buffer(dst.buffer(), 0, bytemuck::cast_slice(data))
+    })
+    .ok_or_else(|| gpu_oom(data.len() as u64 * 4, "staging an upload"))
 }
 
 /// The error for a GPU-side allocation (outside the pool) that wgpu reported out of memory.
