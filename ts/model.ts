@@ -197,6 +197,26 @@ export class Model {
     return (this.#pending === 0 ? value : value.slice()) as A;
   }
 
+  /** Checks a labelled batch's arguments for `what` and takes its inputs as they are now (see "Call order"). */
+  #labelledBatch(
+    what: string,
+    images: Float32Array,
+    labels: Int32Array | Uint8Array | readonly number[],
+    shape: Shape4 | undefined,
+  ): { images: Float32Array; labels: Int32Array; shape: number[] } {
+    check.float32Array(what, 'images', images);
+    const y = toLabels(labels, what);
+    const s4 = this.#shapeOf(what, images, y.length, shape);
+    return { images: this.#snapshot(images), labels: this.#snapshot(y), shape: s4 };
+  }
+
+  /** The caller's metadata plus the normalisation this model expects, for a file it writes. */
+  #fileMetadata(metadata: Record<string, string>): Record<string, string> {
+    const meta: Record<string, string> = { ...metadata };
+    if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = serializeNormalization(this.normalization);
+    return meta;
+  }
+
   /** Remembers the image size of a batch that went through (training sizes win over evaluation's). */
   #noteInputSize(shape: readonly number[], training: boolean): void {
     if (training || this.#inputSize === undefined) this.#inputSize = [shape[2] ?? 0, shape[3] ?? 0];
@@ -305,13 +325,9 @@ export class Model {
     labels: Int32Array | Uint8Array | readonly number[],
     shape?: Shape4,
   ): Promise<TrainStepResult> {
-    const what = 'trainStep';
-    check.float32Array(what, 'images', images);
-    const y = toLabels(labels, what);
-    const s4 = this.#shapeOf(what, images, y.length, shape);
-    const [x, yy] = [this.#snapshot(images), this.#snapshot(y)];
-    const s = await this.#serial(() => this.#native.trainStep(x, s4, yy));
-    this.#noteInputSize(s4, true);
+    const b = this.#labelledBatch('trainStep', images, labels, shape);
+    const s = await this.#serial(() => this.#native.trainStep(b.images, b.shape, b.labels));
+    this.#noteInputSize(b.shape, true);
     return { loss: s.loss, acc: s.batch > 0 ? s.correct / s.batch : 0, correct: s.correct, batch: s.batch, lr: s.lr, step: s.step };
   }
 
@@ -336,13 +352,9 @@ export class Model {
     labels: Int32Array | Uint8Array | readonly number[],
     shape?: Shape4,
   ): Promise<{ lossSum: number; top1: number; top5: number; count: number }> {
-    const what = 'evaluateBatch';
-    check.float32Array(what, 'images', images);
-    const y = toLabels(labels, what);
-    const s4 = this.#shapeOf(what, images, y.length, shape);
-    const [x, yy] = [this.#snapshot(images), this.#snapshot(y)];
-    const r = await this.#serial(() => this.#native.evaluateBatch(x, s4, yy));
-    this.#noteInputSize(s4, false);
+    const b = this.#labelledBatch('evaluateBatch', images, labels, shape);
+    const r = await this.#serial(() => this.#native.evaluateBatch(b.images, b.shape, b.labels));
+    this.#noteInputSize(b.shape, false);
     return r;
   }
 
@@ -440,8 +452,7 @@ export class Model {
    * this path are removed once their process is gone. For PyTorch, see {@link Model.exportWeights}.
    */
   async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
-    const meta: Record<string, string> = { ...metadata };
-    if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = serializeNormalization(this.normalization);
+    const meta = this.#fileMetadata(metadata);
     const size = this.#inputSize;
     if (size !== undefined && meta[IMAGE_SIZE_KEY] === undefined) meta[IMAGE_SIZE_KEY] = size[0] === size[1] ? String(size[0]) : `${size[0]}x${size[1]}`;
     await this.#serial(() => this.#native.save(path, meta));
@@ -464,8 +475,7 @@ export class Model {
    * `resnet-wgpu export-weights --checkpoint X --out Y`.
    */
   async exportWeights(path: string, metadata: Record<string, string> = {}): Promise<void> {
-    const meta: Record<string, string> = { ...metadata };
-    if (this.normalization !== undefined) meta[NORMALIZATION_KEY] = serializeNormalization(this.normalization);
+    const meta = this.#fileMetadata(metadata);
     await this.#serial(() => this.#native.exportWeights(path, meta));
   }
 
@@ -552,12 +562,9 @@ export class Model {
    * @throws Error for a bad shape or a label outside [0, numClasses).
    */
   async gradientNorms(images: Float32Array, labels: Int32Array | Uint8Array | readonly number[], shape: Shape4): Promise<GradNorm[]> {
-    const what = 'gradientNorms';
-    check.float32Array(what, 'images', images);
-    const y = toLabels(labels, what);
-    const s4 = check.shape4(what, shape);
-    const [x, yy] = [this.#snapshot(images), this.#snapshot(y)];
-    return this.#serial(() => this.#native.gradientNorms(x, yy, s4));
+    // `shape` is required here (no inference from the image count).
+    const b = this.#labelledBatch('gradientNorms', images, labels, check.shape4('gradientNorms', shape));
+    return this.#serial(() => this.#native.gradientNorms(b.images, b.labels, b.shape));
   }
 
   /** Frees the model's memory now; later calls throw "model has been disposed". */

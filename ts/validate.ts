@@ -79,21 +79,22 @@ export function float32Array(what: string, name: string, value: unknown): Float3
 /** An NCHW shape: 4 non-negative integers. */
 export function shape4(what: string, value: unknown): [number, number, number, number] {
   if (!Array.isArray(value) || value.length !== 4) throw invalid(what, 'shape', '[N, C, H, W] (4 numbers)', value);
-  const names = ['N, the batch size', 'C', 'H', 'W'];
-  value.forEach((d, i) => {
-    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) {
-      throw new Error(`${what}: shape[${i}] (${names[i]}) must be a non-negative integer, got ${show(d)} (shape ${show(value)})`);
-    }
-  });
-  return [value[0], value[1], value[2], value[3]];
+  const [n, c, h, w] = dims(what, value, ['N, the batch size', 'C', 'H', 'W']);
+  return [n!, c!, h!, w!];
 }
 
 /** A shape of any rank: non-negative integers. */
 export function shape(what: string, value: unknown): number[] {
   if (!Array.isArray(value)) throw invalid(what, 'shape', 'an array of non-negative integers', value);
+  return dims(what, value);
+}
+
+/** Every dimension of `value` a non-negative integer; `names` label them in the message. */
+function dims(what: string, value: unknown[], names?: readonly string[]): number[] {
   value.forEach((d, i) => {
     if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) {
-      throw new Error(`${what}: shape[${i}] must be a non-negative integer, got ${show(d)} (shape ${show(value)})`);
+      const label = names === undefined ? '' : ` (${names[i]})`;
+      throw new Error(`${what}: shape[${i}]${label} must be a non-negative integer, got ${show(d)} (shape ${show(value)})`);
     }
   });
   return [...(value as number[])];

@@ -32,12 +32,7 @@ pub fn count(what: &str, name: &str, value: f64) -> Result<usize> {
 
 /// A shape from JS numbers, every dimension a non-negative integer.
 pub fn shape_dims(what: &str, shape: &[f64]) -> Result<Vec<usize>> {
-    shape
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| count(what, &format!("shape[{i}]"), d))
-        .collect::<Result<Vec<_>>>()
-        .map_err(|e| invalid(format!("{} (shape {})", e.reason, show_list(shape))))
+    dims(what, shape, |i| format!("shape[{i}]"))
 }
 
 /// An NCHW shape from JS numbers: four non-negative integers.
@@ -49,12 +44,18 @@ pub fn shape4(what: &str, shape: &[f64]) -> Result<[usize; 4]> {
         )));
     }
     const NAMES: [&str; 4] = ["N, the batch size", "C", "H", "W"];
-    let mut out = [0usize; 4];
-    for (i, &d) in shape.iter().enumerate() {
-        out[i] = count(what, &format!("shape[{i}] ({})", NAMES[i]), d)
-            .map_err(|e| invalid(format!("{} (shape {})", e.reason, show_list(shape))))?;
-    }
-    Ok(out)
+    let d = dims(what, shape, |i| format!("shape[{i}] ({})", NAMES[i]))?;
+    Ok([d[0], d[1], d[2], d[3]])
+}
+
+/// Every dimension a count; `label(i)` names dimension i in the message.
+fn dims(what: &str, shape: &[f64], label: impl Fn(usize) -> String) -> Result<Vec<usize>> {
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| count(what, &label(i), d))
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| invalid(format!("{} (shape {})", e.reason, show_list(shape))))
 }
 
 /// Indices into a collection of `len` items: integers in [0, len). `holds` says what the

@@ -20,16 +20,23 @@ impl Schedule {
     pub fn lr(&self, base: f32, step: u64) -> f32 {
         match self {
             Schedule::Constant => base,
-            Schedule::Multistep { milestones, gamma } => {
-                let passed = milestones.iter().filter(|&&m| m <= step).count() as i32;
-                base * gamma.powi(passed)
-            }
+            Schedule::Multistep { milestones, gamma } => base * gamma.powi(milestones_passed(milestones, step)),
             Schedule::Cosine { total_steps, min_lr } => {
-                let t = (step.min(*total_steps) as f64) / (*total_steps).max(1) as f64;
+                let t = cosine_progress(*total_steps, step);
                 (*min_lr as f64 + (base - min_lr) as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
             }
         }
     }
+}
+
+/// Milestones at or before `step`: the power of gamma (PyTorch's MultiStepLR).
+fn milestones_passed(milestones: &[u64], step: u64) -> i32 {
+    milestones.iter().filter(|&&m| m <= step).count() as i32
+}
+
+/// How far through the cosine schedule `step` is, in [0, 1].
+fn cosine_progress(total_steps: u64, step: u64) -> f64 {
+    (step.min(total_steps) as f64) / total_steps.max(1) as f64
 }
 
 /// An f32 setting as the decimal number it was written as: the shortest decimal that reads back
@@ -57,11 +64,10 @@ impl Schedule {
         match self {
             Schedule::Constant => base,
             Schedule::Multistep { milestones, gamma } => {
-                let passed = milestones.iter().filter(|&&m| m <= step).count() as i32;
-                base * decimal(*gamma).powi(passed)
+                base * decimal(*gamma).powi(milestones_passed(milestones, step))
             }
             Schedule::Cosine { total_steps, min_lr } => {
-                let t = (step.min(*total_steps) as f64) / (*total_steps).max(1) as f64;
+                let t = cosine_progress(*total_steps, step);
                 let min = decimal(*min_lr);
                 min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
             }
