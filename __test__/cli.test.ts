@@ -63,12 +63,16 @@ describe('resnet-wgpu CLI', () => {
     expect(depth.status).toBe(1);
     expect(depth.stderr.trim()).toBe('error: CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got depth 21');
     expect(cli(['train', '--epochs', 'zero']).status).toBe(1);
-    if (process.env['RESNET_WGPU_ADAPTER'] === undefined && !hasHardwareGpu()) {
+  });
+
+  it.runIf(process.env['RESNET_WGPU_ADAPTER'] === undefined && !hasHardwareGpu())(
+    "--device gpu without a hardware GPU fails with the reason",
+    () => {
       const gpu = cli(['train', '--device', 'gpu', '--limit', '10']);
       expect(gpu.status).toBe(1);
       expect(gpu.stderr.trim()).toMatch(/^error: device error: no GPU adapter found .*use device 'cpu' or 'auto'/);
-    }
-  });
+    },
+  );
 });
 
 describe('examples/train-fashion-mnist.ts', () => {

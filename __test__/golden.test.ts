@@ -39,19 +39,23 @@ function tensor(f: Fixture, name: string, requiresGrad = false): Tensor {
   return Tensor.fromArray(f32(f, name), get(f, name).shape, { requiresGrad });
 }
 
+/** Compares tensors and keeps the worst error; `report` fails a suite that compared nothing. */
 class Checker {
   worst = 0;
   worstWhat = '';
+  checked = 0;
   constructor(
     readonly label: string,
     readonly tol: number,
   ) {}
   check(what: string, got: Float32Array, want: Float32Array): void {
     const e = relErr(got, want);
+    this.checked++;
     if (e >= this.worst) [this.worst, this.worstWhat] = [e, what];
     expect(e, `${this.label}: ${what}: relative error ${e.toExponential(3)}`).toBeLessThanOrEqual(this.tol);
   }
   report(): void {
+    expect(this.checked, `${this.label}: no tensor was compared`).toBeGreaterThan(0);
     console.log(`${this.label}: max relative error ${this.worst.toExponential(3)} (${this.worstWhat})`);
   }
 }
@@ -92,7 +96,9 @@ describe('ops against PyTorch', () => {
   });
 
   it('max pool, global average pool, linear', () => {
-    for (const k of cases.filter((k) => ['max_pool2d', 'global_avg_pool', 'linear'].includes(k.op))) {
+    const picked = cases.filter((k) => ['max_pool2d', 'global_avg_pool', 'linear'].includes(k.op));
+    expect(new Set(picked.map((k) => k.op)).size, 'every op kind has fixture cases').toBe(3);
+    for (const k of picked) {
       const key = (t: string): string => `${k.name}.${t}`;
       const x = tensor(f, key('x'), true);
       let y: Tensor;

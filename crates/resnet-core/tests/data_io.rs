@@ -1,5 +1,7 @@
 //! End-to-end through the public API only: dataset -> loader -> checkpoint, as the trainer uses it.
 
+mod harness;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +17,6 @@ fn synthetic(n: usize) -> Dataset {
     Dataset::new(images, labels, 3, 8, 8, 10, vec![]).unwrap()
 }
 
-#[test]
 fn loader_epoch_over_a_validation_split() {
     let full = synthetic(100);
     let (train, val) = full.split_at(80);
@@ -50,7 +51,6 @@ fn loader_epoch_over_a_validation_split() {
     assert_eq!(val_loader.unwrap().len(), 1);
 }
 
-#[test]
 fn checkpoint_round_trip_through_public_api() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ckpt.safetensors");
@@ -71,13 +71,8 @@ fn checkpoint_round_trip_through_public_api() {
     assert!(matches!(back[0].data, TensorData::I64(ref v) if v == &[391]));
 }
 
-#[test]
-fn real_fashion_mnist_epoch_if_installed() {
+fn real_fashion_mnist_epoch() {
     let dir = Path::new(DEFAULT_FASHION_MNIST_DIR);
-    if !dir.is_dir() {
-        eprintln!("skipping: {DEFAULT_FASHION_MNIST_DIR} not present");
-        return;
-    }
     let test = Arc::new(read_fashion_mnist(dir, Split::Test).unwrap());
     let config = LoaderConfig {
         batch_size: 128,
@@ -105,4 +100,28 @@ fn real_fashion_mnist_epoch_if_installed() {
     // Normalised by its own statistics, the mean is ~0 (padding shifts it slightly negative).
     let mean = sum / n as f64;
     assert!(mean.abs() < 0.3, "{mean}");
+}
+
+/// The installed Fashion-MNIST (the `dataset-fashion-mnist` package the set-up script installs).
+fn fashion_mnist_installed() -> Result<(), String> {
+    match Path::new(DEFAULT_FASHION_MNIST_DIR).is_dir() {
+        true => Ok(()),
+        false => Err(format!(
+            "{DEFAULT_FASHION_MNIST_DIR} not present (scripts/setup.sh installs it)"
+        )),
+    }
+}
+
+fn main() {
+    harness::run([
+        harness::cpu(
+            "loader_epoch_over_a_validation_split",
+            loader_epoch_over_a_validation_split,
+        ),
+        harness::cpu(
+            "checkpoint_round_trip_through_public_api",
+            checkpoint_round_trip_through_public_api,
+        ),
+        harness::cpu("real_fashion_mnist_epoch", real_fashion_mnist_epoch).needs(fashion_mnist_installed()),
+    ])
 }

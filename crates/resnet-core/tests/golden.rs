@@ -8,6 +8,7 @@
 
 #[cfg(feature = "gpu")]
 mod gpu_common;
+mod harness;
 
 use resnet_core::io::checkpoint::{self, NamedTensor, TensorData};
 use resnet_core::nn::{ResNetSpec, ShortcutOption};
@@ -127,17 +128,6 @@ impl Checker {
     }
 }
 
-/// The CPU, and the GPU where there is an adapter (see gpu_common).
-fn devices() -> Vec<Device> {
-    #[allow(unused_mut)]
-    let mut d = vec![Device::Cpu];
-    #[cfg(feature = "gpu")]
-    if let Some(g) = gpu_common::gpu() {
-        d.push(g);
-    }
-    d
-}
-
 /// sum(out * r) as a [1, 1] tensor (via a linear map), so backward seeds `out` with `r`.
 fn weighted_sum(out: &Tensor, r: &[f32]) -> Tensor {
     let n = out.numel();
@@ -250,13 +240,6 @@ fn run_ops(dev: Device) {
     c.report();
 }
 
-#[test]
-fn every_op_matches_pytorch() {
-    for dev in devices() {
-        run_ops(dev);
-    }
-}
-
 fn resnet20(dev: Device) -> Model {
     let spec = ResNetSpec::cifar(20, ShortcutOption::A, false, 3, 10).unwrap();
     let mut m = Model::new(spec, 0, dev).unwrap();
@@ -322,13 +305,6 @@ fn run_resnet20_step(dev: Device) {
     c.report();
 }
 
-#[test]
-fn resnet20_sgd_step_matches_pytorch() {
-    for dev in devices() {
-        run_resnet20_step(dev);
-    }
-}
-
 // --- hash_init: scripts/make_fixtures.py's deterministic weights --------------------------------
 
 fn fnv1a32(s: &str) -> u32 {
@@ -390,25 +366,25 @@ fn torchvision_state_dict(f: &Fixture, arch: &str, dir: &std::path::Path) -> Pat
     path
 }
 
-#[test]
-fn torchvision_resnet18_and_50_logits_match_pytorch() {
+fn torchvision_resnet18_and_50_logits_match_pytorch(dev: Device) {
     let f = Fixture::load("imagenet_logits.safetensors");
     let dir = tempfile::tempdir().unwrap();
     let s = f.shape("input");
     let input = f.f32("input");
     for (arch, depth) in [("resnet18", 18), ("resnet50", 50)] {
         let path = torchvision_state_dict(&f, arch, dir.path());
-        for dev in devices() {
-            let mut c = Checker::new(format!("{arch} logits on {dev}"), OPS_TOL);
-            let m = Model::load_torchvision(depth, &path, dev).unwrap();
-            assert_eq!(
-                m.spec(),
-                &ResNetSpec::imagenet(depth, ShortcutOption::B, 3, 1000).unwrap()
-            );
-            let logits = m.predict(&input, [s[0], s[1], s[2], s[3]]).unwrap();
-            c.check("logits", &logits, &f.f32(&format!("{arch}.logits")));
-            c.report();
-        }
+        let mut c = Checker::new(format!("{arch} logits on {dev}"), OPS_TOL);
+        let m = Model::load_torchvision(depth, &path, dev).unwrap();
+        assert_eq!(
+            m.spec(),
+            &ResNetSpec::imagenet(depth, ShortcutOption::B, 3, 1000).unwrap()
+        );
+        let logits = m.predict(&input, [s[0], s[1], s[2], s[3]]).unwrap();
+        c.check("logits", &logits, &f.f32(&format!("{arch}.logits")));
+        c.report();
+    }
+    if dev != Device::Cpu {
+        return; // The messages below do not depend on the device: checked once.
     }
     // The wrong depth names the keys that do not fit.
     let r18 = dir.path().join("resnet18.safetensors");
@@ -491,11 +467,24 @@ fn run_preact(file: &str, dev: Device) {
     c.report();
 }
 
-#[test]
-fn pre_activation_nets_match_pytorch() {
+fn pre_activation_nets_match_pytorch(dev: Device) {
     for file in ["preresnet8_cifar.safetensors", "preresnet_bottleneck.safetensors"] {
-        for dev in devices() {
-            run_preact(file, dev);
-        }
+        run_preact(file, dev);
     }
+}
+
+fn main() {
+    harness::run(
+        [
+            harness::each_device("every_op_matches_pytorch", run_ops),
+            harness::each_device("resnet20_sgd_step_matches_pytorch", run_resnet20_step),
+            harness::each_device(
+                "torchvision_resnet18_and_50_logits_match_pytorch",
+                torchvision_resnet18_and_50_logits_match_pytorch,
+            ),
+            harness::each_device("pre_activation_nets_match_pytorch", pre_activation_nets_match_pytorch),
+        ]
+        .into_iter()
+        .flatten(),
+    )
 }

@@ -3,21 +3,15 @@
 //! and 1, 1x1 and 7x7 kernels. Outputs start as NaN (test hook), so a NaN left over is an
 //! element no thread wrote. Runs on lavapipe unless RESNET_WGPU_ADAPTER names another adapter.
 
-#![cfg(feature = "gpu")]
-
 mod gpu_common;
+mod harness;
 
-use gpu_common::{assert_close, both, cpu, down, gpu, values};
-use resnet_core::backend::{Activation, Backend, BatchStats, ConvGeometry, PoolGeometry, SgdStep, Storage};
+use gpu_common::{assert_close, both, cpu, down, values};
+use resnet_core::backend::{Activation, BatchStats, ConvGeometry, PoolGeometry, SgdStep, Storage};
 use resnet_core::Device;
 
-fn backend() -> Option<&'static dyn Backend> {
-    gpu().map(Device::backend)
-}
-
-#[test]
-fn upload_download_and_zeros_round_trip() {
-    let Some(g) = backend() else { return };
+fn upload_download_and_zeros_round_trip(dev: Device) {
+    let g = dev.backend();
     for len in [1usize, 3, 256, 257, 100_003] {
         let v = values(len, len as u32);
         assert_eq!(down(&g.upload(&v).unwrap()), v);
@@ -26,9 +20,8 @@ fn upload_download_and_zeros_round_trip() {
     assert!(down(&g.upload(&[]).unwrap()).is_empty());
 }
 
-#[test]
-fn elementwise_ops_match_the_cpu() {
-    let Some(g) = backend() else { return };
+fn elementwise_ops_match_the_cpu(dev: Device) {
+    let g = dev.backend();
     for len in [1usize, 255, 1000, 70_001] {
         let (a, b) = (values(len, 1), values(len, 2));
         let (ga, ca) = both(g, &a);
@@ -76,9 +69,8 @@ fn elementwise_ops_match_the_cpu() {
     }
 }
 
-#[test]
-fn a_dispatch_larger_than_one_grid_dimension_covers_every_element() {
-    let Some(g) = backend() else { return };
+fn a_dispatch_larger_than_one_grid_dimension_covers_every_element(dev: Device) {
+    let g = dev.backend();
     // More than 65535 workgroups of 256: the 2-D grid path.
     let len = 65_536 * 256 + 3;
     let a = vec![1.5f32; len];
@@ -108,9 +100,8 @@ const CONV_SHAPES: &[ConvShape] = &[
     (1, 3, 19, 17, 9, 7, 2, 3),
 ];
 
-#[test]
-fn convolution_forward_matches_the_cpu() {
-    let Some(g) = backend() else { return };
+fn convolution_forward_matches_the_cpu(dev: Device) {
+    let g = dev.backend();
     for (i, &(n, c, h, w, o, k, s, p)) in CONV_SHAPES.iter().enumerate() {
         let geo = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
         let (gx, cx) = both(g, &values(n * c * h * w, 10 + i as u32));
@@ -130,9 +121,8 @@ fn convolution_forward_matches_the_cpu() {
     }
 }
 
-#[test]
-fn convolution_gradients_match_the_cpu() {
-    let Some(g) = backend() else { return };
+fn convolution_gradients_match_the_cpu(dev: Device) {
+    let g = dev.backend();
     for (i, &(n, c, h, w, o, k, s, p)) in CONV_SHAPES.iter().enumerate() {
         let geo = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
         let (gx, cx) = both(g, &values(n * c * h * w, 40 + i as u32));
@@ -157,9 +147,8 @@ fn convolution_gradients_match_the_cpu() {
     }
 }
 
-#[test]
-fn weight_gradient_with_a_long_reduction_is_split_and_summed() {
-    let Some(g) = backend() else { return };
+fn weight_gradient_with_a_long_reduction_is_split_and_summed(dev: Device) {
+    let g = dev.backend();
     // n*oh*ow = 6400: split-K partials, added in reduce.wgsl.
     let geo = ConvGeometry::new(&[16, 5, 20, 20], &[6, 5, 3, 3], 1, 1).unwrap();
     let (gx, cx) = both(g, &values(16 * 5 * 400, 7));
@@ -171,9 +160,8 @@ fn weight_gradient_with_a_long_reduction_is_split_and_summed() {
     );
 }
 
-#[test]
-fn matmul_bias_and_row_sums_match_the_cpu() {
-    let Some(g) = backend() else { return };
+fn matmul_bias_and_row_sums_match_the_cpu(dev: Device) {
+    let g = dev.backend();
     for &(m, k, n) in &[
         (1usize, 1usize, 1usize),
         (7, 13, 5),
@@ -209,9 +197,8 @@ fn stats_down(s: &BatchStats) -> [Vec<f32>; 3] {
     [down(&s.mean), down(&s.var), down(&s.invstd)]
 }
 
-#[test]
-fn batch_norm_matches_the_cpu() {
-    let Some(g) = backend() else { return };
+fn batch_norm_matches_the_cpu(dev: Device) {
+    let g = dev.backend();
     for &(n, c, hw) in &[
         (1usize, 3usize, 5usize),
         (2, 7, 9),
@@ -280,9 +267,8 @@ fn batch_norm_matches_the_cpu() {
     }
 }
 
-#[test]
-fn pooling_matches_the_cpu() {
-    let Some(g) = backend() else { return };
+fn pooling_matches_the_cpu(dev: Device) {
+    let g = dev.backend();
     for &(n, c, h, w, k, s, p) in &[
         (1usize, 1usize, 5usize, 5usize, 3usize, 2usize, 1usize),
         (2, 3, 9, 7, 3, 2, 1),
@@ -321,9 +307,8 @@ fn pooling_matches_the_cpu() {
     }
 }
 
-#[test]
-fn loss_accuracy_and_sums_match_the_cpu() {
-    let Some(g) = backend() else { return };
+fn loss_accuracy_and_sums_match_the_cpu(dev: Device) {
+    let g = dev.backend();
     for &(n, classes) in &[(1usize, 1usize), (1, 10), (7, 3), (128, 10), (5, 1000)] {
         let logits: Vec<f32> = values(n * classes, classes as u32).iter().map(|v| v * 8.0).collect();
         let labels: Vec<f32> = (0..n).map(|i| ((i * 7 + 3) % classes) as f32).collect();
@@ -369,9 +354,8 @@ fn loss_accuracy_and_sums_match_the_cpu() {
     }
 }
 
-#[test]
-fn option_a_shortcut_matches_the_cpu() {
-    let Some(g) = backend() else { return };
+fn option_a_shortcut_matches_the_cpu(dev: Device) {
+    let g = dev.backend();
     for &(n, c_in, h, w, c_out, s) in &[
         (1usize, 3usize, 5usize, 5usize, 3usize, 1usize),
         (2, 4, 7, 9, 8, 2),
@@ -395,9 +379,8 @@ fn option_a_shortcut_matches_the_cpu() {
     }
 }
 
-#[test]
-fn sgd_update_matches_the_cpu() {
-    let Some(g) = backend() else { return };
+fn sgd_update_matches_the_cpu(dev: Device) {
+    let g = dev.backend();
     let len = 1001;
     for (momentum, nesterov, weight_decay) in [(0.0f32, false, 0.0f32), (0.9, false, 1e-4), (0.9, true, 5e-4)] {
         let (mut gp, mut cp) = both(g, &values(len, 1));
@@ -430,12 +413,48 @@ fn sgd_update_matches_the_cpu() {
     }
 }
 
-#[test]
-fn device_parsing() {
+fn device_parsing(dev: Device) {
     assert_eq!(Device::parse("cpu").unwrap(), Device::Cpu);
     assert!(Device::parse("tpu").is_err());
-    if gpu().is_some() {
-        assert_eq!(Device::parse("GPU").unwrap(), Device::Gpu);
-        assert!(resnet_core::backend::adapters_info().contains("device 'gpu' uses"));
-    }
+    assert_eq!(Device::parse("GPU").unwrap(), dev);
+    assert!(resnet_core::backend::adapters_info().contains("device 'gpu' uses"));
+}
+
+fn main() {
+    harness::run([
+        harness::gpu(
+            "upload_download_and_zeros_round_trip",
+            upload_download_and_zeros_round_trip,
+        ),
+        harness::gpu("elementwise_ops_match_the_cpu", elementwise_ops_match_the_cpu),
+        harness::gpu(
+            "a_dispatch_larger_than_one_grid_dimension_covers_every_element",
+            a_dispatch_larger_than_one_grid_dimension_covers_every_element,
+        ),
+        harness::gpu(
+            "convolution_forward_matches_the_cpu",
+            convolution_forward_matches_the_cpu,
+        ),
+        harness::gpu(
+            "convolution_gradients_match_the_cpu",
+            convolution_gradients_match_the_cpu,
+        ),
+        harness::gpu(
+            "weight_gradient_with_a_long_reduction_is_split_and_summed",
+            weight_gradient_with_a_long_reduction_is_split_and_summed,
+        ),
+        harness::gpu(
+            "matmul_bias_and_row_sums_match_the_cpu",
+            matmul_bias_and_row_sums_match_the_cpu,
+        ),
+        harness::gpu("batch_norm_matches_the_cpu", batch_norm_matches_the_cpu),
+        harness::gpu("pooling_matches_the_cpu", pooling_matches_the_cpu),
+        harness::gpu(
+            "loss_accuracy_and_sums_match_the_cpu",
+            loss_accuracy_and_sums_match_the_cpu,
+        ),
+        harness::gpu("option_a_shortcut_matches_the_cpu", option_a_shortcut_matches_the_cpu),
+        harness::gpu("sgd_update_matches_the_cpu", sgd_update_matches_the_cpu),
+        harness::gpu("device_parsing", device_parsing),
+    ])
 }

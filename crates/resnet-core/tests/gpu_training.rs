@@ -1,11 +1,10 @@
 //! Whole training steps on the GPU against the CPU: the same losses step by step, a buffer pool
 //! that stops growing, and checkpoints that move between devices.
 
-#![cfg(feature = "gpu")]
-
 mod gpu_common;
+mod harness;
 
-use gpu_common::{assert_close_tol, gpu, values};
+use gpu_common::{assert_close_tol, values};
 use resnet_core::backend::gpu_memory_stats;
 use resnet_core::nn::{BlockKind, ResNetSpec, ShortcutOption, StageSpec, Stem};
 use resnet_core::{Device, Model};
@@ -44,8 +43,7 @@ fn small_bottleneck_net() -> ResNetSpec {
     spec
 }
 
-fn same_losses(spec: ResNetSpec, n: usize, hw: usize, steps: usize) {
-    let Some(dev) = gpu() else { return };
+fn same_losses(dev: Device, spec: ResNetSpec, n: usize, hw: usize, steps: usize) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let classes = spec.num_classes;
     let mut on_gpu = Model::new(spec.clone(), 3, dev).unwrap();
@@ -73,21 +71,25 @@ fn same_losses(spec: ResNetSpec, n: usize, hw: usize, steps: usize) {
     );
 }
 
-#[test]
-fn resnet20_trains_like_the_cpu_for_five_steps() {
-    same_losses(ResNetSpec::cifar(20, ShortcutOption::A, false, 3, 10).unwrap(), 8, 8, 5);
+fn resnet20_trains_like_the_cpu_for_five_steps(dev: Device) {
+    same_losses(
+        dev,
+        ResNetSpec::cifar(20, ShortcutOption::A, false, 3, 10).unwrap(),
+        8,
+        8,
+        5,
+    );
 }
 
-#[test]
-fn a_bottleneck_net_trains_like_the_cpu() {
-    same_losses(small_bottleneck_net(), 4, 19, 3);
+fn a_bottleneck_net_trains_like_the_cpu(dev: Device) {
+    same_losses(dev, small_bottleneck_net(), 4, 19, 3);
 }
 
 /// Without batch norm (the vanishing-gradient experiments): the unfused activations and additions,
 /// bare projections; a bottleneck net with an ImageNet stem in the pre-activation ordering too.
-#[test]
-fn batch_norm_free_nets_train_like_the_cpu() {
+fn batch_norm_free_nets_train_like_the_cpu(dev: Device) {
     same_losses(
+        dev,
         ResNetSpec::cifar(8, ShortcutOption::B, false, 3, 10)
             .unwrap()
             .with_batch_norm(false),
@@ -96,6 +98,7 @@ fn batch_norm_free_nets_train_like_the_cpu() {
         3,
     );
     same_losses(
+        dev,
         small_bottleneck_net().with_batch_norm(false).with_pre_activation(true),
         4,
         19,
@@ -103,9 +106,7 @@ fn batch_norm_free_nets_train_like_the_cpu() {
     );
 }
 
-#[test]
-fn gpu_memory_reaches_a_steady_state() {
-    let Some(dev) = gpu() else { return };
+fn gpu_memory_reaches_a_steady_state(dev: Device) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let spec = ResNetSpec::cifar(20, ShortcutOption::A, false, 3, 10).unwrap();
     let mut model = Model::new(spec, 1, dev).unwrap();
@@ -123,9 +124,7 @@ fn gpu_memory_reaches_a_steady_state() {
     );
 }
 
-#[test]
-fn a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu() {
-    let Some(dev) = gpu() else { return };
+fn a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu(dev: Device) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let spec = ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap();
     let mut model = Model::new(spec, 2, dev).unwrap();
@@ -151,4 +150,26 @@ fn a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu() {
         want,
         "reloaded on the GPU"
     );
+}
+
+fn main() {
+    harness::run([
+        harness::gpu(
+            "resnet20_trains_like_the_cpu_for_five_steps",
+            resnet20_trains_like_the_cpu_for_five_steps,
+        ),
+        harness::gpu(
+            "a_bottleneck_net_trains_like_the_cpu",
+            a_bottleneck_net_trains_like_the_cpu,
+        ),
+        harness::gpu(
+            "batch_norm_free_nets_train_like_the_cpu",
+            batch_norm_free_nets_train_like_the_cpu,
+        ),
+        harness::gpu("gpu_memory_reaches_a_steady_state", gpu_memory_reaches_a_steady_state),
+        harness::gpu(
+            "a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu",
+            a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu,
+        ),
+    ])
 }

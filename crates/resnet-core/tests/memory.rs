@@ -5,6 +5,7 @@
 
 mod common;
 mod gpu_common;
+mod harness;
 
 use common::batch;
 use resnet_core::backend::{self, wgpu as gpu_backend};
@@ -28,7 +29,6 @@ fn oom_message(e: Error) -> String {
     msg
 }
 
-#[test]
 fn a_million_layer_resnet_is_refused_before_allocating() {
     let t = Instant::now();
     let e = Model::new(cifar(999_998), 0, Device::Cpu)
@@ -48,7 +48,6 @@ fn a_million_layer_resnet_is_refused_before_allocating() {
 }
 
 /// Every family's parameter and buffer counts from the spec alone equal the built model's.
-#[test]
 fn the_spec_estimate_counts_exactly_what_the_model_builds() {
     let pre = |s: ResNetSpec| s.with_pre_activation(true);
     let no_bn = |s: ResNetSpec| s.with_batch_norm(false);
@@ -110,7 +109,6 @@ fn the_spec_estimate_counts_exactly_what_the_model_builds() {
 
 /// A batch whose training step needs about twice what the host has: refused before the forward
 /// pass with both figures and how many images would fit; the model then trains a small batch.
-#[test]
 fn a_batch_that_cannot_fit_is_refused_and_the_model_still_trains() {
     let spec = cifar(1202);
     let available = backend::available_memory(Device::Cpu)
@@ -145,7 +143,6 @@ fn a_batch_that_cannot_fit_is_refused_and_the_model_still_trains() {
 /// allocations that cannot be had must come back as an Error, so it exits normally, where an
 /// abort ("memory allocation of N bytes failed", SIGABRT) would fail here.
 #[cfg(target_os = "linux")]
-#[test]
 fn allocation_failures_under_an_address_space_limit_are_errors() {
     let exe = std::env::current_exe().unwrap();
     let t = Instant::now();
@@ -169,8 +166,6 @@ fn allocation_failures_under_an_address_space_limit_are_errors() {
     assert!(stdout.contains("1 passed"), "{stdout}");
 }
 
-#[test]
-#[ignore = "run by allocation_failures_under_an_address_space_limit_are_errors under ulimit -v"]
 fn oom_child() {
     if std::env::var_os("RESNET_CORE_OOM_CHILD").is_none() {
         return;
@@ -239,9 +234,7 @@ fn oom_child() {
 /// naming the limit; the model then trains; the estimate of a step's activations is close to what
 /// the buffer pool really holds; and ResNet-999998 is refused there too. One test, so that the
 /// pool's figures are this test's alone.
-#[test]
-fn gpu_limits_and_estimates() {
-    let Some(dev) = gpu_common::gpu() else { return };
+fn gpu_limits_and_estimates(dev: Device) {
     let limit = backend::max_tensor_bytes(dev).expect("the GPU has buffer limits");
     let available = backend::available_memory(dev);
     eprintln!("GPU: largest tensor {limit:?}; available {available:?}");
@@ -302,4 +295,29 @@ fn gpu_limits_and_estimates() {
         eprintln!("{msg}");
         assert!(msg.starts_with("ResNet-999998 needs about "), "{msg}");
     }
+}
+
+fn main() {
+    harness::run([
+        harness::cpu(
+            "a_million_layer_resnet_is_refused_before_allocating",
+            a_million_layer_resnet_is_refused_before_allocating,
+        ),
+        harness::cpu(
+            "the_spec_estimate_counts_exactly_what_the_model_builds",
+            the_spec_estimate_counts_exactly_what_the_model_builds,
+        ),
+        harness::cpu(
+            "a_batch_that_cannot_fit_is_refused_and_the_model_still_trains",
+            a_batch_that_cannot_fit_is_refused_and_the_model_still_trains,
+        ),
+        #[cfg(target_os = "linux")]
+        harness::cpu(
+            "allocation_failures_under_an_address_space_limit_are_errors",
+            allocation_failures_under_an_address_space_limit_are_errors,
+        ),
+        // Run by allocation_failures_under_an_address_space_limit_are_errors under ulimit -v.
+        harness::cpu("oom_child", oom_child).ignored(),
+        harness::gpu("gpu_limits_and_estimates", gpu_limits_and_estimates),
+    ])
 }

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "gpu")]
 mod gpu_common;
+mod harness;
 
 mod common;
 
@@ -71,7 +72,6 @@ fn expected_names(blocks: &[(usize, usize, usize, bool)]) -> Vec<String> {
     v
 }
 
-#[test]
 fn responses_name_every_convolution_in_layer_order() {
     let (images, shape, _) = batch(1, 4, 3, 8, 10);
     // ResNet-20 / plain-20 / PreResNet-20, option A: 19 convolutions, all 3x3.
@@ -162,7 +162,6 @@ fn close(got: &LayerResponse, (mean, std): (f64, f64)) {
     );
 }
 
-#[test]
 fn responses_equal_the_ops_called_by_hand() {
     let (images, shape, _) = batch(3, 5, 3, 8, 10);
     for pre in [false, true] {
@@ -231,7 +230,6 @@ fn responses_equal_the_ops_called_by_hand() {
     }
 }
 
-#[test]
 fn probes_leave_the_model_exactly_as_it_was() {
     let (images, shape, labels) = batch(5, 4, 3, 8, 10);
     for pre in [false, true] {
@@ -270,7 +268,6 @@ fn probes_leave_the_model_exactly_as_it_was() {
     assert!(before == snapshot(&m, &images, shape));
 }
 
-#[test]
 fn gradient_norms_equal_an_explicit_backward() {
     let (images, shape, labels) = batch(8, 6, 3, 8, 10);
     for (spec, convs) in [
@@ -321,7 +318,6 @@ fn gradient_norms_equal_an_explicit_backward() {
     }
 }
 
-#[test]
 fn probes_reject_bad_input_without_touching_the_model() {
     let m = trained(&cifar(8, ShortcutOption::A, false, false), 10);
     let (images, shape, labels) = batch(11, 4, 3, 8, 10);
@@ -341,7 +337,6 @@ fn probes_reject_bad_input_without_touching_the_model() {
 }
 
 /// The hooked (unfused) forward computes the same network as the fused fast path, bit for bit.
-#[test]
 fn a_response_hook_changes_no_output() {
     let (images, shape, _) = batch(12, 4, 3, 8, 10);
     for pre in [false, true] {
@@ -377,7 +372,6 @@ fn a_response_hook_changes_no_output() {
 /// to report), the same in eval and training mode; the names and order are those of the nets
 /// with batch norm; the hooked forward equals the unhooked one; a gradient norm for every
 /// convolution and fc.
-#[test]
 fn batch_norm_free_responses_are_the_convolutions_outputs() {
     let (images, shape, labels) = batch(16, 5, 3, 8, 10);
     let x = Tensor::from_vec(&images, &shape, DEV).unwrap();
@@ -461,10 +455,7 @@ fn batch_norm_free_responses_are_the_convolutions_outputs() {
 }
 
 /// The probes on the GPU (lavapipe by default) agree with the CPU, and leave the model unchanged.
-#[cfg(feature = "gpu")]
-#[test]
-fn probes_on_the_gpu_match_the_cpu() {
-    let Some(gpu) = gpu_common::gpu() else { return };
+fn probes_on_the_gpu_match_the_cpu(gpu: Device) {
     let (images, shape, labels) = batch(14, 4, 3, 8, 10);
     for (pre, batch_norm) in [(false, true), (true, true), (false, false)] {
         let spec = cifar(8, ShortcutOption::B, false, pre).with_batch_norm(batch_norm);
@@ -501,4 +492,35 @@ fn probes_on_the_gpu_match_the_cpu() {
         assert_eq!(g.state_dict().unwrap(), before, "the GPU model is unchanged");
         assert!(g.parameters().iter().all(|(_, p)| p.grad().is_none()));
     }
+}
+
+fn main() {
+    harness::run([
+        harness::cpu(
+            "responses_name_every_convolution_in_layer_order",
+            responses_name_every_convolution_in_layer_order,
+        ),
+        harness::cpu(
+            "responses_equal_the_ops_called_by_hand",
+            responses_equal_the_ops_called_by_hand,
+        ),
+        harness::cpu(
+            "probes_leave_the_model_exactly_as_it_was",
+            probes_leave_the_model_exactly_as_it_was,
+        ),
+        harness::cpu(
+            "gradient_norms_equal_an_explicit_backward",
+            gradient_norms_equal_an_explicit_backward,
+        ),
+        harness::cpu(
+            "probes_reject_bad_input_without_touching_the_model",
+            probes_reject_bad_input_without_touching_the_model,
+        ),
+        harness::cpu("a_response_hook_changes_no_output", a_response_hook_changes_no_output),
+        harness::cpu(
+            "batch_norm_free_responses_are_the_convolutions_outputs",
+            batch_norm_free_responses_are_the_convolutions_outputs,
+        ),
+        harness::gpu("probes_on_the_gpu_match_the_cpu", probes_on_the_gpu_match_the_cpu),
+    ])
 }

@@ -1,45 +1,10 @@
-//! Shared by the GPU tests: picking the adapter (lavapipe unless told otherwise), skipping loudly
-//! where there is none (and failing in CI), and comparing against the CPU backend.
+//! Shared by the GPU tests: random values and comparisons against the CPU backend (the adapter
+//! is opened by `tests/harness`).
 
 #![allow(dead_code)]
 
-use resnet_core::backend::{wgpu, Backend, Storage};
+use resnet_core::backend::{Backend, Storage};
 use resnet_core::Device;
-use std::sync::OnceLock;
-
-/// The GPU device for tests, or None (after a loud message) where there is no adapter.
-/// Without `RESNET_WGPU_ADAPTER` the tests run on lavapipe (`llvmpipe`), which CI installs;
-/// `RESNET_WGPU_ADAPTER=nvidia` (say) runs them on a real GPU. With `CI` or
-/// `RESNET_WGPU_REQUIRE_GPU` set, a missing adapter fails the test instead of skipping it.
-pub fn gpu() -> Option<Device> {
-    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
-    let d = DEVICE.get_or_init(|| {
-        if std::env::var_os(wgpu::ADAPTER_ENV).is_none() {
-            // Only here, once, before any GPU use, under the OnceLock.
-            std::env::set_var(wgpu::ADAPTER_ENV, "llvmpipe");
-        }
-        let d = Device::parse("gpu").map_err(|e| e.to_string())?;
-        wgpu::set_poison(true).map_err(|e| e.to_string())?;
-        eprintln!("GPU tests run on: {}", wgpu::report().selected.unwrap_or_default());
-        Ok(d)
-    });
-    match d {
-        Ok(d) => Some(*d),
-        Err(e) => {
-            let required = std::env::var_os("CI").is_some() || std::env::var_os("RESNET_WGPU_REQUIRE_GPU").is_some();
-            if required {
-                panic!(
-                    "no GPU adapter for the GPU tests (CI / RESNET_WGPU_REQUIRE_GPU is set): {e}\n{}",
-                    resnet_core::backend::adapters_info()
-                );
-            }
-            eprintln!(
-                "\n!!!!!!!! GPU TESTS SKIPPED: {e}\n!!!!!!!! install mesa-vulkan-drivers (lavapipe) to run them\n"
-            );
-            None
-        }
-    }
-}
 
 /// Deterministic values in [-1, 1).
 pub fn values(len: usize, seed: u32) -> Vec<f32> {
