@@ -2,7 +2,10 @@
 //! kernel, record the op for backward. Layers, blocks and the TS tensor API are built from these.
 
 use crate::autograd::Op;
-use crate::backend::{same_device, Activation, BatchStats, ConvGeometry, PoolGeometry, Storage};
+use crate::backend::{
+    same_device, Activation, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry,
+    RunningStatsUpdate, ShortcutGeometry, Storage,
+};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -60,9 +63,8 @@ pub struct BatchNormArgs<'a> {
 
 /// Batch norm's output storage and saved statistics (running statistics updated in training).
 fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats)> {
-    expect_rank("batch_norm2d", x, 4, "an NCHW input")?;
-    let s = x.shape();
-    let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
+    let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
+    let (s, c) = (x.shape(), layout.c);
     for (name, p) in [
         ("weight", a.gamma),
         ("bias", a.beta),
@@ -81,21 +83,25 @@ fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchSt
     let be = dev.backend();
     let (gamma, beta) = (a.gamma.storage(), a.beta.storage());
     if a.training {
-        if n * hw < 2 {
+        if layout.per_channel() < 2 {
             return Err(Error::shape(
                 "batch_norm2d",
                 format!("training needs more than one value per channel, got input {s:?} (use eval mode for a single 1x1 sample)"),
             ));
         }
-        let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, n, c, hw, a.eps)?;
+        let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, &layout, a.eps)?;
+        let update = RunningStatsUpdate {
+            momentum: a.momentum,
+            count: layout.per_channel(),
+        };
         a.running_mean.update_storage(|rm| {
             a.running_var
-                .update_storage(|rv| be.update_running_stats(rm, rv, &stats, a.momentum, a.eps, n * hw))
+                .update_storage(|rv| be.update_running_stats(rm, rv, &stats, &update))
         })?;
         Ok((y, stats))
     } else {
         let stats = be.batch_norm_frozen_stats(&a.running_mean.storage(), &a.running_var.storage(), a.eps)?;
-        Ok((be.batch_norm_apply(&xs, &gamma, &beta, &stats, n, c, hw)?, stats))
+        Ok((be.batch_norm_apply(&xs, &gamma, &beta, &stats, &layout)?, stats))
     }
 }
 
@@ -226,13 +232,13 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 
 /// [N, C, H, W] -> [N, C], the mean over each feature map.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    expect_rank("global_avg_pool", x, 4, "an NCHW input")?;
-    let s = x.shape();
-    let y = x
-        .device()
-        .backend()
-        .global_avg_pool(&x.storage(), s[0], s[1], s[2] * s[3])?;
-    Ok(Tensor::from_op(y, vec![s[0], s[1]], Op::GlobalAvgPool { x: x.clone() }))
+    let layout = ChannelLayout::of_nchw("global_avg_pool", x.shape())?;
+    let y = x.device().backend().global_avg_pool(&x.storage(), &layout)?;
+    Ok(Tensor::from_op(
+        y,
+        vec![layout.n, layout.c],
+        Op::GlobalAvgPool { x: x.clone(), layout },
+    ))
 }
 
 /// y[N, O] = x[N, I] . w[O, I]^T + b[O]
@@ -261,9 +267,17 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     }
     let (xs, ws) = (x.storage(), w.storage());
     let be = same_device("linear", &[&xs, &ws])?.backend();
-    let mut y = be.matmul(&xs, &ws, n, k, m, false, true)?;
+    // x[n, k] . w[m, k]^T
+    let product = MatmulGeometry {
+        m: n,
+        k,
+        n: m,
+        transpose_a: false,
+        transpose_b: true,
+    };
+    let mut y = be.matmul(&xs, &ws, &product)?;
     if let Some(b) = bias {
-        y = be.add_row_bias(&y, &b.storage(), n, m)?;
+        y = be.add_row_bias(&y, &b.storage())?;
     }
     Ok(Tensor::from_op(
         y,
@@ -330,7 +344,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     }
     let (ls, ys) = (logits.storage(), labels.storage());
     let be = same_device("cross_entropy", &[&ls, &ys])?.backend();
-    let (losses, probs) = be.cross_entropy(&ls, &ys, n, classes)?;
+    let (losses, probs) = be.cross_entropy(&ls, &ys, &LogitsLayout { n, classes })?;
     let mean = be.scale(&be.sum_all(&losses)?, 1.0 / n as f32)?;
     Ok(Tensor::from_op(
         mean,
@@ -346,28 +360,14 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 /// The paper's option-A shortcut: subsample by `stride`, then zero-pad channels up to `c_out`
 /// (split evenly before and after, as the common CIFAR implementations do).
 pub fn shortcut_a(x: &Tensor, c_out: usize, stride: usize) -> Result<Tensor> {
-    expect_rank("shortcut_a", x, 4, "an NCHW input")?;
-    let s = x.shape();
-    if c_out < s[1] || stride == 0 {
-        return Err(Error::shape(
-            "shortcut_a",
-            format!("cannot map input {s:?} to {c_out} channels with stride {stride}"),
-        ));
-    }
-    let pad_before = (c_out - s[1]) / 2;
-    let y = x
-        .device()
-        .backend()
-        .shortcut_a(&x.storage(), s[0], s[1], s[2], s[3], c_out, stride, pad_before)?;
-    let (oh, ow) = (s[2].div_ceil(stride), s[3].div_ceil(stride));
+    let g = ShortcutGeometry::new(x.shape(), c_out, stride)?;
+    let y = x.device().backend().shortcut_a(&x.storage(), &g)?;
     Ok(Tensor::from_op(
         y,
-        vec![s[0], c_out, oh, ow],
+        g.out_shape().to_vec(),
         Op::ShortcutA {
             x: x.clone(),
-            c_out,
-            stride,
-            pad_before,
+            geometry: g,
         },
     ))
 }

@@ -1,6 +1,6 @@
 //! What an op remembers for its backward pass: its inputs and whatever it saved.
 
-use crate::backend::{Activation, BatchStats, ConvGeometry, PoolGeometry, Storage};
+use crate::backend::{Activation, BatchStats, ChannelLayout, ConvGeometry, PoolGeometry, ShortcutGeometry, Storage};
 use crate::tensor::Tensor;
 
 pub enum Op {
@@ -51,6 +51,7 @@ pub enum Op {
     },
     GlobalAvgPool {
         x: Tensor,
+        layout: ChannelLayout,
     },
     Linear {
         x: Tensor,
@@ -68,9 +69,7 @@ pub enum Op {
     },
     ShortcutA {
         x: Tensor,
-        c_out: usize,
-        stride: usize,
-        pad_before: usize,
+        geometry: ShortcutGeometry,
     },
 }
 
@@ -98,7 +97,7 @@ impl Op {
             Op::Activation { x, .. }
             | Op::Scale { x, .. }
             | Op::MaxPool2d { x, .. }
-            | Op::GlobalAvgPool { x }
+            | Op::GlobalAvgPool { x, .. }
             | Op::Reshape { x }
             | Op::ShortcutA { x, .. } => vec![x],
             Op::CrossEntropy { logits, .. } => vec![logits],

@@ -1,4 +1,5 @@
-//! Shape arithmetic of convolution and pooling, shared by every backend and by the FLOP counter.
+//! Shape arithmetic and operand layouts of the kernels, shared by every backend and by the FLOP
+//! counter. Named fields instead of loose integers, so two dimensions cannot be swapped silently.
 
 use crate::error::{Error, Result};
 
@@ -71,6 +72,15 @@ impl ConvGeometry {
     pub fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
     }
+
+    /// The output seen per channel (the bias gradient sums over it).
+    pub fn out_layout(&self) -> ChannelLayout {
+        ChannelLayout {
+            n: self.n,
+            c: self.c_out,
+            hw: self.oh * self.ow,
+        }
+    }
 }
 
 /// Max pooling with a square window.
@@ -125,4 +135,123 @@ impl PoolGeometry {
     pub fn out_shape(&self) -> [usize; 4] {
         [self.n, self.c, self.oh, self.ow]
     }
+}
+
+/// An NCHW tensor seen per channel: batch norm, the bias gradient and global average pooling
+/// reduce over `n` and `hw` for each of the `c` channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelLayout {
+    pub n: usize,
+    pub c: usize,
+    /// Height times width: the per-channel plane.
+    pub hw: usize,
+}
+
+impl ChannelLayout {
+    /// From an NCHW shape; `op` names the caller in the error.
+    pub fn of_nchw(op: &'static str, shape: &[usize]) -> Result<Self> {
+        match *shape {
+            [n, c, h, w] => Ok(ChannelLayout { n, c, hw: h * w }),
+            _ => Err(Error::shape(
+                op,
+                format!("expected an NCHW input of rank 4, got shape {shape:?}"),
+            )),
+        }
+    }
+
+    /// Values per channel: what batch statistics average over.
+    pub fn per_channel(&self) -> usize {
+        self.n * self.hw
+    }
+
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The option-A shortcut: `x[:, :, ::stride, ::stride]` zero-padded from `c_in` to `c_out`
+/// channels, `pad_before` zero channels first and the rest after. Built only by [`Self::new`], so
+/// the derived fields always agree with the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShortcutGeometry {
+    pub n: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub h: usize,
+    pub w: usize,
+    pub stride: usize,
+    pub pad_before: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ShortcutGeometry {
+    /// From the NCHW input shape; the channel padding is split evenly before and after, as the
+    /// common CIFAR implementations do.
+    pub fn new(x: &[usize], c_out: usize, stride: usize) -> Result<Self> {
+        let [n, c_in, h, w] = *x else {
+            return Err(Error::shape(
+                "shortcut_a",
+                format!("expected an NCHW input of rank 4, got shape {x:?}"),
+            ));
+        };
+        if c_out < c_in || stride == 0 {
+            return Err(Error::shape(
+                "shortcut_a",
+                format!("cannot map input {x:?} to {c_out} channels with stride {stride}"),
+            ));
+        }
+        Ok(ShortcutGeometry {
+            n,
+            c_in,
+            c_out,
+            h,
+            w,
+            stride,
+            pad_before: (c_out - c_in) / 2,
+            oh: h.div_ceil(stride),
+            ow: w.div_ceil(stride),
+        })
+    }
+
+    pub fn in_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+
+    pub fn out_len(&self) -> usize {
+        self.n * self.c_out * self.oh * self.ow
+    }
+
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.c_out, self.oh, self.ow]
+    }
+}
+
+/// Row-major `C[m, n] = op(A) op(B)`, `op(A)` being [m, k] and `op(B)` [k, n]; a transposed
+/// operand is stored as its transpose ([k, m] for A, [n, k] for B).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulGeometry {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub transpose_a: bool,
+    pub transpose_b: bool,
+}
+
+/// A row-major matrix of `rows` x `cols` (dense layers' activations and their gradients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowLayout {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Logits of a classifier, [n, classes] row-major, with one label per row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogitsLayout {
+    pub n: usize,
+    pub classes: usize,
 }
