@@ -61,8 +61,9 @@ pub struct BatchNormArgs<'a> {
     pub eps: f32,
 }
 
-/// Batch norm's output storage and saved statistics (running statistics updated in training).
-fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats)> {
+/// Batch norm's output storage and saved statistics (running statistics updated in training),
+/// not yet recorded: `batch_norm2d` records it alone, `fused::batch_norm_act` with what follows.
+pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats)> {
     let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
     let (s, c) = (x.shape(), layout.c);
     for (name, p) in [
@@ -120,35 +121,6 @@ pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
     ))
 }
 
-/// `act(batch_norm(x) [+ residual])` as one op. The batch-norm output is freed as soon as the
-/// activation has read it: backward needs only x and the activated output, and a ResNet's tape
-/// would otherwise hold every batch-norm output until backward (a third of its activations).
-pub fn batch_norm2d_act(x: &Tensor, a: &BatchNormArgs, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
-    if let Some(r) = residual {
-        check_same_shape("batch_norm2d_add_act", x, r)?;
-    }
-    let (y, stats) = batch_norm_forward(x, a)?;
-    let be = y.device().backend();
-    let out = match residual {
-        Some(r) => be.add_activation(&y, &r.storage(), act)?,
-        None => be.activation(&y, act)?,
-    };
-    drop(y);
-    Ok(Tensor::from_op(
-        out,
-        x.shape().to_vec(),
-        Op::BatchNormAct {
-            x: x.clone(),
-            gamma: a.gamma.clone(),
-            beta: a.beta.clone(),
-            stats,
-            batch_statistics: a.training,
-            residual: residual.cloned(),
-            act,
-        },
-    ))
-}
-
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     let y = x.device().backend().activation(&x.storage(), act)?;
     Ok(Tensor::from_op(
@@ -162,7 +134,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     activation(x, Activation::Relu)
 }
 
-fn check_same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+pub(crate) fn check_same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
         return Err(Error::shape(
             op,
@@ -186,24 +158,6 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Op::Add {
             a: a.clone(),
             b: b.clone(),
-        },
-    ))
-}
-
-/// `act(a + b)` in one kernel: the join at the end of every residual block.
-pub fn add_activation(a: &Tensor, b: &Tensor, act: Activation) -> Result<Tensor> {
-    check_same_shape("add", a, b)?;
-    let (sa, sb) = (a.storage(), b.storage());
-    let y = same_device("add", &[&sa, &sb])?
-        .backend()
-        .add_activation(&sa, &sb, act)?;
-    Ok(Tensor::from_op(
-        y,
-        a.shape().to_vec(),
-        Op::AddActivation {
-            a: a.clone(),
-            b: b.clone(),
-            act,
         },
     ))
 }

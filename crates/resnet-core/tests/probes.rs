@@ -15,7 +15,7 @@ use resnet_core::io::checkpoint::{NamedTensor, TensorData};
 use resnet_core::model::{GradNorm, LayerResponse};
 use resnet_core::nn::{Ctx, ResNetSpec, ShortcutOption};
 use resnet_core::ops::{self, BatchNormArgs};
-use resnet_core::{Device, Model, Tensor};
+use resnet_core::{fused, Device, Model, Tensor};
 
 const DEV: Device = Device::Cpu;
 
@@ -211,7 +211,7 @@ fn responses_equal_the_ops_called_by_hand() {
                         "layer1.0.bn2",
                     );
                     close(&r[2], mean_std(&r2));
-                    let y1 = ops::add_activation(&r2, &y0, Activation::Relu).unwrap();
+                    let y1 = fused::add_activation(&r2, &y0, Activation::Relu).unwrap();
                     close(
                         &r[3],
                         mean_std(&bn(&conv(&y1, "layer2.0.conv1.weight", 2), "layer2.0.bn1")),
@@ -340,7 +340,8 @@ fn probes_reject_bad_input_without_touching_the_model() {
     assert!(before == snapshot(&m, &images, shape));
 }
 
-/// The hooked (unfused) forward computes the same network as the fused fast path, bit for bit.
+/// A hooked forward (the probes' taps on the fused path) computes the same network as a plain
+/// one, bit for bit.
 #[test]
 fn a_response_hook_changes_no_output() {
     let (images, shape, _) = batch(12, 4, 3, 8, 10);
@@ -421,7 +422,7 @@ fn batch_norm_free_responses_are_the_convolutions_outputs() {
                 close(&r[1], mean_std(&z1));
                 let z2 = conv(&relu(&z1), "layer1.0.conv2.weight", 1, 1);
                 close(&r[2], mean_std(&z2));
-                let y1 = ops::add_activation(&z2, &y0, Activation::Relu).unwrap();
+                let y1 = fused::add_activation(&z2, &y0, Activation::Relu).unwrap();
                 let z3 = conv(&y1, "layer2.0.conv1.weight", 2, 1);
                 close(&r[3], mean_std(&z3));
                 let z4 = conv(&relu(&z3), "layer2.0.conv2.weight", 1, 1);

@@ -18,7 +18,7 @@ pub enum Op {
         stats: BatchStats,
         batch_statistics: bool,
     },
-    /// Batch norm, an optional residual addition and an activation, fused (see `ops::batch_norm2d_act`).
+    /// Batch norm, an optional residual addition and an activation, fused (see `fused::batch_norm_act`).
     BatchNormAct {
         x: Tensor,
         gamma: Tensor,

@@ -5,6 +5,7 @@ use super::init::Init;
 use super::{Ctx, Entry, Visitor};
 use crate::backend::{Activation, ConvGeometry, Device};
 use crate::error::Result;
+use crate::fused::{self, PreActivationTap};
 use crate::ops::{self, BatchNormArgs};
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,9 +124,17 @@ impl BatchNorm2d {
         self.with_args(ctx, |a| ops::batch_norm2d(x, a))
     }
 
-    /// `act(bn(x) [+ residual])`, fused so the tape keeps no batch-norm output.
-    pub fn forward_act(&self, x: &Tensor, ctx: &Ctx, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
-        self.with_args(ctx, |a| ops::batch_norm2d_act(x, a, residual, act))
+    /// `act(bn(x) [+ residual])`, fused so the tape keeps no batch-norm output; `tap` sees the
+    /// batch-norm output (see [`fused::batch_norm_act`]).
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        ctx: &Ctx,
+        residual: Option<&Tensor>,
+        act: Activation,
+        tap: Option<PreActivationTap>,
+    ) -> Result<Tensor> {
+        self.with_args(ctx, |a| fused::batch_norm_act(x, a, residual, act, tap))
     }
 
     pub fn visit(&self, prefix: &str, v: &mut Visitor) {

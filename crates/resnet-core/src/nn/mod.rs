@@ -14,6 +14,7 @@ pub use layers::{BatchNorm2d, Conv2d, Linear, BN_EPS, BN_MOMENTUM};
 pub use resnet::{LayerSummary, ResNet};
 pub use spec::{ActivationKind, BlockKind, BottleneckStride, ResNetSpec, ShortcutOption, StageSpec, Stem};
 
+use crate::fused::PreActivationTap;
 use crate::tensor::Tensor;
 use std::sync::atomic::AtomicU64;
 
@@ -34,8 +35,9 @@ pub struct Ctx<'a> {
     /// then its projection shortcut). For the original (post-activation) nets it is the layer's
     /// batch-norm output, before the activation or the addition: the quantity of the paper's
     /// Figure 7. For pre-activation nets, where batch norm comes before the convolution, and for
-    /// nets without batch norm, it is the convolution's output. With a hook set the forward takes the unfused path (the
-    /// response must exist as a tensor); without one the fused batch norm + activation is used.
+    /// nets without batch norm, it is the convolution's output. The hook reads the batch-norm
+    /// output from the fused batch norm + activation (a tap), so a hooked forward runs the same
+    /// kernels as training.
     pub response_hook: Option<ResponseHook<'a>>,
 }
 
@@ -56,6 +58,12 @@ impl Ctx<'_> {
         if let Some(hook) = self.response_hook {
             hook(&name(), kernel, t);
         }
+    }
+
+    /// `report` as a fused op's tap, or None without a hook, so the fused op then hands out no
+    /// response tensor at all.
+    pub(crate) fn tap<'f>(&self, report: &'f dyn Fn(&Tensor)) -> Option<PreActivationTap<'f>> {
+        self.response_hook.map(|_| report)
     }
 }
 
