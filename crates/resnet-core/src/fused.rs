@@ -48,7 +48,7 @@ pub fn batch_norm_act(
             gamma: bn.gamma.clone(),
             beta: bn.beta.clone(),
             stats,
-            batch_statistics: bn.training,
+            source: bn.mode.stats_source(),
             residual: residual.cloned(),
             act,
         },

@@ -6,7 +6,7 @@ use crate::backend::{Device, LogitsLayout};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{self, NamedTensor, TensorData};
 use crate::memory::{self, Pass};
-use crate::nn::{Ctx, Entry, LayerSummary, ResNet, ResNetSpec};
+use crate::nn::{BnMode, Ctx, Entry, LayerSummary, ResNet, ResNetSpec};
 use crate::ops;
 use crate::optim::{Sgd, SgdConfig};
 use crate::tensor::Tensor;
@@ -224,8 +224,11 @@ impl Model {
             }
         };
         let ctx = Ctx {
-            training,
-            keep_running_stats: true,
+            bn_mode: if training {
+                BnMode::TrainFrozenStats
+            } else {
+                BnMode::Eval
+            },
             response_hook: Some(&hook),
         };
         no_grad(|| {
@@ -254,8 +257,7 @@ impl Model {
         params.iter().for_each(|(_, p)| p.zero_grad());
         let run = || -> Result<Vec<GradNorm>> {
             let ctx = Ctx {
-                training: true,
-                keep_running_stats: true,
+                bn_mode: BnMode::TrainFrozenStats,
                 response_hook: None,
             };
             let logits = self.net.forward(&x, &ctx)?;

@@ -4,7 +4,7 @@
 use crate::autograd::Op;
 use crate::backend::{
     same_device, Activation, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry,
-    RunningStatsUpdate, ShortcutGeometry, Storage,
+    RunningStatsUpdate, ShortcutGeometry, StatsSource, Storage,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -48,20 +48,47 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padd
     ))
 }
 
-/// Batch norm over the channels of an NCHW tensor. In training it normalises with the batch's
-/// statistics and updates the running ones in place (PyTorch's momentum convention); in eval it
-/// uses the running statistics.
+/// How batch norm normalises, and whether the batch changes its running statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BnMode {
+    /// The batch's statistics; the running statistics (and the layer's `num_batches_tracked`)
+    /// take the batch in.
+    Train,
+    /// The batch's statistics, but the running statistics and the counter stay untouched:
+    /// probes that must leave the model as it was.
+    TrainFrozenStats,
+    /// The running statistics.
+    #[default]
+    Eval,
+}
+
+impl BnMode {
+    pub fn stats_source(self) -> StatsSource {
+        match self {
+            BnMode::Train | BnMode::TrainFrozenStats => StatsSource::Batch,
+            BnMode::Eval => StatsSource::Running,
+        }
+    }
+
+    /// Whether the running statistics and the counter take this batch in.
+    pub fn updates_running_stats(self) -> bool {
+        self == BnMode::Train
+    }
+}
+
+/// Batch norm over the channels of an NCHW tensor, in a [`BnMode`]; running statistics are
+/// updated in place with PyTorch's momentum convention.
 pub struct BatchNormArgs<'a> {
     pub gamma: &'a Tensor,
     pub beta: &'a Tensor,
     pub running_mean: &'a Tensor,
     pub running_var: &'a Tensor,
-    pub training: bool,
+    pub mode: BnMode,
     pub momentum: f32,
     pub eps: f32,
 }
 
-/// Batch norm's output storage and saved statistics (running statistics updated in training),
+/// Batch norm's output storage and saved statistics (running statistics updated in `Train`),
 /// not yet recorded: `batch_norm2d` records it alone, `fused::batch_norm_act` with what follows.
 pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats)> {
     let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
@@ -83,7 +110,7 @@ pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Stora
     let dev = same_device("batch_norm2d", &[&xs, &a.gamma.storage(), &a.running_mean.storage()])?;
     let be = dev.backend();
     let (gamma, beta) = (a.gamma.storage(), a.beta.storage());
-    if a.training {
+    if a.mode.stats_source() == StatsSource::Batch {
         if layout.per_channel() < 2 {
             return Err(Error::shape(
                 "batch_norm2d",
@@ -91,14 +118,16 @@ pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Stora
             ));
         }
         let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, &layout, a.eps)?;
-        let update = RunningStatsUpdate {
-            momentum: a.momentum,
-            count: layout.per_channel(),
-        };
-        a.running_mean.update_storage(|rm| {
-            a.running_var
-                .update_storage(|rv| be.update_running_stats(rm, rv, &stats, &update))
-        })?;
+        if a.mode.updates_running_stats() {
+            let update = RunningStatsUpdate {
+                momentum: a.momentum,
+                count: layout.per_channel(),
+            };
+            a.running_mean.update_storage(|rm| {
+                a.running_var
+                    .update_storage(|rv| be.update_running_stats(rm, rv, &stats, &update))
+            })?;
+        }
         Ok((y, stats))
     } else {
         let stats = be.batch_norm_frozen_stats(&a.running_mean.storage(), &a.running_var.storage(), a.eps)?;
@@ -116,7 +145,7 @@ pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
             gamma: a.gamma.clone(),
             beta: a.beta.clone(),
             stats,
-            batch_statistics: a.training,
+            source: a.mode.stats_source(),
         },
     ))
 }

@@ -13,7 +13,7 @@ use resnet_core::backend::Activation;
 use resnet_core::nn::{
     ActivationKind, BlockKind, BottleneckStride, Ctx, ResNet, ResNetSpec, ShortcutOption, StageSpec, Stem,
 };
-use resnet_core::ops::{self, BatchNormArgs};
+use resnet_core::ops::{self, BatchNormArgs, BnMode};
 use resnet_core::{fused, Device, Tensor};
 
 const DEV: Device = Device::Cpu;
@@ -455,7 +455,7 @@ fn batch_norm_training_gradients() {
                     beta: &t[2],
                     running_mean: &rm,
                     running_var: &rv,
-                    training: true,
+                    mode: BnMode::Train,
                     momentum: 0.1,
                     eps: 1e-5,
                 },
@@ -480,7 +480,7 @@ fn batch_norm_eval_gradients() {
                 beta: &t[2],
                 running_mean: &rm,
                 running_var: &rv,
-                training: false,
+                mode: BnMode::Eval,
                 momentum: 0.1,
                 eps: 1e-5,
             },
@@ -737,7 +737,7 @@ fn composite_block_gradients() {
             beta: &beta,
             running_mean: &rm,
             running_var: &rv,
-            training: true,
+            mode: BnMode::Train,
             momentum: 0.1,
             eps: 1e-5,
         };
@@ -1157,7 +1157,7 @@ fn fresh_bn_args<'a>(t: &'a [Tensor], rm: &'a Tensor, rv: &'a Tensor) -> BatchNo
         beta: &t[2],
         running_mean: rm,
         running_var: rv,
-        training: true,
+        mode: BnMode::Train,
         momentum: 0.1,
         eps: 1e-5,
     }

@@ -13,7 +13,7 @@ use resnet_core::autograd::no_grad;
 use resnet_core::backend::Activation;
 use resnet_core::io::checkpoint::{NamedTensor, TensorData};
 use resnet_core::model::{GradNorm, LayerResponse};
-use resnet_core::nn::{Ctx, ResNetSpec, ShortcutOption};
+use resnet_core::nn::{BnMode, Ctx, ResNetSpec, ShortcutOption};
 use resnet_core::ops::{self, BatchNormArgs};
 use resnet_core::{fused, Device, Model, Tensor};
 
@@ -127,7 +127,7 @@ fn bn_args<'a>(
         beta,
         running_mean: rm,
         running_var: rv,
-        training,
+        mode: if training { BnMode::Train } else { BnMode::Eval },
         momentum: 0.1,
         eps: 1e-5,
     }
@@ -355,8 +355,7 @@ fn a_response_hook_changes_no_output() {
                     let count = std::cell::Cell::new(0);
                     let hook = |_: &str, _: usize, _: &Tensor| count.set(count.get() + 1);
                     let ctx = Ctx {
-                        training,
-                        keep_running_stats: false,
+                        bn_mode: if training { BnMode::Train } else { BnMode::Eval },
                         response_hook: if hooked { Some(&hook) } else { None },
                     };
                     let logits = m.net().forward(&x, &ctx).unwrap().to_vec().unwrap();
@@ -433,8 +432,7 @@ fn batch_norm_free_responses_are_the_convolutions_outputs() {
         // The hooked forward computes the same logits as the plain one.
         let hook = |_: &str, _: usize, _: &Tensor| {};
         let hooked = Ctx {
-            training: true,
-            keep_running_stats: false,
+            bn_mode: BnMode::Train,
             response_hook: Some(&hook),
         };
         assert_eq!(

@@ -1,6 +1,8 @@
 //! What an op remembers for its backward pass: its inputs and whatever it saved.
 
-use crate::backend::{Activation, BatchStats, ChannelLayout, ConvGeometry, PoolGeometry, ShortcutGeometry, Storage};
+use crate::backend::{
+    Activation, BatchStats, ChannelLayout, ConvGeometry, PoolGeometry, ShortcutGeometry, StatsSource, Storage,
+};
 use crate::tensor::Tensor;
 
 pub enum Op {
@@ -16,7 +18,7 @@ pub enum Op {
         gamma: Tensor,
         beta: Tensor,
         stats: BatchStats,
-        batch_statistics: bool,
+        source: StatsSource,
     },
     /// Batch norm, an optional residual addition and an activation, fused (see `fused::batch_norm_act`).
     BatchNormAct {
@@ -24,7 +26,7 @@ pub enum Op {
         gamma: Tensor,
         beta: Tensor,
         stats: BatchStats,
-        batch_statistics: bool,
+        source: StatsSource,
         residual: Option<Tensor>,
         act: Activation,
     },

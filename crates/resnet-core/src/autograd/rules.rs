@@ -33,21 +33,21 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             gamma,
             beta,
             stats,
-            batch_statistics,
+            source,
         } => {
-            batch_norm_backward(be, (x, gamma, beta), stats, *batch_statistics, gy, &mut grads)?;
+            batch_norm_backward(be, (x, gamma, beta), stats, *source, gy, &mut grads)?;
         }
         Op::BatchNormAct {
             x,
             gamma,
             beta,
             stats,
-            batch_statistics,
+            source,
             residual,
             act,
         } => {
             let g = be.activation_backward(&out.storage(), gy, *act)?;
-            batch_norm_backward(be, (x, gamma, beta), stats, *batch_statistics, &g, &mut grads)?;
+            batch_norm_backward(be, (x, gamma, beta), stats, *source, &g, &mut grads)?;
             if let Some(r) = residual {
                 grads.push((r.clone(), g));
             }
@@ -125,16 +125,11 @@ fn batch_norm_backward(
     be: &dyn Backend,
     (x, gamma, beta): (&Tensor, &Tensor, &Tensor),
     stats: &BatchStats,
-    batch_statistics: bool,
+    source: StatsSource,
     gy: &Storage,
     grads: &mut Vec<(Tensor, Storage)>,
 ) -> Result<()> {
     let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
-    let source = if batch_statistics {
-        StatsSource::Batch
-    } else {
-        StatsSource::Running
-    };
     let (dx, dgamma, dbeta) = be.batch_norm_backward(&x.storage(), gy, &gamma.storage(), stats, &layout, source)?;
     grads.push((x.clone(), dx));
     grads.push((gamma.clone(), dgamma));

@@ -89,32 +89,19 @@ impl BatchNorm2d {
         self.weight.numel()
     }
 
-    /// Runs `f` with this layer's arguments. With `ctx.keep_running_stats` in training mode the
-    /// op updates scratch running statistics (training mode never reads them), so the layer's own
-    /// stay untouched.
+    /// Runs `f` with this layer's arguments in `ctx`'s mode, and counts the batch where the
+    /// mode lets it change the running statistics.
     fn with_args<R>(&self, ctx: &Ctx, f: impl FnOnce(&BatchNormArgs) -> Result<R>) -> Result<R> {
-        let scratch;
-        let (running_mean, running_var) = if ctx.training && ctx.keep_running_stats {
-            let be = self.running_mean.device().backend();
-            let c = self.channels();
-            scratch = (
-                Tensor::from_storage(be.zeros(c)?, &[c])?,
-                Tensor::from_storage(be.zeros(c)?, &[c])?,
-            );
-            (&scratch.0, &scratch.1)
-        } else {
-            (&self.running_mean, &self.running_var)
-        };
         let y = f(&BatchNormArgs {
             gamma: &self.weight,
             beta: &self.bias,
-            running_mean,
-            running_var,
-            training: ctx.training,
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            mode: ctx.bn_mode,
             momentum: BN_MOMENTUM,
             eps: BN_EPS,
         })?;
-        if ctx.training && !ctx.keep_running_stats {
+        if ctx.bn_mode.updates_running_stats() {
             self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
         }
         Ok(y)

@@ -7,6 +7,7 @@ mod layers;
 mod resnet;
 pub mod spec;
 
+pub use crate::ops::BnMode;
 pub use blocks::{Block, ConvBn, Shortcut, BOTTLENECK_EXPANSION};
 pub use footprint::{Activations, Footprint};
 pub use init::Init;
@@ -26,11 +27,8 @@ pub type ResponseHook<'a> = &'a dyn Fn(&str, usize, &Tensor);
 /// How a forward pass runs.
 #[derive(Default)]
 pub struct Ctx<'a> {
-    /// Batch statistics and running-stat updates (training) or running statistics (eval).
-    pub training: bool,
-    /// In training mode, normalise with the batch's statistics but leave every running statistic
-    /// and `num_batches_tracked` untouched (probes that must not change the model).
-    pub keep_running_stats: bool,
+    /// How every batch norm normalises, and whether it updates its running statistics.
+    pub bn_mode: BnMode,
     /// Sees the response of every convolution layer, in layer order (each block's branch first,
     /// then its projection shortcut). For the original (post-activation) nets it is the layer's
     /// batch-norm output, before the activation or the addition: the quantity of the paper's
@@ -44,7 +42,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     pub fn train() -> Self {
         Ctx {
-            training: true,
+            bn_mode: BnMode::Train,
             ..Ctx::default()
         }
     }
