@@ -189,11 +189,10 @@ impl Backend for CpuBackend {
         layout: &ChannelLayout,
         eps: f32,
     ) -> Result<(Storage, BatchStats)> {
-        let &ChannelLayout { n, c, hw } = layout;
         let x = data(x)?;
-        let (mean, var) = norm::channel_stats(x, n, c, hw);
+        let (mean, var) = norm::channel_stats(x, layout);
         let invstd = norm::invstd(&var, eps);
-        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, c, hw)?;
+        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, layout)?;
         Ok((
             store(y)?,
             BatchStats {
@@ -221,15 +220,13 @@ impl Backend for CpuBackend {
         stats: &BatchStats,
         layout: &ChannelLayout,
     ) -> Result<Storage> {
-        let &ChannelLayout { c, hw, .. } = layout;
         store(norm::apply(
             data(x)?,
             data(gamma)?,
             data(beta)?,
             data(&stats.mean)?,
             data(&stats.invstd)?,
-            c,
-            hw,
+            layout,
         )?)
     }
 
@@ -242,17 +239,13 @@ impl Backend for CpuBackend {
         layout: &ChannelLayout,
         source: StatsSource,
     ) -> Result<(Storage, Storage, Storage)> {
-        let &ChannelLayout { n, c, hw } = layout;
         let (dx, dgamma, dbeta) = norm::backward(
             data(x)?,
             data(gy)?,
             data(gamma)?,
-            data(&stats.mean)?,
-            data(&stats.invstd)?,
-            n,
-            c,
-            hw,
-            source == StatsSource::Batch,
+            (data(&stats.mean)?, data(&stats.invstd)?),
+            layout,
+            source,
         )?;
         Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
     }
