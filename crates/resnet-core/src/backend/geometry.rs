@@ -255,3 +255,42 @@ pub struct LogitsLayout {
     pub n: usize,
     pub classes: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortcut_geometry_derives_padding_and_output_size() {
+        let g = ShortcutGeometry::new(&[2, 16, 7, 9], 32, 2).unwrap();
+        assert_eq!((g.c_in, g.c_out, g.pad_before), (16, 32, 8));
+        assert_eq!(g.out_shape(), [2, 32, 4, 5]);
+        assert_eq!((g.in_len(), g.out_len()), (2 * 16 * 63, 2 * 32 * 20));
+        // An odd channel difference puts the extra zero channel after the input's.
+        assert_eq!(ShortcutGeometry::new(&[1, 3, 4, 4], 8, 1).unwrap().pad_before, 2);
+    }
+
+    #[test]
+    fn shortcut_geometry_rejects_what_it_cannot_map() {
+        // Fewer output than input channels: what c_in and c_out swapped would ask for.
+        let err = ShortcutGeometry::new(&[2, 32, 8, 8], 16, 2).unwrap_err().to_string();
+        assert!(err.contains("shortcut_a") && err.contains("16 channels"), "{err}");
+        assert!(ShortcutGeometry::new(&[2, 16, 8, 8], 32, 0).is_err());
+        assert!(ShortcutGeometry::new(&[16, 8, 8], 32, 2).is_err());
+    }
+
+    #[test]
+    fn channel_layout_reads_an_nchw_shape() {
+        let l = ChannelLayout::of_nchw("op", &[4, 3, 5, 6]).unwrap();
+        assert_eq!(l, ChannelLayout { n: 4, c: 3, hw: 30 });
+        assert_eq!((l.per_channel(), l.len()), (120, 360));
+        let err = ChannelLayout::of_nchw("batch_norm2d", &[4, 3]).unwrap_err().to_string();
+        assert!(err.contains("batch_norm2d") && err.contains("[4, 3]"), "{err}");
+    }
+
+    #[test]
+    fn conv_output_layout_is_per_output_channel() {
+        let g = ConvGeometry::new(&[2, 3, 8, 8], &[5, 3, 3, 3], 2, 1).unwrap();
+        assert_eq!(g.out_layout(), ChannelLayout { n: 2, c: 5, hw: 16 });
+    }
+}
