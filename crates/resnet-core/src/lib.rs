@@ -5,6 +5,7 @@ pub mod autograd;
 pub mod backend;
 pub mod data;
 pub mod error;
+pub mod fused;
 pub mod io;
 pub(crate) mod json_check;
 pub mod memory;

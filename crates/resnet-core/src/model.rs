@@ -2,11 +2,11 @@
 //! backward and the update; inputs are validated first so bad data is an error, not a panic.
 
 use crate::autograd::no_grad;
-use crate::backend::Device;
+use crate::backend::{Device, LogitsLayout};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{self, NamedTensor, TensorData};
 use crate::memory::{self, Pass};
-use crate::nn::{Ctx, Entry, LayerSummary, ResNet, ResNetSpec};
+use crate::nn::{BnMode, Ctx, Entry, LayerSummary, ResNet, ResNetSpec};
 use crate::ops;
 use crate::optim::{Sgd, SgdConfig};
 use crate::tensor::Tensor;
@@ -224,8 +224,11 @@ impl Model {
             }
         };
         let ctx = Ctx {
-            training,
-            keep_running_stats: true,
+            bn_mode: if training {
+                BnMode::TrainFrozenStats
+            } else {
+                BnMode::Eval
+            },
             response_hook: Some(&hook),
         };
         no_grad(|| {
@@ -254,8 +257,7 @@ impl Model {
         params.iter().for_each(|(_, p)| p.zero_grad());
         let run = || -> Result<Vec<GradNorm>> {
             let ctx = Ctx {
-                training: true,
-                keep_running_stats: true,
+                bn_mode: BnMode::TrainFrozenStats,
                 response_hook: None,
             };
             let logits = self.net.forward(&x, &ctx)?;
@@ -343,8 +345,11 @@ impl Model {
         self.optimizer.step()?;
         self.optimizer.zero_grad();
         let be = self.device.backend();
-        let hits =
-            be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], self.net.spec.num_classes, 1)?)?;
+        let layout = LogitsLayout {
+            n: shape[0],
+            classes: self.net.spec.num_classes,
+        };
+        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, 1)?)?;
         let loss_value = loss.scalar()?;
         if !loss_value.is_finite() {
             return Err(Error::invalid(format!(
@@ -382,9 +387,10 @@ impl Model {
             let x = Tensor::from_vec(images, &shape, self.device)?;
             let logits = self.net.forward(&x, &Ctx::eval())?;
             let be = self.device.backend();
-            let (losses, _) = be.cross_entropy(&logits.storage(), &y.storage(), shape[0], classes)?;
+            let layout = LogitsLayout { n: shape[0], classes };
+            let (losses, _) = be.cross_entropy(&logits.storage(), &y.storage(), &layout)?;
             let count = |k| -> Result<usize> {
-                let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], classes, k)?)?;
+                let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, k)?)?;
                 Ok(be.download(&hits)?[0].round() as usize)
             };
             Ok(EvalStats {

@@ -2,7 +2,10 @@
 //! kernel, record the op for backward. Layers, blocks and the TS tensor API are built from these.
 
 use crate::autograd::Op;
-use crate::backend::{same_device, Activation, BatchStats, ConvGeometry, PoolGeometry, Storage};
+use crate::backend::{
+    same_device, Activation, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry,
+    RunningStatsUpdate, ShortcutGeometry, StatsSource, Storage,
+};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -45,24 +48,51 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padd
     ))
 }
 
-/// Batch norm over the channels of an NCHW tensor. In training it normalises with the batch's
-/// statistics and updates the running ones in place (PyTorch's momentum convention); in eval it
-/// uses the running statistics.
+/// How batch norm normalises, and whether the batch changes its running statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BnMode {
+    /// The batch's statistics; the running statistics (and the layer's `num_batches_tracked`)
+    /// take the batch in.
+    Train,
+    /// The batch's statistics, but the running statistics and the counter stay untouched:
+    /// probes that must leave the model as it was.
+    TrainFrozenStats,
+    /// The running statistics.
+    #[default]
+    Eval,
+}
+
+impl BnMode {
+    pub fn stats_source(self) -> StatsSource {
+        match self {
+            BnMode::Train | BnMode::TrainFrozenStats => StatsSource::Batch,
+            BnMode::Eval => StatsSource::Running,
+        }
+    }
+
+    /// Whether the running statistics and the counter take this batch in.
+    pub fn updates_running_stats(self) -> bool {
+        self == BnMode::Train
+    }
+}
+
+/// Batch norm over the channels of an NCHW tensor, in a [`BnMode`]; running statistics are
+/// updated in place with PyTorch's momentum convention.
 pub struct BatchNormArgs<'a> {
     pub gamma: &'a Tensor,
     pub beta: &'a Tensor,
     pub running_mean: &'a Tensor,
     pub running_var: &'a Tensor,
-    pub training: bool,
+    pub mode: BnMode,
     pub momentum: f32,
     pub eps: f32,
 }
 
-/// Batch norm's output storage and saved statistics (running statistics updated in training).
-fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats)> {
-    expect_rank("batch_norm2d", x, 4, "an NCHW input")?;
-    let s = x.shape();
-    let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
+/// Batch norm's output storage and saved statistics (running statistics updated in `Train`),
+/// not yet recorded: `batch_norm2d` records it alone, `fused::batch_norm_act` with what follows.
+pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats)> {
+    let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
+    let (s, c) = (x.shape(), layout.c);
     for (name, p) in [
         ("weight", a.gamma),
         ("bias", a.beta),
@@ -80,22 +110,28 @@ fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchSt
     let dev = same_device("batch_norm2d", &[&xs, &a.gamma.storage(), &a.running_mean.storage()])?;
     let be = dev.backend();
     let (gamma, beta) = (a.gamma.storage(), a.beta.storage());
-    if a.training {
-        if n * hw < 2 {
+    if a.mode.stats_source() == StatsSource::Batch {
+        if layout.per_channel() < 2 {
             return Err(Error::shape(
                 "batch_norm2d",
                 format!("training needs more than one value per channel, got input {s:?} (use eval mode for a single 1x1 sample)"),
             ));
         }
-        let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, n, c, hw, a.eps)?;
-        a.running_mean.update_storage(|rm| {
-            a.running_var
-                .update_storage(|rv| be.update_running_stats(rm, rv, &stats, a.momentum, a.eps, n * hw))
-        })?;
+        let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, &layout, a.eps)?;
+        if a.mode.updates_running_stats() {
+            let update = RunningStatsUpdate {
+                momentum: a.momentum,
+                count: layout.per_channel(),
+            };
+            a.running_mean.update_storage(|rm| {
+                a.running_var
+                    .update_storage(|rv| be.update_running_stats(rm, rv, &stats, &update))
+            })?;
+        }
         Ok((y, stats))
     } else {
         let stats = be.batch_norm_frozen_stats(&a.running_mean.storage(), &a.running_var.storage(), a.eps)?;
-        Ok((be.batch_norm_apply(&xs, &gamma, &beta, &stats, n, c, hw)?, stats))
+        Ok((be.batch_norm_apply(&xs, &gamma, &beta, &stats, &layout)?, stats))
     }
 }
 
@@ -109,36 +145,7 @@ pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
             gamma: a.gamma.clone(),
             beta: a.beta.clone(),
             stats,
-            batch_statistics: a.training,
-        },
-    ))
-}
-
-/// `act(batch_norm(x) [+ residual])` as one op. The batch-norm output is freed as soon as the
-/// activation has read it: backward needs only x and the activated output, and a ResNet's tape
-/// would otherwise hold every batch-norm output until backward (a third of its activations).
-pub fn batch_norm2d_act(x: &Tensor, a: &BatchNormArgs, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
-    if let Some(r) = residual {
-        check_same_shape("batch_norm2d_add_act", x, r)?;
-    }
-    let (y, stats) = batch_norm_forward(x, a)?;
-    let be = y.device().backend();
-    let out = match residual {
-        Some(r) => be.add_activation(&y, &r.storage(), act)?,
-        None => be.activation(&y, act)?,
-    };
-    drop(y);
-    Ok(Tensor::from_op(
-        out,
-        x.shape().to_vec(),
-        Op::BatchNormAct {
-            x: x.clone(),
-            gamma: a.gamma.clone(),
-            beta: a.beta.clone(),
-            stats,
-            batch_statistics: a.training,
-            residual: residual.cloned(),
-            act,
+            source: a.mode.stats_source(),
         },
     ))
 }
@@ -156,7 +163,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     activation(x, Activation::Relu)
 }
 
-fn check_same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+pub(crate) fn check_same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
         return Err(Error::shape(
             op,
@@ -180,24 +187,6 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Op::Add {
             a: a.clone(),
             b: b.clone(),
-        },
-    ))
-}
-
-/// `act(a + b)` in one kernel: the join at the end of every residual block.
-pub fn add_activation(a: &Tensor, b: &Tensor, act: Activation) -> Result<Tensor> {
-    check_same_shape("add", a, b)?;
-    let (sa, sb) = (a.storage(), b.storage());
-    let y = same_device("add", &[&sa, &sb])?
-        .backend()
-        .add_activation(&sa, &sb, act)?;
-    Ok(Tensor::from_op(
-        y,
-        a.shape().to_vec(),
-        Op::AddActivation {
-            a: a.clone(),
-            b: b.clone(),
-            act,
         },
     ))
 }
@@ -226,13 +215,13 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 
 /// [N, C, H, W] -> [N, C], the mean over each feature map.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    expect_rank("global_avg_pool", x, 4, "an NCHW input")?;
-    let s = x.shape();
-    let y = x
-        .device()
-        .backend()
-        .global_avg_pool(&x.storage(), s[0], s[1], s[2] * s[3])?;
-    Ok(Tensor::from_op(y, vec![s[0], s[1]], Op::GlobalAvgPool { x: x.clone() }))
+    let layout = ChannelLayout::of_nchw("global_avg_pool", x.shape())?;
+    let y = x.device().backend().global_avg_pool(&x.storage(), &layout)?;
+    Ok(Tensor::from_op(
+        y,
+        vec![layout.n, layout.c],
+        Op::GlobalAvgPool { x: x.clone(), layout },
+    ))
 }
 
 /// y[N, O] = x[N, I] . w[O, I]^T + b[O]
@@ -261,9 +250,17 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     }
     let (xs, ws) = (x.storage(), w.storage());
     let be = same_device("linear", &[&xs, &ws])?.backend();
-    let mut y = be.matmul(&xs, &ws, n, k, m, false, true)?;
+    // x[n, k] . w[m, k]^T
+    let product = MatmulGeometry {
+        m: n,
+        k,
+        n: m,
+        transpose_a: false,
+        transpose_b: true,
+    };
+    let mut y = be.matmul(&xs, &ws, &product)?;
     if let Some(b) = bias {
-        y = be.add_row_bias(&y, &b.storage(), n, m)?;
+        y = be.add_row_bias(&y, &b.storage())?;
     }
     Ok(Tensor::from_op(
         y,
@@ -330,7 +327,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     }
     let (ls, ys) = (logits.storage(), labels.storage());
     let be = same_device("cross_entropy", &[&ls, &ys])?.backend();
-    let (losses, probs) = be.cross_entropy(&ls, &ys, n, classes)?;
+    let (losses, probs) = be.cross_entropy(&ls, &ys, &LogitsLayout { n, classes })?;
     let mean = be.scale(&be.sum_all(&losses)?, 1.0 / n as f32)?;
     Ok(Tensor::from_op(
         mean,
@@ -346,28 +343,14 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 /// The paper's option-A shortcut: subsample by `stride`, then zero-pad channels up to `c_out`
 /// (split evenly before and after, as the common CIFAR implementations do).
 pub fn shortcut_a(x: &Tensor, c_out: usize, stride: usize) -> Result<Tensor> {
-    expect_rank("shortcut_a", x, 4, "an NCHW input")?;
-    let s = x.shape();
-    if c_out < s[1] || stride == 0 {
-        return Err(Error::shape(
-            "shortcut_a",
-            format!("cannot map input {s:?} to {c_out} channels with stride {stride}"),
-        ));
-    }
-    let pad_before = (c_out - s[1]) / 2;
-    let y = x
-        .device()
-        .backend()
-        .shortcut_a(&x.storage(), s[0], s[1], s[2], s[3], c_out, stride, pad_before)?;
-    let (oh, ow) = (s[2].div_ceil(stride), s[3].div_ceil(stride));
+    let g = ShortcutGeometry::new(x.shape(), c_out, stride)?;
+    let y = x.device().backend().shortcut_a(&x.storage(), &g)?;
     Ok(Tensor::from_op(
         y,
-        vec![s[0], c_out, oh, ow],
+        g.out_shape().to_vec(),
         Op::ShortcutA {
             x: x.clone(),
-            c_out,
-            stride,
-            pad_before,
+            geometry: g,
         },
     ))
 }

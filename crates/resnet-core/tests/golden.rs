@@ -12,7 +12,7 @@ mod harness;
 
 use resnet_core::io::checkpoint::{self, NamedTensor, TensorData};
 use resnet_core::nn::{ResNetSpec, ShortcutOption};
-use resnet_core::ops::{self, BatchNormArgs};
+use resnet_core::ops::{self, BatchNormArgs, BnMode};
 use resnet_core::optim::{Sgd, SgdConfig};
 use resnet_core::{Device, Model, Tensor};
 use std::collections::BTreeMap;
@@ -176,7 +176,11 @@ fn run_ops(dev: Device) {
                     beta: &beta,
                     running_mean: &rm,
                     running_var: &rv,
-                    training: case["training"].as_bool().unwrap(),
+                    mode: if case["training"].as_bool().unwrap() {
+                        BnMode::Train
+                    } else {
+                        BnMode::Eval
+                    },
                     momentum: 0.1,
                     eps: 1e-5,
                 };

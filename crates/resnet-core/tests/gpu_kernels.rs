@@ -7,7 +7,10 @@ mod gpu_common;
 mod harness;
 
 use gpu_common::{assert_close, both, cpu, down, values};
-use resnet_core::backend::{Activation, BatchStats, ConvGeometry, PoolGeometry, SgdStep, Storage};
+use resnet_core::backend::{
+    Activation, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry,
+    RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
+};
 use resnet_core::Device;
 
 fn upload_download_and_zeros_round_trip(dev: Device) {
@@ -141,8 +144,8 @@ fn convolution_gradients_match_the_cpu(dev: Device) {
         );
         assert_close(
             &format!("sum_nhw {what}"),
-            &down(&g.sum_nhw(&ggy, n, o, geo.oh * geo.ow).unwrap()),
-            &down(&cpu().sum_nhw(&cgy, n, o, geo.oh * geo.ow).unwrap()),
+            &down(&g.sum_nhw(&ggy, &geo.out_layout()).unwrap()),
+            &down(&cpu().sum_nhw(&cgy, &geo.out_layout()).unwrap()),
         );
     }
 }
@@ -172,23 +175,30 @@ fn matmul_bias_and_row_sums_match_the_cpu(dev: Device) {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             let (ga, ca) = both(g, &values(m * k, (m * 3 + k) as u32));
             let (gb, cb) = both(g, &values(k * n, (n * 5 + k) as u32));
+            let geo = MatmulGeometry {
+                m,
+                k,
+                n,
+                transpose_a: ta,
+                transpose_b: tb,
+            };
             assert_close(
                 &format!("matmul {m}x{k}x{n} ta={ta} tb={tb}"),
-                &down(&g.matmul(&ga, &gb, m, k, n, ta, tb).unwrap()),
-                &down(&cpu().matmul(&ca, &cb, m, k, n, ta, tb).unwrap()),
+                &down(&g.matmul(&ga, &gb, &geo).unwrap()),
+                &down(&cpu().matmul(&ca, &cb, &geo).unwrap()),
             );
         }
         let (gx, cx) = both(g, &values(m * n, 3));
         let (gbias, cbias) = both(g, &values(n, 4));
         assert_close(
             "add_row_bias",
-            &down(&g.add_row_bias(&gx, &gbias, m, n).unwrap()),
-            &down(&cpu().add_row_bias(&cx, &cbias, m, n).unwrap()),
+            &down(&g.add_row_bias(&gx, &gbias).unwrap()),
+            &down(&cpu().add_row_bias(&cx, &cbias).unwrap()),
         );
         assert_close(
             "sum_rows",
-            &down(&g.sum_rows(&gx, m, n).unwrap()),
-            &down(&cpu().sum_rows(&cx, m, n).unwrap()),
+            &down(&g.sum_rows(&gx, &RowLayout { rows: m, cols: n }).unwrap()),
+            &down(&cpu().sum_rows(&cx, &RowLayout { rows: m, cols: n }).unwrap()),
         );
     }
 }
@@ -217,8 +227,9 @@ fn batch_norm_matches_the_cpu(dev: Device) {
         let (gbeta, cbeta) = both(g, &values(c, 2));
         let (ggy, cgy) = both(g, &values(n * c * hw, 3));
         let what = format!("batch norm n={n} c={c} hw={hw}");
-        let (gy, gs) = g.batch_norm_train(&gx, &ggamma, &gbeta, n, c, hw, 1e-5).unwrap();
-        let (cy, cs) = cpu().batch_norm_train(&cx, &cgamma, &cbeta, n, c, hw, 1e-5).unwrap();
+        let layout = ChannelLayout { n, c, hw };
+        let (gy, gs) = g.batch_norm_train(&gx, &ggamma, &gbeta, &layout, 1e-5).unwrap();
+        let (cy, cs) = cpu().batch_norm_train(&cx, &cgamma, &cbeta, &layout, 1e-5).unwrap();
         assert_close(&format!("{what} y"), &down(&gy), &down(&cy));
         for (name, (a, b)) in ["mean", "var", "invstd"]
             .iter()
@@ -226,14 +237,12 @@ fn batch_norm_matches_the_cpu(dev: Device) {
         {
             assert_close(&format!("{what} {name}"), a, b);
         }
-        for batch_statistics in [true, false] {
-            let (gdx, gdg, gdb) = g
-                .batch_norm_backward(&gx, &ggy, &ggamma, &gs, n, c, hw, batch_statistics)
-                .unwrap();
+        for source in [StatsSource::Batch, StatsSource::Running] {
+            let (gdx, gdg, gdb) = g.batch_norm_backward(&gx, &ggy, &ggamma, &gs, &layout, source).unwrap();
             let (cdx, cdg, cdb) = cpu()
-                .batch_norm_backward(&cx, &cgy, &cgamma, &cs, n, c, hw, batch_statistics)
+                .batch_norm_backward(&cx, &cgy, &cgamma, &cs, &layout, source)
                 .unwrap();
-            let w = format!("{what} backward (batch statistics {batch_statistics})");
+            let w = format!("{what} backward ({source:?} statistics)");
             assert_close(&format!("{w} dx"), &down(&gdx), &down(&cdx));
             assert_close(&format!("{w} dgamma"), &down(&gdg), &down(&cdg));
             assert_close(&format!("{w} dbeta"), &down(&gdb), &down(&cdb));
@@ -243,11 +252,12 @@ fn batch_norm_matches_the_cpu(dev: Device) {
         let (mut grv, mut crv) = both(g, &values(c, 6).iter().map(|v| v.abs() + 0.5).collect::<Vec<_>>());
         let before = down(&grm);
         let shared = grm.clone();
-        g.update_running_stats(&mut grm, &mut grv, &gs, 0.1, 1e-5, n * hw)
-            .unwrap();
-        cpu()
-            .update_running_stats(&mut crm, &mut crv, &cs, 0.1, 1e-5, n * hw)
-            .unwrap();
+        let update = RunningStatsUpdate {
+            momentum: 0.1,
+            count: n * hw,
+        };
+        g.update_running_stats(&mut grm, &mut grv, &gs, &update).unwrap();
+        cpu().update_running_stats(&mut crm, &mut crv, &cs, &update).unwrap();
         assert_eq!(
             down(&shared),
             before,
@@ -261,8 +271,8 @@ fn batch_norm_matches_the_cpu(dev: Device) {
         assert_close(&format!("{what} frozen invstd"), &down(&gf.invstd), &down(&cf.invstd));
         assert_close(
             &format!("{what} apply"),
-            &down(&g.batch_norm_apply(&gx, &ggamma, &gbeta, &gf, n, c, hw).unwrap()),
-            &down(&cpu().batch_norm_apply(&cx, &cgamma, &cbeta, &cf, n, c, hw).unwrap()),
+            &down(&g.batch_norm_apply(&gx, &ggamma, &gbeta, &gf, &layout).unwrap()),
+            &down(&cpu().batch_norm_apply(&cx, &cgamma, &cbeta, &cf, &layout).unwrap()),
         );
     }
 }
@@ -292,17 +302,17 @@ fn pooling_matches_the_cpu(dev: Device) {
             &down(&g.max_pool2d_backward(&gx, &ggy, &geo).unwrap()),
             &down(&cpu().max_pool2d_backward(&cx, &cgy, &geo).unwrap()),
         );
-        let hw = h * w;
+        let layout = ChannelLayout { n, c, hw: h * w };
         let (gp, cp) = both(g, &values(n * c, 11));
         assert_close(
             "global_avg_pool",
-            &down(&g.global_avg_pool(&gx, n, c, hw).unwrap()),
-            &down(&cpu().global_avg_pool(&cx, n, c, hw).unwrap()),
+            &down(&g.global_avg_pool(&gx, &layout).unwrap()),
+            &down(&cpu().global_avg_pool(&cx, &layout).unwrap()),
         );
         assert_close(
             "global_avg_pool_backward",
-            &down(&g.global_avg_pool_backward(&gp, n, c, hw).unwrap()),
-            &down(&cpu().global_avg_pool_backward(&cp, n, c, hw).unwrap()),
+            &down(&g.global_avg_pool_backward(&gp, &layout).unwrap()),
+            &down(&cpu().global_avg_pool_backward(&cp, &layout).unwrap()),
         );
     }
 }
@@ -314,8 +324,9 @@ fn loss_accuracy_and_sums_match_the_cpu(dev: Device) {
         let labels: Vec<f32> = (0..n).map(|i| ((i * 7 + 3) % classes) as f32).collect();
         let (gl, cl) = both(g, &logits);
         let (gy, cy) = both(g, &labels);
-        let (glosses, gprobs) = g.cross_entropy(&gl, &gy, n, classes).unwrap();
-        let (closses, cprobs) = cpu().cross_entropy(&cl, &cy, n, classes).unwrap();
+        let layout = LogitsLayout { n, classes };
+        let (glosses, gprobs) = g.cross_entropy(&gl, &gy, &layout).unwrap();
+        let (closses, cprobs) = cpu().cross_entropy(&cl, &cy, &layout).unwrap();
         let what = format!("n={n} classes={classes}");
         assert_close(
             &format!("cross_entropy losses {what}"),
@@ -327,19 +338,19 @@ fn loss_accuracy_and_sums_match_the_cpu(dev: Device) {
         assert_close(
             &format!("cross_entropy_backward {what}"),
             &down(
-                &g.cross_entropy_backward(&gprobs, &gy, &gup, n, classes, 1.0 / n as f32)
+                &g.cross_entropy_backward(&gprobs, &gy, &gup, &layout, 1.0 / n as f32)
                     .unwrap(),
             ),
             &down(
                 &cpu()
-                    .cross_entropy_backward(&cprobs, &cy, &cup, n, classes, 1.0 / n as f32)
+                    .cross_entropy_backward(&cprobs, &cy, &cup, &layout, 1.0 / n as f32)
                     .unwrap(),
             ),
         );
         for k in [1, 5.min(classes)] {
             assert_eq!(
-                down(&g.topk_correct(&gl, &gy, n, classes, k).unwrap()),
-                down(&cpu().topk_correct(&cl, &cy, n, classes, k).unwrap()),
+                down(&g.topk_correct(&gl, &gy, &layout, k).unwrap()),
+                down(&cpu().topk_correct(&cl, &cy, &layout, k).unwrap()),
                 "top-{k} {what}"
             );
         }
@@ -362,19 +373,18 @@ fn option_a_shortcut_matches_the_cpu(dev: Device) {
         (3, 16, 8, 8, 32, 2),
         (1, 5, 6, 3, 9, 3),
     ] {
-        let pad = (c_out - c_in) / 2;
-        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
-        let (gx, cx) = both(g, &values(n * c_in * h * w, 1));
-        let (ggy, cgy) = both(g, &values(n * c_out * oh * ow, 2));
+        let geo = ShortcutGeometry::new(&[n, c_in, h, w], c_out, s).unwrap();
+        let (gx, cx) = both(g, &values(geo.in_len(), 1));
+        let (ggy, cgy) = both(g, &values(geo.out_len(), 2));
         assert_close(
-            "shortcut_a",
-            &down(&g.shortcut_a(&gx, n, c_in, h, w, c_out, s, pad).unwrap()),
-            &down(&cpu().shortcut_a(&cx, n, c_in, h, w, c_out, s, pad).unwrap()),
+            &format!("shortcut_a {geo:?}"),
+            &down(&g.shortcut_a(&gx, &geo).unwrap()),
+            &down(&cpu().shortcut_a(&cx, &geo).unwrap()),
         );
         assert_close(
-            "shortcut_a_backward",
-            &down(&g.shortcut_a_backward(&ggy, n, c_in, h, w, c_out, s, pad).unwrap()),
-            &down(&cpu().shortcut_a_backward(&cgy, n, c_in, h, w, c_out, s, pad).unwrap()),
+            &format!("shortcut_a_backward {geo:?}"),
+            &down(&g.shortcut_a_backward(&ggy, &geo).unwrap()),
+            &down(&cpu().shortcut_a_backward(&cgy, &geo).unwrap()),
         );
     }
 }

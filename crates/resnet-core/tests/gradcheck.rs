@@ -13,8 +13,8 @@ use resnet_core::backend::Activation;
 use resnet_core::nn::{
     ActivationKind, BlockKind, BottleneckStride, Ctx, ResNet, ResNetSpec, ShortcutOption, StageSpec, Stem,
 };
-use resnet_core::ops::{self, BatchNormArgs};
-use resnet_core::{Device, Tensor};
+use resnet_core::ops::{self, BatchNormArgs, BnMode};
+use resnet_core::{fused, Device, Tensor};
 
 const DEV: Device = Device::Cpu;
 
@@ -455,7 +455,7 @@ fn batch_norm_training_gradients() {
                     beta: &t[2],
                     running_mean: &rm,
                     running_var: &rv,
-                    training: true,
+                    mode: BnMode::Train,
                     momentum: 0.1,
                     eps: 1e-5,
                 },
@@ -480,7 +480,7 @@ fn batch_norm_eval_gradients() {
                 beta: &t[2],
                 running_mean: &rm,
                 running_var: &rv,
-                training: false,
+                mode: BnMode::Eval,
                 momentum: 0.1,
                 eps: 1e-5,
             },
@@ -555,13 +555,13 @@ fn add_activation_gradients() {
     let a: Vec<f32> = target.iter().zip(&b).map(|(t, b)| t - b).collect();
     let ins = || vec![inp("a", a.clone(), &shape), inp("b", b.clone(), &shape)];
     gradcheck("add_activation relu", &ins(), LINEAR, |t| {
-        ops::add_activation(&t[0], &t[1], Activation::Relu)
+        fused::add_activation(&t[0], &t[1], Activation::Relu)
     });
     gradcheck("add_activation tanh", &ins(), SMOOTH, |t| {
-        ops::add_activation(&t[0], &t[1], Activation::Tanh)
+        fused::add_activation(&t[0], &t[1], Activation::Tanh)
     });
     gradcheck("add_activation sigmoid", &ins(), SMOOTH, |t| {
-        ops::add_activation(&t[0], &t[1], Activation::Sigmoid)
+        fused::add_activation(&t[0], &t[1], Activation::Sigmoid)
     });
 }
 
@@ -737,7 +737,7 @@ fn composite_block_gradients() {
             beta: &beta,
             running_mean: &rm,
             running_var: &rv,
-            training: true,
+            mode: BnMode::Train,
             momentum: 0.1,
             eps: 1e-5,
         };
@@ -747,7 +747,7 @@ fn composite_block_gradients() {
     gradcheck("basic block (tanh)", &inputs, SMOOTH, |t| {
         let y = ops::activation(&bn(&ops::conv2d(&t[0], &t[1], None, 2, 1)?, 4)?, Activation::Tanh)?;
         let y = bn(&ops::conv2d(&y, &t[2], None, 1, 1)?, 8)?;
-        ops::add_activation(&y, &ops::shortcut_a(&t[0], 8, 2)?, Activation::Tanh)
+        fused::add_activation(&y, &ops::shortcut_a(&t[0], 8, 2)?, Activation::Tanh)
     });
 }
 
@@ -1157,7 +1157,7 @@ fn fresh_bn_args<'a>(t: &'a [Tensor], rm: &'a Tensor, rv: &'a Tensor) -> BatchNo
         beta: &t[2],
         running_mean: rm,
         running_var: rv,
-        training: true,
+        mode: BnMode::Train,
         momentum: 0.1,
         eps: 1e-5,
     }
@@ -1180,7 +1180,7 @@ fn fused_batch_norm_activation_gradients() {
                 |t| {
                     let rm = Tensor::from_vec(&[0.0; 4], &[4], DEV)?;
                     let rv = Tensor::from_vec(&[1.0; 4], &[4], DEV)?;
-                    ops::batch_norm2d_act(&t[0], &fresh_bn_args(t, &rm, &rv), t.get(3), act)
+                    fused::batch_norm_act(&t[0], &fresh_bn_args(t, &rm, &rv), t.get(3), act, None)
                 },
             );
         }
@@ -1188,7 +1188,8 @@ fn fused_batch_norm_activation_gradients() {
 }
 
 /// The fused op must be exactly the composition it replaces, ReLU included (where finite
-/// differences are unreliable at the kink): same output, same gradients, bit for bit.
+/// differences are unreliable at the kink): same output, same gradients, bit for bit; and what
+/// its tap sees is the batch norm's output.
 #[test]
 fn fused_batch_norm_relu_equals_the_unfused_ops() {
     let shape = [2, 3, 4, 4];
@@ -1206,10 +1207,14 @@ fn fused_batch_norm_relu_equals_the_unfused_ops() {
         let rv = Tensor::from_vec(&[1.0; 3], &[3], DEV).unwrap();
         let t = [x.clone(), g.clone(), b.clone()];
         let args = fresh_bn_args(&t, &rm, &rv);
+        let bn_output = std::cell::RefCell::new(Vec::new());
         let y = if fused {
-            ops::batch_norm2d_act(&x, &args, Some(&s), Activation::Relu).unwrap()
+            let tap = |r: &Tensor| *bn_output.borrow_mut() = r.to_vec().unwrap();
+            fused::batch_norm_act(&x, &args, Some(&s), Activation::Relu, Some(&tap)).unwrap()
         } else {
-            ops::add_activation(&ops::batch_norm2d(&x, &args).unwrap(), &s, Activation::Relu).unwrap()
+            let r = ops::batch_norm2d(&x, &args).unwrap();
+            *bn_output.borrow_mut() = r.to_vec().unwrap();
+            fused::add_activation(&r, &s, Activation::Relu).unwrap()
         };
         let w = Tensor::from_vec(&res, &[1, 96], DEV).unwrap();
         ops::linear(&ops::reshape(&y, &[1, 96]).unwrap(), &w, None)
@@ -1220,7 +1225,15 @@ fn fused_batch_norm_relu_equals_the_unfused_ops() {
             .iter()
             .map(|t| t.grad().unwrap().to_vec().unwrap())
             .collect();
-        (y.to_vec().unwrap(), grads, rm.to_vec().unwrap(), rv.to_vec().unwrap())
+        let bn_output = bn_output.into_inner();
+        assert_eq!(bn_output.len(), 96, "the tap saw the batch-norm output");
+        (
+            y.to_vec().unwrap(),
+            grads,
+            rm.to_vec().unwrap(),
+            rv.to_vec().unwrap(),
+            bn_output,
+        )
     };
     assert_eq!(run(true), run(false));
 }

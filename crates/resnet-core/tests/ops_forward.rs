@@ -4,8 +4,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_core::backend::Activation;
-use resnet_core::ops::{self, BatchNormArgs};
-use resnet_core::{Device, Tensor};
+use resnet_core::ops::{self, BatchNormArgs, BnMode};
+use resnet_core::{fused, Device, Tensor};
 
 const DEV: Device = Device::Cpu;
 
@@ -93,7 +93,7 @@ fn run_bn(d: &Bn, training: bool, momentum: f32, gamma_beta: bool) -> (Vec<f32>,
             beta: &beta,
             running_mean: &rm,
             running_var: &rv,
-            training,
+            mode: if training { BnMode::Train } else { BnMode::Eval },
             momentum,
             eps: 1e-5,
         },
@@ -198,7 +198,7 @@ fn batch_norm_eval_uses_running_statistics() {
             beta: &p,
             running_mean: &p,
             running_var: &p,
-            training: true,
+            mode: BnMode::Train,
             momentum: 0.1,
             eps: 1e-5,
         },
@@ -380,7 +380,7 @@ fn global_avg_pool_linear_and_activations_match_the_definition() {
         assert_close(&format!("{act:?}"), &y, &want, 1e-6, 1e-6);
     }
     let b2 = uniform(&mut r, 50, -6.0, 6.0);
-    let y = ops::add_activation(&x, &t(&b2, &[5, 10]), Activation::Relu)
+    let y = fused::add_activation(&x, &t(&b2, &[5, 10]), Activation::Relu)
         .unwrap()
         .to_vec()
         .unwrap();
@@ -529,7 +529,7 @@ fn shape_errors_name_the_op_and_the_shapes() {
         &["add", "[3, 4]", "[4, 3]"],
     );
     assert_mentions(
-        &err_text(ops::add_activation(&a, &t(&[0.5; 4], &[1, 4]), Activation::Relu)),
+        &err_text(fused::add_activation(&a, &t(&[0.5; 4], &[1, 4]), Activation::Relu)),
         &["add", "[3, 4]", "[1, 4]"],
     );
 
@@ -543,7 +543,7 @@ fn shape_errors_name_the_op_and_the_shapes() {
                 beta: &p3,
                 running_mean: &p3,
                 running_var,
-                training: true,
+                mode: BnMode::Train,
                 momentum: 0.1,
                 eps: 1e-5,
             },

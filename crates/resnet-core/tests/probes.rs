@@ -14,9 +14,9 @@ use resnet_core::autograd::no_grad;
 use resnet_core::backend::Activation;
 use resnet_core::io::checkpoint::{NamedTensor, TensorData};
 use resnet_core::model::{GradNorm, LayerResponse};
-use resnet_core::nn::{Ctx, ResNetSpec, ShortcutOption};
+use resnet_core::nn::{BnMode, Ctx, ResNetSpec, ShortcutOption};
 use resnet_core::ops::{self, BatchNormArgs};
-use resnet_core::{Device, Model, Tensor};
+use resnet_core::{fused, Device, Model, Tensor};
 
 const DEV: Device = Device::Cpu;
 
@@ -127,7 +127,7 @@ fn bn_args<'a>(
         beta,
         running_mean: rm,
         running_var: rv,
-        training,
+        mode: if training { BnMode::Train } else { BnMode::Eval },
         momentum: 0.1,
         eps: 1e-5,
     }
@@ -210,7 +210,7 @@ fn responses_equal_the_ops_called_by_hand() {
                         "layer1.0.bn2",
                     );
                     close(&r[2], mean_std(&r2));
-                    let y1 = ops::add_activation(&r2, &y0, Activation::Relu).unwrap();
+                    let y1 = fused::add_activation(&r2, &y0, Activation::Relu).unwrap();
                     close(
                         &r[3],
                         mean_std(&bn(&conv(&y1, "layer2.0.conv1.weight", 2), "layer2.0.bn1")),
@@ -336,7 +336,8 @@ fn probes_reject_bad_input_without_touching_the_model() {
     assert!(before == snapshot(&m, &images, shape));
 }
 
-/// The hooked (unfused) forward computes the same network as the fused fast path, bit for bit.
+/// A hooked forward (the probes' taps on the fused path) computes the same network as a plain
+/// one, bit for bit.
 fn a_response_hook_changes_no_output() {
     let (images, shape, _) = batch(12, 4, 3, 8, 10);
     for pre in [false, true] {
@@ -349,8 +350,7 @@ fn a_response_hook_changes_no_output() {
                     let count = std::cell::Cell::new(0);
                     let hook = |_: &str, _: usize, _: &Tensor| count.set(count.get() + 1);
                     let ctx = Ctx {
-                        training,
-                        keep_running_stats: false,
+                        bn_mode: if training { BnMode::Train } else { BnMode::Eval },
                         response_hook: if hooked { Some(&hook) } else { None },
                     };
                     let logits = m.net().forward(&x, &ctx).unwrap().to_vec().unwrap();
@@ -415,7 +415,7 @@ fn batch_norm_free_responses_are_the_convolutions_outputs() {
                 close(&r[1], mean_std(&z1));
                 let z2 = conv(&relu(&z1), "layer1.0.conv2.weight", 1, 1);
                 close(&r[2], mean_std(&z2));
-                let y1 = ops::add_activation(&z2, &y0, Activation::Relu).unwrap();
+                let y1 = fused::add_activation(&z2, &y0, Activation::Relu).unwrap();
                 let z3 = conv(&y1, "layer2.0.conv1.weight", 2, 1);
                 close(&r[3], mean_std(&z3));
                 let z4 = conv(&relu(&z3), "layer2.0.conv2.weight", 1, 1);
@@ -426,8 +426,7 @@ fn batch_norm_free_responses_are_the_convolutions_outputs() {
         // The hooked forward computes the same logits as the plain one.
         let hook = |_: &str, _: usize, _: &Tensor| {};
         let hooked = Ctx {
-            training: true,
-            keep_running_stats: false,
+            bn_mode: BnMode::Train,
             response_hook: Some(&hook),
         };
         assert_eq!(

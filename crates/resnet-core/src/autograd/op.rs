@@ -1,6 +1,8 @@
 //! What an op remembers for its backward pass: its inputs and whatever it saved.
 
-use crate::backend::{Activation, BatchStats, ConvGeometry, PoolGeometry, Storage};
+use crate::backend::{
+    Activation, BatchStats, ChannelLayout, ConvGeometry, PoolGeometry, ShortcutGeometry, StatsSource, Storage,
+};
 use crate::tensor::Tensor;
 
 pub enum Op {
@@ -16,15 +18,15 @@ pub enum Op {
         gamma: Tensor,
         beta: Tensor,
         stats: BatchStats,
-        batch_statistics: bool,
+        source: StatsSource,
     },
-    /// Batch norm, an optional residual addition and an activation, fused (see `ops::batch_norm2d_act`).
+    /// Batch norm, an optional residual addition and an activation, fused (see `fused::batch_norm_act`).
     BatchNormAct {
         x: Tensor,
         gamma: Tensor,
         beta: Tensor,
         stats: BatchStats,
-        batch_statistics: bool,
+        source: StatsSource,
         residual: Option<Tensor>,
         act: Activation,
     },
@@ -51,6 +53,7 @@ pub enum Op {
     },
     GlobalAvgPool {
         x: Tensor,
+        layout: ChannelLayout,
     },
     Linear {
         x: Tensor,
@@ -68,9 +71,7 @@ pub enum Op {
     },
     ShortcutA {
         x: Tensor,
-        c_out: usize,
-        stride: usize,
-        pad_before: usize,
+        geometry: ShortcutGeometry,
     },
 }
 
@@ -98,7 +99,7 @@ impl Op {
             Op::Activation { x, .. }
             | Op::Scale { x, .. }
             | Op::MaxPool2d { x, .. }
-            | Op::GlobalAvgPool { x }
+            | Op::GlobalAvgPool { x, .. }
             | Op::Reshape { x }
             | Op::ShortcutA { x, .. } => vec![x],
             Op::CrossEntropy { logits, .. } => vec![logits],

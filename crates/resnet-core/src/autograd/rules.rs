@@ -2,7 +2,9 @@
 //! output, and returns the gradient of each input that may need one.
 
 use super::Op;
-use crate::backend::{Backend, BatchStats, Storage};
+use crate::backend::{
+    Backend, BatchStats, ChannelLayout, LogitsLayout, MatmulGeometry, RowLayout, StatsSource, Storage,
+};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -23,7 +25,7 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
                 grads.push((w.clone(), be.conv2d_backward_weight(&x.storage(), gy, g)?));
             }
             if let Some(b) = bias.as_ref().filter(|b| b.requires_grad()) {
-                grads.push((b.clone(), be.sum_nhw(gy, g.n, g.c_out, g.oh * g.ow)?));
+                grads.push((b.clone(), be.sum_nhw(gy, &g.out_layout())?));
             }
         }
         Op::BatchNorm {
@@ -31,21 +33,21 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             gamma,
             beta,
             stats,
-            batch_statistics,
+            source,
         } => {
-            batch_norm_backward(be, (x, gamma, beta), stats, *batch_statistics, gy, &mut grads)?;
+            batch_norm_backward(be, (x, gamma, beta), stats, *source, gy, &mut grads)?;
         }
         Op::BatchNormAct {
             x,
             gamma,
             beta,
             stats,
-            batch_statistics,
+            source,
             residual,
             act,
         } => {
             let g = be.activation_backward(&out.storage(), gy, *act)?;
-            batch_norm_backward(be, (x, gamma, beta), stats, *batch_statistics, &g, &mut grads)?;
+            batch_norm_backward(be, (x, gamma, beta), stats, *source, &g, &mut grads)?;
             if let Some(r) = residual {
                 grads.push((r.clone(), g));
             }
@@ -68,23 +70,36 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
         Op::MaxPool2d { x, geometry } => {
             grads.push((x.clone(), be.max_pool2d_backward(&x.storage(), gy, geometry)?));
         }
-        Op::GlobalAvgPool { x } => {
-            let s = x.shape();
-            grads.push((x.clone(), be.global_avg_pool_backward(gy, s[0], s[1], s[2] * s[3])?));
+        Op::GlobalAvgPool { x, layout } => {
+            grads.push((x.clone(), be.global_avg_pool_backward(gy, layout)?));
         }
         Op::Linear { x, w, bias } => {
             let (n, k) = (x.shape()[0], x.shape()[1]);
             let m = w.shape()[0];
             if x.requires_grad() {
                 // dx[n, k] = dy[n, m] . w[m, k]
-                grads.push((x.clone(), be.matmul(gy, &w.storage(), n, m, k, false, false)?));
+                let g = MatmulGeometry {
+                    m: n,
+                    k: m,
+                    n: k,
+                    transpose_a: false,
+                    transpose_b: false,
+                };
+                grads.push((x.clone(), be.matmul(gy, &w.storage(), &g)?));
             }
             if w.requires_grad() {
                 // dw[m, k] = dy^T[m, n] . x[n, k]
-                grads.push((w.clone(), be.matmul(gy, &x.storage(), m, n, k, true, false)?));
+                let g = MatmulGeometry {
+                    m,
+                    k: n,
+                    n: k,
+                    transpose_a: true,
+                    transpose_b: false,
+                };
+                grads.push((w.clone(), be.matmul(gy, &x.storage(), &g)?));
             }
             if let Some(b) = bias.as_ref().filter(|b| b.requires_grad()) {
-                grads.push((b.clone(), be.sum_rows(gy, n, m)?));
+                grads.push((b.clone(), be.sum_rows(gy, &RowLayout { rows: n, cols: m })?));
             }
         }
         Op::Reshape { x } => {
@@ -95,20 +110,11 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             // The loss is the batch mean, hence the 1/n.
             grads.push((
                 logits.clone(),
-                be.cross_entropy_backward(probs, labels, gy, n, classes, 1.0 / n as f32)?,
+                be.cross_entropy_backward(probs, labels, gy, &LogitsLayout { n, classes }, 1.0 / n as f32)?,
             ));
         }
-        Op::ShortcutA {
-            x,
-            c_out,
-            stride,
-            pad_before,
-        } => {
-            let s = x.shape();
-            grads.push((
-                x.clone(),
-                be.shortcut_a_backward(gy, s[0], s[1], s[2], s[3], *c_out, *stride, *pad_before)?,
-            ));
+        Op::ShortcutA { x, geometry } => {
+            grads.push((x.clone(), be.shortcut_a_backward(gy, geometry)?));
         }
     }
     Ok(grads)
@@ -119,21 +125,12 @@ fn batch_norm_backward(
     be: &dyn Backend,
     (x, gamma, beta): (&Tensor, &Tensor, &Tensor),
     stats: &BatchStats,
-    batch_statistics: bool,
+    source: StatsSource,
     gy: &Storage,
     grads: &mut Vec<(Tensor, Storage)>,
 ) -> Result<()> {
-    let s = x.shape();
-    let (dx, dgamma, dbeta) = be.batch_norm_backward(
-        &x.storage(),
-        gy,
-        &gamma.storage(),
-        stats,
-        s[0],
-        s[1],
-        s[2] * s[3],
-        batch_statistics,
-    )?;
+    let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
+    let (dx, dgamma, dbeta) = be.batch_norm_backward(&x.storage(), gy, &gamma.storage(), stats, &layout, source)?;
     grads.push((x.clone(), dx));
     grads.push((gamma.clone(), dgamma));
     grads.push((beta.clone(), dbeta));

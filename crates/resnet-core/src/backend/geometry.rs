@@ -1,4 +1,5 @@
-//! Shape arithmetic of convolution and pooling, shared by every backend and by the FLOP counter.
+//! Shape arithmetic and operand layouts of the kernels, shared by every backend and by the FLOP
+//! counter. Named fields instead of loose integers, so two dimensions cannot be swapped silently.
 
 use crate::error::{Error, Result};
 
@@ -71,6 +72,15 @@ impl ConvGeometry {
     pub fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
     }
+
+    /// The output seen per channel (the bias gradient sums over it).
+    pub fn out_layout(&self) -> ChannelLayout {
+        ChannelLayout {
+            n: self.n,
+            c: self.c_out,
+            hw: self.oh * self.ow,
+        }
+    }
 }
 
 /// Max pooling with a square window.
@@ -124,5 +134,163 @@ impl PoolGeometry {
 
     pub fn out_shape(&self) -> [usize; 4] {
         [self.n, self.c, self.oh, self.ow]
+    }
+}
+
+/// An NCHW tensor seen per channel: batch norm, the bias gradient and global average pooling
+/// reduce over `n` and `hw` for each of the `c` channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelLayout {
+    pub n: usize,
+    pub c: usize,
+    /// Height times width: the per-channel plane.
+    pub hw: usize,
+}
+
+impl ChannelLayout {
+    /// From an NCHW shape; `op` names the caller in the error.
+    pub fn of_nchw(op: &'static str, shape: &[usize]) -> Result<Self> {
+        match *shape {
+            [n, c, h, w] => Ok(ChannelLayout { n, c, hw: h * w }),
+            _ => Err(Error::shape(
+                op,
+                format!("expected an NCHW input of rank 4, got shape {shape:?}"),
+            )),
+        }
+    }
+
+    /// Values per channel: what batch statistics average over.
+    pub fn per_channel(&self) -> usize {
+        self.n * self.hw
+    }
+
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The option-A shortcut: `x[:, :, ::stride, ::stride]` zero-padded from `c_in` to `c_out`
+/// channels, `pad_before` zero channels first and the rest after. Built only by [`Self::new`], so
+/// the derived fields always agree with the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShortcutGeometry {
+    pub n: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub h: usize,
+    pub w: usize,
+    pub stride: usize,
+    pub pad_before: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ShortcutGeometry {
+    /// From the NCHW input shape; the channel padding is split evenly before and after, as the
+    /// common CIFAR implementations do.
+    pub fn new(x: &[usize], c_out: usize, stride: usize) -> Result<Self> {
+        let [n, c_in, h, w] = *x else {
+            return Err(Error::shape(
+                "shortcut_a",
+                format!("expected an NCHW input of rank 4, got shape {x:?}"),
+            ));
+        };
+        if c_out < c_in || stride == 0 {
+            return Err(Error::shape(
+                "shortcut_a",
+                format!("cannot map input {x:?} to {c_out} channels with stride {stride}"),
+            ));
+        }
+        Ok(ShortcutGeometry {
+            n,
+            c_in,
+            c_out,
+            h,
+            w,
+            stride,
+            pad_before: (c_out - c_in) / 2,
+            oh: h.div_ceil(stride),
+            ow: w.div_ceil(stride),
+        })
+    }
+
+    pub fn in_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+
+    pub fn out_len(&self) -> usize {
+        self.n * self.c_out * self.oh * self.ow
+    }
+
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.c_out, self.oh, self.ow]
+    }
+}
+
+/// Row-major `C[m, n] = op(A) op(B)`, `op(A)` being [m, k] and `op(B)` [k, n]; a transposed
+/// operand is stored as its transpose ([k, m] for A, [n, k] for B).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulGeometry {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub transpose_a: bool,
+    pub transpose_b: bool,
+}
+
+/// A row-major matrix of `rows` x `cols` (dense layers' activations and their gradients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowLayout {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Logits of a classifier, [n, classes] row-major, with one label per row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogitsLayout {
+    pub n: usize,
+    pub classes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortcut_geometry_derives_padding_and_output_size() {
+        let g = ShortcutGeometry::new(&[2, 16, 7, 9], 32, 2).unwrap();
+        assert_eq!((g.c_in, g.c_out, g.pad_before), (16, 32, 8));
+        assert_eq!(g.out_shape(), [2, 32, 4, 5]);
+        assert_eq!((g.in_len(), g.out_len()), (2 * 16 * 63, 2 * 32 * 20));
+        // An odd channel difference puts the extra zero channel after the input's.
+        assert_eq!(ShortcutGeometry::new(&[1, 3, 4, 4], 8, 1).unwrap().pad_before, 2);
+    }
+
+    #[test]
+    fn shortcut_geometry_rejects_what_it_cannot_map() {
+        // Fewer output than input channels: what c_in and c_out swapped would ask for.
+        let err = ShortcutGeometry::new(&[2, 32, 8, 8], 16, 2).unwrap_err().to_string();
+        assert!(err.contains("shortcut_a") && err.contains("16 channels"), "{err}");
+        assert!(ShortcutGeometry::new(&[2, 16, 8, 8], 32, 0).is_err());
+        assert!(ShortcutGeometry::new(&[16, 8, 8], 32, 2).is_err());
+    }
+
+    #[test]
+    fn channel_layout_reads_an_nchw_shape() {
+        let l = ChannelLayout::of_nchw("op", &[4, 3, 5, 6]).unwrap();
+        assert_eq!(l, ChannelLayout { n: 4, c: 3, hw: 30 });
+        assert_eq!((l.per_channel(), l.len()), (120, 360));
+        let err = ChannelLayout::of_nchw("batch_norm2d", &[4, 3]).unwrap_err().to_string();
+        assert!(err.contains("batch_norm2d") && err.contains("[4, 3]"), "{err}");
+    }
+
+    #[test]
+    fn conv_output_layout_is_per_output_channel() {
+        let g = ConvGeometry::new(&[2, 3, 8, 8], &[5, 3, 3, 3], 2, 1).unwrap();
+        assert_eq!(g.out_layout(), ChannelLayout { n: 2, c: 5, hw: 16 });
     }
 }

@@ -8,7 +8,9 @@ mod geometry;
 #[cfg(feature = "gpu")]
 pub mod wgpu;
 
-pub use geometry::{ConvGeometry, PoolGeometry};
+pub use geometry::{
+    ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry, RowLayout, ShortcutGeometry,
+};
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -231,16 +233,35 @@ pub enum Activation {
     Sigmoid,
 }
 
-/// The kernels a device must provide. Shapes are checked by the caller (the autograd layer);
-/// a backend may assume lengths agree with the geometry it is given.
+/// Where batch norm's mean and variance come from, which decides its backward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsSource {
+    /// The batch's own statistics: they depend on x, and backward differentiates through them.
+    Batch,
+    /// The running statistics: constants to backward.
+    Running,
+}
+
+/// How the running statistics take in one batch's (PyTorch's convention).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunningStatsUpdate {
+    /// running = (1 - momentum) * running + momentum * batch.
+    pub momentum: f32,
+    /// Values per channel in the batch: the variance is unbiased by count / (count - 1).
+    pub count: usize,
+}
+
+/// The kernels a device must provide, in families. Shapes are checked by the caller (the
+/// autograd layer, `ops.rs`); a backend may assume lengths agree with the geometry it is given.
 pub trait Backend: Send + Sync {
     fn device(&self) -> Device;
 
+    // Storage: the only host <-> device copies.
     fn upload(&self, data: &[f32]) -> Result<Storage>;
     fn download(&self, s: &Storage) -> Result<Vec<f32>>;
     fn zeros(&self, len: usize) -> Result<Storage>;
 
-    // Elementwise.
+    // Elementwise: same-length operands, one output value per input value.
     fn add(&self, a: &Storage, b: &Storage) -> Result<Storage>;
     /// `y = act(a + b)`: the residual join, fused.
     fn add_activation(&self, a: &Storage, b: &Storage, act: Activation) -> Result<Storage>;
@@ -249,137 +270,88 @@ pub trait Backend: Send + Sync {
     /// Gradient through an activation, from its output `y` (all three are functions of y).
     fn activation_backward(&self, y: &Storage, gy: &Storage, act: Activation) -> Result<Storage>;
 
-    // Convolution (NCHW input, OIHW weight).
+    // Convolution: NCHW input, OIHW weight, every size in `ConvGeometry`.
     fn conv2d(&self, x: &Storage, w: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Result<Storage>;
     fn conv2d_backward_data(&self, gy: &Storage, w: &Storage, g: &ConvGeometry) -> Result<Storage>;
     fn conv2d_backward_weight(&self, x: &Storage, gy: &Storage, g: &ConvGeometry) -> Result<Storage>;
     /// Sum of an NCHW tensor over N, H and W: the bias gradient.
-    fn sum_nhw(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage>;
+    fn sum_nhw(&self, gy: &Storage, layout: &ChannelLayout) -> Result<Storage>;
 
-    // Batch norm over NCHW, per channel.
+    // Batch norm: per channel of an NCHW tensor; statistics saved for backward in `BatchStats`.
     /// Normalises with the batch's own statistics (biased variance), saved for backward.
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_train(
         &self,
         x: &Storage,
         gamma: &Storage,
         beta: &Storage,
-        n: usize,
-        c: usize,
-        hw: usize,
+        layout: &ChannelLayout,
         eps: f32,
     ) -> Result<(Storage, BatchStats)>;
     /// Statistics for eval mode: the running mean and 1/sqrt(running_var + eps).
     fn batch_norm_frozen_stats(&self, running_mean: &Storage, running_var: &Storage, eps: f32) -> Result<BatchStats>;
     /// y = (x - mean) * invstd * gamma + beta
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_apply(
         &self,
         x: &Storage,
         gamma: &Storage,
         beta: &Storage,
         stats: &BatchStats,
-        n: usize,
-        c: usize,
-        hw: usize,
+        layout: &ChannelLayout,
     ) -> Result<Storage>;
-    /// Returns (dx, dgamma, dbeta). With `batch_statistics` the mean and variance depend on x
-    /// (training mode); without, they are constants (eval mode).
-    #[allow(clippy::too_many_arguments)]
+    /// Returns (dx, dgamma, dbeta); `source` says whether the statistics depend on x.
     fn batch_norm_backward(
         &self,
         x: &Storage,
         gy: &Storage,
         gamma: &Storage,
         stats: &BatchStats,
-        n: usize,
-        c: usize,
-        hw: usize,
-        batch_statistics: bool,
+        layout: &ChannelLayout,
+        source: StatsSource,
     ) -> Result<(Storage, Storage, Storage)>;
-    /// running = (1 - momentum) * running + momentum * batch, with the unbiased variance as PyTorch.
+    /// Folds a batch's statistics into the running ones, with the unbiased variance as PyTorch.
     fn update_running_stats(
         &self,
         running_mean: &mut Storage,
         running_var: &mut Storage,
         stats: &BatchStats,
-        momentum: f32,
-        eps: f32,
-        count: usize,
+        update: &RunningStatsUpdate,
     ) -> Result<()>;
 
-    // Pooling.
+    // Pooling: max pooling over windows, global average pooling over whole feature maps.
     fn max_pool2d(&self, x: &Storage, g: &PoolGeometry) -> Result<Storage>;
     fn max_pool2d_backward(&self, x: &Storage, gy: &Storage, g: &PoolGeometry) -> Result<Storage>;
     /// [N, C, HW] -> [N, C]
-    fn global_avg_pool(&self, x: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage>;
-    fn global_avg_pool_backward(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage>;
+    fn global_avg_pool(&self, x: &Storage, layout: &ChannelLayout) -> Result<Storage>;
+    fn global_avg_pool_backward(&self, gy: &Storage, layout: &ChannelLayout) -> Result<Storage>;
 
-    // Dense.
-    /// Row-major `C[m, n] = op(A) op(B)`, `op(A)` being [m, k] and `op(B)` [k, n].
-    #[allow(clippy::too_many_arguments)]
-    fn matmul(
-        &self,
-        a: &Storage,
-        b: &Storage,
-        m: usize,
-        k: usize,
-        n: usize,
-        transpose_a: bool,
-        transpose_b: bool,
-    ) -> Result<Storage>;
-    /// x[rows, cols] + bias[cols]
-    fn add_row_bias(&self, x: &Storage, bias: &Storage, rows: usize, cols: usize) -> Result<Storage>;
+    // Dense: row-major matrices.
+    fn matmul(&self, a: &Storage, b: &Storage, g: &MatmulGeometry) -> Result<Storage>;
+    /// x[rows, cols] + bias[cols], `cols` being the bias's length.
+    fn add_row_bias(&self, x: &Storage, bias: &Storage) -> Result<Storage>;
     /// Column sums of x[rows, cols] -> [cols]
-    fn sum_rows(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage>;
+    fn sum_rows(&self, x: &Storage, layout: &RowLayout) -> Result<Storage>;
 
-    // Loss.
-    /// Softmax cross-entropy. Returns (per-sample losses [n], softmax probabilities [n, classes]).
-    fn cross_entropy(&self, logits: &Storage, labels: &Storage, n: usize, classes: usize)
-        -> Result<(Storage, Storage)>;
+    // Loss and metrics: softmax cross-entropy over logits [n, classes], labels as f32 indices.
+    /// Returns (per-sample losses [n], softmax probabilities [n, classes]).
+    fn cross_entropy(&self, logits: &Storage, labels: &Storage, layout: &LogitsLayout) -> Result<(Storage, Storage)>;
     /// d(upstream[0] * scale * sum of losses)/d logits = upstream[0] * scale * (probs - onehot).
     /// `upstream` stays on the device: no readback in the middle of backward.
-    #[allow(clippy::too_many_arguments)]
     fn cross_entropy_backward(
         &self,
         probs: &Storage,
         labels: &Storage,
         upstream: &Storage,
-        n: usize,
-        classes: usize,
+        layout: &LogitsLayout,
         scale: f32,
     ) -> Result<Storage>;
     /// Per-sample indicator (1.0/0.0) that the label is among the top `k` logits.
-    fn topk_correct(&self, logits: &Storage, labels: &Storage, n: usize, classes: usize, k: usize) -> Result<Storage>;
+    fn topk_correct(&self, logits: &Storage, labels: &Storage, layout: &LogitsLayout, k: usize) -> Result<Storage>;
     /// Sum of all elements, as a 1-element storage (stays on the device).
     fn sum_all(&self, x: &Storage) -> Result<Storage>;
 
-    // Option-A shortcut: x[:, :, ::stride, ::stride], zero-padded from c_in to c_out channels
-    // (`pad_before` zero channels first, the rest after).
-    #[allow(clippy::too_many_arguments)]
-    fn shortcut_a(
-        &self,
-        x: &Storage,
-        n: usize,
-        c_in: usize,
-        h: usize,
-        w: usize,
-        c_out: usize,
-        stride: usize,
-        pad_before: usize,
-    ) -> Result<Storage>;
-    #[allow(clippy::too_many_arguments)]
-    fn shortcut_a_backward(
-        &self,
-        gy: &Storage,
-        n: usize,
-        c_in: usize,
-        h: usize,
-        w: usize,
-        c_out: usize,
-        stride: usize,
-        pad_before: usize,
-    ) -> Result<Storage>;
+    // Shortcut: the paper's parameter-free option A (subsample, zero-pad channels).
+    fn shortcut_a(&self, x: &Storage, g: &ShortcutGeometry) -> Result<Storage>;
+    fn shortcut_a_backward(&self, gy: &Storage, g: &ShortcutGeometry) -> Result<Storage>;
 
     // Optimiser: in place, fused (weight decay, momentum, Nesterov, step).
     fn sgd_update(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, step: &SgdStep)

@@ -46,6 +46,7 @@ use super::spec::{BlockKind, BottleneckStride, ShortcutOption};
 use super::{Ctx, Visitor};
 use crate::backend::{Activation, Device};
 use crate::error::Result;
+use crate::fused;
 use crate::ops;
 use crate::tensor::Tensor;
 
@@ -100,21 +101,28 @@ impl Shortcut {
     }
 
     /// `x` is the block's input, `h` its pre-activated input (pre-activation nets; else `x`).
-    fn forward(&self, x: &Tensor, h: &Tensor, ctx: &Ctx, block: &str) -> Result<Option<Tensor>> {
+    fn forward(&self, x: &Tensor, h: &Tensor, ctx: &Ctx) -> Result<Option<Tensor>> {
         Ok(match self {
             Shortcut::None => None,
             Shortcut::Identity => Some(x.clone()),
             Shortcut::ZeroPad { c_out, stride } => Some(ops::shortcut_a(h, *c_out, *stride)?),
             Shortcut::Projection { conv, bn } => {
                 let z = conv.forward(h)?;
-                let r = match bn {
+                Some(match bn {
                     Some(bn) => bn.forward(&z, ctx)?,
                     None => z,
-                };
-                ctx.report(|| format!("{block}.downsample.0"), conv.kernel(), &r);
-                Some(r)
+                })
             }
         })
+    }
+
+    /// Reports a projection's output (`forward`'s) as the response of `{block}.downsample.0`.
+    /// Separate from `forward` because the branch's last response is reported first, and the
+    /// fused join needs the shortcut before it can report that.
+    fn report(&self, out: Option<&Tensor>, ctx: &Ctx, block: &str) {
+        if let (Shortcut::Projection { conv, .. }, Some(out)) = (self, out) {
+            ctx.report(|| format!("{block}.downsample.0"), conv.kernel(), out);
+        }
     }
 
     fn visit(&self, prefix: &str, v: &mut Visitor) {
@@ -240,39 +248,33 @@ impl Block {
     fn forward_original(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let missing = || crate::Error::Internal("a block without convolutions".into());
         let (last, inner) = self.convs.split_last().ok_or_else(missing)?;
-        let hooked = ctx.response_hook.is_some();
         let mut y = x.clone();
-        for (i, ConvBn { conv, bn, .. }) in inner.iter().enumerate() {
-            let z = conv.forward(&y)?;
-            y = match bn {
-                // The fast path: batch norm and activation fused.
-                Some(bn) if !hooked => bn.forward_act(&z, ctx, None, self.act)?,
-                // The response before the activation must exist as a tensor: the unfused path.
-                Some(bn) => {
-                    let r = bn.forward(&z, ctx)?;
-                    ctx.report(|| self.conv_name(i), conv.kernel(), &r);
-                    ops::activation(&r, self.act)?
-                }
-                None => {
-                    ctx.report(|| self.conv_name(i), conv.kernel(), &z);
-                    ops::activation(&z, self.act)?
-                }
-            };
+        for (i, conv_bn) in inner.iter().enumerate() {
+            let z = conv_bn.conv.forward(&y)?;
+            y = self.bn_act(i, conv_bn, &z, None, ctx)?;
         }
-        let ConvBn { conv, bn, .. } = last;
-        let z = conv.forward(&y)?;
-        let r = match bn {
-            Some(bn) if !hooked => {
-                let shortcut = self.shortcut.forward(x, x, ctx, &self.name)?;
-                return bn.forward_act(&z, ctx, shortcut.as_ref(), self.act);
+        let z = last.conv.forward(&y)?;
+        let shortcut = self.shortcut.forward(x, x, ctx)?;
+        let out = self.bn_act(inner.len(), last, &z, shortcut.as_ref(), ctx)?;
+        self.shortcut.report(shortcut.as_ref(), ctx, &self.name);
+        Ok(out)
+    }
+
+    /// `act(bn(z) [+ residual])` after convolution `i` of an original block (`act(z [+
+    /// residual])` without batch norm), reporting the response before the addition and the
+    /// activation as that convolution's.
+    fn bn_act(&self, i: usize, conv_bn: &ConvBn, z: &Tensor, residual: Option<&Tensor>, ctx: &Ctx) -> Result<Tensor> {
+        let report = |r: &Tensor| ctx.report(|| self.conv_name(i), conv_bn.conv.kernel(), r);
+        match (&conv_bn.bn, residual) {
+            (Some(bn), _) => bn.forward_act(z, ctx, residual, self.act, ctx.tap(&report)),
+            (None, Some(s)) => {
+                report(z);
+                fused::add_activation(z, s, self.act)
             }
-            Some(bn) => bn.forward(&z, ctx)?,
-            None => z,
-        };
-        ctx.report(|| self.conv_name(inner.len()), conv.kernel(), &r);
-        match self.shortcut.forward(x, x, ctx, &self.name)? {
-            Some(s) => ops::add_activation(&r, &s, self.act),
-            None => ops::activation(&r, self.act),
+            (None, None) => {
+                report(z);
+                ops::activation(z, self.act)
+            }
         }
     }
 
@@ -284,7 +286,7 @@ impl Block {
         for (i, ConvBn { conv, bn, act_before }) in self.convs.iter().enumerate() {
             if *act_before {
                 y = match bn {
-                    Some(bn) => bn.forward_act(&y, ctx, None, self.act)?,
+                    Some(bn) => bn.forward_act(&y, ctx, None, self.act, None)?,
                     None => ops::activation(&y, self.act)?,
                 };
             }
@@ -295,7 +297,9 @@ impl Block {
             ctx.report(|| self.conv_name(i), conv.kernel(), &y);
         }
         let h = h.ok_or_else(|| crate::Error::Internal("a block without convolutions".into()))?;
-        match self.shortcut.forward(x, &h, ctx, &self.name)? {
+        let shortcut = self.shortcut.forward(x, &h, ctx)?;
+        self.shortcut.report(shortcut.as_ref(), ctx, &self.name);
+        match shortcut {
             Some(s) => ops::add(&y, &s),
             None => Ok(y),
         }

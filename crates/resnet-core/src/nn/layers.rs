@@ -5,6 +5,7 @@ use super::init::Init;
 use super::{Ctx, Entry, Visitor};
 use crate::backend::{Activation, ConvGeometry, Device};
 use crate::error::Result;
+use crate::fused::{self, PreActivationTap};
 use crate::ops::{self, BatchNormArgs};
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,32 +89,19 @@ impl BatchNorm2d {
         self.weight.numel()
     }
 
-    /// Runs `f` with this layer's arguments. With `ctx.keep_running_stats` in training mode the
-    /// op updates scratch running statistics (training mode never reads them), so the layer's own
-    /// stay untouched.
+    /// Runs `f` with this layer's arguments in `ctx`'s mode, and counts the batch where the
+    /// mode lets it change the running statistics.
     fn with_args<R>(&self, ctx: &Ctx, f: impl FnOnce(&BatchNormArgs) -> Result<R>) -> Result<R> {
-        let scratch;
-        let (running_mean, running_var) = if ctx.training && ctx.keep_running_stats {
-            let be = self.running_mean.device().backend();
-            let c = self.channels();
-            scratch = (
-                Tensor::from_storage(be.zeros(c)?, &[c])?,
-                Tensor::from_storage(be.zeros(c)?, &[c])?,
-            );
-            (&scratch.0, &scratch.1)
-        } else {
-            (&self.running_mean, &self.running_var)
-        };
         let y = f(&BatchNormArgs {
             gamma: &self.weight,
             beta: &self.bias,
-            running_mean,
-            running_var,
-            training: ctx.training,
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            mode: ctx.bn_mode,
             momentum: BN_MOMENTUM,
             eps: BN_EPS,
         })?;
-        if ctx.training && !ctx.keep_running_stats {
+        if ctx.bn_mode.updates_running_stats() {
             self.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
         }
         Ok(y)
@@ -123,9 +111,17 @@ impl BatchNorm2d {
         self.with_args(ctx, |a| ops::batch_norm2d(x, a))
     }
 
-    /// `act(bn(x) [+ residual])`, fused so the tape keeps no batch-norm output.
-    pub fn forward_act(&self, x: &Tensor, ctx: &Ctx, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
-        self.with_args(ctx, |a| ops::batch_norm2d_act(x, a, residual, act))
+    /// `act(bn(x) [+ residual])`, fused so the tape keeps no batch-norm output; `tap` sees the
+    /// batch-norm output (see [`fused::batch_norm_act`]).
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        ctx: &Ctx,
+        residual: Option<&Tensor>,
+        act: Activation,
+        tap: Option<PreActivationTap>,
+    ) -> Result<Tensor> {
+        self.with_args(ctx, |a| fused::batch_norm_act(x, a, residual, act, tap))
     }
 
     pub fn visit(&self, prefix: &str, v: &mut Visitor) {

@@ -7,6 +7,7 @@ mod layers;
 mod resnet;
 pub mod spec;
 
+pub use crate::ops::BnMode;
 pub use blocks::{Block, ConvBn, Shortcut, BOTTLENECK_EXPANSION};
 pub use footprint::{Activations, Footprint};
 pub use init::Init;
@@ -14,6 +15,7 @@ pub use layers::{BatchNorm2d, Conv2d, Linear, BN_EPS, BN_MOMENTUM};
 pub use resnet::{LayerSummary, ResNet};
 pub use spec::{ActivationKind, BlockKind, BottleneckStride, ResNetSpec, ShortcutOption, StageSpec, Stem};
 
+use crate::fused::PreActivationTap;
 use crate::tensor::Tensor;
 use std::sync::atomic::AtomicU64;
 
@@ -25,24 +27,22 @@ pub type ResponseHook<'a> = &'a dyn Fn(&str, usize, &Tensor);
 /// How a forward pass runs.
 #[derive(Default)]
 pub struct Ctx<'a> {
-    /// Batch statistics and running-stat updates (training) or running statistics (eval).
-    pub training: bool,
-    /// In training mode, normalise with the batch's statistics but leave every running statistic
-    /// and `num_batches_tracked` untouched (probes that must not change the model).
-    pub keep_running_stats: bool,
+    /// How every batch norm normalises, and whether it updates its running statistics.
+    pub bn_mode: BnMode,
     /// Sees the response of every convolution layer, in layer order (each block's branch first,
     /// then its projection shortcut). For the original (post-activation) nets it is the layer's
     /// batch-norm output, before the activation or the addition: the quantity of the paper's
     /// Figure 7. For pre-activation nets, where batch norm comes before the convolution, and for
-    /// nets without batch norm, it is the convolution's output. With a hook set the forward takes the unfused path (the
-    /// response must exist as a tensor); without one the fused batch norm + activation is used.
+    /// nets without batch norm, it is the convolution's output. The hook reads the batch-norm
+    /// output from the fused batch norm + activation (a tap), so a hooked forward runs the same
+    /// kernels as training.
     pub response_hook: Option<ResponseHook<'a>>,
 }
 
 impl Ctx<'_> {
     pub fn train() -> Self {
         Ctx {
-            training: true,
+            bn_mode: BnMode::Train,
             ..Ctx::default()
         }
     }
@@ -56,6 +56,12 @@ impl Ctx<'_> {
         if let Some(hook) = self.response_hook {
             hook(&name(), kernel, t);
         }
+    }
+
+    /// `report` as a fused op's tap, or None without a hook, so the fused op then hands out no
+    /// response tensor at all.
+    pub(crate) fn tap<'f>(&self, report: &'f dyn Fn(&Tensor)) -> Option<PreActivationTap<'f>> {
+        self.response_hook.map(|_| report)
     }
 }
 

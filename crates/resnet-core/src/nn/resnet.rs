@@ -103,21 +103,17 @@ impl ResNet {
             ctx.report(|| "conv1".into(), k, &z);
             return Ok(z);
         }
+        let report = |r: &Tensor| ctx.report(|| "conv1".into(), k, r);
         let y = match &self.bn1 {
             None => {
-                ctx.report(|| "conv1".into(), k, &z);
+                report(&z);
                 ops::activation(&z, self.act)?
             }
             Some(bn) if self.spec.pre_activation => {
-                ctx.report(|| "conv1".into(), k, &z);
-                bn.forward_act(&z, ctx, None, self.act)?
+                report(&z);
+                bn.forward_act(&z, ctx, None, self.act, None)?
             }
-            Some(bn) if ctx.response_hook.is_some() => {
-                let r = bn.forward(&z, ctx)?;
-                ctx.report(|| "conv1".into(), k, &r);
-                ops::activation(&r, self.act)?
-            }
-            Some(bn) => bn.forward_act(&z, ctx, None, self.act)?,
+            Some(bn) => bn.forward_act(&z, ctx, None, self.act, ctx.tap(&report))?,
         };
         match self.spec.stem {
             Stem::Cifar => Ok(y),
@@ -148,7 +144,7 @@ impl ResNet {
             .ok_or_else(|| Error::Internal("no stages".into()))?;
         if self.spec.pre_activation {
             last = match &self.bn_final {
-                Some(bn) => bn.forward_act(&last, ctx, None, self.act)?,
+                Some(bn) => bn.forward_act(&last, ctx, None, self.act, None)?,
                 None => ops::activation(&last, self.act)?,
             };
         }

@@ -8,7 +8,10 @@ mod loss;
 mod norm;
 mod pool;
 
-use super::{Activation, Backend, BatchStats, ConvGeometry, Device, PoolGeometry, SgdStep, Storage};
+use super::{
+    Activation, Backend, BatchStats, ChannelLayout, ConvGeometry, Device, LogitsLayout, MatmulGeometry, PoolGeometry,
+    RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
+};
 use crate::error::{Error, Result};
 use gemm::{MatView, Threads};
 use ndarray::{ArrayView2, Axis};
@@ -164,7 +167,8 @@ impl Backend for CpuBackend {
         store(conv::backward_weight(data(x)?, data(gy)?, g)?)
     }
 
-    fn sum_nhw(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage> {
+    fn sum_nhw(&self, gy: &Storage, layout: &ChannelLayout) -> Result<Storage> {
+        let &ChannelLayout { n, c, hw } = layout;
         let gy = data(gy)?;
         store(
             (0..c)
@@ -182,15 +186,13 @@ impl Backend for CpuBackend {
         x: &Storage,
         gamma: &Storage,
         beta: &Storage,
-        n: usize,
-        c: usize,
-        hw: usize,
+        layout: &ChannelLayout,
         eps: f32,
     ) -> Result<(Storage, BatchStats)> {
         let x = data(x)?;
-        let (mean, var) = norm::channel_stats(x, n, c, hw);
+        let (mean, var) = norm::channel_stats(x, layout);
         let invstd = norm::invstd(&var, eps);
-        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, c, hw)?;
+        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, layout)?;
         Ok((
             store(y)?,
             BatchStats {
@@ -216,9 +218,7 @@ impl Backend for CpuBackend {
         gamma: &Storage,
         beta: &Storage,
         stats: &BatchStats,
-        _n: usize,
-        c: usize,
-        hw: usize,
+        layout: &ChannelLayout,
     ) -> Result<Storage> {
         store(norm::apply(
             data(x)?,
@@ -226,8 +226,7 @@ impl Backend for CpuBackend {
             data(beta)?,
             data(&stats.mean)?,
             data(&stats.invstd)?,
-            c,
-            hw,
+            layout,
         )?)
     }
 
@@ -237,21 +236,16 @@ impl Backend for CpuBackend {
         gy: &Storage,
         gamma: &Storage,
         stats: &BatchStats,
-        n: usize,
-        c: usize,
-        hw: usize,
-        batch_statistics: bool,
+        layout: &ChannelLayout,
+        source: StatsSource,
     ) -> Result<(Storage, Storage, Storage)> {
         let (dx, dgamma, dbeta) = norm::backward(
             data(x)?,
             data(gy)?,
             data(gamma)?,
-            data(&stats.mean)?,
-            data(&stats.invstd)?,
-            n,
-            c,
-            hw,
-            batch_statistics,
+            (data(&stats.mean)?, data(&stats.invstd)?),
+            layout,
+            source,
         )?;
         Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
     }
@@ -261,10 +255,9 @@ impl Backend for CpuBackend {
         running_mean: &mut Storage,
         running_var: &mut Storage,
         stats: &BatchStats,
-        momentum: f32,
-        _eps: f32,
-        count: usize,
+        update: &RunningStatsUpdate,
     ) -> Result<()> {
+        let &RunningStatsUpdate { momentum, count } = update;
         let unbias = count as f32 / (count.max(2) - 1) as f32;
         for (r, &m) in data_mut(running_mean)?.iter_mut().zip(data(&stats.mean)?) {
             *r = (1.0 - momentum) * *r + momentum * m;
@@ -283,24 +276,22 @@ impl Backend for CpuBackend {
         store(pool::max_pool2d_backward(data(x)?, data(gy)?, g)?)
     }
 
-    fn global_avg_pool(&self, x: &Storage, _n: usize, _c: usize, hw: usize) -> Result<Storage> {
-        store(pool::global_avg_pool(data(x)?, hw)?)
+    fn global_avg_pool(&self, x: &Storage, layout: &ChannelLayout) -> Result<Storage> {
+        store(pool::global_avg_pool(data(x)?, layout.hw)?)
     }
 
-    fn global_avg_pool_backward(&self, gy: &Storage, _n: usize, _c: usize, hw: usize) -> Result<Storage> {
-        store(pool::global_avg_pool_backward(data(gy)?, hw)?)
+    fn global_avg_pool_backward(&self, gy: &Storage, layout: &ChannelLayout) -> Result<Storage> {
+        store(pool::global_avg_pool_backward(data(gy)?, layout.hw)?)
     }
 
-    fn matmul(
-        &self,
-        a: &Storage,
-        b: &Storage,
-        m: usize,
-        k: usize,
-        n: usize,
-        transpose_a: bool,
-        transpose_b: bool,
-    ) -> Result<Storage> {
+    fn matmul(&self, a: &Storage, b: &Storage, g: &MatmulGeometry) -> Result<Storage> {
+        let &MatmulGeometry {
+            m,
+            k,
+            n,
+            transpose_a,
+            transpose_b,
+        } = g;
         let (a, b) = (data(a)?, data(b)?);
         let av = if transpose_a {
             MatView::transposed(a, m, k)
@@ -317,27 +308,22 @@ impl Backend for CpuBackend {
         store(c)
     }
 
-    fn add_row_bias(&self, x: &Storage, bias: &Storage, _rows: usize, cols: usize) -> Result<Storage> {
+    fn add_row_bias(&self, x: &Storage, bias: &Storage) -> Result<Storage> {
         let b = data(bias)?;
         let mut y = CpuBuffer::try_from_slice(data(x)?)?;
-        y.chunks_mut(cols)
+        y.chunks_mut(b.len().max(1))
             .for_each(|row| row.iter_mut().zip(b).for_each(|(v, &bi)| *v += bi));
         store(y)
     }
 
-    fn sum_rows(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
-        let view = ArrayView2::from_shape((rows, cols), data(x)?).map_err(|e| Error::Internal(e.to_string()))?;
+    fn sum_rows(&self, x: &Storage, layout: &RowLayout) -> Result<Storage> {
+        let view =
+            ArrayView2::from_shape((layout.rows, layout.cols), data(x)?).map_err(|e| Error::Internal(e.to_string()))?;
         store(view.sum_axis(Axis(0)).to_vec())
     }
 
-    fn cross_entropy(
-        &self,
-        logits: &Storage,
-        labels: &Storage,
-        _n: usize,
-        classes: usize,
-    ) -> Result<(Storage, Storage)> {
-        let (losses, probs) = loss::cross_entropy(data(logits)?, data(labels)?, classes)?;
+    fn cross_entropy(&self, logits: &Storage, labels: &Storage, layout: &LogitsLayout) -> Result<(Storage, Storage)> {
+        let (losses, probs) = loss::cross_entropy(data(logits)?, data(labels)?, layout.classes)?;
         Ok((store(losses)?, store(probs)?))
     }
 
@@ -346,41 +332,40 @@ impl Backend for CpuBackend {
         probs: &Storage,
         labels: &Storage,
         upstream: &Storage,
-        _n: usize,
-        classes: usize,
+        layout: &LogitsLayout,
         scale: f32,
     ) -> Result<Storage> {
         let up = data(upstream)?.first().copied().unwrap_or(1.0);
         store(loss::cross_entropy_backward(
             data(probs)?,
             data(labels)?,
-            classes,
+            layout.classes,
             scale * up,
         )?)
     }
 
-    fn topk_correct(&self, logits: &Storage, labels: &Storage, _n: usize, classes: usize, k: usize) -> Result<Storage> {
-        store(loss::topk_correct(data(logits)?, data(labels)?, classes, k)?)
+    fn topk_correct(&self, logits: &Storage, labels: &Storage, layout: &LogitsLayout, k: usize) -> Result<Storage> {
+        store(loss::topk_correct(data(logits)?, data(labels)?, layout.classes, k)?)
     }
 
     fn sum_all(&self, x: &Storage) -> Result<Storage> {
         store(vec![data(x)?.iter().map(|&v| v as f64).sum::<f64>() as f32])
     }
 
-    fn shortcut_a(
-        &self,
-        x: &Storage,
-        n: usize,
-        c_in: usize,
-        h: usize,
-        w: usize,
-        c_out: usize,
-        stride: usize,
-        pad_before: usize,
-    ) -> Result<Storage> {
+    fn shortcut_a(&self, x: &Storage, g: &ShortcutGeometry) -> Result<Storage> {
+        let &ShortcutGeometry {
+            c_in,
+            c_out,
+            w,
+            h,
+            stride,
+            pad_before,
+            oh,
+            ow,
+            ..
+        } = g;
         let x = data(x)?;
-        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let mut y = CpuBuffer::try_zeroed(n * c_out * oh * ow)?;
+        let mut y = CpuBuffer::try_zeroed(g.out_len())?;
         y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, yp)| {
             let (i, co) = (p / c_out, p % c_out);
             if co < pad_before || co >= pad_before + c_in {
@@ -396,20 +381,20 @@ impl Backend for CpuBackend {
         store(y)
     }
 
-    fn shortcut_a_backward(
-        &self,
-        gy: &Storage,
-        n: usize,
-        c_in: usize,
-        h: usize,
-        w: usize,
-        c_out: usize,
-        stride: usize,
-        pad_before: usize,
-    ) -> Result<Storage> {
+    fn shortcut_a_backward(&self, gy: &Storage, g: &ShortcutGeometry) -> Result<Storage> {
+        let &ShortcutGeometry {
+            c_in,
+            c_out,
+            w,
+            h,
+            stride,
+            pad_before,
+            oh,
+            ow,
+            ..
+        } = g;
         let gy = data(gy)?;
-        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let mut gx = CpuBuffer::try_zeroed(n * c_in * h * w)?;
+        let mut gx = CpuBuffer::try_zeroed(g.in_len())?;
         gx.par_chunks_mut(h * w).enumerate().for_each(|(p, gp)| {
             let (i, ci) = (p / c_in, p % c_in);
             let src = &gy[(i * c_out + ci + pad_before) * oh * ow..][..oh * ow];

@@ -2,12 +2,14 @@
 //! channel per task, in a fixed order: deterministic), the elementwise parts run per plane.
 
 use super::buffers::CpuBuffer;
+use crate::backend::{ChannelLayout, StatsSource};
 use crate::error::Result;
 use rayon::prelude::*;
 
 /// Per-channel (mean, biased variance) of x[n, c, hw], in one pass: sums of x and x^2 in f64,
 /// where E[x^2] - E[x]^2 keeps full f32 precision unless |mean| exceeds the std ~10^4-fold.
-pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+pub fn channel_stats(x: &[f32], layout: &ChannelLayout) -> (Vec<f32>, Vec<f32>) {
+    let &ChannelLayout { n, c, hw } = layout;
     let count = (n * hw) as f64;
     let stats: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
@@ -39,9 +41,9 @@ pub fn apply(
     beta: &[f32],
     mean: &[f32],
     invstd: &[f32],
-    c: usize,
-    hw: usize,
+    layout: &ChannelLayout,
 ) -> Result<CpuBuffer> {
+    let &ChannelLayout { c, hw, .. } = layout;
     let mut y = CpuBuffer::try_uninit(x.len())?;
     y.par_chunks_mut(hw)
         .zip(x.par_chunks(hw))
@@ -56,19 +58,16 @@ pub fn apply(
 }
 
 /// (dx, dgamma, dbeta). With batch statistics the mean and variance are functions of x and
-/// contribute to dx; with frozen statistics dx is a per-channel scaling of dy.
-#[allow(clippy::too_many_arguments)]
+/// contribute to dx; with running statistics dx is a per-channel scaling of dy.
 pub fn backward(
     x: &[f32],
     gy: &[f32],
     gamma: &[f32],
-    mean: &[f32],
-    invstd: &[f32],
-    n: usize,
-    c: usize,
-    hw: usize,
-    batch_statistics: bool,
+    (mean, invstd): (&[f32], &[f32]),
+    layout: &ChannelLayout,
+    source: StatsSource,
 ) -> Result<(CpuBuffer, Vec<f32>, Vec<f32>)> {
+    let &ChannelLayout { n, c, hw } = layout;
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -95,7 +94,7 @@ pub fn backward(
         let ch = plane % c;
         let r = plane * hw..(plane + 1) * hw;
         let k = gamma[ch] * invstd[ch];
-        if batch_statistics {
+        if source == StatsSource::Batch {
             // dx = k * (dy - mean(dy) - xhat * mean(dy * xhat))
             let mean_gy = dbeta[ch] / count;
             let proj = dgamma[ch] / count * invstd[ch];

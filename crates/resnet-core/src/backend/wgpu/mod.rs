@@ -13,7 +13,10 @@ mod queue;
 pub use context::{AdapterReport, GpuReport, ADAPTER_ENV};
 pub use pool::GpuStorage;
 
-use super::{Activation, Backend, BatchStats, ConvGeometry, Device, PoolGeometry, SgdStep, Storage};
+use super::{
+    Activation, Backend, BatchStats, ChannelLayout, ConvGeometry, Device, LogitsLayout, MatmulGeometry, PoolGeometry,
+    RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
+};
 use crate::error::{Error, Result};
 use crate::memory::{human_bytes, Available};
 use context::{context, existing_context, GpuContext};
@@ -651,7 +654,8 @@ impl Backend for WgpuBackend {
         store(gw)
     }
 
-    fn sum_nhw(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage> {
+    fn sum_nhw(&self, gy: &Storage, layout: &ChannelLayout) -> Result<Storage> {
+        let &ChannelLayout { n, c, hw } = layout;
         let ctx = context()?;
         store(channel_sum(ctx, gpu(gy)?, n, c, hw)?)
     }
@@ -661,11 +665,10 @@ impl Backend for WgpuBackend {
         x: &Storage,
         gamma: &Storage,
         beta: &Storage,
-        n: usize,
-        c: usize,
-        hw: usize,
+        layout: &ChannelLayout,
         eps: f32,
     ) -> Result<(Storage, BatchStats)> {
+        let &ChannelLayout { n, c, hw } = layout;
         let ctx = context()?;
         let xs = gpu(x)?;
         let (count, len) = (n * hw, n * c * hw);
@@ -750,10 +753,9 @@ impl Backend for WgpuBackend {
         gamma: &Storage,
         beta: &Storage,
         stats: &BatchStats,
-        n: usize,
-        c: usize,
-        hw: usize,
+        layout: &ChannelLayout,
     ) -> Result<Storage> {
+        let &ChannelLayout { n, c, hw } = layout;
         let ctx = context()?;
         let len = n * c * hw;
         let y = output(ctx, len)?;
@@ -784,11 +786,11 @@ impl Backend for WgpuBackend {
         gy: &Storage,
         gamma: &Storage,
         stats: &BatchStats,
-        n: usize,
-        c: usize,
-        hw: usize,
-        batch_statistics: bool,
+        layout: &ChannelLayout,
+        source: StatsSource,
     ) -> Result<(Storage, Storage, Storage)> {
+        let &ChannelLayout { n, c, hw } = layout;
+        let batch_statistics = source == StatsSource::Batch;
         let ctx = context()?;
         let (xs, gys, mean, invstd) = (gpu(x)?, gpu(gy)?, gpu(&stats.mean)?, gpu(&stats.invstd)?);
         let (count, len) = (n * hw, n * c * hw);
@@ -844,10 +846,9 @@ impl Backend for WgpuBackend {
         running_mean: &mut Storage,
         running_var: &mut Storage,
         stats: &BatchStats,
-        momentum: f32,
-        _eps: f32,
-        count: usize,
+        update: &RunningStatsUpdate,
     ) -> Result<()> {
+        let &RunningStatsUpdate { momentum, count } = update;
         let ctx = context()?;
         let rm = make_mut(ctx, running_mean)?;
         let rv = make_mut(ctx, running_var)?;
@@ -922,7 +923,8 @@ impl Backend for WgpuBackend {
         store(gx)
     }
 
-    fn global_avg_pool(&self, x: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage> {
+    fn global_avg_pool(&self, x: &Storage, layout: &ChannelLayout) -> Result<Storage> {
+        let &ChannelLayout { n, c, hw } = layout;
         let ctx = context()?;
         let len = n * c;
         let y = output(ctx, len)?;
@@ -940,7 +942,8 @@ impl Backend for WgpuBackend {
         store(y)
     }
 
-    fn global_avg_pool_backward(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage> {
+    fn global_avg_pool_backward(&self, gy: &Storage, layout: &ChannelLayout) -> Result<Storage> {
+        let &ChannelLayout { n, c, hw } = layout;
         let ctx = context()?;
         let len = n * c * hw;
         let gx = output(ctx, len)?;
@@ -958,16 +961,14 @@ impl Backend for WgpuBackend {
         store(gx)
     }
 
-    fn matmul(
-        &self,
-        a: &Storage,
-        b: &Storage,
-        m: usize,
-        k: usize,
-        n: usize,
-        transpose_a: bool,
-        transpose_b: bool,
-    ) -> Result<Storage> {
+    fn matmul(&self, a: &Storage, b: &Storage, g: &MatmulGeometry) -> Result<Storage> {
+        let &MatmulGeometry {
+            m,
+            k,
+            n,
+            transpose_a,
+            transpose_b,
+        } = g;
         let ctx = context()?;
         let consts = vec![
             ("TRANS_A", transpose_a.to_string()),
@@ -988,7 +989,8 @@ impl Backend for WgpuBackend {
         store(c)
     }
 
-    fn add_row_bias(&self, x: &Storage, bias: &Storage, _rows: usize, cols: usize) -> Result<Storage> {
+    fn add_row_bias(&self, x: &Storage, bias: &Storage) -> Result<Storage> {
+        let cols = gpu(bias)?.len();
         let ctx = context()?;
         let xs = gpu(x)?;
         let len = xs.len();
@@ -1006,18 +1008,14 @@ impl Backend for WgpuBackend {
         store(y)
     }
 
-    fn sum_rows(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+    fn sum_rows(&self, x: &Storage, layout: &RowLayout) -> Result<Storage> {
+        let &RowLayout { rows, cols } = layout;
         let ctx = context()?;
         store(sum_leading(ctx, gpu(x)?, rows, cols)?)
     }
 
-    fn cross_entropy(
-        &self,
-        logits: &Storage,
-        labels: &Storage,
-        n: usize,
-        classes: usize,
-    ) -> Result<(Storage, Storage)> {
+    fn cross_entropy(&self, logits: &Storage, labels: &Storage, layout: &LogitsLayout) -> Result<(Storage, Storage)> {
+        let &LogitsLayout { n, classes } = layout;
         let ctx = context()?;
         let losses = output(ctx, n)?;
         let probs = output(ctx, n * classes)?;
@@ -1039,10 +1037,10 @@ impl Backend for WgpuBackend {
         probs: &Storage,
         labels: &Storage,
         upstream: &Storage,
-        n: usize,
-        classes: usize,
+        layout: &LogitsLayout,
         scale: f32,
     ) -> Result<Storage> {
+        let &LogitsLayout { n, classes } = layout;
         let ctx = context()?;
         let g = output(ctx, n * classes)?;
         run(
@@ -1058,7 +1056,8 @@ impl Backend for WgpuBackend {
         store(g)
     }
 
-    fn topk_correct(&self, logits: &Storage, labels: &Storage, n: usize, classes: usize, k: usize) -> Result<Storage> {
+    fn topk_correct(&self, logits: &Storage, labels: &Storage, layout: &LogitsLayout, k: usize) -> Result<Storage> {
+        let &LogitsLayout { n, classes } = layout;
         let ctx = context()?;
         let hits = output(ctx, n)?;
         run(
@@ -1102,43 +1101,30 @@ impl Backend for WgpuBackend {
         }
     }
 
-    fn shortcut_a(
-        &self,
-        x: &Storage,
-        n: usize,
-        c_in: usize,
-        h: usize,
-        w: usize,
-        c_out: usize,
-        stride: usize,
-        pad_before: usize,
-    ) -> Result<Storage> {
-        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        shortcut(
-            "forward",
-            x,
-            n * c_out * oh * ow,
-            [c_in, c_out, h, w, stride, pad_before],
-        )
+    fn shortcut_a(&self, x: &Storage, g: &ShortcutGeometry) -> Result<Storage> {
+        let &ShortcutGeometry {
+            c_in,
+            c_out,
+            h,
+            w,
+            stride,
+            pad_before,
+            ..
+        } = g;
+        shortcut("forward", x, g.out_len(), [c_in, c_out, h, w, stride, pad_before])
     }
 
-    fn shortcut_a_backward(
-        &self,
-        gy: &Storage,
-        n: usize,
-        c_in: usize,
-        h: usize,
-        w: usize,
-        c_out: usize,
-        stride: usize,
-        pad_before: usize,
-    ) -> Result<Storage> {
-        shortcut(
-            "backward",
-            gy,
-            n * c_in * h * w,
-            [c_in, c_out, h, w, stride, pad_before],
-        )
+    fn shortcut_a_backward(&self, gy: &Storage, g: &ShortcutGeometry) -> Result<Storage> {
+        let &ShortcutGeometry {
+            c_in,
+            c_out,
+            h,
+            w,
+            stride,
+            pad_before,
+            ..
+        } = g;
+        shortcut("backward", gy, g.in_len(), [c_in, c_out, h, w, stride, pad_before])
     }
 
     fn sgd_update(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, s: &SgdStep) -> Result<()> {
