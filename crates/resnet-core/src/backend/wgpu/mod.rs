@@ -148,7 +148,6 @@ pub fn set_poison(on: bool) -> Result<()> {
     Ok(())
 }
 
-
 fn gpu(s: &Storage) -> Result<&GpuStorage> {
     match s {
         Storage::Gpu(g) => Ok(g),
@@ -278,7 +277,15 @@ impl Backend for WgpuBackend {
         hw: usize,
     ) -> Result<Storage> {
         let (mean, invstd) = (gpu(&stats.mean)?, gpu(&stats.invstd)?);
-        let y = batch_norm::apply(context()?, gpu(x)?, gpu(gamma)?, gpu(beta)?, mean, invstd, Planes { n, c, hw })?;
+        let y = batch_norm::apply(
+            context()?,
+            gpu(x)?,
+            gpu(gamma)?,
+            gpu(beta)?,
+            mean,
+            invstd,
+            Planes { n, c, hw },
+        )?;
         store(y)
     }
 
@@ -295,8 +302,16 @@ impl Backend for WgpuBackend {
     ) -> Result<(Storage, Storage, Storage)> {
         let (mean, invstd) = (gpu(&stats.mean)?, gpu(&stats.invstd)?);
         let planes = Planes { n, c, hw };
-        let (dx, dgamma, dbeta) =
-            batch_norm::backward(context()?, gpu(x)?, gpu(gy)?, gpu(gamma)?, mean, invstd, planes, batch_statistics)?;
+        let (dx, dgamma, dbeta) = batch_norm::backward(
+            context()?,
+            gpu(x)?,
+            gpu(gy)?,
+            gpu(gamma)?,
+            mean,
+            invstd,
+            planes,
+            batch_statistics,
+        )?;
         Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
     }
 
@@ -328,7 +343,11 @@ impl Backend for WgpuBackend {
     }
 
     fn global_avg_pool_backward(&self, gy: &Storage, n: usize, c: usize, hw: usize) -> Result<Storage> {
-        store(pooling::global_avg_pool_backward(context()?, gpu(gy)?, Planes { n, c, hw })?)
+        store(pooling::global_avg_pool_backward(
+            context()?,
+            gpu(gy)?,
+            Planes { n, c, hw },
+        )?)
     }
 
     fn matmul(
@@ -341,7 +360,13 @@ impl Backend for WgpuBackend {
         transpose_a: bool,
         transpose_b: bool,
     ) -> Result<Storage> {
-        store(gemm::matmul(context()?, gpu(a)?, gpu(b)?, (m, k, n), (transpose_a, transpose_b))?)
+        store(gemm::matmul(
+            context()?,
+            gpu(a)?,
+            gpu(b)?,
+            (m, k, n),
+            (transpose_a, transpose_b),
+        )?)
     }
 
     fn add_row_bias(&self, x: &Storage, bias: &Storage, _rows: usize, cols: usize) -> Result<Storage> {
@@ -373,11 +398,24 @@ impl Backend for WgpuBackend {
         scale: f32,
     ) -> Result<Storage> {
         let (probs, labels, upstream) = (gpu(probs)?, gpu(labels)?, gpu(upstream)?);
-        store(loss::cross_entropy_backward(context()?, probs, labels, upstream, (n, classes), scale)?)
+        store(loss::cross_entropy_backward(
+            context()?,
+            probs,
+            labels,
+            upstream,
+            (n, classes),
+            scale,
+        )?)
     }
 
     fn topk_correct(&self, logits: &Storage, labels: &Storage, n: usize, classes: usize, k: usize) -> Result<Storage> {
-        store(loss::topk_correct(context()?, gpu(logits)?, gpu(labels)?, (n, classes), k)?)
+        store(loss::topk_correct(
+            context()?,
+            gpu(logits)?,
+            gpu(labels)?,
+            (n, classes),
+            k,
+        )?)
     }
 
     fn sum_all(&self, x: &Storage) -> Result<Storage> {
@@ -395,7 +433,15 @@ impl Backend for WgpuBackend {
         stride: usize,
         pad_before: usize,
     ) -> Result<Storage> {
-        let s = Shortcut { n, c_in, h, w, c_out, stride, pad_before };
+        let s = Shortcut {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            stride,
+            pad_before,
+        };
         store(s.forward(context()?, gpu(x)?)?)
     }
 
@@ -410,7 +456,15 @@ impl Backend for WgpuBackend {
         stride: usize,
         pad_before: usize,
     ) -> Result<Storage> {
-        let s = Shortcut { n, c_in, h, w, c_out, stride, pad_before };
+        let s = Shortcut {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            stride,
+            pad_before,
+        };
         store(s.backward(context()?, gpu(gy)?)?)
     }
 
@@ -419,7 +473,10 @@ impl Backend for WgpuBackend {
         let g = gpu(grad)?;
         let (plen, blen) = (gpu(param)?.len(), gpu(momentum_buf)?.len());
         if plen != g.len() || blen != plen {
-            return Err(Error::Internal(format!("sgd: param {plen} grad {} momentum {blen}", g.len())));
+            return Err(Error::Internal(format!(
+                "sgd: param {plen} grad {} momentum {blen}",
+                g.len()
+            )));
         }
         let (p, b) = (make_mut(ctx, param)?, make_mut(ctx, momentum_buf)?);
         sgd::step(ctx, &p, g, &b, s)

@@ -81,7 +81,14 @@ pub struct Stats {
 }
 
 /// Normalises `x` with its own (biased) batch statistics; returns the output and the statistics.
-pub fn train(ctx: &GpuContext, x: &GpuStorage, gamma: &GpuStorage, beta: &GpuStorage, s: Planes, eps: f32) -> Result<(GpuStorage, Stats)> {
+pub fn train(
+    ctx: &GpuContext,
+    x: &GpuStorage,
+    gamma: &GpuStorage,
+    beta: &GpuStorage,
+    s: Planes,
+    eps: f32,
+) -> Result<(GpuStorage, Stats)> {
     let chunks = chunks(s.n * s.hw);
     let p = BatchNormParams {
         batch_statistics: 1,
@@ -90,7 +97,13 @@ pub fn train(ctx: &GpuContext, x: &GpuStorage, gamma: &GpuStorage, beta: &GpuSto
         ..s.params(chunks)?
     };
     let partial = output(ctx, chunks * 2 * s.c)?;
-    BATCH_NORM.launch(ctx, "stats_partial", &p, &[("x", x), ("partial", &partial)], (chunks * s.c) as u64)?;
+    BATCH_NORM.launch(
+        ctx,
+        "stats_partial",
+        &p,
+        &[("x", x), ("partial", &partial)],
+        (chunks * s.c) as u64,
+    )?;
     let stats = Stats {
         mean: output(ctx, s.c)?,
         var: output(ctx, s.c)?,
@@ -122,12 +135,26 @@ pub fn frozen_invstd(ctx: &GpuContext, running_var: &GpuStorage, eps: f32) -> Re
         unbias: 1.0,
         ..Planes { n: 1, c, hw: 1 }.params(1)?
     };
-    BATCH_NORM.launch(ctx, "frozen_invstd", &p, &[("var_", running_var), ("invstd", &invstd)], groups(c, WG))?;
+    BATCH_NORM.launch(
+        ctx,
+        "frozen_invstd",
+        &p,
+        &[("var_", running_var), ("invstd", &invstd)],
+        groups(c, WG),
+    )?;
     Ok(invstd)
 }
 
 /// `y = (x - mean) * invstd * gamma + beta`.
-pub fn apply(ctx: &GpuContext, x: &GpuStorage, gamma: &GpuStorage, beta: &GpuStorage, mean: &GpuStorage, invstd: &GpuStorage, s: Planes) -> Result<GpuStorage> {
+pub fn apply(
+    ctx: &GpuContext,
+    x: &GpuStorage,
+    gamma: &GpuStorage,
+    beta: &GpuStorage,
+    mean: &GpuStorage,
+    invstd: &GpuStorage,
+    s: Planes,
+) -> Result<GpuStorage> {
     let p = BatchNormParams {
         unbias: 1.0,
         ..s.params(1)?
@@ -135,14 +162,29 @@ pub fn apply(ctx: &GpuContext, x: &GpuStorage, gamma: &GpuStorage, beta: &GpuSto
     apply_with(ctx, &p, x, gamma, beta, mean, invstd)
 }
 
-fn apply_with(ctx: &GpuContext, p: &BatchNormParams, x: &GpuStorage, gamma: &GpuStorage, beta: &GpuStorage, mean: &GpuStorage, invstd: &GpuStorage) -> Result<GpuStorage> {
+fn apply_with(
+    ctx: &GpuContext,
+    p: &BatchNormParams,
+    x: &GpuStorage,
+    gamma: &GpuStorage,
+    beta: &GpuStorage,
+    mean: &GpuStorage,
+    invstd: &GpuStorage,
+) -> Result<GpuStorage> {
     let len = p.len as usize;
     let y = output(ctx, len)?;
     BATCH_NORM.launch(
         ctx,
         "apply",
         p,
-        &[("x", x), ("gamma", gamma), ("beta", beta), ("mean", mean), ("invstd", invstd), ("y", &y)],
+        &[
+            ("x", x),
+            ("gamma", gamma),
+            ("beta", beta),
+            ("mean", mean),
+            ("invstd", invstd),
+            ("y", &y),
+        ],
         groups(len, WG),
     )?;
     Ok(y)
@@ -180,7 +222,12 @@ pub fn backward(
         ctx,
         "backward_finalize",
         &p,
-        &[("invstd", invstd), ("partial", &partial), ("dgamma", &dgamma), ("dbeta", &dbeta)],
+        &[
+            ("invstd", invstd),
+            ("partial", &partial),
+            ("dgamma", &dgamma),
+            ("dbeta", &dbeta),
+        ],
         groups(s.c, WG),
     )?;
     let dx = output(ctx, s.len())?;

@@ -45,8 +45,8 @@ fn families() -> Vec<Described> {
 }
 
 fn validated(f: &Described) -> (naga::Module, naga::valid::ModuleInfo) {
-    let module = naga::front::wgsl::parse_str(f.source)
-        .unwrap_or_else(|e| panic!("{}: {}", f.name, e.emit_to_string(f.source)));
+    let module =
+        naga::front::wgsl::parse_str(f.source).unwrap_or_else(|e| panic!("{}: {}", f.name, e.emit_to_string(f.source)));
     let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
         .validate(&module)
         .unwrap_or_else(|e| panic!("{}: {}", f.name, e.emit_to_string(f.source)));
@@ -72,16 +72,32 @@ fn every_family_compiles_and_its_params_have_the_rust_layout() {
             .unwrap_or_else(|| panic!("{}: no uniform", f.name))
             .1;
         let binding = params.binding.as_ref().expect("uniform binding");
-        assert_eq!((binding.group, binding.binding), (0, 0), "{}: the parameter block's slot", f.name);
+        assert_eq!(
+            (binding.group, binding.binding),
+            (0, 0),
+            "{}: the parameter block's slot",
+            f.name
+        );
         let TypeInner::Struct { members, span } = &module.types[params.ty].inner else {
             panic!("{}: the parameter block is not a struct", f.name);
         };
         let wgsl: Vec<(&str, &str, u32)> = members
             .iter()
-            .map(|m| (m.name.as_deref().unwrap_or(""), wgsl_scalar(&module.types[m.ty].inner), m.offset))
+            .map(|m| {
+                (
+                    m.name.as_deref().unwrap_or(""),
+                    wgsl_scalar(&module.types[m.ty].inner),
+                    m.offset,
+                )
+            })
             .collect();
         // Rust's repr(C) puts field i at 4 * i: only 4-byte scalars, no padding (uniform! asserts it).
-        let rust: Vec<(&str, &str, u32)> = f.fields.iter().enumerate().map(|(i, (n, t))| (*n, *t, 4 * i as u32)).collect();
+        let rust: Vec<(&str, &str, u32)> = f
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, (n, t))| (*n, *t, 4 * i as u32))
+            .collect();
         assert_eq!(wgsl, rust, "{}: WGSL Params vs the Rust struct", f.name);
         assert_eq!(*span as usize, f.size, "{}: size of Params", f.name);
     }
@@ -103,14 +119,28 @@ fn every_binding_is_a_named_buffer_of_the_family_and_every_buffer_is_used() {
                 .position(|b| b.name == name)
                 .unwrap_or_else(|| panic!("{}: storage buffer {name} is not in the Rust table", f.name));
             let binding = g.binding.as_ref().expect("storage binding");
-            assert_eq!((binding.group, binding.binding), (0, slot as u32 + 1), "{}: slot of {name}", f.name);
+            assert_eq!(
+                (binding.group, binding.binding),
+                (0, slot as u32 + 1),
+                "{}: slot of {name}",
+                f.name
+            );
             let writable = access.contains(StorageAccess::STORE);
-            assert_eq!(writable, f.buffers[slot].access == Access::ReadWrite, "{}: access of {name}", f.name);
+            assert_eq!(
+                writable,
+                f.buffers[slot].access == Access::ReadWrite,
+                "{}: access of {name}",
+                f.name
+            );
             let used = (0..module.entry_points.len()).any(|e| !info.get_entry_point(e)[handle].is_empty());
             assert!(used, "{}: no kernel uses buffer {name}", f.name);
             seen[slot] = true;
         }
-        assert!(seen.iter().all(|s| *s), "{}: a buffer of the Rust table is not declared", f.name);
+        assert!(
+            seen.iter().all(|s| *s),
+            "{}: a buffer of the Rust table is not declared",
+            f.name
+        );
     }
 }
 
@@ -119,7 +149,11 @@ fn the_hand_written_wgsl_declares_no_params_bindings_or_workgroup_sizes() {
     for f in families() {
         let written = f.written.concat();
         for generated in ["struct Params", "@binding", "const WG:", "const ITEMS:", "const CHUNK:"] {
-            assert!(!written.contains(generated), "{}: declares `{generated}` by hand", f.name);
+            assert!(
+                !written.contains(generated),
+                "{}: declares `{generated}` by hand",
+                f.name
+            );
         }
     }
 }

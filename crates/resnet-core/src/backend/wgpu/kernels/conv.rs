@@ -92,7 +92,13 @@ fn planes(g: &ConvGeometry) -> Result<(u32, u32, u32, u32)> {
 }
 
 /// `y = conv(x, w) (+ bias)`: M = c_out, N = batch * oh * ow, K = c_in * kh * kw.
-pub fn forward(ctx: &GpuContext, x: &GpuStorage, w: &GpuStorage, bias: Option<&GpuStorage>, g: &ConvGeometry) -> Result<GpuStorage> {
+pub fn forward(
+    ctx: &GpuContext,
+    x: &GpuStorage,
+    w: &GpuStorage,
+    bias: Option<&GpuStorage>,
+    g: &ConvGeometry,
+) -> Result<GpuStorage> {
     let (h, wd, oh, ow) = planes(g)?;
     let c_in = to_u32(g.c_in)?;
     // The kernel reads `bias` only when it has one, but every binding it declares must be bound.

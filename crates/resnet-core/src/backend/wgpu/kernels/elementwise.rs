@@ -53,15 +53,30 @@ pub fn fill(ctx: &GpuContext, y: &GpuStorage, value: f32) -> Result<()> {
 pub fn copy(ctx: &GpuContext, a: &GpuStorage) -> Result<GpuStorage> {
     let len = a.len();
     let y = GpuStorage::alloc(len)?;
-    ELEMENTWISE.launch(ctx, "copy", &params(len, 0, 0.0)?, &[("a", a), ("y", &y)], groups(len, WG))?;
+    ELEMENTWISE.launch(
+        ctx,
+        "copy",
+        &params(len, 0, 0.0)?,
+        &[("a", a), ("y", &y)],
+        groups(len, WG),
+    )?;
     Ok(y)
 }
 
 /// `entry` over `a` (and `b`, of the same length), into a fresh output.
-fn map(ctx: &GpuContext, entry: &'static str, p: ElementwiseParams, a: &GpuStorage, b: Option<&GpuStorage>) -> Result<GpuStorage> {
+fn map(
+    ctx: &GpuContext,
+    entry: &'static str,
+    p: ElementwiseParams,
+    a: &GpuStorage,
+    b: Option<&GpuStorage>,
+) -> Result<GpuStorage> {
     let len = a.len();
     if let Some(b) = b.filter(|b| b.len() != len) {
-        return Err(Error::Internal(format!("elementwise op on {len} and {} values", b.len())));
+        return Err(Error::Internal(format!(
+            "elementwise op on {len} and {} values",
+            b.len()
+        )));
     }
     let y = output(ctx, len)?;
     let mut buffers = vec![("a", a)];
@@ -77,7 +92,13 @@ pub fn add(ctx: &GpuContext, a: &GpuStorage, b: &GpuStorage) -> Result<GpuStorag
 
 /// `act(a + b)` in one pass.
 pub fn add_activation(ctx: &GpuContext, a: &GpuStorage, b: &GpuStorage, act: Activation) -> Result<GpuStorage> {
-    map(ctx, "add_activation", params(a.len(), activation_code(act), 0.0)?, a, Some(b))
+    map(
+        ctx,
+        "add_activation",
+        params(a.len(), activation_code(act), 0.0)?,
+        a,
+        Some(b),
+    )
 }
 
 pub fn scale(ctx: &GpuContext, a: &GpuStorage, alpha: f32) -> Result<GpuStorage> {
@@ -90,7 +111,13 @@ pub fn activation(ctx: &GpuContext, x: &GpuStorage, act: Activation) -> Result<G
 
 /// The input gradient of `act` from its output `y` and the output's gradient `gy`.
 pub fn activation_backward(ctx: &GpuContext, y: &GpuStorage, gy: &GpuStorage, act: Activation) -> Result<GpuStorage> {
-    map(ctx, "activation_backward", params(y.len(), activation_code(act), 0.0)?, y, Some(gy))
+    map(
+        ctx,
+        "activation_backward",
+        params(y.len(), activation_code(act), 0.0)?,
+        y,
+        Some(gy),
+    )
 }
 
 /// `y[r, c] = x[r, c] + bias[c]`, `cols` columns.
@@ -101,6 +128,12 @@ pub fn add_row_bias(ctx: &GpuContext, x: &GpuStorage, bias: &GpuStorage, cols: u
         cols: to_u32(cols.max(1))?,
         ..params(len, 0, 0.0)?
     };
-    ELEMENTWISE.launch(ctx, "add_row_bias", &p, &[("a", x), ("b", bias), ("y", &y)], groups(len, WG))?;
+    ELEMENTWISE.launch(
+        ctx,
+        "add_row_bias",
+        &p,
+        &[("a", x), ("b", bias), ("y", &y)],
+        groups(len, WG),
+    )?;
     Ok(y)
 }

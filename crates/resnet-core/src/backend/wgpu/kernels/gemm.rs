@@ -183,8 +183,18 @@ pub struct Gemm<'a> {
 /// Runs `g` through `family`, whose parameters `params` builds from the chosen shape. When the
 /// output tiles alone cannot fill the GPU the reduction is split (split-K) and the partials are
 /// added by reduce.wgsl.
-pub fn run<P: Uniform>(ctx: &GpuContext, family: &Family<P>, g: Gemm, params: impl FnOnce(GemmShape) -> P) -> Result<GpuStorage> {
-    const { assert!(begins_as_gemm(P::FIELDS), "a GEMM parameter block must begin with m, n, k, splits, k_chunk") };
+pub fn run<P: Uniform>(
+    ctx: &GpuContext,
+    family: &Family<P>,
+    g: Gemm,
+    params: impl FnOnce(GemmShape) -> P,
+) -> Result<GpuStorage> {
+    const {
+        assert!(
+            begins_as_gemm(P::FIELDS),
+            "a GEMM parameter block must begin with m, n, k, splits, k_chunk"
+        )
+    };
     let (m, n, k) = g.mnk;
     let tile = tile_for(m);
     let (splits, k_chunk) = split_k(tile.tiles(m, n), k, tile.bk, g.output_len);
@@ -232,7 +242,13 @@ pub(super) static MATMUL: Family<MatmulParams> = Family::new(
 );
 
 /// `c[m, n] = op(a) . op(b)`, op(a) being a [m, k] or, transposed, a [k, m] (and so for b).
-pub fn matmul(ctx: &GpuContext, a: &GpuStorage, b: &GpuStorage, (m, k, n): (usize, usize, usize), (transpose_a, transpose_b): (bool, bool)) -> Result<GpuStorage> {
+pub fn matmul(
+    ctx: &GpuContext,
+    a: &GpuStorage,
+    b: &GpuStorage,
+    (m, k, n): (usize, usize, usize),
+    (transpose_a, transpose_b): (bool, bool),
+) -> Result<GpuStorage> {
     let variant = vec![
         ("TRANS_A", transpose_a.to_string()),
         ("TRANS_B", transpose_b.to_string()),

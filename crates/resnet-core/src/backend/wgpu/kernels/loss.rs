@@ -42,14 +42,25 @@ fn params(n: usize, classes: usize) -> Result<LossParams> {
 }
 
 /// Per-sample losses and the softmax (saved for backward).
-pub fn cross_entropy(ctx: &GpuContext, logits: &GpuStorage, labels: &GpuStorage, n: usize, classes: usize) -> Result<(GpuStorage, GpuStorage)> {
+pub fn cross_entropy(
+    ctx: &GpuContext,
+    logits: &GpuStorage,
+    labels: &GpuStorage,
+    n: usize,
+    classes: usize,
+) -> Result<(GpuStorage, GpuStorage)> {
     let losses = output(ctx, n)?;
     let probs = output(ctx, n * classes)?;
     LOSS.launch(
         ctx,
         "cross_entropy",
         &params(n, classes)?,
-        &[("logits", logits), ("labels", labels), ("losses", &losses), ("probs", &probs)],
+        &[
+            ("logits", logits),
+            ("labels", labels),
+            ("losses", &losses),
+            ("probs", &probs),
+        ],
         groups(n, LOSS_WG),
     )?;
     Ok((losses, probs))
@@ -74,19 +85,36 @@ pub fn cross_entropy_backward(
         ctx,
         "cross_entropy_backward",
         &p,
-        &[("labels", labels), ("upstream", upstream), ("losses", &g), ("probs", probs)],
+        &[
+            ("labels", labels),
+            ("upstream", upstream),
+            ("losses", &g),
+            ("probs", probs),
+        ],
         groups(n * classes, LOSS_WG),
     )?;
     Ok(g)
 }
 
 /// 1.0 for each sample whose label is among its `k` largest logits.
-pub fn topk_correct(ctx: &GpuContext, logits: &GpuStorage, labels: &GpuStorage, (n, classes): (usize, usize), k: usize) -> Result<GpuStorage> {
+pub fn topk_correct(
+    ctx: &GpuContext,
+    logits: &GpuStorage,
+    labels: &GpuStorage,
+    (n, classes): (usize, usize),
+    k: usize,
+) -> Result<GpuStorage> {
     let hits = output(ctx, n)?;
     let p = LossParams {
         k: to_u32(k)?,
         ..params(n, classes)?
     };
-    LOSS.launch(ctx, "topk_correct", &p, &[("logits", logits), ("labels", labels), ("losses", &hits)], groups(n, LOSS_WG))?;
+    LOSS.launch(
+        ctx,
+        "topk_correct",
+        &p,
+        &[("logits", logits), ("labels", labels), ("losses", &hits)],
+        groups(n, LOSS_WG),
+    )?;
     Ok(hits)
 }

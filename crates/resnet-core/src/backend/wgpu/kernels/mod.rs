@@ -101,7 +101,10 @@ impl<P: Uniform> Family<P> {
     /// The full shader: generated constants, parameter struct and bindings, then the WGSL files.
     pub fn source(&self) -> &str {
         self.source.get_or_init(|| {
-            let mut s = format!("// Generated from the Rust declarations of kernel family `{}`.\n", self.name);
+            let mut s = format!(
+                "// Generated from the Rust declarations of kernel family `{}`.\n",
+                self.name
+            );
             for (name, value) in self.consts {
                 s.push_str(&format!("const {name}: u32 = {value}u;\n"));
             }

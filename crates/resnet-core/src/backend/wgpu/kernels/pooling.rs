@@ -48,7 +48,13 @@ fn window(len: usize, g: &PoolGeometry) -> Result<PoolParams> {
 pub fn max_pool(ctx: &GpuContext, x: &GpuStorage, g: &PoolGeometry) -> Result<GpuStorage> {
     let len = g.n * g.c * g.oh * g.ow;
     let y = output(ctx, len)?;
-    POOLING.launch(ctx, "max_pool", &window(len, g)?, &[("x", x), ("y", &y)], groups(len, WG))?;
+    POOLING.launch(
+        ctx,
+        "max_pool",
+        &window(len, g)?,
+        &[("x", x), ("y", &y)],
+        groups(len, WG),
+    )?;
     Ok(y)
 }
 
@@ -56,7 +62,13 @@ pub fn max_pool_backward(ctx: &GpuContext, x: &GpuStorage, gy: &GpuStorage, g: &
     let len = g.n * g.c * g.h * g.w;
     let gx = output(ctx, len)?;
     let p = window(len, g)?;
-    POOLING.launch(ctx, "max_pool_backward", &p, &[("x", x), ("gy", gy), ("y", &gx)], groups(len, WG))?;
+    POOLING.launch(
+        ctx,
+        "max_pool_backward",
+        &p,
+        &[("x", x), ("gy", gy), ("y", &gx)],
+        groups(len, WG),
+    )?;
     Ok(gx)
 }
 
@@ -72,13 +84,25 @@ fn planes(len: usize, s: Planes) -> Result<PoolParams> {
 pub fn global_avg_pool(ctx: &GpuContext, x: &GpuStorage, s: Planes) -> Result<GpuStorage> {
     let len = s.n * s.c;
     let y = output(ctx, len)?;
-    POOLING.launch(ctx, "global_avg_pool", &planes(len, s)?, &[("x", x), ("y", &y)], groups(len, WG))?;
+    POOLING.launch(
+        ctx,
+        "global_avg_pool",
+        &planes(len, s)?,
+        &[("x", x), ("y", &y)],
+        groups(len, WG),
+    )?;
     Ok(y)
 }
 
 pub fn global_avg_pool_backward(ctx: &GpuContext, gy: &GpuStorage, s: Planes) -> Result<GpuStorage> {
     let len = s.n * s.c * s.hw;
     let gx = output(ctx, len)?;
-    POOLING.launch(ctx, "global_avg_pool_backward", &planes(len, s)?, &[("gy", gy), ("y", &gx)], groups(len, WG))?;
+    POOLING.launch(
+        ctx,
+        "global_avg_pool_backward",
+        &planes(len, s)?,
+        &[("gy", gy), ("y", &gx)],
+        groups(len, WG),
+    )?;
     Ok(gx)
 }

@@ -54,7 +54,13 @@ pub fn channel_sum(ctx: &GpuContext, x: &GpuStorage, n: usize, c: usize, hw: usi
         c: to_u32(c)?,
         hw: to_u32(hw)?,
     };
-    REDUCE.launch(ctx, "channel_sums", &p, &[("x", x), ("out", &partial)], (chunks * c) as u64)?;
+    REDUCE.launch(
+        ctx,
+        "channel_sums",
+        &p,
+        &[("x", x), ("out", &partial)],
+        (chunks * c) as u64,
+    )?;
     sum_leading(ctx, &partial, chunks, c)
 }
 

@@ -26,7 +26,13 @@ pub(super) static SGD: Family<SgdParams> = Family::new(
 );
 
 /// Updates `param` and `momentum_buf` in place (the caller has made both unshared).
-pub fn step(ctx: &GpuContext, param: &GpuStorage, grad: &GpuStorage, momentum_buf: &GpuStorage, s: &SgdStep) -> Result<()> {
+pub fn step(
+    ctx: &GpuContext,
+    param: &GpuStorage,
+    grad: &GpuStorage,
+    momentum_buf: &GpuStorage,
+    s: &SgdStep,
+) -> Result<()> {
     let len = param.len();
     let p = SgdParams {
         len: to_u32(len)?,
