@@ -31,9 +31,8 @@ use super::{Activation, Backend, BatchStats, ConvGeometry, Device, PoolGeometry,
 use crate::error::{Error, Result};
 use crate::memory::{human_bytes, Available};
 use context::{context, existing_context, GpuContext};
-use kernels::batch_norm::{self, Planes};
 use kernels::shortcut::Shortcut;
-use kernels::{conv, elementwise, gemm, loss, pooling, reduce, sgd};
+use kernels::{batch_norm, conv, elementwise, gemm, loss, pooling, reduce, sgd, Planes};
 
 pub struct WgpuBackend;
 

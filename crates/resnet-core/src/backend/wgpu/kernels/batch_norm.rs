@@ -3,7 +3,7 @@
 //! running-statistics update.
 
 use super::reduce::chunks;
-use super::{groups, output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
+use super::{groups, output, read, read_write, to_u32, uniform, Family, Planes, CHUNK, ITEMS, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::error::Result;
@@ -48,29 +48,16 @@ pub(super) static BATCH_NORM: Family<BatchNormParams> = Family::new(
     &[super::PRELUDE, include_str!("batch_norm.wgsl")],
 );
 
-/// An [n, c, hw] tensor's shape, as batch norm sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct Planes {
-    pub n: usize,
-    pub c: usize,
-    pub hw: usize,
-}
-
-impl Planes {
-    fn params(&self, chunks: usize) -> Result<BatchNormParams> {
-        Ok(BatchNormParams {
-            c: to_u32(self.c)?,
-            hw: to_u32(self.hw)?,
-            count: to_u32(self.n * self.hw)?,
-            chunks: to_u32(chunks)?,
-            len: to_u32(self.len())?,
-            ..BatchNormParams::default()
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.n * self.c * self.hw
-    }
+/// The parameters every entry reads for tensor shape `s` in `chunks` chunks a channel.
+fn shape_params(s: Planes, chunks: usize) -> Result<BatchNormParams> {
+    Ok(BatchNormParams {
+        c: to_u32(s.c)?,
+        hw: to_u32(s.hw)?,
+        count: to_u32(s.n * s.hw)?,
+        chunks: to_u32(chunks)?,
+        len: to_u32(s.len())?,
+        ..BatchNormParams::default()
+    })
 }
 
 /// Per-channel statistics on the GPU.
@@ -94,7 +81,7 @@ pub fn train(
         batch_statistics: 1,
         eps,
         unbias: 1.0,
-        ..s.params(chunks)?
+        ..shape_params(s, chunks)?
     };
     let partial = output(ctx, chunks * 2 * s.c)?;
     BATCH_NORM.launch(
@@ -133,7 +120,7 @@ pub fn frozen_invstd(ctx: &GpuContext, running_var: &GpuStorage, eps: f32) -> Re
     let p = BatchNormParams {
         eps,
         unbias: 1.0,
-        ..Planes { n: 1, c, hw: 1 }.params(1)?
+        ..shape_params(Planes { n: 1, c, hw: 1 }, 1)?
     };
     BATCH_NORM.launch(
         ctx,
@@ -157,7 +144,7 @@ pub fn apply(
 ) -> Result<GpuStorage> {
     let p = BatchNormParams {
         unbias: 1.0,
-        ..s.params(1)?
+        ..shape_params(s, 1)?
     };
     apply_with(ctx, &p, x, gamma, beta, mean, invstd)
 }
@@ -207,7 +194,7 @@ pub fn backward(
     let p = BatchNormParams {
         batch_statistics: batch_statistics as u32,
         unbias: 1.0,
-        ..s.params(chunks)?
+        ..shape_params(s, chunks)?
     };
     let partial = output(ctx, chunks * 2 * s.c)?;
     BATCH_NORM.launch(
@@ -266,7 +253,7 @@ pub fn update_running(
         batch_statistics: 1,
         momentum,
         unbias: count as f32 / (count.max(2) - 1) as f32,
-        ..Planes { n: 1, c, hw: 1 }.params(1)?
+        ..shape_params(Planes { n: 1, c, hw: 1 }, 1)?
     };
     BATCH_NORM.launch(
         ctx,

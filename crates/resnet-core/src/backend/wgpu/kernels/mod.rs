@@ -181,6 +181,20 @@ impl<P: Uniform> Family<P> {
     }
 }
 
+/// An [n, c, hw] tensor's shape, as the per-channel kernels (batch norm, pooling) see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Planes {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+impl Planes {
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+}
+
 /// A size as a kernel parameter.
 pub fn to_u32(v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Device(format!("size {v} is too large for a GPU kernel (at most 2^32 - 1)")))

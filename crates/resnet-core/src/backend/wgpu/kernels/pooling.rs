@@ -1,8 +1,7 @@
 //! Launchers of pooling.wgsl: max pooling (first maximum wins, PyTorch's tie rule) and its
 //! gathering backward, global average pooling and its backward.
 
-use super::batch_norm::Planes;
-use super::{groups, output, read, read_write, to_u32, uniform, Family, WG};
+use super::{groups, output, read, read_write, to_u32, uniform, Family, Planes, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::backend::PoolGeometry;
@@ -95,7 +94,7 @@ pub fn global_avg_pool(ctx: &GpuContext, x: &GpuStorage, s: Planes) -> Result<Gp
 }
 
 pub fn global_avg_pool_backward(ctx: &GpuContext, gy: &GpuStorage, s: Planes) -> Result<GpuStorage> {
-    let len = s.n * s.c * s.hw;
+    let len = s.len();
     let gx = output(ctx, len)?;
     POOLING.launch(
         ctx,
