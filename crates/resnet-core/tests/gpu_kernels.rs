@@ -8,8 +8,8 @@ mod harness;
 
 use gpu_common::{assert_close, both, cpu, down, values};
 use resnet_core::backend::{
-    Activation, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry,
-    RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
+    Activation, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry, RowLayout,
+    RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
 };
 use resnet_core::Device;
 

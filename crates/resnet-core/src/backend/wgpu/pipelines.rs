@@ -15,11 +15,11 @@ pub struct Kernel {
     pub layout: wgpu::BindGroupLayout,
 }
 
-/// What to compile: sources concatenated in order, an entry point, and constant overrides.
+/// What to compile: a family's full WGSL source, an entry point, and constant overrides.
 pub struct KernelSpec<'a> {
     /// Family name, for the cache key and messages.
     pub family: &'static str,
-    pub sources: &'static [&'static str],
+    pub source: &'a str,
     pub entry: &'static str,
     pub consts: &'a [(&'static str, String)],
 }
@@ -77,7 +77,7 @@ impl Pipelines {
         if let Some(k) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(k.clone());
         }
-        let source = specialize(&spec.sources.concat(), spec.consts)?;
+        let source = specialize(spec.source, spec.consts)?;
         ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         // SAFETY: every kernel bounds-checks its own global memory accesses and every loop has a
         // bound; the tests run each kernel on awkward shapes against the CPU backend.

@@ -33,6 +33,7 @@ pub struct Pool {
     pub reserved: u64,
     pub peak_reserved: u64,
     /// Test hook: fill each freshly handed-out output with NaN before its kernel runs.
+    #[cfg(feature = "test-hooks")]
     pub poison: bool,
 }
 

@@ -1,6 +1,6 @@
 //! Recording and submitting work. Kernels are recorded into one shared command encoder, inside one
-//! long compute pass, and submitted when the host needs a result (a download), on an explicit
-//! `flush`, or every `SUBMIT_EVERY` dispatches: then the GPU starts on the first kernels of a step
+//! long compute pass, and submitted when the host needs a result (a download), on a
+//! `synchronize`, or every `SUBMIT_EVERY` dispatches: then the GPU starts on the first kernels of a step
 //! while the host is still recording the rest, instead of idling until the readback. Each dispatch's small parameter block goes
 //! into a per-submission arena (one uniform buffer, one slot a dispatch) written just before the
 //! submit: `queue.write_buffer` runs before the commands of the next submit, so the arena must not
@@ -97,19 +97,20 @@ fn recorder(ctx: &GpuContext) -> std::sync::MutexGuard<'_, Recorder> {
     ctx.recorder.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Records one dispatch of `kernel` with `params` (binding 0) and storages at the given bindings.
+/// Records one dispatch of `kernel` with the parameter block `params` (binding 0) and storages at
+/// the given bindings.
 pub fn dispatch(
     ctx: &GpuContext,
     kernel: &Kernel,
-    params: &[u32],
+    params: &[u8],
     bindings: &[(u32, &GpuStorage)],
     grid: [u32; 3],
 ) -> Result<()> {
     if grid.contains(&0) {
         return Ok(());
     }
-    let bytes: &[u8] = bytemuck::cast_slice(params);
-    let size = (bytes.len() as u64).div_ceil(16) * 16;
+    // Zero padding to 16 bytes: the binding covers the whole WGSL struct whatever its size.
+    let size = (params.len() as u64).div_ceil(16) * 16;
     if size > MAX_PARAMS {
         return Err(Error::Internal(format!(
             "kernel {}: {size} bytes of parameters",
@@ -135,7 +136,7 @@ pub fn dispatch(
     }
     let offset = r.dispatches as u64 * r.slot;
     r.params.resize(offset as usize, 0);
-    r.params.extend_from_slice(bytes);
+    r.params.extend_from_slice(params);
     r.params.resize((offset + size) as usize, 0);
     let arena = r.arena.clone().expect("arena created above");
     let mut entries = Vec::with_capacity(bindings.len() + 1);
@@ -182,12 +183,6 @@ pub fn dispatch(
         r.submit(ctx);
     }
     Ok(())
-}
-
-/// Submits the recorded work without waiting for it.
-pub fn flush(ctx: &GpuContext) -> Result<()> {
-    recorder(ctx).submit(ctx);
-    ctx.check_error()
 }
 
 /// Submits the recorded work and waits until the GPU has finished all of it.

@@ -11,24 +11,6 @@ const PAD: u32 = 1u;
 const A_K_FAST: bool = true;
 const B_K_FAST: bool = true;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    splits: u32,
-    k_chunk: u32,
-    c_in: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> gy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
-
 struct ARow {
     base: u32,
     ok: bool,

@@ -5,40 +5,9 @@
 //   channel_sums:  partial[q, c] = sum of chunk q of channel c of an [N, C, HW] tensor
 //                  (then sum_leading over q: the per-channel sum, e.g. a bias gradient)
 
-const WG: u32 = 256u;
-const ITEMS: u32 = 16u;
-const CHUNK: u32 = WG * ITEMS;
-
-struct Params {
-    len: u32,
-    count: u32,
-    c: u32,
-    hw: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-
-var<workgroup> red: array<f32, WG>;
-
-fn workgroup_sum(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(WG)
 fn sum_leading(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    let i = element(wid, nwg, lid);
     if (i >= P.len) {
         return;
     }
@@ -51,7 +20,7 @@ fn sum_leading(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 @compute @workgroup_size(WG)
 fn sum_chunks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let g = wid.y * nwg.x + wid.x;
+    let g = workgroup_index(wid, nwg);
     if (g >= P.count) {
         return;
     }
@@ -71,7 +40,7 @@ fn sum_chunks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // One workgroup per (chunk q, channel c); P.count = number of chunks, P.len = N * HW.
 @compute @workgroup_size(WG)
 fn channel_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let flat = wid.y * nwg.x + wid.x;
+    let flat = workgroup_index(wid, nwg);
     if (flat >= P.count * P.c) {
         return;
     }

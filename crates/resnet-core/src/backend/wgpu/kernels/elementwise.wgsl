@@ -2,24 +2,6 @@
 // (each dimension at most 65535) so any length fits. `op` selects the activation:
 // 0 relu, 1 tanh, 2 sigmoid.
 
-const WG: u32 = 256u;
-
-struct Params {
-    len: u32,
-    op: u32,
-    alpha: f32,
-    cols: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 // tanh from exp where the built-in may overflow to NaN (|v| large on some drivers).
 fn tanh_safe(v: f32) -> f32 {
     let s = abs(v);

@@ -1,28 +1,6 @@
 // The paper's option-A shortcut: y[n, o, oy, ox] = x[n, o - pad_before, oy*S, ox*S] for the
 // channels that exist, 0 for the zero-padded ones; and its adjoint, one thread per input element.
 
-const WG: u32 = 256u;
-
-struct Params {
-    len: u32,
-    c_in: u32,
-    c_out: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    stride: u32,
-    pad_before: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 // P.len = n * c_out * oh * ow
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

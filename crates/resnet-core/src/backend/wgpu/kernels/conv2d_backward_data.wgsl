@@ -11,24 +11,6 @@ const PAD: u32 = 1u;
 const A_K_FAST: bool = true;
 const B_K_FAST: bool = false;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    splits: u32,
-    k_chunk: u32,
-    c_out: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> gy: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
-
 // The reduction cursors AKs/BKs are gemm_plain_k.wgsl's (plain k, nothing to precompute).
 
 struct ARow {

@@ -2,29 +2,6 @@
 // its backward runs one thread per input element, gathering from the windows that hold it, so
 // nothing is scattered and no atomics are needed. Global average pooling: one thread a plane.
 
-const WG: u32 = 256u;
-
-struct Params {
-    len: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    kernel: u32,
-    stride: u32,
-    pad: u32,
-    hw: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> gy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 // Index within its plane of the first maximum of window (oy, ox); -1 for an all-padding window.
 fn window_argmax(plane: u32, oy: u32, ox: u32) -> i32 {
     var best = -1;

@@ -4,68 +4,14 @@
 // a shift (the channel's first value) so large means cost no precision. Normalisation uses the
 // biased variance; the running variance gets the unbiased one (PyTorch).
 
-const WG: u32 = 256u;
-const ITEMS: u32 = 16u;
-const CHUNK: u32 = WG * ITEMS;
-
-struct Params {
-    c: u32,
-    hw: u32,
-    // N * HW values per channel.
-    count: u32,
-    chunks: u32,
-    len: u32,
-    batch_statistics: u32,
-    eps: f32,
-    momentum: f32,
-    unbias: f32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> gy: array<f32>;
-@group(0) @binding(3) var<storage, read> gamma: array<f32>;
-@group(0) @binding(4) var<storage, read> beta: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mean: array<f32>;
-@group(0) @binding(6) var<storage, read_write> var_: array<f32>;
-@group(0) @binding(7) var<storage, read_write> invstd: array<f32>;
-// [chunks, 2, C]
-@group(0) @binding(8) var<storage, read_write> partial: array<f32>;
-@group(0) @binding(9) var<storage, read_write> y: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dgamma: array<f32>;
-@group(0) @binding(11) var<storage, read_write> dbeta: array<f32>;
-@group(0) @binding(12) var<storage, read_write> running_mean: array<f32>;
-@group(0) @binding(13) var<storage, read_write> running_var: array<f32>;
-
-var<workgroup> red0: array<f32, WG>;
-var<workgroup> red1: array<f32, WG>;
-
-fn workgroup_sum2(a: f32, b: f32, lid: u32) -> vec2<f32> {
-    red0[lid] = a;
-    red1[lid] = b;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red0[lid] += red0[lid + s];
-            red1[lid] += red1[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return vec2<f32>(red0[0], red1[0]);
-}
-
 fn at(e: u32, ch: u32) -> u32 {
     let img = e / P.hw;
     return (img * P.c + ch) * P.hw + (e - img * P.hw);
 }
 
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 @compute @workgroup_size(WG)
 fn stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let flat = wid.y * nwg.x + wid.x;
+    let flat = workgroup_index(wid, nwg);
     if (flat >= P.chunks * P.c) {
         return;
     }
@@ -124,7 +70,7 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 @compute @workgroup_size(WG)
 fn backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let flat = wid.y * nwg.x + wid.x;
+    let flat = workgroup_index(wid, nwg);
     if (flat >= P.chunks * P.c) {
         return;
     }

@@ -2,29 +2,9 @@
 // indices stored as f32. The backward scale includes upstream[0], read on the device: no host
 // round trip in the middle of backward.
 
-const WG: u32 = 64u;
-
-struct Params {
-    n: u32,
-    classes: u32,
-    k: u32,
-    scale: f32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> labels: array<f32>;
-@group(0) @binding(3) var<storage, read> upstream: array<f32>;
-@group(0) @binding(4) var<storage, read_write> losses: array<f32>;
-@group(0) @binding(5) var<storage, read_write> probs: array<f32>;
-
-fn row_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 @compute @workgroup_size(WG)
 fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = row_index(wid, nwg, lid);
+    let r = element(wid, nwg, lid);
     if (r >= P.n) {
         return;
     }
@@ -45,10 +25,10 @@ fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     losses[r] = log_sum - (logits[base + label] - mx);
 }
 
-// probs here are the saved softmax (binding 5 read); one thread an element of [n, classes].
+// probs here are the saved softmax (read); one thread an element of [n, classes].
 @compute @workgroup_size(WG)
 fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = row_index(wid, nwg, lid);
+    let i = element(wid, nwg, lid);
     if (i >= P.n * P.classes) {
         return;
     }
@@ -65,7 +45,7 @@ fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
 // 1.0 where fewer than k logits beat the label's logit.
 @compute @workgroup_size(WG)
 fn topk_correct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = row_index(wid, nwg, lid);
+    let r = element(wid, nwg, lid);
     if (r >= P.n) {
         return;
     }

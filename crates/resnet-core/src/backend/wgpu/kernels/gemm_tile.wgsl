@@ -10,9 +10,9 @@
 //   (the same for B: BCol, b_col(n), BKs, b_ks, b_ks_next, load_b)
 //   fn store_c(m, n, split, v)                 m < M, n < N
 // (gemm_plain_k.wgsl provides AKs/BKs for families whose cursor is k itself)
-// and through its Params, which begin with m, n, k, splits, k_chunk. With splits > 1 the K range
-// is cut in chunks of k_chunk, one a workgroup, each writing its own partial C (split-K), which
-// reduce.wgsl adds up in a fixed order.
+// and through its Params, which begin with m, n, k, splits, k_chunk (gemm.rs checks it at compile
+// time). With splits > 1 the K range is cut in chunks of k_chunk, one a workgroup, each writing
+// its own partial C (split-K), which reduce.wgsl adds up in a fixed order.
 // A_K_FAST/B_K_FAST: whether consecutive threads load consecutive k (true) or consecutive m/n
 // (false) of a tile, whichever is contiguous in memory. Either way a thread's loads of one tile
 // share one thing: with k fast they all sit at the same k (one k-state, several rows), otherwise

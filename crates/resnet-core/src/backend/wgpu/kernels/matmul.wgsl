@@ -6,19 +6,6 @@ const TRANS_B: bool = false;
 const A_K_FAST: bool = true;
 const B_K_FAST: bool = false;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    splits: u32,
-    k_chunk: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> ma: array<f32>;
-@group(0) @binding(2) var<storage, read> mb: array<f32>;
-@group(0) @binding(3) var<storage, read_write> mc: array<f32>;
-
 // The reduction cursors AKs/BKs are gemm_plain_k.wgsl's (plain k, nothing to precompute).
 
 struct ARow {

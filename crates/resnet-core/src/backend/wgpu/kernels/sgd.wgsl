@@ -1,25 +1,9 @@
 // SGD as PyTorch defines it (dampening 0), fused: weight decay, momentum, Nesterov and the step
 // in one pass over the parameter, in place.
 
-const WG: u32 = 256u;
-
-struct Params {
-    len: u32,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    nesterov: u32,
-    first_step: u32,
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> param: array<f32>;
-@group(0) @binding(3) var<storage, read_write> momentum_buf: array<f32>;
-
 @compute @workgroup_size(WG)
 fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    let i = element(wid, nwg, lid);
     if (i >= P.len) {
         return;
     }

@@ -1,0 +1,271 @@
+//! Launchers of batch_norm.wgsl: batch statistics in two passes (partial sums per chunk and
+//! channel, then per channel), the affine apply, the backward pass, frozen statistics and the
+//! running-statistics update.
+
+use super::reduce::chunks;
+use super::{groups, output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
+use crate::backend::wgpu::context::GpuContext;
+use crate::backend::wgpu::pool::GpuStorage;
+use crate::backend::ChannelLayout;
+use crate::error::Result;
+
+uniform! {
+    pub struct BatchNormParams {
+        c: u32,
+        hw: u32,
+        /// N * HW values per channel.
+        count: u32,
+        chunks: u32,
+        /// N * C * HW.
+        len: u32,
+        /// Backward: whether the statistics came from the batch (their gradient flows).
+        batch_statistics: u32,
+        eps: f32,
+        momentum: f32,
+        /// count / (count - 1): the running variance is the unbiased one (PyTorch).
+        unbias: f32,
+    }
+}
+
+pub(super) static BATCH_NORM: Family<BatchNormParams> = Family::new(
+    "batch_norm",
+    &[("WG", WG), ("ITEMS", ITEMS), ("CHUNK", CHUNK)],
+    &[
+        read("x"),
+        read("gy"),
+        read("gamma"),
+        read("beta"),
+        read_write("mean"),
+        read_write("var_"),
+        read_write("invstd"),
+        // [chunks, 2, C]
+        read_write("partial"),
+        read_write("y"),
+        read_write("dgamma"),
+        read_write("dbeta"),
+        read_write("running_mean"),
+        read_write("running_var"),
+    ],
+    &[super::PRELUDE, include_str!("batch_norm.wgsl")],
+);
+
+/// The parameters every entry reads for tensor shape `s` in `chunks` chunks a channel.
+fn shape_params(s: ChannelLayout, chunks: usize) -> Result<BatchNormParams> {
+    Ok(BatchNormParams {
+        c: to_u32(s.c)?,
+        hw: to_u32(s.hw)?,
+        count: to_u32(s.n * s.hw)?,
+        chunks: to_u32(chunks)?,
+        len: to_u32(s.len())?,
+        ..BatchNormParams::default()
+    })
+}
+
+/// Per-channel statistics on the GPU.
+pub struct Stats {
+    pub mean: GpuStorage,
+    pub var: GpuStorage,
+    pub invstd: GpuStorage,
+}
+
+/// Normalises `x` with its own (biased) batch statistics; returns the output and the statistics.
+pub fn train(
+    ctx: &GpuContext,
+    x: &GpuStorage,
+    gamma: &GpuStorage,
+    beta: &GpuStorage,
+    s: ChannelLayout,
+    eps: f32,
+) -> Result<(GpuStorage, Stats)> {
+    let chunks = chunks(s.n * s.hw);
+    let p = BatchNormParams {
+        batch_statistics: 1,
+        eps,
+        unbias: 1.0,
+        ..shape_params(s, chunks)?
+    };
+    let partial = output(ctx, chunks * 2 * s.c)?;
+    BATCH_NORM.launch(
+        ctx,
+        "stats_partial",
+        &p,
+        &[("x", x), ("partial", &partial)],
+        (chunks * s.c) as u64,
+    )?;
+    let stats = Stats {
+        mean: output(ctx, s.c)?,
+        var: output(ctx, s.c)?,
+        invstd: output(ctx, s.c)?,
+    };
+    BATCH_NORM.launch(
+        ctx,
+        "stats_finalize",
+        &p,
+        &[
+            ("x", x),
+            ("mean", &stats.mean),
+            ("var_", &stats.var),
+            ("invstd", &stats.invstd),
+            ("partial", &partial),
+        ],
+        groups(s.c, WG),
+    )?;
+    let y = apply_with(ctx, &p, x, gamma, beta, &stats.mean, &stats.invstd)?;
+    Ok((y, stats))
+}
+
+/// `1 / sqrt(running_var + eps)`, for normalising with frozen statistics.
+pub fn frozen_invstd(ctx: &GpuContext, running_var: &GpuStorage, eps: f32) -> Result<GpuStorage> {
+    let c = running_var.len();
+    let invstd = output(ctx, c)?;
+    let p = BatchNormParams {
+        eps,
+        unbias: 1.0,
+        ..shape_params(ChannelLayout { n: 1, c, hw: 1 }, 1)?
+    };
+    BATCH_NORM.launch(
+        ctx,
+        "frozen_invstd",
+        &p,
+        &[("var_", running_var), ("invstd", &invstd)],
+        groups(c, WG),
+    )?;
+    Ok(invstd)
+}
+
+/// `y = (x - mean) * invstd * gamma + beta`.
+pub fn apply(
+    ctx: &GpuContext,
+    x: &GpuStorage,
+    gamma: &GpuStorage,
+    beta: &GpuStorage,
+    mean: &GpuStorage,
+    invstd: &GpuStorage,
+    s: ChannelLayout,
+) -> Result<GpuStorage> {
+    let p = BatchNormParams {
+        unbias: 1.0,
+        ..shape_params(s, 1)?
+    };
+    apply_with(ctx, &p, x, gamma, beta, mean, invstd)
+}
+
+fn apply_with(
+    ctx: &GpuContext,
+    p: &BatchNormParams,
+    x: &GpuStorage,
+    gamma: &GpuStorage,
+    beta: &GpuStorage,
+    mean: &GpuStorage,
+    invstd: &GpuStorage,
+) -> Result<GpuStorage> {
+    let len = p.len as usize;
+    let y = output(ctx, len)?;
+    BATCH_NORM.launch(
+        ctx,
+        "apply",
+        p,
+        &[
+            ("x", x),
+            ("gamma", gamma),
+            ("beta", beta),
+            ("mean", mean),
+            ("invstd", invstd),
+            ("y", &y),
+        ],
+        groups(len, WG),
+    )?;
+    Ok(y)
+}
+
+/// The gradients (dx, dgamma, dbeta); `batch_statistics` says whether mean and invstd came from
+/// this batch (then their own gradient flows into dx).
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    ctx: &GpuContext,
+    x: &GpuStorage,
+    gy: &GpuStorage,
+    gamma: &GpuStorage,
+    mean: &GpuStorage,
+    invstd: &GpuStorage,
+    s: ChannelLayout,
+    batch_statistics: bool,
+) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
+    let chunks = chunks(s.n * s.hw);
+    let p = BatchNormParams {
+        batch_statistics: batch_statistics as u32,
+        unbias: 1.0,
+        ..shape_params(s, chunks)?
+    };
+    let partial = output(ctx, chunks * 2 * s.c)?;
+    BATCH_NORM.launch(
+        ctx,
+        "backward_partial",
+        &p,
+        &[("x", x), ("gy", gy), ("mean", mean), ("partial", &partial)],
+        (chunks * s.c) as u64,
+    )?;
+    let (dgamma, dbeta) = (output(ctx, s.c)?, output(ctx, s.c)?);
+    BATCH_NORM.launch(
+        ctx,
+        "backward_finalize",
+        &p,
+        &[
+            ("invstd", invstd),
+            ("partial", &partial),
+            ("dgamma", &dgamma),
+            ("dbeta", &dbeta),
+        ],
+        groups(s.c, WG),
+    )?;
+    let dx = output(ctx, s.len())?;
+    BATCH_NORM.launch(
+        ctx,
+        "backward_dx",
+        &p,
+        &[
+            ("x", x),
+            ("gy", gy),
+            ("gamma", gamma),
+            ("mean", mean),
+            ("invstd", invstd),
+            ("y", &dx),
+            ("dgamma", &dgamma),
+            ("dbeta", &dbeta),
+        ],
+        groups(s.len(), WG),
+    )?;
+    Ok((dx, dgamma, dbeta))
+}
+
+/// `running = (1 - momentum) * running + momentum * batch`, in place, the variance unbiased
+/// over the `count` values a channel had.
+pub fn update_running(
+    ctx: &GpuContext,
+    running_mean: &GpuStorage,
+    running_var: &GpuStorage,
+    batch: (&GpuStorage, &GpuStorage),
+    momentum: f32,
+    count: usize,
+) -> Result<()> {
+    let c = running_mean.len();
+    let p = BatchNormParams {
+        count: to_u32(count)?,
+        batch_statistics: 1,
+        momentum,
+        unbias: count as f32 / (count.max(2) - 1) as f32,
+        ..shape_params(ChannelLayout { n: 1, c, hw: 1 }, 1)?
+    };
+    BATCH_NORM.launch(
+        ctx,
+        "running_update",
+        &p,
+        &[
+            ("mean", batch.0),
+            ("var_", batch.1),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+        groups(c, WG),
+    )
+}

@@ -1,0 +1,272 @@
+//! The register-tiled GEMM shared by the dense matmul and the three convolutions
+//! (gemm_tile.wgsl): the tile shape for a given M, the split-K decision, and the launch that
+//! sums split-K partials with reduce.wgsl. Also the matmul family itself (matmul.wgsl).
+
+use super::uniform::Uniform;
+use super::{output, read, read_write, reduce, to_u32, uniform, Family};
+use crate::backend::wgpu::context::GpuContext;
+use crate::backend::wgpu::pool::GpuStorage;
+use crate::error::Result;
+
+/// The shared GEMM loop and, for families whose reduction cursor is plain k, its cursors.
+pub const TILE_LOOP: &str = include_str!("gemm_tile.wgsl");
+pub const PLAIN_K: &str = include_str!("gemm_plain_k.wgsl");
+
+/// The fields every GEMM family's parameter block starts with, in this order: gemm_tile.wgsl
+/// reads them as `P.m`, `P.n`, `P.k`, `P.splits`, `P.k_chunk`.
+const GEMM_FIELDS: [&str; 5] = ["m", "n", "k", "splits", "k_chunk"];
+
+/// String equality for const contexts (`==` on `str` is not const).
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether `fields` begin with [`GEMM_FIELDS`], as u32s; const, so [`run`] checks it at compile time.
+const fn begins_as_gemm(fields: &[(&str, &str)]) -> bool {
+    if fields.len() < GEMM_FIELDS.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < GEMM_FIELDS.len() {
+        if !same(fields[i].0, GEMM_FIELDS[i]) || !same(fields[i].1, "u32") {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The GEMM a launch covers and how its reduction is split.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmShape {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub splits: u32,
+    pub k_chunk: u32,
+}
+
+/// The tile shape of a GEMM, chosen by the size of M (small channel counts get flat tiles).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tile {
+    bm: u32,
+    bn: u32,
+    bk: u32,
+    tm: u32,
+    tn: u32,
+    prefetch: bool,
+}
+
+/// Tuning override for experiments: `RESNET_WGPU_GEMM=bm,bn,bk,tm,tn,prefetch(0/1)` for every GEMM.
+fn tile_override() -> Option<Tile> {
+    static TILE: std::sync::OnceLock<Option<Tile>> = std::sync::OnceLock::new();
+    *TILE.get_or_init(|| {
+        let v: Vec<u32> = std::env::var("RESNET_WGPU_GEMM")
+            .ok()?
+            .split(',')
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        let t = Tile {
+            bm: *v.first()?,
+            bn: *v.get(1)?,
+            bk: *v.get(2)?,
+            tm: *v.get(3)?,
+            tn: *v.get(4)?,
+            prefetch: v.get(5) != Some(&0),
+        };
+        // gemm_tile.wgsl assumes 256 threads and BM, BN, BK dividing the thread count.
+        let divides_256 = |x: u32| x > 0 && 256u32.is_multiple_of(x);
+        let ok = t.tm > 0
+            && t.tn > 0
+            && t.bm.is_multiple_of(t.tm)
+            && t.bn.is_multiple_of(t.tn)
+            && (t.bm / t.tm) * (t.bn / t.tn) == 256
+            && divides_256(t.bm)
+            && divides_256(t.bn)
+            && divides_256(t.bk);
+        if !ok {
+            eprintln!("resnet-wgpu: ignoring RESNET_WGPU_GEMM={v:?} (needs 256 threads; BM, BN, BK dividing 256)");
+        }
+        ok.then_some(t)
+    })
+}
+
+fn tile_for(m: usize) -> Tile {
+    if let Some(t) = tile_override() {
+        return t;
+    }
+    // Measured on an H100 (NVIDIA Vulkan driver): 64x128 tiles of 4x8 a thread run every ResNet-50
+    // convolution at 19-22 TFLOP/s; 128x128 tiles of 8x8 fall off a cliff (~2 TFLOP/s) in the
+    // forward kernel there, so they are not used.
+    match m {
+        m if m > 32 => Tile {
+            bm: 64,
+            bn: 128,
+            bk: 8,
+            tm: 4,
+            tn: 8,
+            prefetch: true,
+        },
+        m if m > 16 => Tile {
+            bm: 32,
+            bn: 128,
+            bk: 8,
+            tm: 2,
+            tn: 8,
+            prefetch: true,
+        },
+        _ => Tile {
+            bm: 16,
+            bn: 256,
+            bk: 8,
+            tm: 2,
+            tn: 8,
+            prefetch: true,
+        },
+    }
+}
+
+impl Tile {
+    fn consts(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("BM", self.bm.to_string()),
+            ("BN", self.bn.to_string()),
+            ("BK", self.bk.to_string()),
+            ("TM", self.tm.to_string()),
+            ("TN", self.tn.to_string()),
+            ("PREFETCH", self.prefetch.to_string()),
+        ]
+    }
+
+    fn tiles(&self, m: usize, n: usize) -> u64 {
+        (m as u64).div_ceil(self.bm as u64) * (n as u64).div_ceil(self.bn as u64)
+    }
+}
+
+/// How many ways to split a reduction of `k` so that `tiles` output tiles fill the GPU, keeping
+/// at least `MIN_CHUNK` of k a split and the partials under `MAX_PARTIAL` floats.
+fn split_k(tiles: u64, k: usize, bk: u32, out_len: usize) -> (usize, usize) {
+    const TARGET_WORKGROUPS: u64 = 768;
+    const MIN_CHUNK: usize = 256;
+    const MAX_PARTIAL: usize = 1 << 25;
+    let by_fill = (TARGET_WORKGROUPS / tiles.max(1)).max(1) as usize;
+    let by_chunk = k.div_ceil(MIN_CHUNK).max(1);
+    let by_memory = (MAX_PARTIAL / out_len.max(1)).max(1);
+    let splits = by_fill.min(by_chunk).min(by_memory).max(1);
+    let bk = bk as usize;
+    let chunk = k.div_ceil(splits).div_ceil(bk) * bk;
+    let chunk = chunk.max(bk);
+    (k.div_ceil(chunk).max(1), chunk)
+}
+
+/// One GEMM launch of a family: its (m, n, k), the family's own `const` variant (the tile shape
+/// is added here), the named inputs, and the named output of `output_len` floats.
+pub struct Gemm<'a> {
+    pub mnk: (usize, usize, usize),
+    pub variant: Vec<(&'static str, String)>,
+    pub inputs: &'a [(&'a str, &'a GpuStorage)],
+    pub output: &'static str,
+    pub output_len: usize,
+}
+
+/// Runs `g` through `family`, whose parameters `params` builds from the chosen shape. When the
+/// output tiles alone cannot fill the GPU the reduction is split (split-K) and the partials are
+/// added by reduce.wgsl.
+pub fn run<P: Uniform>(
+    ctx: &GpuContext,
+    family: &Family<P>,
+    g: Gemm,
+    params: impl FnOnce(GemmShape) -> P,
+) -> Result<GpuStorage> {
+    const {
+        assert!(
+            begins_as_gemm(P::FIELDS),
+            "a GEMM parameter block must begin with m, n, k, splits, k_chunk"
+        )
+    };
+    let (m, n, k) = g.mnk;
+    let tile = tile_for(m);
+    let (splits, k_chunk) = split_k(tile.tiles(m, n), k, tile.bk, g.output_len);
+    let out = output(ctx, splits * g.output_len)?;
+    let mut variant = g.variant;
+    variant.extend(tile.consts());
+    let shape = GemmShape {
+        m: to_u32(m)?,
+        n: to_u32(n)?,
+        k: to_u32(k)?,
+        splits: to_u32(splits)?,
+        k_chunk: to_u32(k_chunk)?,
+    };
+    let mut buffers = g.inputs.to_vec();
+    buffers.push((g.output, &out));
+    family.launch_variant(
+        ctx,
+        "main",
+        &variant,
+        &params(shape),
+        &buffers,
+        tile.tiles(m, n) * splits as u64,
+    )?;
+    if splits == 1 {
+        return Ok(out);
+    }
+    reduce::sum_leading(ctx, &out, splits, g.output_len)
+}
+
+uniform! {
+    pub struct MatmulParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        splits: u32,
+        k_chunk: u32,
+    }
+}
+
+pub(super) static MATMUL: Family<MatmulParams> = Family::new(
+    "matmul",
+    &[],
+    &[read("ma"), read("mb"), read_write("mc")],
+    &[include_str!("matmul.wgsl"), PLAIN_K, TILE_LOOP],
+);
+
+/// `c[m, n] = op(a) . op(b)`, op(a) being a [m, k] or, transposed, a [k, m] (and so for b).
+pub fn matmul(
+    ctx: &GpuContext,
+    a: &GpuStorage,
+    b: &GpuStorage,
+    (m, k, n): (usize, usize, usize),
+    (transpose_a, transpose_b): (bool, bool),
+) -> Result<GpuStorage> {
+    let variant = vec![
+        ("TRANS_A", transpose_a.to_string()),
+        ("TRANS_B", transpose_b.to_string()),
+        ("A_K_FAST", (!transpose_a).to_string()),
+        ("B_K_FAST", transpose_b.to_string()),
+    ];
+    let g = Gemm {
+        mnk: (m, n, k),
+        variant,
+        inputs: &[("ma", a), ("mb", b)],
+        output: "mc",
+        output_len: m * n,
+    };
+    run(ctx, &MATMUL, g, |s| MatmulParams {
+        m: s.m,
+        n: s.n,
+        k: s.k,
+        splits: s.splits,
+        k_chunk: s.k_chunk,
+    })
+}

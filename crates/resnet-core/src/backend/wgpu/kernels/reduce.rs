@@ -1,0 +1,92 @@
+//! Launchers of reduce.wgsl: sums in a fixed order (deterministic), used on their own (`sum_all`,
+//! row and channel sums) and after split-K GEMMs.
+
+use super::{elementwise, groups, output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
+use crate::backend::wgpu::context::GpuContext;
+use crate::backend::wgpu::pool::GpuStorage;
+use crate::error::Result;
+
+uniform! {
+    pub struct ReduceParams {
+        /// Values summed into each output (`sum_leading`), values in all (`sum_chunks`), or
+        /// values per channel, N * HW (`channel_sums`).
+        len: u32,
+        /// Summands per output (`sum_leading`), or chunks (the others).
+        count: u32,
+        c: u32,
+        hw: u32,
+    }
+}
+
+pub(super) static REDUCE: Family<ReduceParams> = Family::new(
+    "reduce",
+    &[("WG", WG), ("ITEMS", ITEMS), ("CHUNK", CHUNK)],
+    &[read("x"), read_write("out")],
+    &[super::PRELUDE, include_str!("reduce.wgsl")],
+);
+
+/// Workgroups of CHUNK values that cover `len` values.
+pub fn chunks(len: usize) -> usize {
+    (len as u64).div_ceil(CHUNK as u64).max(1) as usize
+}
+
+/// `out[i] = sum over s < count of x[s * len + i]`.
+pub fn sum_leading(ctx: &GpuContext, x: &GpuStorage, count: usize, len: usize) -> Result<GpuStorage> {
+    let out = output(ctx, len)?;
+    let p = ReduceParams {
+        len: to_u32(len)?,
+        count: to_u32(count)?,
+        c: 0,
+        hw: 0,
+    };
+    REDUCE.launch(ctx, "sum_leading", &p, &[("x", x), ("out", &out)], groups(len, WG))?;
+    Ok(out)
+}
+
+/// Channel sums of an [n, c, hw] tensor: partial sums per chunk, then over chunks.
+pub fn channel_sum(ctx: &GpuContext, x: &GpuStorage, n: usize, c: usize, hw: usize) -> Result<GpuStorage> {
+    let count = n * hw;
+    let chunks = chunks(count);
+    let partial = output(ctx, chunks * c)?;
+    let p = ReduceParams {
+        len: to_u32(count)?,
+        count: to_u32(chunks)?,
+        c: to_u32(c)?,
+        hw: to_u32(hw)?,
+    };
+    REDUCE.launch(
+        ctx,
+        "channel_sums",
+        &p,
+        &[("x", x), ("out", &partial)],
+        (chunks * c) as u64,
+    )?;
+    sum_leading(ctx, &partial, chunks, c)
+}
+
+/// The sum of every value, as one value: chunk sums, repeated until one is left.
+pub fn sum_all(ctx: &GpuContext, x: &GpuStorage) -> Result<GpuStorage> {
+    let mut cur = x.clone();
+    let mut len = cur.len();
+    if len == 0 {
+        let zero = GpuStorage::alloc(1)?;
+        elementwise::fill(ctx, &zero, 0.0)?;
+        return Ok(zero);
+    }
+    loop {
+        let groups = chunks(len);
+        let out = output(ctx, groups)?;
+        let p = ReduceParams {
+            len: to_u32(len)?,
+            count: to_u32(groups)?,
+            c: 0,
+            hw: 0,
+        };
+        REDUCE.launch(ctx, "sum_chunks", &p, &[("x", &cur), ("out", &out)], groups as u64)?;
+        if groups == 1 {
+            return Ok(out);
+        }
+        cur = out;
+        len = groups;
+    }
+}
