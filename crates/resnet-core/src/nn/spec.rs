@@ -227,7 +227,7 @@ impl ResNetSpec {
         in_channels: usize,
         num_classes: usize,
     ) -> Result<Self> {
-        if depth < 8 || (depth - 2) % 6 != 0 {
+        if depth < 8 || !(depth - 2).is_multiple_of(6) {
             return Err(Error::invalid(format!(
                 "CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}"
             )));
