@@ -91,7 +91,7 @@ export async function evaluateViews(model: Model, dataset: AnyDataset, options: 
     }
     const rows = batch.shape[0];
     if (rows === 0) continue;
-    const logits = await model.predict(batch.images, batch.shape);
+    const logits = await model.predict(batch);
     const k = logits.length / rows;
     for (let r = 0; r < rows; r++) {
       const pos = batch.positions?.[r] ?? position + 1;

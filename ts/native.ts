@@ -25,6 +25,7 @@ function load(): typeof Binding {
 export const native = load();
 
 export type {
+  FolderTransformOptions,
   NativeBatch,
   NativeDataset,
   NativeImageFolder,

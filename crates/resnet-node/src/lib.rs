@@ -6,6 +6,7 @@
 mod convert;
 mod data;
 mod errors;
+mod job;
 mod model;
 mod optim;
 mod tensor;

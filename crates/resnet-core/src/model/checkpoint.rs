@@ -210,8 +210,8 @@ impl Model {
             });
         }
         self.optimizer.restore(step, buffers)
-    }}
-
+    }
+}
 
 /// "ResNet-20 (Cifar stem, option A, 1 channel(s), 10 classes)"; "..., 10 classes, no batch
 /// norm)" for a net without batch norm.

@@ -53,12 +53,7 @@ impl Model {
                 .copied()
                 .ok_or_else(|| Error::checkpoint(path, format!("`{name}` has shape {:?}", t.shape)))
         };
-        let spec = ResNetSpec::imagenet(
-            depth,
-            ShortcutOption::B,
-            dim("conv1.weight", 1)?,
-            dim("fc.weight", 0)?,
-        )?;
+        let spec = ResNetSpec::imagenet(depth, ShortcutOption::B, dim("conv1.weight", 1)?, dim("fc.weight", 0)?)?;
         let mut model = Model::new(spec, 0, device)?;
         model
             .load_state_dict(&tensors)
