@@ -842,6 +842,7 @@ module.exports.NativeLoader = nativeBinding.NativeLoader
 module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.NativeSgd = nativeBinding.NativeSgd
 module.exports.NativeTensor = nativeBinding.NativeTensor
+module.exports.NativeViewScore = nativeBinding.NativeViewScore
 module.exports.adaptersInfo = nativeBinding.adaptersInfo
 module.exports.checkFolderTransform = nativeBinding.checkFolderTransform
 module.exports.decodeImage = nativeBinding.decodeImage

@@ -14,6 +14,11 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * `evaluateLoadedBatch`, `predictBatch`); JS reads the values only when it asks (a copy each).
  */
 export declare class NativeBatch {
+  /**
+   * A batch from JS arrays (copied): NCHW images, a label per image, and optionally each
+   * row's epoch position (rows sharing one are views of one image).
+   */
+  static fromArrays(images: Float32Array, labels: Int32Array, shape: Array<number>, positions?: Uint32Array | undefined | null): NativeBatch
   /** [N, C, H, W]. */
   get shape(): Array<number>
   /** Normalised NCHW pixels (a copy). */
@@ -138,6 +143,8 @@ export declare class NativeModel {
   evaluateBatch(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<EvalStats>
   /** `evaluateBatch` on a batch the loader prepared (no copy through JS). */
   evaluateLoadedBatch(batch: NativeBatch): Promise<EvalStats>
+  /** Adds the views of a loader's batch to a multi-view `score` (eval mode) on a worker thread. */
+  scoreViews(batch: NativeBatch, score: NativeViewScore): Promise<void>
   /**
    * Every convolution layer's response (std and mean) to a batch, in layer order, on a worker
    * thread: the batch-norm output before the activation/addition (original nets) or the
@@ -231,6 +238,18 @@ export declare class NativeTensor {
   static reshape(x: NativeTensor, shape: Array<number>): NativeTensor
   /** Mean softmax cross-entropy of logits [N, classes] against integer labels [N]. */
   static crossEntropy(logits: NativeTensor, labels: Int32Array): NativeTensor
+}
+
+/**
+ * The running score of a multi-view evaluation (`scoreViews`): the softmax of each image's views
+ * averaged, then scored (the rule is the core's `ViewScore`).
+ */
+export declare class NativeViewScore {
+  constructor()
+  /** Images scored so far (an image whose views may continue in the next batch is not yet). */
+  get scored(): number
+  /** Scores the last image and returns the sums over every image scored (divide by `count`). */
+  finish(): EvalStats
 }
 
 /**

@@ -18,7 +18,7 @@ import {
   type NormalizeOption,
 } from './data.js';
 import { evaluateViews } from './evaluate.js';
-import { native, type NativeBatch, type NativeModel } from './native.js';
+import { native, type NativeBatch, type NativeModel, type NativeViewScore } from './native.js';
 import { exportOnnx } from './onnx.js';
 import { toSgdConfig, type SgdConfig, type SgdOptions } from './optim.js';
 import { defaultInputSize, nameOf, type ResNetSpec } from './spec.js';
@@ -451,6 +451,16 @@ export class Model {
       count += s.count;
     }
     return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count, aborted };
+  }
+
+  /**
+   * @internal Adds a loader batch's views to a multi-view score ({@link evaluateViews}); queued
+   * like every other call of this model.
+   */
+  async scoreViews(batch: Batch, score: NativeViewScore): Promise<void> {
+    const loaded = nativeBatchOf(batch) ?? native.NativeBatch.fromArrays(batch.images, batch.labels, Array.from(batch.shape), batch.positions ?? null);
+    await this.#serial(() => this.#native.scoreViews(loaded, score));
+    this.#noteInputSize(batch.shape, false);
   }
 
   /**

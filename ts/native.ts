@@ -33,6 +33,7 @@ export type {
   NativeModel,
   NativeSgd,
   NativeTensor,
+  NativeViewScore,
   EvalStats,
   TrainStats,
 } from '../native/index.js';

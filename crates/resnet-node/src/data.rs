@@ -13,7 +13,7 @@ use resnet_core::data::{
 };
 
 use crate::convert::{self, count, parse_seed};
-use crate::errors::{guard, guard_core, invalid, js_error};
+use crate::errors::{copy_array, guard, guard_core, invalid, js_error};
 use crate::job::{job_with, Pending};
 
 fn parse_split(split: &str) -> Result<Split> {
@@ -251,8 +251,38 @@ impl NativeBatch {
     }
 }
 
+/// A labelled batch from JS arrays, copied so that JS may reuse them while a task runs.
+pub(crate) fn copied_batch(what: &str, images: &[f32], shape: &[f64], labels: &[i32]) -> Result<Batch> {
+    Ok(Batch {
+        images: copy_array(images, "the batch's images")?,
+        labels: copy_array(labels, "the batch's labels")?,
+        shape: convert::shape4(what, shape)?,
+        ..Batch::default()
+    })
+}
+
 #[napi]
 impl NativeBatch {
+    /// A batch from JS arrays (copied): NCHW images, a label per image, and optionally each
+    /// row's epoch position (rows sharing one are views of one image).
+    #[napi(factory)]
+    pub fn from_arrays(
+        images: Float32Array,
+        labels: Int32Array,
+        shape: Vec<f64>,
+        positions: Option<Uint32Array>,
+    ) -> Result<NativeBatch> {
+        let batch = Batch {
+            positions: positions
+                .map(|p| p.iter().map(|&i| i as usize).collect())
+                .unwrap_or_default(),
+            ..copied_batch("Batch", &images, &shape, &labels)?
+        };
+        Ok(NativeBatch {
+            inner: Some(Arc::new(batch)),
+        })
+    }
+
     /// [N, C, H, W].
     #[napi(getter)]
     pub fn shape(&self) -> Result<Vec<u32>> {

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use resnet_core::data::Batch;
-use resnet_core::model::{torchvision_depth, Model};
+use resnet_core::model::{torchvision_depth, Model, ViewScore};
 use resnet_core::nn::ResNetSpec;
 use resnet_core::optim::SgdConfig;
 use resnet_core::Device;
 
 use crate::convert::{count, parse_device, parse_seed, shape4};
-use crate::data::NativeBatch;
+use crate::data::{copied_batch, NativeBatch};
 use crate::errors::{copy_array, guard, invalid, js_error};
 use crate::job::{job, job_with, Pending};
 use crate::tensor::NativeTensor;
@@ -189,7 +189,7 @@ impl NativeModel {
     /// One forward + loss + backward + optimizer update on a worker thread.
     #[napi(ts_return_type = "Promise<TrainStats>")]
     pub fn train_step(&self, images: Float32Array, shape: Vec<f64>, labels: Int32Array) -> Result<Pending<TrainStats>> {
-        Ok(self.train_on(copied_batch("trainStep", &images, &shape, &labels)?))
+        Ok(self.train_on(Arc::new(copied_batch("trainStep", &images, &shape, &labels)?)))
     }
 
     /// `trainStep` on a batch the loader prepared, handed over as it is (no copy through JS).
@@ -223,13 +223,25 @@ impl NativeModel {
         shape: Vec<f64>,
         labels: Int32Array,
     ) -> Result<Pending<EvalStats>> {
-        Ok(self.evaluate_on(copied_batch("evaluateBatch", &images, &shape, &labels)?))
+        Ok(self.evaluate_on(Arc::new(copied_batch("evaluateBatch", &images, &shape, &labels)?)))
     }
 
     /// `evaluateBatch` on a batch the loader prepared (no copy through JS).
     #[napi(ts_return_type = "Promise<EvalStats>")]
     pub fn evaluate_loaded_batch(&self, batch: &NativeBatch) -> Result<Pending<EvalStats>> {
         Ok(self.evaluate_on(batch.shared()?))
+    }
+
+    /// Adds the views of a loader's batch to a multi-view `score` (eval mode) on a worker thread.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn score_views(&self, batch: &NativeBatch, score: &NativeViewScore) -> Result<Pending<()>> {
+        let (model, batch, score) = (self.inner.clone(), batch.shared()?, score.inner.clone());
+        Ok(job("evaluateViews", move || {
+            let mut score = score.lock().unwrap_or_else(|e| e.into_inner());
+            with_model(&model, |m| {
+                m.score_views(&batch.images, batch.shape, &batch.labels, &batch.positions, &mut score)
+            })
+        }))
     }
 
     /// Every convolution layer's response (std and mean) to a batch, in layer order, on a worker
@@ -404,16 +416,6 @@ fn sorted(metadata: Option<HashMap<String, String>>) -> BTreeMap<String, String>
     metadata.unwrap_or_default().into_iter().collect()
 }
 
-/// A labelled batch from JS arrays, copied so that JS may reuse them while the task runs.
-fn copied_batch(what: &str, images: &[f32], shape: &[f64], labels: &[i32]) -> Result<Arc<Batch>> {
-    Ok(Arc::new(Batch {
-        images: copy_array(images, "the batch's images")?,
-        labels: copy_array(labels, "the batch's labels")?,
-        shape: shape4(what, shape)?,
-        ..Batch::default()
-    }))
-}
-
 /// The batch-taking tasks, shared by the JS-array and the loader-batch entry points.
 impl NativeModel {
     fn train_on(&self, batch: Arc<Batch>) -> Pending<TrainStats> {
@@ -446,14 +448,19 @@ impl NativeModel {
     fn evaluate_on(&self, batch: Arc<Batch>) -> Pending<EvalStats> {
         let model = self.inner.clone();
         job("evaluateBatch", move || {
-            let s = with_model(&model, |m| m.evaluate_batch(&batch.images, batch.shape, &batch.labels))?;
-            Ok(EvalStats {
-                loss_sum: s.loss_sum,
-                top1: s.top1 as u32,
-                top5: s.top5 as u32,
-                count: s.count as u32,
-            })
+            with_model(&model, |m| m.evaluate_batch(&batch.images, batch.shape, &batch.labels)).map(EvalStats::from)
         })
+    }
+}
+
+impl From<resnet_core::model::EvalStats> for EvalStats {
+    fn from(s: resnet_core::model::EvalStats) -> Self {
+        EvalStats {
+            loss_sum: s.loss_sum,
+            top1: s.top1 as u32,
+            top5: s.top5 as u32,
+            count: s.count as u32,
+        }
     }
 }
 
@@ -476,5 +483,35 @@ impl From<resnet_core::model::GradNorm> for GradNorm {
             norm: g.norm,
             numel: g.numel as u32,
         }
+    }
+}
+
+/// The running score of a multi-view evaluation (`scoreViews`): the softmax of each image's views
+/// averaged, then scored (the rule is the core's `ViewScore`).
+#[napi]
+pub struct NativeViewScore {
+    inner: Arc<Mutex<ViewScore>>,
+}
+
+#[napi]
+impl NativeViewScore {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        NativeViewScore {
+            inner: Arc::new(Mutex::new(ViewScore::new())),
+        }
+    }
+
+    /// Images scored so far (an image whose views may continue in the next batch is not yet).
+    #[napi(getter)]
+    pub fn scored(&self) -> u32 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).scored() as u32
+    }
+
+    /// Scores the last image and returns the sums over every image scored (divide by `count`).
+    #[napi]
+    pub fn finish(&self) -> EvalStats {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).finish().into()
     }
 }

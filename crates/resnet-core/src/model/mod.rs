@@ -4,6 +4,7 @@
 //! - `probes`: layer responses and gradient norms, which leave the model as it was;
 //! - `checkpoint`: the state dict and the safetensors files it is saved to and loaded from;
 //! - `torchvision`: building and loading the net a torchvision state dict belongs to;
+//! - `views`: multi-view evaluation (the softmax of an image's views averaged, then scored);
 //! - `input`: the checks a batch passes before anything touches a device;
 //! - `context`: the one place an `nn::Ctx` is built.
 //!
@@ -15,11 +16,13 @@ mod input;
 mod probes;
 mod torchvision;
 mod train;
+mod views;
 
 pub use checkpoint::{describe, FORMAT, VERSION};
 pub use probes::{GradNorm, LayerResponse};
 pub use torchvision::{torchvision_depth, TORCHVISION_ARCHS};
 pub use train::{EvalStats, TrainStats};
+pub use views::ViewScore;
 
 use crate::backend::Device;
 use crate::error::Result;

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::autograd::no_grad;
+use crate::backend::Storage;
 use crate::error::{Error, Result};
 use crate::memory::Pass;
 use crate::ops;
@@ -30,6 +31,25 @@ pub struct EvalStats {
     pub top1: usize,
     pub top5: usize,
     pub count: usize,
+}
+
+/// The step's loss and top-1 hits in one download: on a GPU every download waits for the queue,
+/// so the two scalars are first put side by side on the device. With no concatenation op, each
+/// goes to its slot through a [1, 1] x [1, 2] product with a one-hot row, the hits' product taking
+/// the loss's as its bias. Exact: `s * 1`, `s * 0` and `x + 0` change no finite value (a loss that
+/// is not finite fails the step anyway).
+fn read_loss_and_hits(loss: &Tensor, hits: Storage) -> Result<(f32, f32)> {
+    let device = loss.device();
+    no_grad(|| {
+        let slot = |one_hot: [f32; 2]| Tensor::from_vec(&one_hot, &[2, 1], device);
+        let hits = Tensor::from_storage(hits, &[1, 1])?;
+        let loss_first = ops::linear(&ops::reshape(loss, &[1, 1])?, &slot([1.0, 0.0])?, None)?;
+        let both = ops::linear(&hits, &slot([0.0, 1.0])?, Some(&ops::reshape(&loss_first, &[2])?))?;
+        match both.to_vec()?[..] {
+            [loss, hits] => Ok((loss, hits)),
+            _ => Err(Error::invalid("the packed loss and hits are not two values")),
+        }
+    })
 }
 
 impl Model {
@@ -62,7 +82,7 @@ impl Model {
         let be = self.device.backend();
         let hits =
             be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], self.net.spec.num_classes, 1)?)?;
-        let loss_value = loss.scalar()?;
+        let (loss_value, hits) = read_loss_and_hits(&loss, hits)?;
         if !loss_value.is_finite() {
             return Err(Error::invalid(format!(
                 "training diverged: the loss is {loss_value} at step {} (lower the learning rate)",
@@ -71,7 +91,7 @@ impl Model {
         }
         Ok(TrainStats {
             loss: loss_value,
-            correct: be.download(&hits)?[0].round() as usize,
+            correct: hits.round() as usize,
             batch: shape[0],
             lr,
             step: self.step(),
