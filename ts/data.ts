@@ -1,7 +1,7 @@
 /**
  * Datasets (u8 images held in Rust, or image folders decoded per batch in Rust) and the batch
- * loader (shuffle, augmentation and normalisation on a Rust background thread; batches arrive as
- * `Float32Array`s without a copy).
+ * loader (shuffle, augmentation and normalisation on a Rust background thread; a batch stays in
+ * Rust, and goes to the model from there, until JS reads its arrays).
  *
  * @module
  */

@@ -1,6 +1,7 @@
 //! `NativeDataset` (u8 images held in Rust), `NativeImageFolder` (JPEG/PNG files on disk) and
 //! `NativeLoader` (one epoch of normalised, optionally augmented batches prepared on the core's
-//! background thread, handed to JS without a copy); image decoding helpers.
+//! background thread, each a `NativeBatch` that stays in Rust until JS reads it or a model takes
+//! it); the image folder's transform options, typed and checked by the core; image decoding.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -37,7 +37,7 @@ impl ViewScore {
         if rows == 0 {
             return Ok(());
         }
-        if logits.len() % rows != 0 || (!positions.is_empty() && positions.len() != rows) {
+        if !logits.len().is_multiple_of(rows) || (!positions.is_empty() && positions.len() != rows) {
             return Err(Error::invalid(format!(
                 "multi-view evaluation: {} logits, {rows} labels and {} positions do not fit",
                 logits.len(),
