@@ -6,6 +6,7 @@
 //! - `torchvision`: building and loading the net a torchvision state dict belongs to;
 //! - `views`: multi-view evaluation (the softmax of an image's views averaged, then scored);
 //! - `input`: the checks a batch passes before anything touches a device;
+//! - `readback`: a step's scalars fetched in one download;
 //! - `context`: the one place an `nn::Ctx` is built.
 //!
 //! Every call taking a batch takes `(images, shape, labels)` in that order.
@@ -14,6 +15,7 @@ mod checkpoint;
 mod context;
 mod input;
 mod probes;
+mod readback;
 mod torchvision;
 mod train;
 mod views;

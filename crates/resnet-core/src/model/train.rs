@@ -4,13 +4,13 @@
 use serde::Serialize;
 
 use crate::autograd::no_grad;
-use crate::backend::Storage;
 use crate::error::{Error, Result};
 use crate::memory::Pass;
 use crate::ops;
 use crate::tensor::Tensor;
 
 use super::context::{ctx, Mode};
+use super::readback::read_scalars;
 use super::Model;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -31,25 +31,6 @@ pub struct EvalStats {
     pub top1: usize,
     pub top5: usize,
     pub count: usize,
-}
-
-/// The step's loss and top-1 hits in one download: on a GPU every download waits for the queue,
-/// so the two scalars are first put side by side on the device. With no concatenation op, each
-/// goes to its slot through a [1, 1] x [1, 2] product with a one-hot row, the hits' product taking
-/// the loss's as its bias. Exact: `s * 1`, `s * 0` and `x + 0` change no finite value (a loss that
-/// is not finite fails the step anyway).
-fn read_loss_and_hits(loss: &Tensor, hits: Storage) -> Result<(f32, f32)> {
-    let device = loss.device();
-    no_grad(|| {
-        let slot = |one_hot: [f32; 2]| Tensor::from_vec(&one_hot, &[2, 1], device);
-        let hits = Tensor::from_storage(hits, &[1, 1])?;
-        let loss_first = ops::linear(&ops::reshape(loss, &[1, 1])?, &slot([1.0, 0.0])?, None)?;
-        let both = ops::linear(&hits, &slot([0.0, 1.0])?, Some(&ops::reshape(&loss_first, &[2])?))?;
-        match both.to_vec()?[..] {
-            [loss, hits] => Ok((loss, hits)),
-            _ => Err(Error::invalid("the packed loss and hits are not two values")),
-        }
-    })
 }
 
 impl Model {
@@ -82,7 +63,7 @@ impl Model {
         let be = self.device.backend();
         let hits =
             be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], self.net.spec.num_classes, 1)?)?;
-        let (loss_value, hits) = read_loss_and_hits(&loss, hits)?;
+        let [loss_value, hits] = read_scalars([&loss.storage(), &hits], self.device)?;
         if !loss_value.is_finite() {
             return Err(Error::invalid(format!(
                 "training diverged: the loss is {loss_value} at step {} (lower the learning rate)",
@@ -117,14 +98,13 @@ impl Model {
             let logits = self.net.forward(&x, &ctx(Mode::Eval, None))?;
             let be = self.device.backend();
             let (losses, _) = be.cross_entropy(&logits.storage(), &y.storage(), shape[0], classes)?;
-            let count = |k| -> Result<usize> {
-                let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], classes, k)?)?;
-                Ok(be.download(&hits)?[0].round() as usize)
-            };
+            let hits = |k| be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), shape[0], classes, k)?);
+            let [loss_sum, top1, top5] =
+                read_scalars([&be.sum_all(&losses)?, &hits(1)?, &hits(5.min(classes))?], self.device)?;
             Ok(EvalStats {
-                loss_sum: be.download(&be.sum_all(&losses)?)?[0] as f64,
-                top1: count(1)?,
-                top5: count(5.min(classes))?,
+                loss_sum: loss_sum as f64,
+                top1: top1.round() as usize,
+                top5: top5.round() as usize,
                 count: shape[0],
             })
         })
