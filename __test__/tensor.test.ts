@@ -145,3 +145,19 @@ describe('SGD', () => {
     expect(() => new SGD([w], { schedule: { kind: 'multistep', fractions: [0.5], gamma: 0.1 } })).toThrow(/total steps/);
   });
 });
+
+describe('Tensor.dispose', () => {
+  it('frees the handle now; later use throws naming the disposed tensor', () => {
+    const x = Tensor.fromArray([1, 2, 3, 4], [2, 2]);
+    const y = ops.scale(x, 2);
+    expect(x.disposed).toBe(false);
+    x.dispose();
+    expect(x.disposed).toBe(true);
+    expect(() => x.toArray()).toThrow(/Tensor has been disposed/);
+    expect(() => x.shape).toThrow(/Tensor has been disposed/);
+    expect(() => ops.relu(x)).toThrow(/Tensor has been disposed/);
+    // A result computed before keeps its own values.
+    expect(Array.from(y.toArray())).toEqual([2, 4, 6, 8]);
+    x.dispose(); // twice is harmless
+  });
+});

@@ -1,7 +1,7 @@
 // fit(): callbacks, schedules, validation, cancellation; the DataLoader it drives.
 import { describe, expect, it } from 'vitest';
 
-import { DataLoader, Model, Trainer, fit, paperMilestones, resolveSchedule, schedules, type BatchLogs, type EpochLogs } from '../ts/index.js';
+import { DataLoader, Model, Trainer, fit, paperMilestones, resolveSchedule, schedules, type Batch, type BatchLogs, type EpochLogs } from '../ts/index.js';
 import { learnableDataset, tinySpec } from './helpers.js';
 
 const train = learnableDataset(192, 51);
@@ -147,5 +147,53 @@ describe('DataLoader', () => {
       if (seen >= 32) break;
     }
     expect(seen).toBe(32);
+  });
+});
+
+async function firstBatch(loader: DataLoader): Promise<Batch> {
+  for await (const batch of loader.epoch(0)) return batch;
+  throw new Error('the loader gave no batch');
+}
+
+describe('loader batches reach the model without a copy through JS', () => {
+  it('trainStep(batch) equals trainStep(images, labels, shape) on the same values', async () => {
+    const data = learnableDataset(16, 71);
+    const loader = new DataLoader(data, { batchSize: 8, shuffle: false });
+    const direct = Model.create(tinySpec({ numClasses: 4 }), { seed: 72, device: 'cpu' });
+    const copied = Model.create(tinySpec({ numClasses: 4 }), { seed: 72, device: 'cpu' });
+    let batches = 0;
+    for await (const batch of loader.epoch(0)) {
+      const a = await direct.trainStep(batch); // the Rust batch as it is
+      const b = await copied.trainStep(batch.images, batch.labels, batch.shape); // read into JS, copied back
+      expect(a).toEqual(b);
+      expect(batch.images.length).toBe(8 * 1 * 12 * 12);
+      batches++;
+    }
+    expect(batches).toBe(2);
+    const batch = await firstBatch(loader);
+    expect(await direct.evaluateBatch(batch)).toEqual(await copied.evaluateBatch(batch.images, batch.labels, batch.shape));
+  });
+
+  it('takes the values JS changed once it has read them', async () => {
+    const data = learnableDataset(8, 73);
+    const model = Model.create(tinySpec({ numClasses: 4 }), { seed: 74, device: 'cpu' });
+    const batch = await firstBatch(new DataLoader(data, { batchSize: 8, shuffle: false }));
+    batch.images.fill(Number.NaN);
+    await expect(model.evaluateBatch(batch)).rejects.toThrow(/non-finite|NaN/i);
+  });
+});
+
+describe('Dataset.dispose', () => {
+  it('frees the images now; a loader started before finishes, later use throws', async () => {
+    const data = learnableDataset(8, 75);
+    const batches = new DataLoader(data, { batchSize: 4, shuffle: false }).epoch(0);
+    const first = await batches.next();
+    expect(data.disposed).toBe(false);
+    data.dispose();
+    expect(data.disposed).toBe(true);
+    expect(first.done).toBe(false);
+    expect((await batches.next()).done).toBe(false); // the running loader keeps its share
+    expect(() => data.length).toThrow(/Dataset has been disposed/);
+    expect(() => new DataLoader(data)).toThrow(/Dataset has been disposed/);
   });
 });

@@ -835,12 +835,18 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeBatch = nativeBinding.NativeBatch
 module.exports.NativeDataset = nativeBinding.NativeDataset
 module.exports.NativeImageFolder = nativeBinding.NativeImageFolder
 module.exports.NativeLoader = nativeBinding.NativeLoader
 module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.NativeSgd = nativeBinding.NativeSgd
 module.exports.NativeTensor = nativeBinding.NativeTensor
+module.exports.NativeViewScore = nativeBinding.NativeViewScore
 module.exports.adaptersInfo = nativeBinding.adaptersInfo
+module.exports.checkFolderTransform = nativeBinding.checkFolderTransform
 module.exports.decodeImage = nativeBinding.decodeImage
 module.exports.encodeImage = nativeBinding.encodeImage
+module.exports.OnCorruptName = nativeBinding.OnCorruptName
+module.exports.TrainTransformName = nativeBinding.TrainTransformName
+module.exports.ViewName = nativeBinding.ViewName

@@ -9,6 +9,31 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * One batch the loader prepared, kept in Rust: the model takes it as it is (`trainBatch`,
+ * `evaluateLoadedBatch`, `predictBatch`); JS reads the values only when it asks (a copy each).
+ */
+export declare class NativeBatch {
+  /**
+   * A batch from JS arrays (copied): NCHW images, a label per image, and optionally each
+   * row's epoch position (rows sharing one are views of one image).
+   */
+  static fromArrays(images: Float32Array, labels: Int32Array, shape: Array<number>, positions?: Uint32Array | undefined | null): NativeBatch
+  /** [N, C, H, W]. */
+  get shape(): Array<number>
+  /** Normalised NCHW pixels (a copy). */
+  images(): Float32Array
+  /** Class index of each row (a copy). */
+  labels(): Int32Array
+  /** Dataset index of each row's image. */
+  indices(): Uint32Array
+  /** Position of each row's image in the epoch order; the views of one image share it. */
+  positions(): Uint32Array
+  /** Lets go of the values now (a model task still running keeps its share until it ends). */
+  dispose(): void
+}
+
+/** A dataset held by Rust. Loaders share it; `dispose` lets go of this handle's share now. */
 export declare class NativeDataset {
   /** Reads Fashion-MNIST IDX files (gzip or raw) from `dir` (default: the core's default dir). */
   static fashionMnist(split: string, dir?: string | undefined | null): Promise<NativeDataset>
@@ -37,6 +62,12 @@ export declare class NativeDataset {
   subset(indices: Array<number>): NativeDataset
   /** The first `k` samples and the rest (k is clamped to the length). */
   splitAt(k: number): [NativeDataset, NativeDataset]
+  /**
+   * Lets go of the images now instead of at garbage collection (a loader still running keeps
+   * its share until it finishes); later calls throw naming the disposed Dataset.
+   */
+  dispose(): void
+  get disposed(): boolean
 }
 
 /**
@@ -69,10 +100,10 @@ export declare class NativeLoader {
   constructor(dataset: NativeDataset, options: LoaderOptions, epoch: number)
   /**
    * Starts preparing the batches of `epoch` of an image folder (decoding on a pool of
-   * `options.workers` threads): the training transform when `options.train`, else the
+   * `transform.workers` threads): the training transform when `options.train`, else the
    * evaluation view.
    */
-  static fromFolder(folder: NativeImageFolder, options: FolderLoaderOptions, epoch: number): NativeLoader
+  static fromFolder(folder: NativeImageFolder, options: FolderLoaderOptions, transform: FolderTransformOptions, epoch: number): NativeLoader
   /** Number of batches in this epoch (an upper bound when an image folder skips files). */
   get length(): number
   /** The next batch, or null after the last one (waits off the main thread). */
@@ -86,6 +117,11 @@ export declare class NativeModel {
   constructor(specJson: string, seed?: number | undefined | null, device?: string | undefined | null)
   /** Rebuilds a model from a checkpoint (architecture from the file), off the main thread. */
   static load(path: string, device?: string | undefined | null): Promise<NativeModel>
+  /**
+   * The ImageNet ResNet a torchvision state dict (safetensors) belongs to, loaded from it, off
+   * the main thread. `arch`: `resnet18`, `resnet34`, `resnet50`, `resnet101` or `resnet152`.
+   */
+  static loadTorchvision(arch: string, path: string, device?: string | undefined | null): Promise<NativeModel>
   /** The architecture as JSON (the same form the constructor takes). */
   specJson(): string
   numParameters(): number
@@ -97,10 +133,18 @@ export declare class NativeModel {
   configureOptimizer(configJson: string): void
   /** One forward + loss + backward + optimizer update on a worker thread. */
   trainStep(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<TrainStats>
+  /** `trainStep` on a batch the loader prepared, handed over as it is (no copy through JS). */
+  trainBatch(batch: NativeBatch): Promise<TrainStats>
   /** Logits [N, numClasses] (eval mode) on a worker thread. */
   predict(images: Float32Array, shape: Array<number>): Promise<Float32Array>
+  /** `predict` on a batch the loader prepared (no copy through JS). */
+  predictBatch(batch: NativeBatch): Promise<Float32Array>
   /** Loss sum and top-1/top-5 hits of one labelled batch (eval mode) on a worker thread. */
   evaluateBatch(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<EvalStats>
+  /** `evaluateBatch` on a batch the loader prepared (no copy through JS). */
+  evaluateLoadedBatch(batch: NativeBatch): Promise<EvalStats>
+  /** Adds the views of a loader's batch to a multi-view `score` (eval mode) on a worker thread. */
+  scoreViews(batch: NativeBatch, score: NativeViewScore): Promise<void>
   /**
    * Every convolution layer's response (std and mean) to a batch, in layer order, on a worker
    * thread: the batch-norm output before the activation/addition (original nets) or the
@@ -113,7 +157,7 @@ export declare class NativeModel {
    * order, for one labelled batch in training mode, on a worker thread. The model is not
    * changed (parameters, statistics, optimizer state, step, gradients).
    */
-  gradientNorms(images: Float32Array, labels: Int32Array, shape: Array<number>): Promise<GradNorm[]>
+  gradientNorms(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<GradNorm[]>
   /** Writes a safetensors checkpoint (atomic) with string metadata. */
   save(path: string, metadata?: Record<string, string> | undefined | null): Promise<void>
   /**
@@ -160,6 +204,7 @@ export declare class NativeSgd {
   get lr(): number
 }
 
+/** A handle on a core tensor; `dispose` lets go of it now instead of at garbage collection. */
 export declare class NativeTensor {
   /** A tensor from host data (copied); `requiresGrad` makes it a trainable leaf. */
   static fromArray(data: Float32Array, shape: Array<number>, requiresGrad?: boolean | undefined | null): NativeTensor
@@ -174,6 +219,12 @@ export declare class NativeTensor {
   zeroGrad(): void
   /** The same values, cut off from the graph. */
   detach(): NativeTensor
+  /**
+   * Lets go of this handle's tensor now (the graph or a model may still hold the storage);
+   * later use throws naming the disposed Tensor.
+   */
+  dispose(): void
+  get disposed(): boolean
   static conv2d(x: NativeTensor, weight: NativeTensor, bias: NativeTensor | undefined | null, stride: number, padding: number): NativeTensor
   static relu(x: NativeTensor): NativeTensor
   /** Elementwise activation by name: "relu", "tanh" or "sigmoid". */
@@ -190,6 +241,18 @@ export declare class NativeTensor {
 }
 
 /**
+ * The running score of a multi-view evaluation (`scoreViews`): the softmax of each image's views
+ * averaged, then scored (the rule is the core's `ViewScore`).
+ */
+export declare class NativeViewScore {
+  constructor()
+  /** Images scored so far (an image whose views may continue in the next batch is not yet). */
+  get scored(): number
+  /** Scores the last image and returns the sums over every image scored (divide by `count`). */
+  finish(): EvalStats
+}
+
+/**
  * The GPU adapters wgpu can see, their limits and features, and which device 'gpu'/'auto' use
  * and why (`resnet-wgpu info`).
  */
@@ -200,6 +263,12 @@ export interface AugmentOptions {
   padCrop: number
   flip: boolean
 }
+
+/**
+ * Checks an image folder's transforms (the rule is the core's), so that a bad option is an
+ * Error when the folder is opened, not at its first batch.
+ */
+export declare function checkFolderTransform(transform: FolderTransformOptions): void
 
 /** A decoded image: RGBA pixels, row-major. */
 export interface DecodedImage {
@@ -225,7 +294,7 @@ export interface EvalStats {
   count: number
 }
 
-/** Options of `NativeLoader.fromFolder` (the TypeScript `ImageFolder` resolves them). */
+/** The loader side of `NativeLoader.fromFolder` (the folder's own transform is separate). */
 export interface FolderLoaderOptions {
   batchSize: number
   shuffle: boolean
@@ -237,21 +306,25 @@ export interface FolderLoaderOptions {
   mean: Array<number>
   std: Array<number>
   seed?: number
+}
+
+/**
+ * An image folder's transforms with every default filled in (TypeScript fills them); checked
+ * once, here, by the core's `FolderTransform::validate`.
+ */
+export interface FolderTransformOptions {
   /** Crop side S. */
   size: number
   /** Shorter side before the centre crop / ten crops. */
   resize: number
-  /** 'randomResizedCrop' | 'scaleAugment' | 'none'. */
-  trainTransform: string
-  scaleMin?: number
-  scaleMax?: number
-  /** 'center' | 'tenCrop' | 'fullImage'. */
-  view: string
+  train: TrainTransformName
+  /** Shorter-side range `[min, max]` of 'scaleAugment'. */
+  scaleRange: Array<number>
+  view: ViewName
   /** Shorter sides of the 'fullImage' views. */
   scales?: Array<number>
-  /** 'fail' | 'skip'. */
-  onCorrupt: string
-  /** Decoding threads (0 or absent: one per core, at most 16). */
+  onCorrupt: OnCorruptName
+  /** Decoding threads (absent: one per core, at most 16). */
   workers?: number
 }
 
@@ -305,15 +378,10 @@ export interface MemoryStats {
   peakBytes: number
 }
 
-/** One batch: normalised NCHW pixels, integer labels and the shape. */
-export interface NativeBatch {
-  images: Float32Array
-  labels: Int32Array
-  shape: Array<number>
-  /** Dataset index of each image (row). */
-  indices: Uint32Array
-  /** Position of each row's image in the epoch order; the views of one image share it. */
-  positions: Uint32Array
+/** What an unreadable image does: fail the batch, or be left out. */
+export declare const enum OnCorruptName {
+  Fail = 'fail',
+  Skip = 'skip',
 }
 
 /** A file an image-folder loader left out, and why. */
@@ -329,4 +397,19 @@ export interface TrainStats {
   batch: number
   lr: number
   step: number
+}
+
+/** Training transform of an image folder, before the random flip. */
+export declare const enum TrainTransformName {
+  RandomResizedCrop = 'randomResizedCrop',
+  ScaleAugment = 'scaleAugment',
+  /** The evaluation centre crop. */
+  CenterCrop = 'none',
+}
+
+/** Evaluation view of an image folder (`fullImage` takes its `scales`). */
+export declare const enum ViewName {
+  Center = 'center',
+  TenCrop = 'tenCrop',
+  FullImage = 'fullImage',
 }

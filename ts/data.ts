@@ -1,12 +1,12 @@
 /**
  * Datasets (u8 images held in Rust, or image folders decoded per batch in Rust) and the batch
- * loader (shuffle, augmentation and normalisation on a Rust background thread; batches arrive as
- * `Float32Array`s without a copy).
+ * loader (shuffle, augmentation and normalisation on a Rust background thread; a batch stays in
+ * Rust, and goes to the model from there, until JS reads its arrays).
  *
  * @module
  */
 
-import { native, type NativeDataset, type NativeImageFolder } from './native.js';
+import { native, type FolderTransformOptions, type NativeBatch, type NativeDataset, type NativeImageFolder, type NativeLoader } from './native.js';
 import * as check from './validate.js';
 
 /** `'train'` or `'test'`. */
@@ -48,8 +48,36 @@ export interface AugmentOptions {
   flip: boolean;
 }
 
+/**
+ * Anything a {@link DataLoader}, `fit` and `model.evaluate` take: a {@link Dataset} (u8 images in
+ * memory) or an {@link ImageFolder} (files decoded per batch). Each kind says itself how it is
+ * normalised, augmented and loaded, so no caller branches on its class.
+ */
+export interface AnyDataset {
+  readonly length: number;
+  readonly channels: number;
+  readonly height: number;
+  readonly width: number;
+  readonly numClasses: number;
+  readonly classNames: string[];
+  /** The given samples, in that order. */
+  subset(indices: readonly number[]): AnyDataset;
+  /** The first `k` samples. */
+  take(k: number): AnyDataset;
+  /** @internal Whether `fit` augments it unless told otherwise (image folders: their training transform). */
+  readonly augmentsByDefault: boolean;
+  /** @internal The evaluation view when none is asked for; `undefined` for one view, the whole image. */
+  readonly defaultView: ImageFolderView | undefined;
+  /** @internal A normalisation option resolved against this data (statistics computed in Rust). */
+  resolveNormalization(normalize: NormalizeOption | undefined): Normalization;
+  /** @internal The augmentation and view a loader with these options uses. */
+  loaderSettings(options: DataLoaderOptions): { augment: AugmentOptions | undefined; view: ImageFolderView | undefined };
+  /** @internal Starts the native loader of one epoch. */
+  openLoader(loader: DataLoader, epoch: number): NativeLoader;
+}
+
 /** A labelled image dataset: `length` images of `channels` x `height` x `width` u8 pixels. */
-export class Dataset {
+export class Dataset implements AnyDataset {
   /** @internal */
   readonly native: NativeDataset;
 
@@ -155,6 +183,64 @@ export class Dataset {
     const [a, b] = this.native.splitAt(k);
     return [new Dataset(a), new Dataset(b)];
   }
+
+  /**
+   * Frees the images now instead of when the garbage collector gets to them (a loader still
+   * running keeps its share until it ends; subsets made earlier keep their own copy). Any later
+   * use of this dataset throws an `Error` saying it has been disposed.
+   */
+  dispose(): void {
+    this.native.dispose();
+  }
+
+  /** Whether {@link Dataset.dispose} has been called. */
+  get disposed(): boolean {
+    return this.native.disposed;
+  }
+
+  /** @internal */
+  get augmentsByDefault(): boolean {
+    return false;
+  }
+
+  /** @internal */
+  get defaultView(): ImageFolderView | undefined {
+    return undefined;
+  }
+
+  /** @internal */
+  resolveNormalization(normalize: NormalizeOption | undefined): Normalization {
+    if (normalize === undefined || normalize === 'dataset') return this.meanStd();
+    const c = this.channels;
+    if (normalize === 'none') return { mean: new Array<number>(c).fill(0), std: new Array<number>(c).fill(1) };
+    if (normalize === 'perPixelMean') return { mean: new Array<number>(c).fill(0), std: new Array<number>(c).fill(1), pixelMean: this.pixelMean() };
+    return normalize;
+  }
+
+  /** @internal */
+  loaderSettings(options: DataLoaderOptions): { augment: AugmentOptions | undefined; view: ImageFolderView | undefined } {
+    if (options.view !== undefined && options.view !== 'center') throw new Error('view applies to image folders only');
+    return { augment: resolveAugment(options.augment), view: undefined };
+  }
+
+  /** @internal */
+  openLoader(loader: DataLoader, epoch: number): NativeLoader {
+    const n = loader.normalization;
+    return new native.NativeLoader(
+      this.native,
+      {
+        batchSize: loader.batchSize,
+        shuffle: loader.shuffle,
+        dropLast: loader.dropLast,
+        ...(loader.augment === undefined ? {} : { augment: loader.augment }),
+        mean: n.mean,
+        std: n.std,
+        ...(n.pixelMean === undefined ? {} : { pixelMean: n.pixelMean.data }),
+        seed: loader.seed,
+      },
+      epoch,
+    );
+  }
 }
 
 /** Readers for datasets on disk. */
@@ -252,37 +338,46 @@ export type ResolvedImageFolderOptions = Required<Omit<ImageFolderOptions, 'work
   workers: number | undefined;
 };
 
-function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new Error(`imageFolder: ${name} must be a positive integer, got ${v}`);
-  return v;
-}
-
+/**
+ * Fills in the defaults; the rules (sizes, ranges, the transform names) are checked in Rust
+ * (`checkFolderTransform`), so a bad option throws here, when the folder is opened.
+ */
 function resolveImageFolderOptions(o: ImageFolderOptions): ResolvedImageFolderOptions {
-  const size = positiveInt('size', o.size ?? 224);
-  const resize = positiveInt('resize', o.resize ?? 256);
-  if (resize < size) throw new Error(`imageFolder: resize (${resize}) must be at least size (${size})`);
-  const train = o.train ?? 'randomResizedCrop';
-  if (!['randomResizedCrop', 'scaleAugment', 'none'].includes(train)) {
-    throw new Error(`imageFolder: unknown train transform '${String(train)}' (expected 'randomResizedCrop', 'scaleAugment' or 'none')`);
-  }
-  const scaleRange = o.scaleRange ?? [256, 480];
-  const [lo, hi] = [positiveInt('scaleRange[0]', scaleRange[0]), positiveInt('scaleRange[1]', scaleRange[1])];
-  if (train === 'scaleAugment' && (lo > hi || lo < size)) {
-    throw new Error(`imageFolder: scaleRange [${lo}, ${hi}] must satisfy size (${size}) <= min <= max`);
-  }
-  const view = o.view ?? 'center';
-  viewScales(view);
-  const onCorrupt = o.onCorrupt ?? 'fail';
-  if (onCorrupt !== 'fail' && onCorrupt !== 'skip') throw new Error(`imageFolder: onCorrupt must be 'fail' or 'skip', got '${String(onCorrupt)}'`);
   const normalize = o.normalize ?? IMAGENET_STATS;
   if (normalize.mean.length !== 3 || normalize.std.length !== 3 || normalize.pixelMean !== undefined) {
     throw new Error('imageFolder: normalize takes 3 means and 3 stds (images are RGB; no per-pixel mean)');
   }
-  const workers = o.workers === undefined ? undefined : positiveInt('workers', o.workers);
-  return { size, resize, train, scaleRange: [lo, hi], view, flip: o.flip ?? true, normalize, onCorrupt, workers };
+  const resolved: ResolvedImageFolderOptions = {
+    size: o.size ?? 224,
+    resize: o.resize ?? 256,
+    train: o.train ?? 'randomResizedCrop',
+    scaleRange: o.scaleRange ?? [256, 480],
+    view: o.view ?? 'center',
+    flip: o.flip ?? true,
+    normalize,
+    onCorrupt: o.onCorrupt ?? 'fail',
+    workers: o.workers,
+  };
+  native.checkFolderTransform(folderTransform(resolved, resolved.view));
+  return resolved;
 }
 
-/** The fullImage scales of a view (validated), or undefined for the cropped views. */
+/** The folder's transforms as Rust takes them, evaluated with `view`. */
+function folderTransform(o: ResolvedImageFolderOptions, view: ImageFolderView): FolderTransformOptions {
+  const scales = viewScales(view);
+  return {
+    size: o.size,
+    resize: o.resize,
+    train: o.train as FolderTransformOptions['train'],
+    scaleRange: [...o.scaleRange],
+    view: (scales === undefined ? view : 'fullImage') as FolderTransformOptions['view'],
+    ...(scales === undefined ? {} : { scales }),
+    onCorrupt: o.onCorrupt as FolderTransformOptions['onCorrupt'],
+    ...(o.workers === undefined ? {} : { workers: o.workers }),
+  };
+}
+
+/** The fullImage scales of a view, or undefined for the cropped views (their values are checked in Rust). */
 function viewScales(view: ImageFolderView): number[] | undefined {
   if (view === 'center' || view === 'tenCrop') return undefined;
   if (typeof view !== 'object' || view === null || !('fullImage' in view)) {
@@ -290,7 +385,6 @@ function viewScales(view: ImageFolderView): number[] | undefined {
   }
   const scales = typeof view.fullImage === 'number' ? [view.fullImage] : [...view.fullImage];
   if (scales.length === 0) throw new Error('view fullImage needs at least one scale');
-  for (const s of scales) positiveInt('fullImage scale', s);
   return scales;
 }
 
@@ -314,7 +408,7 @@ export interface SkippedImage {
  * {@link datasets}.imageFolder. `fit`, {@link DataLoader} and `model.evaluate` take it wherever
  * they take a {@link Dataset}.
  */
-export class ImageFolder {
+export class ImageFolder implements AnyDataset {
   /** @internal */
   readonly native: NativeImageFolder;
   /** The options, with defaults filled in. */
@@ -386,10 +480,55 @@ export class ImageFolder {
   withOptions(options: ImageFolderOptions): ImageFolder {
     return new ImageFolder(this.native, resolveImageFolderOptions({ ...this.options, ...options }));
   }
-}
 
-/** Anything a {@link DataLoader}, `fit` and `model.evaluate` take. */
-export type AnyDataset = Dataset | ImageFolder;
+  /** @internal */
+  get augmentsByDefault(): boolean {
+    return true;
+  }
+
+  /** @internal */
+  get defaultView(): ImageFolderView {
+    return this.options.view;
+  }
+
+  /** @internal */
+  resolveNormalization(normalize: NormalizeOption | undefined): Normalization {
+    if (normalize === undefined || normalize === 'dataset') return this.normalization;
+    if (normalize === 'perPixelMean' || (typeof normalize === 'object' && normalize.pixelMean !== undefined)) {
+      throw new Error('image folders take per-channel normalisation only (images differ in size; no per-pixel mean)');
+    }
+    if (normalize === 'none') return { mean: [0, 0, 0], std: [1, 1, 1] };
+    return normalize;
+  }
+
+  /** @internal */
+  loaderSettings(options: DataLoaderOptions): { augment: AugmentOptions | undefined; view: ImageFolderView | undefined } {
+    const a = options.augment;
+    if (typeof a === 'object' && a.padCrop !== 0) throw new Error('augment.padCrop does not apply to image folders (use their train transform)');
+    const view = options.view ?? this.options.view;
+    viewScales(view);
+    return { augment: a === true ? { padCrop: 0, flip: this.options.flip } : a === false || a === undefined ? undefined : a, view };
+  }
+
+  /** @internal */
+  openLoader(loader: DataLoader, epoch: number): NativeLoader {
+    return native.NativeLoader.fromFolder(
+      this.native,
+      {
+        batchSize: loader.batchSize,
+        shuffle: loader.shuffle,
+        dropLast: loader.dropLast,
+        train: loader.augment !== undefined,
+        flip: loader.augment?.flip ?? false,
+        mean: loader.normalization.mean,
+        std: loader.normalization.std,
+        seed: loader.seed,
+      },
+      folderTransform(this.options, loader.view ?? this.options.view),
+      epoch,
+    );
+  }
+}
 
 const NORMALIZATION_VERSION = 1;
 
@@ -471,6 +610,59 @@ export interface Batch {
   positions?: Uint32Array;
 }
 
+/**
+ * A batch as the loader prepared it. Its values stay in Rust: `model.trainStep(batch)`,
+ * `evaluateBatch(batch)` and `predict(batch)` hand them to the model without a copy; reading
+ * `images`, `labels`, `indices` or `positions` copies that array out once (and from then on the
+ * model takes the JS arrays, which the reader may have changed).
+ */
+class LoadedBatch implements Batch {
+  readonly #native: NativeBatch;
+  readonly shape: [number, number, number, number];
+  #images: Float32Array | undefined;
+  #labels: Int32Array | undefined;
+  #indices: Uint32Array | undefined;
+  #positions: Uint32Array | undefined;
+
+  constructor(nativeBatch: NativeBatch) {
+    this.#native = nativeBatch;
+    const [n = 0, c = 0, h = 0, w = 0] = nativeBatch.shape;
+    this.shape = [n, c, h, w];
+  }
+
+  get images(): Float32Array {
+    return (this.#images ??= this.#native.images());
+  }
+  set images(value: Float32Array) {
+    this.#images = value;
+  }
+  get labels(): Int32Array {
+    return (this.#labels ??= this.#native.labels());
+  }
+  set labels(value: Int32Array) {
+    this.#labels = value;
+  }
+  get indices(): Uint32Array {
+    return (this.#indices ??= this.#native.indices());
+  }
+  get positions(): Uint32Array {
+    return (this.#positions ??= this.#native.positions());
+  }
+
+  /** The Rust batch, while JS has not read (and so cannot have changed) its images or labels. */
+  get untouched(): NativeBatch | undefined {
+    return this.#images === undefined && this.#labels === undefined ? this.#native : undefined;
+  }
+}
+
+/**
+ * @internal The loader's own batch behind `batch`, for a model call that takes it without a copy;
+ * undefined for a batch made in JS or one whose values JS has read.
+ */
+export function nativeBatchOf(batch: Batch): NativeBatch | undefined {
+  return batch instanceof LoadedBatch ? batch.untouched : undefined;
+}
+
 /** Resolves an augmentation option to the loader's form (`true` is the paper's pad-4 crop + flip). */
 export function resolveAugment(augment: boolean | AugmentOptions | undefined): AugmentOptions | undefined {
   if (augment === true) return { padCrop: 4, flip: true };
@@ -483,19 +675,7 @@ export function resolveAugment(augment: boolean | AugmentOptions | undefined): A
  * `'perPixelMean'` the mean image, with mean 0 and std 1 per channel).
  */
 export function resolveNormalization(normalize: NormalizeOption | undefined, dataset: AnyDataset): Normalization {
-  if (dataset instanceof ImageFolder) {
-    if (normalize === undefined || normalize === 'dataset') return dataset.normalization;
-    if (normalize === 'perPixelMean' || (typeof normalize === 'object' && normalize.pixelMean !== undefined)) {
-      throw new Error('image folders take per-channel normalisation only (images differ in size; no per-pixel mean)');
-    }
-  }
-  if (normalize === undefined || normalize === 'dataset') return (dataset as Dataset).meanStd();
-  const c = dataset.channels;
-  if (normalize === 'none') return { mean: new Array<number>(c).fill(0), std: new Array<number>(c).fill(1) };
-  if (normalize === 'perPixelMean') {
-    return { mean: new Array<number>(c).fill(0), std: new Array<number>(c).fill(1), pixelMean: (dataset as Dataset).pixelMean() };
-  }
-  return normalize;
+  return dataset.resolveNormalization(normalize);
 }
 
 /**
@@ -527,18 +707,8 @@ export class DataLoader {
     }
     this.shuffle = options.shuffle ?? true;
     this.dropLast = options.dropLast ?? false;
-    if (dataset instanceof ImageFolder) {
-      const a = options.augment;
-      if (typeof a === 'object' && a.padCrop !== 0) throw new Error('augment.padCrop does not apply to image folders (use their train transform)');
-      this.augment = a === true ? { padCrop: 0, flip: dataset.options.flip } : a === false || a === undefined ? undefined : a;
-      this.view = options.view ?? dataset.options.view;
-      viewScales(this.view);
-    } else {
-      this.augment = resolveAugment(options.augment);
-      if (options.view !== undefined && options.view !== 'center') throw new Error('view applies to image folders only');
-      this.view = undefined;
-    }
-    this.normalization = resolveNormalization(options.normalize, dataset);
+    ({ augment: this.augment, view: this.view } = dataset.loaderSettings(options));
+    this.normalization = dataset.resolveNormalization(options.normalize);
     const pm = this.normalization.pixelMean;
     if (pm !== undefined) {
       const want = [dataset.channels, dataset.height, dataset.width];
@@ -564,62 +734,15 @@ export class DataLoader {
    * the preparation.
    */
   async *epoch(epoch = 0): AsyncGenerator<Batch, void, undefined> {
-    const loader = this.#nativeLoader(epoch);
+    const loader = this.dataset.openLoader(this, epoch);
     try {
       for (;;) {
         const batch = await loader.next();
         if (batch === null) return;
-        const [n = 0, c = 0, h = 0, w = 0] = batch.shape;
-        yield { images: batch.images, labels: batch.labels, shape: [n, c, h, w], indices: batch.indices, positions: batch.positions };
+        yield new LoadedBatch(batch);
       }
     } finally {
       loader.close();
     }
-  }
-
-  #nativeLoader(epoch: number): InstanceType<typeof native.NativeLoader> {
-    const d = this.dataset;
-    if (d instanceof ImageFolder) {
-      const o = d.options;
-      const view = this.view ?? o.view;
-      const scales = viewScales(view);
-      return native.NativeLoader.fromFolder(
-        d.native,
-        {
-          batchSize: this.batchSize,
-          shuffle: this.shuffle,
-          dropLast: this.dropLast,
-          train: this.augment !== undefined,
-          flip: this.augment?.flip ?? false,
-          mean: this.normalization.mean,
-          std: this.normalization.std,
-          seed: this.seed,
-          size: o.size,
-          resize: o.resize,
-          trainTransform: o.train,
-          scaleMin: o.scaleRange[0],
-          scaleMax: o.scaleRange[1],
-          view: scales === undefined ? (view as 'center' | 'tenCrop') : 'fullImage',
-          ...(scales === undefined ? {} : { scales }),
-          onCorrupt: o.onCorrupt,
-          ...(o.workers === undefined ? {} : { workers: o.workers }),
-        },
-        epoch,
-      );
-    }
-    return new native.NativeLoader(
-      d.native,
-      {
-        batchSize: this.batchSize,
-        shuffle: this.shuffle,
-        dropLast: this.dropLast,
-        ...(this.augment === undefined ? {} : { augment: this.augment }),
-        mean: this.normalization.mean,
-        std: this.normalization.std,
-        ...(this.normalization.pixelMean === undefined ? {} : { pixelMean: this.normalization.pixelMean.data }),
-        seed: this.seed,
-      },
-      epoch,
-    );
   }
 }

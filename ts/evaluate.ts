@@ -8,6 +8,7 @@
 import { DataLoader, viewsPerImage, type AnyDataset, type ImageFolderView, type NormalizeOption } from './data.js';
 import { reportAborted, type AbortSignalLike } from './abort.js';
 import type { Model } from './model.js';
+import { native } from './native.js';
 
 /** Options of {@link evaluateViews}. */
 export interface EvaluateViewsOptions {
@@ -64,52 +65,17 @@ export async function evaluateViews(model: Model, dataset: AnyDataset, options: 
     ...(options.views === undefined ? {} : { view: options.views }),
   });
   const views = loader.view === undefined ? 1 : viewsPerImage(loader.view);
-  let sum: Float64Array | undefined;
-  let position = -1;
-  let label = 0;
-  let seen = 0;
-  let lossSum = 0;
-  let top1 = 0;
-  let top5 = 0;
-  let count = 0;
-  const finish = (): void => {
-    if (sum === undefined || seen === 0) return;
-    const p = sum[label]!;
-    let above = 0;
-    for (const v of sum) if (v > p) above++;
-    lossSum += -Math.log(Math.max(p / seen, 1e-30));
-    if (above === 0) top1++;
-    if (above < 5) top5++;
-    count++;
-  };
+  // The averaging and the scoring are Rust's; this loop only feeds it batches.
+  const score = new native.NativeViewScore();
   let aborted = false;
   for await (const batch of loader.epoch(0)) {
     if (options.signal?.aborted) {
       aborted = true;
-      reportAborted('evaluateViews', options.signal, `after ${count} of ${dataset.length} images`, 'the result covers those images only and has aborted: true');
+      reportAborted('evaluateViews', options.signal, `after ${score.scored} of ${dataset.length} images`, 'the result covers those images only and has aborted: true');
       break;
     }
-    const rows = batch.shape[0];
-    if (rows === 0) continue;
-    const logits = await model.predict(batch.images, batch.shape);
-    const k = logits.length / rows;
-    for (let r = 0; r < rows; r++) {
-      const pos = batch.positions?.[r] ?? position + 1;
-      if (pos !== position || sum === undefined) {
-        finish();
-        position = pos;
-        sum = new Float64Array(k);
-        seen = 0;
-        label = batch.labels[r]!;
-      }
-      let max = -Infinity;
-      for (let j = 0; j < k; j++) max = Math.max(max, logits[r * k + j]!);
-      let z = 0;
-      for (let j = 0; j < k; j++) z += Math.exp(logits[r * k + j]! - max);
-      for (let j = 0; j < k; j++) sum[j] = (sum[j] ?? 0) + Math.exp(logits[r * k + j]! - max) / z;
-      seen++;
-    }
+    await model.scoreViews(batch, score);
   }
-  finish();
+  const { lossSum, top1, top5, count } = score.finish();
   return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count, views, aborted };
 }

@@ -8,16 +8,17 @@
 import { reportAborted, type AbortSignalLike } from './abort.js';
 import {
   DataLoader,
-  ImageFolder,
+  nativeBatchOf,
   parseNormalization,
   serializeNormalization,
   type AnyDataset,
+  type Batch,
   type ImageFolderView,
   type Normalization,
   type NormalizeOption,
 } from './data.js';
 import { evaluateViews } from './evaluate.js';
-import { native, type NativeModel } from './native.js';
+import { native, type NativeBatch, type NativeModel, type NativeViewScore } from './native.js';
 import { exportOnnx } from './onnx.js';
 import { toSgdConfig, type SgdConfig, type SgdOptions } from './optim.js';
 import { defaultInputSize, nameOf, type ResNetSpec } from './spec.js';
@@ -210,6 +211,22 @@ export class Model {
     return { images: this.#snapshot(images), labels: this.#snapshot(y), shape: s4 };
   }
 
+  /**
+   * A labelled call's input: the loader's own batch when `input` is one JS has not read (it goes
+   * to Rust as it is), else checked JS arrays (a {@link Batch}'s, or the loose arguments).
+   */
+  #labelledInput(
+    what: string,
+    input: Float32Array | Batch,
+    labels: Int32Array | Uint8Array | readonly number[] | undefined,
+    shape: Shape4 | undefined,
+  ): { loaded: NativeBatch; shape: readonly number[] } | { loaded?: undefined; images: Float32Array; labels: Int32Array; shape: number[] } {
+    if (!isBatch(input)) return this.#labelledBatch(what, input, labels as Int32Array | Uint8Array | readonly number[], shape);
+    const loaded = nativeBatchOf(input);
+    if (loaded !== undefined) return { loaded, shape: input.shape };
+    return this.#labelledBatch(what, input.images, input.labels, input.shape);
+  }
+
   /** The caller's metadata plus the normalisation this model expects, for a file it writes. */
   #fileMetadata(metadata: Record<string, string>): Record<string, string> {
     const meta: Record<string, string> = { ...metadata };
@@ -229,6 +246,11 @@ export class Model {
    */
   get inputSize(): [number, number] | undefined {
     return this.#inputSize === undefined ? undefined : [...this.#inputSize];
+  }
+
+  /** @internal A model around a native one another module made (torchvision import). */
+  static fromNative(nativeModel: NativeModel): Model {
+    return new Model(nativeModel);
   }
 
   /** A freshly initialised model (He init, seeded). */
@@ -304,7 +326,7 @@ export class Model {
    * `shape` for anything else.
    */
   #shapeOf(what: string, images: Float32Array, n: number, shape: Shape4 | undefined): number[] {
-    if (shape !== undefined) return check.shape4(what, shape);
+    if (shape !== undefined) return Array.from(shape); // its values are checked in Rust
     const c = this.#spec.inChannels;
     const perImage = n > 0 ? images.length / (n * c) : 0;
     const side = Math.round(Math.sqrt(perImage));
@@ -318,42 +340,71 @@ export class Model {
 
   /**
    * One training step on a batch: forward, cross-entropy, backward and the optimizer update, on a
-   * worker thread. `images` are normalised NCHW values; `labels` are class indices.
+   * worker thread. `images` are normalised NCHW values; `labels` are class indices. A
+   * {@link Batch} from a {@link DataLoader} can be passed as it is (`trainStep(batch)`): its
+   * values then go from the Rust loader to the model without a copy through JS.
    */
+  trainStep(batch: Batch): Promise<TrainStepResult>;
+  trainStep(images: Float32Array, labels: Int32Array | Uint8Array | readonly number[], shape?: Shape4): Promise<TrainStepResult>;
   async trainStep(
-    images: Float32Array,
-    labels: Int32Array | Uint8Array | readonly number[],
+    images: Float32Array | Batch,
+    labels?: Int32Array | Uint8Array | readonly number[],
     shape?: Shape4,
   ): Promise<TrainStepResult> {
-    const b = this.#labelledBatch('trainStep', images, labels, shape);
-    const s = await this.#serial(() => this.#native.trainStep(b.images, b.shape, b.labels));
+    const b = this.#labelledInput('trainStep', images, labels, shape);
+    const s = await this.#serial(() =>
+      b.loaded !== undefined ? this.#native.trainBatch(b.loaded) : this.#native.trainStep(b.images, b.shape, b.labels),
+    );
     this.#noteInputSize(b.shape, true);
     return { loss: s.loss, acc: s.batch > 0 ? s.correct / s.batch : 0, correct: s.correct, batch: s.batch, lr: s.lr, step: s.step };
   }
 
   /**
    * Logits `[N, numClasses]` (row-major) in eval mode. Without `shape`, `n` images of
-   * `inChannels` square channels are assumed (see {@link Model.trainStep}).
+   * `inChannels` square channels are assumed (see {@link Model.trainStep}). A {@link Batch} from
+   * a {@link DataLoader} can be passed as it is (`predict(batch)`, no copy through JS).
    */
-  async predict(images: Float32Array, shape: Shape4 | { n: number }): Promise<Float32Array> {
+  predict(batch: Batch): Promise<Float32Array>;
+  predict(images: Float32Array, shape: Shape4 | { n: number }): Promise<Float32Array>;
+  async predict(images: Float32Array | Batch, shape?: Shape4 | { n: number }): Promise<Float32Array> {
     const what = 'predict';
+    if (isBatch(images)) {
+      const loaded = nativeBatchOf(images);
+      if (loaded !== undefined) {
+        const logits = await this.#serial(() => this.#native.predictBatch(loaded));
+        this.#noteInputSize(images.shape, false);
+        return logits;
+      }
+      return this.predict(images.images, images.shape);
+    }
     check.float32Array(what, 'images', images);
     if (typeof shape !== 'object' || shape === null) throw check.invalid(what, 'shape', '[N, C, H, W] or { n }', shape);
-    const s = 'n' in shape ? this.#shapeOf(what, images, check.integer(what, 'shape.n', shape.n, 1), undefined) : check.shape4(what, shape);
+    const s = 'n' in shape ? this.#shapeOf(what, images, check.integer(what, 'shape.n', shape.n, 1), undefined) : Array.from(shape);
     const x = this.#snapshot(images);
     const logits = await this.#serial(() => this.#native.predict(x, s));
     this.#noteInputSize(s, false);
     return logits;
   }
 
-  /** Loss, top-1 and top-5 on one labelled batch (eval mode), as sums. */
-  async evaluateBatch(
+  /**
+   * Loss, top-1 and top-5 on one labelled batch (eval mode), as sums. A {@link Batch} from a
+   * {@link DataLoader} can be passed as it is (`evaluateBatch(batch)`, no copy through JS).
+   */
+  evaluateBatch(batch: Batch): Promise<{ lossSum: number; top1: number; top5: number; count: number }>;
+  evaluateBatch(
     images: Float32Array,
     labels: Int32Array | Uint8Array | readonly number[],
     shape?: Shape4,
+  ): Promise<{ lossSum: number; top1: number; top5: number; count: number }>;
+  async evaluateBatch(
+    images: Float32Array | Batch,
+    labels?: Int32Array | Uint8Array | readonly number[],
+    shape?: Shape4,
   ): Promise<{ lossSum: number; top1: number; top5: number; count: number }> {
-    const b = this.#labelledBatch('evaluateBatch', images, labels, shape);
-    const r = await this.#serial(() => this.#native.evaluateBatch(b.images, b.shape, b.labels));
+    const b = this.#labelledInput('evaluateBatch', images, labels, shape);
+    const r = await this.#serial(() =>
+      b.loaded !== undefined ? this.#native.evaluateLoadedBatch(b.loaded) : this.#native.evaluateBatch(b.images, b.shape, b.labels),
+    );
     this.#noteInputSize(b.shape, false);
     return r;
   }
@@ -372,7 +423,7 @@ export class Model {
     dataset: AnyDataset,
     options: { batchSize?: number; normalize?: NormalizeOption; signal?: AbortSignalLike; views?: ImageFolderView } = {},
   ): Promise<EvaluateResult> {
-    if (options.views !== undefined || (dataset instanceof ImageFolder && dataset.options.view !== 'center')) {
+    if (options.views !== undefined || (dataset.defaultView ?? 'center') !== 'center') {
       const r = await evaluateViews(this, dataset, options);
       return { loss: r.loss, top1: r.top1, top5: r.top5, count: r.count, aborted: r.aborted };
     }
@@ -392,15 +443,24 @@ export class Model {
         reportAborted('evaluate', options.signal, `after ${count} of ${dataset.length} images`, 'the result covers those images only and has aborted: true');
         break;
       }
-      // Each batch is a fresh array from the loader: nothing to copy.
-      const s = await this.#serial(() => this.#native.evaluateBatch(batch.images, [...batch.shape], batch.labels));
-      this.#noteInputSize(batch.shape, false);
+      // The sums are Rust's (evaluateBatch); only their totals are taken here.
+      const s = await this.evaluateBatch(batch);
       lossSum += s.lossSum;
       top1 += s.top1;
       top5 += s.top5;
       count += s.count;
     }
     return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count, aborted };
+  }
+
+  /**
+   * @internal Adds a loader batch's views to a multi-view score ({@link evaluateViews}); queued
+   * like every other call of this model.
+   */
+  async scoreViews(batch: Batch, score: NativeViewScore): Promise<void> {
+    const loaded = nativeBatchOf(batch) ?? native.NativeBatch.fromArrays(batch.images, batch.labels, Array.from(batch.shape), batch.positions ?? null);
+    await this.#serial(() => this.#native.scoreViews(loaded, score));
+    this.#noteInputSize(batch.shape, false);
   }
 
   /**
@@ -546,7 +606,7 @@ export class Model {
   async layerResponses(images: Float32Array, shape: Shape4, options: { training?: boolean } = {}): Promise<LayerResponse[]> {
     const what = 'layerResponses';
     check.float32Array(what, 'images', images);
-    const s4 = check.shape4(what, shape);
+    const s4 = Array.from(shape);
     const training = check.boolean(what, 'options.training', options.training ?? false);
     const x = this.#snapshot(images);
     return this.#serial(() => this.#native.layerResponses(x, s4, training));
@@ -563,14 +623,20 @@ export class Model {
    */
   async gradientNorms(images: Float32Array, labels: Int32Array | Uint8Array | readonly number[], shape: Shape4): Promise<GradNorm[]> {
     // `shape` is required here (no inference from the image count).
-    const b = this.#labelledBatch('gradientNorms', images, labels, check.shape4('gradientNorms', shape));
-    return this.#serial(() => this.#native.gradientNorms(b.images, b.labels, b.shape));
+    if (shape === undefined) throw check.invalid('gradientNorms', 'shape', '[N, C, H, W] (4 numbers)', shape);
+    const b = this.#labelledBatch('gradientNorms', images, labels, shape);
+    return this.#serial(() => this.#native.gradientNorms(b.images, b.shape, b.labels));
   }
 
   /** Frees the model's memory now; later calls throw "model has been disposed". */
   dispose(): void {
     this.#native.dispose();
   }
+}
+
+/** Whether a call's first argument is a {@link Batch} rather than loose images. */
+function isBatch(value: Float32Array | Batch): value is Batch {
+  return typeof value === 'object' && value !== null && !ArrayBuffer.isView(value) && !Array.isArray(value) && 'images' in value && 'shape' in value;
 }
 
 /** Metadata `imageSize`: `"28"` or `"28x32"` (height x width). */

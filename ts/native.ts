@@ -25,6 +25,7 @@ function load(): typeof Binding {
 export const native = load();
 
 export type {
+  FolderTransformOptions,
   NativeBatch,
   NativeDataset,
   NativeImageFolder,
@@ -32,6 +33,7 @@ export type {
   NativeModel,
   NativeSgd,
   NativeTensor,
+  NativeViewScore,
   EvalStats,
   TrainStats,
 } from '../native/index.js';

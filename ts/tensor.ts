@@ -32,7 +32,7 @@ export class Tensor {
       if (i >= 0) throw new Error(`${what}: data must hold numbers, got ${check.show(data[i])} at index ${i}`);
       values = Float32Array.from(data);
     } else throw check.invalid(what, 'data', 'a Float32Array or an array of numbers', data);
-    const dims = check.shape(what, shape);
+    const dims = Array.from(shape); // its values are checked in Rust
     const requiresGrad = check.boolean(what, 'options.requiresGrad', options.requiresGrad ?? false);
     return new Tensor(native.NativeTensor.fromArray(values, dims, requiresGrad));
   }
@@ -84,6 +84,20 @@ export class Tensor {
   detach(): Tensor {
     return new Tensor(this.native.detach());
   }
+
+  /**
+   * Lets go of this tensor's native memory now instead of when the garbage collector gets to it
+   * (a model parameter or a recorded graph that still uses the values keeps them). Any later use
+   * of this tensor throws an `Error` saying it has been disposed.
+   */
+  dispose(): void {
+    this.native.dispose();
+  }
+
+  /** Whether {@link Tensor.dispose} has been called. */
+  get disposed(): boolean {
+    return this.native.disposed;
+  }
 }
 
 const T = native.NativeTensor;
@@ -129,7 +143,7 @@ export const ops = {
     return wrap(T.flatten(x.native));
   },
   reshape(x: Tensor, shape: readonly number[]): Tensor {
-    return wrap(T.reshape(x.native, check.shape('reshape', shape)));
+    return wrap(T.reshape(x.native, Array.from(shape)));
   },
   /** Mean softmax cross-entropy of logits [N, classes] against integer labels (length N). */
   crossEntropy(logits: Tensor, labels: Int32Array | readonly number[]): Tensor {

@@ -1,6 +1,8 @@
 /**
  * torchvision interop: build the ImageNet ResNet that a torchvision state dict belongs to and load
  * it (`safetensors.torch.save_file(torchvision.models.resnet50(weights=...).state_dict(), path)`).
+ * The rule (architecture name to depth, input channels and classes from the weights' shapes) is
+ * Rust's (`resnet_core::model::torchvision`); this module only forwards to it.
  *
  * @module
  */
@@ -8,18 +10,10 @@
 import { open } from 'node:fs/promises';
 
 import { Model, type DeviceName } from './model.js';
-import { resnet, type ImagenetDepth } from './spec.js';
+import { native } from './native.js';
 
-/** The torchvision architectures {@link loadTorchvision} takes. */
+/** The torchvision architectures {@link loadTorchvision} takes (Rust maps each to its depth). */
 export type TorchvisionArch = 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101' | 'resnet152';
-
-const DEPTHS: Record<TorchvisionArch, ImagenetDepth> = {
-  resnet18: 18,
-  resnet34: 34,
-  resnet50: 50,
-  resnet101: 101,
-  resnet152: 152,
-};
 
 /** One entry of a safetensors header. */
 export interface SafetensorsEntry {
@@ -61,23 +55,5 @@ export async function readSafetensorsHeader(path: string): Promise<Record<string
  * ```
  */
 export async function loadTorchvision(arch: TorchvisionArch, path: string, options: { device?: DeviceName } = {}): Promise<Model> {
-  const depth = DEPTHS[arch];
-  if (depth === undefined) {
-    throw new Error(`unknown torchvision architecture '${String(arch)}': expected one of ${Object.keys(DEPTHS).join(', ')}`);
-  }
-  const header = await readSafetensorsHeader(path);
-  const dim = (name: string, axis: number): number => {
-    const d = header[name]?.shape[axis];
-    if (d === undefined) throw new Error(`checkpoint ${path}: no \`${name}\`: not a torchvision ResNet state dict`);
-    return d;
-  };
-  const spec = resnet.imagenet({ depth, inChannels: dim('conv1.weight', 1), numClasses: dim('fc.weight', 0) });
-  const model = Model.create(spec, { seed: 0, device: options.device ?? 'auto' });
-  try {
-    await model.loadWeights(path);
-  } catch (error) {
-    model.dispose();
-    throw error;
-  }
-  return model;
+  return Model.fromNative(await native.NativeModel.loadTorchvision(arch, path, options.device ?? 'auto'));
 }

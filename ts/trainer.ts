@@ -7,7 +7,6 @@
 
 import {
   DataLoader,
-  ImageFolder,
   resolveNormalization,
   type AnyDataset,
   type AugmentOptions,
@@ -184,7 +183,7 @@ export async function fit(model: Model, dataset: AnyDataset, options: FitOptions
   const loader = new DataLoader(dataset, {
     batchSize: options.batchSize ?? 128,
     shuffle: options.shuffle ?? true,
-    augment: options.augment ?? dataset instanceof ImageFolder,
+    augment: options.augment ?? dataset.augmentsByDefault,
     normalize: normalization,
     seed: options.seed ?? 0,
   });
@@ -228,7 +227,8 @@ export async function fit(model: Model, dataset: AnyDataset, options: FitOptions
         break;
       }
       if (model.step - runStart >= totalSteps) break;
-      const s = await model.trainStep(batch.images, batch.labels, batch.shape);
+      // The loader's batch goes to Rust as it is: no copy of its images through JS.
+      const s = await model.trainStep(batch);
       lastLr = s.lr;
       lrControl.afterStep(s.correct, s.batch);
       lossSum += s.loss * s.batch;

@@ -1,7 +1,9 @@
 /**
  * Argument checks at the public API, so that a bad value is an `Error` naming the call, the
  * parameter, the value and what is allowed, before it reaches Rust (where napi would truncate
- * 4.5 to 4, wrap -4 to 4294967292, or say only "Get TypedArray info failed").
+ * 4.5 to 4, wrap -4 to 4294967292, or say only "Get TypedArray info failed"). Shapes are not
+ * checked here: the binding takes them as JS numbers and checks every dimension itself
+ * (`crates/resnet-node/src/convert.rs`), with the same messages.
  *
  * @internal
  * @module
@@ -74,30 +76,6 @@ export function optionsObject<T extends object>(what: string, value: T | undefin
 export function float32Array(what: string, name: string, value: unknown): Float32Array {
   if (!(value instanceof Float32Array)) throw invalid(what, name, 'a Float32Array (NCHW values)', value);
   return value;
-}
-
-/** An NCHW shape: 4 non-negative integers. */
-export function shape4(what: string, value: unknown): [number, number, number, number] {
-  if (!Array.isArray(value) || value.length !== 4) throw invalid(what, 'shape', '[N, C, H, W] (4 numbers)', value);
-  const [n, c, h, w] = dims(what, value, ['N, the batch size', 'C', 'H', 'W']);
-  return [n!, c!, h!, w!];
-}
-
-/** A shape of any rank: non-negative integers. */
-export function shape(what: string, value: unknown): number[] {
-  if (!Array.isArray(value)) throw invalid(what, 'shape', 'an array of non-negative integers', value);
-  return dims(what, value);
-}
-
-/** Every dimension of `value` a non-negative integer; `names` label them in the message. */
-function dims(what: string, value: unknown[], names?: readonly string[]): number[] {
-  value.forEach((d, i) => {
-    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) {
-      const label = names === undefined ? '' : ` (${names[i]})`;
-      throw new Error(`${what}: shape[${i}]${label} must be a non-negative integer, got ${show(d)} (shape ${show(value)})`);
-    }
-  });
-  return [...(value as number[])];
 }
 
 /** Class labels accepted by the API. */

@@ -240,7 +240,7 @@ fn probes_leave_the_model_exactly_as_it_was() {
             m.layer_responses(&images, shape, true).unwrap();
             m.layer_responses(&images, shape, false).unwrap();
             assert!(before == snapshot(&m, &images, shape), "{} responses", spec.name());
-            m.gradient_norms(&images, &labels, shape).unwrap();
+            m.gradient_norms(&images, shape, &labels).unwrap();
             let after = snapshot(&m, &images, shape);
             assert!(after.2.iter().all(Option::is_none), "gradients left behind");
             assert!(before == after, "{} gradient norms", spec.name());
@@ -264,7 +264,7 @@ fn probes_leave_the_model_exactly_as_it_was() {
         .unwrap();
     let before = snapshot(&m, &images, shape);
     assert!(before.2.iter().all(Option::is_some));
-    m.gradient_norms(&images, &labels, shape).unwrap();
+    m.gradient_norms(&images, shape, &labels).unwrap();
     assert!(before == snapshot(&m, &images, shape));
 }
 
@@ -277,7 +277,7 @@ fn gradient_norms_equal_an_explicit_backward() {
         (cifar(8, ShortcutOption::C, false, false), 10),
     ] {
         let m = trained(&spec, 9);
-        let norms: Vec<GradNorm> = m.gradient_norms(&images, &labels, shape).unwrap();
+        let norms: Vec<GradNorm> = m.gradient_norms(&images, shape, &labels).unwrap();
         assert_eq!(norms.len(), convs + 1, "{}", spec.name());
         let last = norms.last().unwrap();
         assert_eq!((last.name.as_str(), last.kernel, last.numel), ("fc", 0, 640));
@@ -323,11 +323,11 @@ fn probes_reject_bad_input_without_touching_the_model() {
     let (images, shape, labels) = batch(11, 4, 3, 8, 10);
     let before = snapshot(&m, &images, shape);
     let e = m
-        .gradient_norms(&images, &[0, 1, 10, 2], shape)
+        .gradient_norms(&images, shape, &[0, 1, 10, 2])
         .unwrap_err()
         .to_string();
     assert!(e.contains("label 10") && e.contains("10 classes"), "{e}");
-    let e = m.gradient_norms(&images, &labels[..3], shape).unwrap_err().to_string();
+    let e = m.gradient_norms(&images, shape, &labels[..3]).unwrap_err().to_string();
     assert!(e.contains("3 labels"), "{e}");
     let e = m.layer_responses(&images, [4, 1, 8, 8], false).unwrap_err().to_string();
     assert!(e.contains("3 channel"), "{e}");
@@ -435,7 +435,7 @@ fn batch_norm_free_responses_are_the_convolutions_outputs() {
         );
         // Gradient norms: the 9 convolutions and fc, in the responses' order, and the model unchanged.
         let before = snapshot(&m, &images, shape);
-        let norms = m.gradient_norms(&images, &labels, shape).unwrap();
+        let norms = m.gradient_norms(&images, shape, &labels).unwrap();
         assert_eq!(norms.len(), 10, "{}", spec.name());
         let gn: Vec<&str> = norms.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(&gn[..9], &names(&r)[..]);
@@ -450,7 +450,7 @@ fn batch_norm_free_responses_are_the_convolutions_outputs() {
         names(&r),
         expected_names(&[(1, 3, 2, false), (2, 3, 2, false), (3, 3, 2, false)])
     );
-    assert_eq!(m.gradient_norms(&images, &labels, shape).unwrap().len(), 20);
+    assert_eq!(m.gradient_norms(&images, shape, &labels).unwrap().len(), 20);
 }
 
 /// The probes on the GPU (lavapipe by default) agree with the CPU, and leave the model unchanged.
@@ -477,8 +477,8 @@ fn probes_on_the_gpu_match_the_cpu(gpu: Device) {
             }
         }
         let (a, b) = (
-            cpu.gradient_norms(&images, &labels, shape).unwrap(),
-            g.gradient_norms(&images, &labels, shape).unwrap(),
+            cpu.gradient_norms(&images, shape, &labels).unwrap(),
+            g.gradient_norms(&images, shape, &labels).unwrap(),
         );
         for (x, y) in a.iter().zip(&b) {
             assert_eq!((&x.name, x.kernel, x.numel), (&y.name, y.kernel, y.numel));

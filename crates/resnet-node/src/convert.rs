@@ -102,3 +102,17 @@ fn show_list(values: &[f64]) -> String {
         values.iter().map(|&v| show_number(v)).collect::<Vec<_>>().join(", ")
     )
 }
+
+/// A seed from a JS number: a non-negative integer up to 2^53 (beyond it a JS number no longer
+/// holds every integer, so two different seeds could silently be the same). `name` leads the
+/// message: "seed", "loader seed".
+pub fn parse_seed(name: &str, seed: Option<f64>) -> Result<u64> {
+    let s = seed.unwrap_or(0.0);
+    if !(s.is_finite() && s >= 0.0 && s.fract() == 0.0 && s <= 9_007_199_254_740_992.0) {
+        return Err(invalid(format!(
+            "{name} must be a non-negative integer, got {}",
+            show_number(s)
+        )));
+    }
+    Ok(s as u64)
+}

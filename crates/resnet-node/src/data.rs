@@ -1,6 +1,7 @@
 //! `NativeDataset` (u8 images held in Rust), `NativeImageFolder` (JPEG/PNG files on disk) and
 //! `NativeLoader` (one epoch of normalised, optionally augmented batches prepared on the core's
-//! background thread, handed to JS without a copy); image decoding helpers.
+//! background thread, each a `NativeBatch` that stays in Rust until JS reads it or a model takes
+//! it); the image folder's transform options, typed and checked by the core; image decoding.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,9 @@ use resnet_core::data::{
     Split, TrainTransform,
 };
 
-use crate::convert::{self, count};
-use crate::errors::{guard, guard_core, invalid, js_error};
+use crate::convert::{self, count, parse_seed};
+use crate::errors::{copy_array, guard, guard_core, invalid, js_error};
+use crate::job::{job_with, Pending};
 
 fn parse_split(split: &str) -> Result<Split> {
     match split {
@@ -30,14 +32,24 @@ pub struct MeanStd {
     pub std: Vec<f64>,
 }
 
+/// A dataset held by Rust. Loaders share it; `dispose` lets go of this handle's share now.
 #[napi]
 pub struct NativeDataset {
-    pub(crate) inner: Arc<Dataset>,
+    inner: Option<Arc<Dataset>>,
 }
 
 impl NativeDataset {
     fn wrap(d: Dataset) -> Self {
-        NativeDataset { inner: Arc::new(d) }
+        NativeDataset {
+            inner: Some(Arc::new(d)),
+        }
+    }
+
+    /// The dataset, or an Error once `dispose` has been called.
+    pub(crate) fn dataset(&self) -> Result<&Arc<Dataset>> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| invalid("the Dataset has been disposed (its images were freed by dispose())"))
     }
 }
 
@@ -45,23 +57,18 @@ impl NativeDataset {
 impl NativeDataset {
     /// Reads Fashion-MNIST IDX files (gzip or raw) from `dir` (default: the core's default dir).
     #[napi(ts_return_type = "Promise<NativeDataset>")]
-    pub fn fashion_mnist(split: String, dir: Option<String>) -> Result<AsyncTask<ReadDatasetTask>> {
+    pub fn fashion_mnist(split: String, dir: Option<String>) -> Result<Pending<Dataset, NativeDataset>> {
         let dir = PathBuf::from(dir.unwrap_or_else(|| data::idx::DEFAULT_FASHION_MNIST_DIR.to_string()));
-        Ok(AsyncTask::new(ReadDatasetTask {
-            format: Format::FashionMnist,
-            dir,
-            split: parse_split(&split)?,
-        }))
+        let split = parse_split(&split)?;
+        Ok(read_dataset(move || data::idx::read_fashion_mnist(&dir, split)))
     }
 
     /// Reads the CIFAR-10 binary batches from `dir`.
     #[napi(ts_return_type = "Promise<NativeDataset>")]
-    pub fn cifar10(split: String, dir: String) -> Result<AsyncTask<ReadDatasetTask>> {
-        Ok(AsyncTask::new(ReadDatasetTask {
-            format: Format::Cifar10,
-            dir: PathBuf::from(dir),
-            split: parse_split(&split)?,
-        }))
+    pub fn cifar10(split: String, dir: String) -> Result<Pending<Dataset, NativeDataset>> {
+        let dir = PathBuf::from(dir);
+        let split = parse_split(&split)?;
+        Ok(read_dataset(move || data::cifar::read_cifar10(&dir, split)))
     }
 
     /// A dataset from u8 pixels (NCHW, N = labels.length) and u8 labels, both copied.
@@ -99,55 +106,57 @@ impl NativeDataset {
     /// The files the samples were read from (Fashion-MNIST: the images and labels files actually
     /// read; CIFAR-10: the batches); empty for a dataset built from arrays.
     #[napi(getter)]
-    pub fn files(&self) -> Vec<String> {
-        self.inner
+    pub fn files(&self) -> Result<Vec<String>> {
+        Ok(self
+            .dataset()?
             .files
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
-            .collect()
+            .collect())
     }
 
     #[napi(getter)]
-    pub fn length(&self) -> u32 {
-        self.inner.n as u32
+    pub fn length(&self) -> Result<u32> {
+        Ok(self.dataset()?.n as u32)
     }
 
     #[napi(getter)]
-    pub fn channels(&self) -> u32 {
-        self.inner.c as u32
+    pub fn channels(&self) -> Result<u32> {
+        Ok(self.dataset()?.c as u32)
     }
 
     #[napi(getter)]
-    pub fn height(&self) -> u32 {
-        self.inner.h as u32
+    pub fn height(&self) -> Result<u32> {
+        Ok(self.dataset()?.h as u32)
     }
 
     #[napi(getter)]
-    pub fn width(&self) -> u32 {
-        self.inner.w as u32
+    pub fn width(&self) -> Result<u32> {
+        Ok(self.dataset()?.w as u32)
     }
 
     #[napi(getter)]
-    pub fn num_classes(&self) -> u32 {
-        self.inner.num_classes as u32
+    pub fn num_classes(&self) -> Result<u32> {
+        Ok(self.dataset()?.num_classes as u32)
     }
 
     #[napi(getter)]
-    pub fn class_names(&self) -> Vec<String> {
-        self.inner.class_names.clone()
+    pub fn class_names(&self) -> Result<Vec<String>> {
+        Ok(self.dataset()?.class_names.clone())
     }
 
     /// The labels, copied.
     #[napi]
-    pub fn labels(&self) -> Uint8Array {
-        Uint8Array::new(self.inner.labels.clone())
+    pub fn labels(&self) -> Result<Uint8Array> {
+        Ok(Uint8Array::new(self.dataset()?.labels.clone()))
     }
 
     /// Per-channel mean and standard deviation of pixel/255 over the whole dataset.
     #[napi]
     pub fn mean_std(&self) -> Result<MeanStd> {
+        let dataset = self.dataset()?;
         guard("Dataset.meanStd", || {
-            let (mean, std) = self.inner.channel_mean_std();
+            let (mean, std) = dataset.channel_mean_std();
             Ok(MeanStd {
                 mean: mean.into_iter().map(f64::from).collect(),
                 std: std.into_iter().map(f64::from).collect(),
@@ -158,55 +167,51 @@ impl NativeDataset {
     /// The mean image of pixel/255 (channels x height x width values, channel-major).
     #[napi]
     pub fn pixel_mean(&self) -> Result<Float32Array> {
-        guard("Dataset.pixelMean", || Ok(Float32Array::new(self.inner.pixel_mean())))
+        let dataset = self.dataset()?;
+        guard("Dataset.pixelMean", || Ok(Float32Array::new(dataset.pixel_mean())))
     }
 
     /// A new dataset of the given samples, in that order.
     #[napi]
     pub fn subset(&self, indices: Vec<f64>) -> Result<NativeDataset> {
-        let n = self.inner.n;
+        let dataset = self.dataset()?;
+        let n = dataset.n;
         let indices = convert::indices("Dataset.subset", &indices, n, &format!("the dataset has {n} samples"))?;
-        guard("Dataset.subset", || {
-            Ok(NativeDataset::wrap(self.inner.subset(&indices)))
-        })
+        guard("Dataset.subset", || Ok(NativeDataset::wrap(dataset.subset(&indices))))
     }
 
     /// The first `k` samples and the rest (k is clamped to the length).
     #[napi(ts_return_type = "[NativeDataset, NativeDataset]")]
     pub fn split_at(&self, k: f64) -> Result<Vec<NativeDataset>> {
+        let dataset = self.dataset()?;
         let k = count("Dataset.splitAt", "k", k)?;
         guard("Dataset.splitAt", || {
-            let (a, b) = self.inner.split_at(k);
+            let (a, b) = dataset.split_at(k);
             Ok(vec![NativeDataset::wrap(a), NativeDataset::wrap(b)])
         })
     }
-}
 
-enum Format {
-    FashionMnist,
-    Cifar10,
-}
-
-pub struct ReadDatasetTask {
-    format: Format,
-    dir: PathBuf,
-    split: Split,
-}
-
-impl Task for ReadDatasetTask {
-    type Output = Dataset;
-    type JsValue = NativeDataset;
-
-    fn compute(&mut self) -> Result<Dataset> {
-        guard_core("read dataset", || match self.format {
-            Format::FashionMnist => data::idx::read_fashion_mnist(&self.dir, self.split),
-            Format::Cifar10 => data::cifar::read_cifar10(&self.dir, self.split),
-        })
+    /// Lets go of the images now instead of at garbage collection (a loader still running keeps
+    /// its share until it finishes); later calls throw naming the disposed Dataset.
+    #[napi]
+    pub fn dispose(&mut self) {
+        self.inner = None;
     }
 
-    fn resolve(&mut self, _env: Env, output: Dataset) -> Result<NativeDataset> {
-        Ok(NativeDataset::wrap(output))
+    #[napi(getter)]
+    pub fn disposed(&self) -> bool {
+        self.inner.is_none()
     }
+}
+
+fn read_dataset(
+    read: impl FnOnce() -> resnet_core::Result<Dataset> + Send + 'static,
+) -> Pending<Dataset, NativeDataset> {
+    job_with(
+        "read dataset",
+        move || read().map_err(js_error),
+        |d| Ok(NativeDataset::wrap(d)),
+    )
 }
 
 /// Random crop after zero padding, and random horizontal flip.
@@ -231,26 +236,93 @@ pub struct LoaderOptions {
     pub seed: Option<f64>,
 }
 
-/// One batch: normalised NCHW pixels, integer labels and the shape.
-#[napi(object)]
+/// One batch the loader prepared, kept in Rust: the model takes it as it is (`trainBatch`,
+/// `evaluateLoadedBatch`, `predictBatch`); JS reads the values only when it asks (a copy each).
+#[napi]
 pub struct NativeBatch {
-    pub images: Float32Array,
-    pub labels: Int32Array,
-    pub shape: Vec<u32>,
-    /// Dataset index of each image (row).
-    pub indices: Uint32Array,
-    /// Position of each row's image in the epoch order; the views of one image share it.
-    pub positions: Uint32Array,
+    inner: Option<Arc<Batch>>,
 }
 
-fn parse_seed(seed: Option<f64>) -> Result<u64> {
-    let seed = seed.unwrap_or(0.0);
-    if !(seed.is_finite() && seed >= 0.0 && seed.fract() == 0.0) {
-        return Err(invalid(format!(
-            "loader seed must be a non-negative integer, got {seed}"
-        )));
+impl NativeBatch {
+    /// The batch for a model task, or an Error once disposed.
+    pub(crate) fn shared(&self) -> Result<Arc<Batch>> {
+        self.inner
+            .clone()
+            .ok_or_else(|| invalid("the batch has been disposed (its values were freed by dispose())"))
     }
-    Ok(seed as u64)
+}
+
+/// A labelled batch from JS arrays, copied so that JS may reuse them while a task runs.
+pub(crate) fn copied_batch(what: &str, images: &[f32], shape: &[f64], labels: &[i32]) -> Result<Batch> {
+    Ok(Batch {
+        images: copy_array(images, "the batch's images")?,
+        labels: copy_array(labels, "the batch's labels")?,
+        shape: convert::shape4(what, shape)?,
+        ..Batch::default()
+    })
+}
+
+#[napi]
+impl NativeBatch {
+    /// A batch from JS arrays (copied): NCHW images, a label per image, and optionally each
+    /// row's epoch position (rows sharing one are views of one image).
+    #[napi(factory)]
+    pub fn from_arrays(
+        images: Float32Array,
+        labels: Int32Array,
+        shape: Vec<f64>,
+        positions: Option<Uint32Array>,
+    ) -> Result<NativeBatch> {
+        let batch = Batch {
+            positions: positions
+                .map(|p| p.iter().map(|&i| i as usize).collect())
+                .unwrap_or_default(),
+            ..copied_batch("Batch", &images, &shape, &labels)?
+        };
+        Ok(NativeBatch {
+            inner: Some(Arc::new(batch)),
+        })
+    }
+
+    /// [N, C, H, W].
+    #[napi(getter)]
+    pub fn shape(&self) -> Result<Vec<u32>> {
+        Ok(self.shared()?.shape.iter().map(|&d| d as u32).collect())
+    }
+
+    /// Normalised NCHW pixels (a copy).
+    #[napi]
+    pub fn images(&self) -> Result<Float32Array> {
+        Ok(Float32Array::new(self.shared()?.images.clone()))
+    }
+
+    /// Class index of each row (a copy).
+    #[napi]
+    pub fn labels(&self) -> Result<Int32Array> {
+        Ok(Int32Array::new(self.shared()?.labels.clone()))
+    }
+
+    /// Dataset index of each row's image.
+    #[napi]
+    pub fn indices(&self) -> Result<Uint32Array> {
+        Ok(Uint32Array::new(
+            self.shared()?.indices.iter().map(|&i| i as u32).collect(),
+        ))
+    }
+
+    /// Position of each row's image in the epoch order; the views of one image share it.
+    #[napi]
+    pub fn positions(&self) -> Result<Uint32Array> {
+        Ok(Uint32Array::new(
+            self.shared()?.positions.iter().map(|&i| i as u32).collect(),
+        ))
+    }
+
+    /// Lets go of the values now (a model task still running keeps its share until it ends).
+    #[napi]
+    pub fn dispose(&mut self) {
+        self.inner = None;
+    }
 }
 
 #[napi]
@@ -264,7 +336,7 @@ impl NativeLoader {
     /// Starts preparing the batches of `epoch` in the background (order depends on seed and epoch).
     #[napi(constructor)]
     pub fn new(dataset: &NativeDataset, options: LoaderOptions, epoch: u32) -> Result<Self> {
-        let seed = parse_seed(options.seed)?;
+        let seed = parse_seed("loader seed", options.seed)?;
         let config = LoaderConfig {
             batch_size: options.batch_size as usize,
             shuffle: options.shuffle,
@@ -280,60 +352,23 @@ impl NativeLoader {
             },
             seed,
         };
-        let loader = guard_core("DataLoader", || {
-            Loader::new(dataset.inner.clone(), config, epoch as u64)
-        })?;
+        let dataset = dataset.dataset()?.clone();
+        let loader = guard_core("DataLoader", || Loader::new(dataset, config, epoch as u64))?;
         Ok(NativeLoader::wrap(loader))
     }
 
     /// Starts preparing the batches of `epoch` of an image folder (decoding on a pool of
-    /// `options.workers` threads): the training transform when `options.train`, else the
+    /// `transform.workers` threads): the training transform when `options.train`, else the
     /// evaluation view.
     #[napi(factory)]
-    pub fn from_folder(folder: &NativeImageFolder, options: FolderLoaderOptions, epoch: u32) -> Result<Self> {
-        let seed = parse_seed(options.seed)?;
-        let train = match options.train_transform.as_str() {
-            "randomResizedCrop" => TrainTransform::RandomResizedCrop,
-            "scaleAugment" => TrainTransform::ScaleAugment {
-                min: options.scale_min.unwrap_or(256),
-                max: options.scale_max.unwrap_or(480),
-            },
-            "none" => TrainTransform::CenterCrop,
-            other => {
-                return Err(invalid(format!(
-                    "unknown train transform '{other}' (expected 'randomResizedCrop', 'scaleAugment' or 'none')"
-                )))
-            }
-        };
-        let view = match options.view.as_str() {
-            "center" => EvalView::Center,
-            "tenCrop" => EvalView::TenCrop,
-            "fullImage" => EvalView::FullImage {
-                scales: options.scales.unwrap_or_default(),
-            },
-            other => {
-                return Err(invalid(format!(
-                    "unknown view '{other}' (expected 'center', 'tenCrop' or 'fullImage')"
-                )))
-            }
-        };
-        let on_corrupt = match options.on_corrupt.as_str() {
-            "fail" => OnCorrupt::Fail,
-            "skip" => OnCorrupt::Skip,
-            other => {
-                return Err(invalid(format!(
-                    "unknown onCorrupt '{other}' (expected 'fail' or 'skip')"
-                )))
-            }
-        };
-        let transform = FolderTransform {
-            size: options.size,
-            resize: options.resize,
-            train,
-            view,
-            on_corrupt,
-            workers: options.workers.unwrap_or(0) as usize,
-        };
+    pub fn from_folder(
+        folder: &NativeImageFolder,
+        options: FolderLoaderOptions,
+        transform: FolderTransformOptions,
+        epoch: u32,
+    ) -> Result<Self> {
+        let seed = parse_seed("loader seed", options.seed)?;
+        let transform = transform.to_core()?;
         let config = LoaderConfig {
             batch_size: options.batch_size as usize,
             shuffle: options.shuffle,
@@ -349,8 +384,9 @@ impl NativeLoader {
             },
             seed,
         };
+        let folder = folder.inner.clone();
         let loader = guard_core("DataLoader", || {
-            Loader::from_folder(folder.inner.clone(), config, transform, epoch as u64)
+            Loader::from_folder(folder, config, transform, epoch as u64)
         })?;
         Ok(NativeLoader::wrap(loader))
     }
@@ -363,10 +399,23 @@ impl NativeLoader {
 
     /// The next batch, or null after the last one (waits off the main thread).
     #[napi(ts_return_type = "Promise<NativeBatch | null>")]
-    pub fn next(&self) -> AsyncTask<NextBatchTask> {
-        AsyncTask::new(NextBatchTask {
-            loader: self.inner.clone(),
-        })
+    pub fn next(&self) -> Pending<Option<Batch>, Option<NativeBatch>> {
+        let loader = self.inner.clone();
+        job_with(
+            "DataLoader.next",
+            move || {
+                let mut slot = loader.lock().unwrap_or_else(|e| e.into_inner());
+                match slot.as_mut().and_then(|l| l.next_batch()) {
+                    None => Ok(None),
+                    Some(batch) => batch.map(Some).map_err(js_error),
+                }
+            },
+            |batch| {
+                Ok(batch.map(|b| NativeBatch {
+                    inner: Some(Arc::new(b)),
+                }))
+            },
+        )
     }
 
     /// Stops the background preparation; `next()` then resolves to null.
@@ -374,35 +423,6 @@ impl NativeLoader {
     pub fn close(&self) {
         let mut slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *slot = None;
-    }
-}
-
-pub struct NextBatchTask {
-    loader: Arc<Mutex<Option<Loader>>>,
-}
-
-impl Task for NextBatchTask {
-    type Output = Option<Batch>;
-    type JsValue = Option<NativeBatch>;
-
-    fn compute(&mut self) -> Result<Option<Batch>> {
-        guard("DataLoader.next", || {
-            let mut slot = self.loader.lock().unwrap_or_else(|e| e.into_inner());
-            match slot.as_mut().and_then(|l| l.next_batch()) {
-                None => Ok(None),
-                Some(batch) => batch.map(Some).map_err(js_error),
-            }
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: Option<Batch>) -> Result<Option<NativeBatch>> {
-        Ok(output.map(|b| NativeBatch {
-            shape: b.shape.iter().map(|&d| d as u32).collect(),
-            images: Float32Array::new(b.images),
-            labels: Int32Array::new(b.labels),
-            indices: Uint32Array::new(b.indices.iter().map(|&i| i as u32).collect()),
-            positions: Uint32Array::new(b.positions.iter().map(|&i| i as u32).collect()),
-        }))
     }
 }
 
@@ -416,7 +436,7 @@ impl NativeLoader {
     }
 }
 
-/// Options of `NativeLoader.fromFolder` (the TypeScript `ImageFolder` resolves them).
+/// The loader side of `NativeLoader.fromFolder` (the folder's own transform is separate).
 #[napi(object)]
 pub struct FolderLoaderOptions {
     pub batch_size: u32,
@@ -429,22 +449,112 @@ pub struct FolderLoaderOptions {
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
     pub seed: Option<f64>,
+}
+
+/// Training transform of an image folder, before the random flip.
+#[napi(string_enum)]
+pub enum TrainTransformName {
+    #[napi(value = "randomResizedCrop")]
+    RandomResizedCrop,
+    #[napi(value = "scaleAugment")]
+    ScaleAugment,
+    /// The evaluation centre crop.
+    #[napi(value = "none")]
+    CenterCrop,
+}
+
+/// Evaluation view of an image folder (`fullImage` takes its `scales`).
+#[napi(string_enum)]
+pub enum ViewName {
+    #[napi(value = "center")]
+    Center,
+    #[napi(value = "tenCrop")]
+    TenCrop,
+    #[napi(value = "fullImage")]
+    FullImage,
+}
+
+/// What an unreadable image does: fail the batch, or be left out.
+#[napi(string_enum)]
+pub enum OnCorruptName {
+    #[napi(value = "fail")]
+    Fail,
+    #[napi(value = "skip")]
+    Skip,
+}
+
+/// An image folder's transforms with every default filled in (TypeScript fills them); checked
+/// once, here, by the core's `FolderTransform::validate`.
+#[napi(object)]
+pub struct FolderTransformOptions {
     /// Crop side S.
-    pub size: u32,
+    pub size: f64,
     /// Shorter side before the centre crop / ten crops.
-    pub resize: u32,
-    /// 'randomResizedCrop' | 'scaleAugment' | 'none'.
-    pub train_transform: String,
-    pub scale_min: Option<u32>,
-    pub scale_max: Option<u32>,
-    /// 'center' | 'tenCrop' | 'fullImage'.
-    pub view: String,
+    pub resize: f64,
+    pub train: TrainTransformName,
+    /// Shorter-side range `[min, max]` of 'scaleAugment'.
+    pub scale_range: Vec<f64>,
+    pub view: ViewName,
     /// Shorter sides of the 'fullImage' views.
-    pub scales: Option<Vec<u32>>,
-    /// 'fail' | 'skip'.
-    pub on_corrupt: String,
-    /// Decoding threads (0 or absent: one per core, at most 16).
-    pub workers: Option<u32>,
+    pub scales: Option<Vec<f64>>,
+    pub on_corrupt: OnCorruptName,
+    /// Decoding threads (absent: one per core, at most 16).
+    pub workers: Option<f64>,
+}
+
+impl FolderTransformOptions {
+    fn to_core(&self) -> Result<FolderTransform> {
+        let what = "imageFolder";
+        let side = |name: &str, v: f64| -> Result<u32> { Ok(count(what, name, v)? as u32) };
+        let train = match self.train {
+            TrainTransformName::RandomResizedCrop => TrainTransform::RandomResizedCrop,
+            TrainTransformName::CenterCrop => TrainTransform::CenterCrop,
+            TrainTransformName::ScaleAugment => match self.scale_range[..] {
+                [min, max] => TrainTransform::ScaleAugment {
+                    min: side("scaleRange[0]", min)?,
+                    max: side("scaleRange[1]", max)?,
+                },
+                _ => return Err(invalid(format!("{what}: scaleRange must be [min, max]"))),
+            },
+        };
+        let view = match self.view {
+            ViewName::Center => EvalView::Center,
+            ViewName::TenCrop => EvalView::TenCrop,
+            ViewName::FullImage => EvalView::FullImage {
+                scales: self
+                    .scales
+                    .iter()
+                    .flatten()
+                    .map(|&s| side("fullImage scale", s))
+                    .collect::<Result<_>>()?,
+            },
+        };
+        let transform = FolderTransform {
+            size: side("size", self.size)?,
+            resize: side("resize", self.resize)?,
+            train,
+            view,
+            on_corrupt: match self.on_corrupt {
+                OnCorruptName::Fail => OnCorrupt::Fail,
+                OnCorruptName::Skip => OnCorrupt::Skip,
+            },
+            // 0 is the core's "one per core".
+            workers: self
+                .workers
+                .map(|w| count(what, "workers", w))
+                .transpose()?
+                .unwrap_or(0),
+        };
+        transform.validate().map_err(js_error)?;
+        Ok(transform)
+    }
+}
+
+/// Checks an image folder's transforms (the rule is the core's), so that a bad option is an
+/// Error when the folder is opened, not at its first batch.
+#[napi]
+pub fn check_folder_transform(transform: FolderTransformOptions) -> Result<()> {
+    transform.to_core().map(drop)
 }
 
 /// A file an image-folder loader left out, and why.
@@ -466,10 +576,17 @@ impl NativeImageFolder {
     /// Lists the folder (off the main thread); throws naming the path when the root is missing,
     /// has no class folders, or a class folder has no images.
     #[napi(ts_return_type = "Promise<NativeImageFolder>")]
-    pub fn scan(root: String) -> AsyncTask<ScanFolderTask> {
-        AsyncTask::new(ScanFolderTask {
-            root: PathBuf::from(root),
-        })
+    pub fn scan(root: String) -> Pending<ImageFolder, NativeImageFolder> {
+        let root = PathBuf::from(root);
+        job_with(
+            "image folder",
+            move || ImageFolder::scan(&root).map_err(js_error),
+            |folder| {
+                Ok(NativeImageFolder {
+                    inner: Arc::new(folder),
+                })
+            },
+        )
     }
 
     #[napi(getter)]
@@ -535,25 +652,6 @@ impl NativeImageFolder {
     }
 }
 
-pub struct ScanFolderTask {
-    root: PathBuf,
-}
-
-impl Task for ScanFolderTask {
-    type Output = ImageFolder;
-    type JsValue = NativeImageFolder;
-
-    fn compute(&mut self) -> Result<ImageFolder> {
-        guard_core("image folder", || ImageFolder::scan(&self.root))
-    }
-
-    fn resolve(&mut self, _env: Env, output: ImageFolder) -> Result<NativeImageFolder> {
-        Ok(NativeImageFolder {
-            inner: Arc::new(output),
-        })
-    }
-}
-
 /// A decoded image: RGBA pixels, row-major.
 #[napi(object)]
 pub struct DecodedImage {
@@ -564,29 +662,19 @@ pub struct DecodedImage {
 
 /// Decodes JPEG or PNG bytes (format from the content) to 8-bit RGBA, off the main thread.
 #[napi(ts_return_type = "Promise<DecodedImage>")]
-pub fn decode_image(bytes: Uint8Array) -> AsyncTask<DecodeImageTask> {
-    AsyncTask::new(DecodeImageTask { bytes: bytes.to_vec() })
-}
-
-pub struct DecodeImageTask {
-    bytes: Vec<u8>,
-}
-
-impl Task for DecodeImageTask {
-    type Output = (Vec<u8>, u32, u32);
-    type JsValue = DecodedImage;
-
-    fn compute(&mut self) -> Result<(Vec<u8>, u32, u32)> {
-        guard_core("decode image", || data::folder::decode_rgba_bytes(&self.bytes))
-    }
-
-    fn resolve(&mut self, _env: Env, (data, width, height): (Vec<u8>, u32, u32)) -> Result<DecodedImage> {
-        Ok(DecodedImage {
-            data: Uint8Array::new(data),
-            width,
-            height,
-        })
-    }
+pub fn decode_image(bytes: Uint8Array) -> Pending<(Vec<u8>, u32, u32), DecodedImage> {
+    let bytes = bytes.to_vec();
+    job_with(
+        "decode image",
+        move || data::folder::decode_rgba_bytes(&bytes).map_err(js_error),
+        |(data, width, height)| {
+            Ok(DecodedImage {
+                data: Uint8Array::new(data),
+                width,
+                height,
+            })
+        },
+    )
 }
 
 /// Encodes interleaved 8-bit pixels (1 grey, 2 grey+alpha, 3 RGB or 4 RGBA channels) as PNG, or

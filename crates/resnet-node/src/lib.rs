@@ -1,11 +1,12 @@
 //! Node.js binding for resnet-core. It only translates: JS values to Rust types and back, core
-//! errors (and panics) to JS `Error`s, and long work onto the libuv thread pool (`AsyncTask`), so
-//! the event loop stays free. Nothing here keeps the process alive: no threadsafe functions, no
+//! errors (and panics) to JS `Error`s, and long work onto the libuv thread pool (one generic task,
+//! `job::Job`), so the event loop stays free. Nothing here keeps the process alive: no threadsafe functions, no
 //! handles; a script using the addon exits by itself.
 
 mod convert;
 mod data;
 mod errors;
+mod job;
 mod model;
 mod optim;
 mod tensor;

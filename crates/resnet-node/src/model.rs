@@ -1,5 +1,6 @@
 //! `NativeModel`: a ResNet owned by Rust. Long calls (train step, predict, evaluate, save, load)
-//! are `AsyncTask`s on the libuv pool; the rest are quick synchronous calls.
+//! are `job`s on the libuv pool; the rest are quick synchronous calls. A batch arrives either as
+//! JS arrays (copied, so JS may reuse them) or as the loader's own `NativeBatch` (shared as is).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -7,13 +8,16 @@ use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use resnet_core::model::Model;
+use resnet_core::data::Batch;
+use resnet_core::model::{torchvision_depth, Model, ViewScore};
 use resnet_core::nn::ResNetSpec;
 use resnet_core::optim::SgdConfig;
 use resnet_core::Device;
 
-use crate::convert::{count, parse_device, shape4};
-use crate::errors::{copy_array, guard, guard_core, invalid, js_error};
+use crate::convert::{count, parse_device, parse_seed, shape4};
+use crate::data::{copied_batch, NativeBatch};
+use crate::errors::{copy_array, guard, invalid, js_error};
+use crate::job::{job, job_with, Pending};
 use crate::tensor::NativeTensor;
 
 /// Shared between the JS object and the tasks it has in flight; `None` once disposed.
@@ -27,15 +31,6 @@ fn with_model<T>(inner: &Shared, f: impl FnOnce(&mut Model) -> resnet_core::Resu
         .as_mut()
         .ok_or_else(|| Error::from_reason("model has been disposed"))?;
     f(model).map_err(js_error)
-}
-
-/// A seed from a JS number: a non-negative integer up to 2^53.
-fn parse_seed(seed: Option<f64>) -> Result<u64> {
-    let s = seed.unwrap_or(0.0);
-    if !(s.is_finite() && s >= 0.0 && s.fract() == 0.0 && s <= 9_007_199_254_740_992.0) {
-        return Err(invalid(format!("seed must be a non-negative integer, got {s}")));
-    }
-    Ok(s as u64)
 }
 
 /// Scalars of one training step.
@@ -111,7 +106,7 @@ impl NativeModel {
     pub fn new(spec_json: String, seed: Option<f64>, device: Option<String>) -> Result<Self> {
         guard("NativeModel", || {
             let device = parse_device(device.as_deref())?;
-            let seed = parse_seed(seed)?;
+            let seed = parse_seed("seed", seed)?;
             let spec = ResNetSpec::from_json(&spec_json).map_err(js_error)?;
             Model::new(spec, seed, device)
                 .map(|m| NativeModel::wrap(m, BTreeMap::new()))
@@ -121,12 +116,36 @@ impl NativeModel {
 
     /// Rebuilds a model from a checkpoint (architecture from the file), off the main thread.
     #[napi(ts_return_type = "Promise<NativeModel>")]
-    pub fn load(path: String, device: Option<String>) -> Result<AsyncTask<LoadTask>> {
+    pub fn load(path: String, device: Option<String>) -> Result<Pending<Loaded, NativeModel>> {
         let device = parse_device(device.as_deref())?;
-        Ok(AsyncTask::new(LoadTask {
-            path: PathBuf::from(path),
-            device,
-        }))
+        let path = PathBuf::from(path);
+        Ok(job_with(
+            "load",
+            move || Model::load_checkpoint(&path, device).map_err(js_error),
+            |(model, metadata)| Ok(NativeModel::wrap(model, metadata)),
+        ))
+    }
+
+    /// The ImageNet ResNet a torchvision state dict (safetensors) belongs to, loaded from it, off
+    /// the main thread. `arch`: `resnet18`, `resnet34`, `resnet50`, `resnet101` or `resnet152`.
+    #[napi(ts_return_type = "Promise<NativeModel>")]
+    pub fn load_torchvision(
+        arch: String,
+        path: String,
+        device: Option<String>,
+    ) -> Result<Pending<Loaded, NativeModel>> {
+        let device = parse_device(device.as_deref())?;
+        let depth = torchvision_depth(&arch).map_err(js_error)?;
+        let path = PathBuf::from(path);
+        Ok(job_with(
+            "loadTorchvision",
+            move || {
+                Model::load_torchvision(depth, &path, device)
+                    .map(|m| (m, BTreeMap::new()))
+                    .map_err(js_error)
+            },
+            |(model, metadata)| Ok(NativeModel::wrap(model, metadata)),
+        ))
     }
 
     /// The architecture as JSON (the same form the constructor takes).
@@ -169,28 +188,31 @@ impl NativeModel {
 
     /// One forward + loss + backward + optimizer update on a worker thread.
     #[napi(ts_return_type = "Promise<TrainStats>")]
-    pub fn train_step(
-        &self,
-        images: Float32Array,
-        shape: Vec<f64>,
-        labels: Int32Array,
-    ) -> Result<AsyncTask<TrainStepTask>> {
-        Ok(AsyncTask::new(TrainStepTask {
-            model: self.inner.clone(),
-            images: copy_array(&images, "the batch's images")?,
-            shape: shape4("trainStep", &shape)?,
-            labels: copy_array(&labels, "the batch's labels")?,
-        }))
+    pub fn train_step(&self, images: Float32Array, shape: Vec<f64>, labels: Int32Array) -> Result<Pending<TrainStats>> {
+        Ok(self.train_on(Arc::new(copied_batch("trainStep", &images, &shape, &labels)?)))
+    }
+
+    /// `trainStep` on a batch the loader prepared, handed over as it is (no copy through JS).
+    #[napi(ts_return_type = "Promise<TrainStats>")]
+    pub fn train_batch(&self, batch: &NativeBatch) -> Result<Pending<TrainStats>> {
+        Ok(self.train_on(batch.shared()?))
     }
 
     /// Logits [N, numClasses] (eval mode) on a worker thread.
     #[napi(ts_return_type = "Promise<Float32Array>")]
-    pub fn predict(&self, images: Float32Array, shape: Vec<f64>) -> Result<AsyncTask<PredictTask>> {
-        Ok(AsyncTask::new(PredictTask {
-            model: self.inner.clone(),
+    pub fn predict(&self, images: Float32Array, shape: Vec<f64>) -> Result<Pending<Vec<f32>, Float32Array>> {
+        let batch = Batch {
             images: copy_array(&images, "the batch's images")?,
             shape: shape4("predict", &shape)?,
-        }))
+            ..Batch::default()
+        };
+        Ok(self.predict_on(Arc::new(batch)))
+    }
+
+    /// `predict` on a batch the loader prepared (no copy through JS).
+    #[napi(ts_return_type = "Promise<Float32Array>")]
+    pub fn predict_batch(&self, batch: &NativeBatch) -> Result<Pending<Vec<f32>, Float32Array>> {
+        Ok(self.predict_on(batch.shared()?))
     }
 
     /// Loss sum and top-1/top-5 hits of one labelled batch (eval mode) on a worker thread.
@@ -200,12 +222,25 @@ impl NativeModel {
         images: Float32Array,
         shape: Vec<f64>,
         labels: Int32Array,
-    ) -> Result<AsyncTask<EvaluateTask>> {
-        Ok(AsyncTask::new(EvaluateTask {
-            model: self.inner.clone(),
-            images: copy_array(&images, "the batch's images")?,
-            shape: shape4("evaluateBatch", &shape)?,
-            labels: copy_array(&labels, "the batch's labels")?,
+    ) -> Result<Pending<EvalStats>> {
+        Ok(self.evaluate_on(Arc::new(copied_batch("evaluateBatch", &images, &shape, &labels)?)))
+    }
+
+    /// `evaluateBatch` on a batch the loader prepared (no copy through JS).
+    #[napi(ts_return_type = "Promise<EvalStats>")]
+    pub fn evaluate_loaded_batch(&self, batch: &NativeBatch) -> Result<Pending<EvalStats>> {
+        Ok(self.evaluate_on(batch.shared()?))
+    }
+
+    /// Adds the views of a loader's batch to a multi-view `score` (eval mode) on a worker thread.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn score_views(&self, batch: &NativeBatch, score: &NativeViewScore) -> Result<Pending<()>> {
+        let (model, batch, score) = (self.inner.clone(), batch.shared()?, score.inner.clone());
+        Ok(job("evaluateViews", move || {
+            let mut score = score.lock().unwrap_or_else(|e| e.into_inner());
+            with_model(&model, |m| {
+                m.score_views(&batch.images, batch.shape, &batch.labels, &batch.positions, &mut score)
+            })
         }))
     }
 
@@ -219,12 +254,13 @@ impl NativeModel {
         images: Float32Array,
         shape: Vec<f64>,
         training: bool,
-    ) -> Result<AsyncTask<LayerResponsesTask>> {
-        Ok(AsyncTask::new(LayerResponsesTask {
-            model: self.inner.clone(),
-            images: copy_array(&images, "the batch's images")?,
-            shape: shape4("layerResponses", &shape)?,
-            training,
+    ) -> Result<Pending<Vec<LayerResponse>>> {
+        let images = copy_array(&images, "the batch's images")?;
+        let shape = shape4("layerResponses", &shape)?;
+        let model = self.inner.clone();
+        Ok(job("layerResponses", move || {
+            let rows = with_model(&model, |m| m.layer_responses(&images, shape, training))?;
+            Ok(rows.into_iter().map(LayerResponse::from).collect())
         }))
     }
 
@@ -235,48 +271,46 @@ impl NativeModel {
     pub fn gradient_norms(
         &self,
         images: Float32Array,
-        labels: Int32Array,
         shape: Vec<f64>,
-    ) -> Result<AsyncTask<GradientNormsTask>> {
-        Ok(AsyncTask::new(GradientNormsTask {
-            model: self.inner.clone(),
-            images: copy_array(&images, "the batch's images")?,
-            labels: copy_array(&labels, "the batch's labels")?,
-            shape: shape4("gradientNorms", &shape)?,
+        labels: Int32Array,
+    ) -> Result<Pending<Vec<GradNorm>>> {
+        let batch = copied_batch("gradientNorms", &images, &shape, &labels)?;
+        let model = self.inner.clone();
+        Ok(job("gradientNorms", move || {
+            let rows = with_model(&model, |m| m.gradient_norms(&batch.images, batch.shape, &batch.labels))?;
+            Ok(rows.into_iter().map(GradNorm::from).collect())
         }))
     }
 
     /// Writes a safetensors checkpoint (atomic) with string metadata.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn save(&self, path: String, metadata: Option<HashMap<String, String>>) -> AsyncTask<SaveTask> {
-        AsyncTask::new(SaveTask {
-            model: self.inner.clone(),
-            path: PathBuf::from(path),
-            metadata: metadata.unwrap_or_default().into_iter().collect(),
-            weights_only: false,
+    pub fn save(&self, path: String, metadata: Option<HashMap<String, String>>) -> Pending<()> {
+        let (model, path, metadata) = (self.inner.clone(), PathBuf::from(path), sorted(metadata));
+        job("save", move || {
+            with_model(&model, |m| m.save_checkpoint(&path, metadata))
         })
     }
 
     /// Writes only the state dict (weights, running statistics, int64 `num_batches_tracked`,
     /// torchvision names) that PyTorch's `load_state_dict(..., strict=True)` takes; atomic.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn export_weights(&self, path: String, metadata: Option<HashMap<String, String>>) -> AsyncTask<SaveTask> {
-        AsyncTask::new(SaveTask {
-            model: self.inner.clone(),
-            path: PathBuf::from(path),
-            metadata: metadata.unwrap_or_default().into_iter().collect(),
-            weights_only: true,
+    pub fn export_weights(&self, path: String, metadata: Option<HashMap<String, String>>) -> Pending<()> {
+        let (model, path, metadata) = (self.inner.clone(), PathBuf::from(path), sorted(metadata));
+        job("exportWeights", move || {
+            with_model(&model, |m| m.export_weights(&path, metadata))
         })
     }
 
     /// Loads weights from a checkpoint of the same architecture into this model; resolves to the
     /// checkpoint's metadata.
     #[napi(ts_return_type = "Promise<Record<string, string>>")]
-    pub fn load_weights(&self, path: String) -> AsyncTask<LoadWeightsTask> {
-        AsyncTask::new(LoadWeightsTask {
-            model: self.inner.clone(),
-            path: PathBuf::from(path),
-        })
+    pub fn load_weights(&self, path: String) -> Pending<BTreeMap<String, String>, HashMap<String, String>> {
+        let (model, path) = (self.inner.clone(), PathBuf::from(path));
+        job_with(
+            "loadWeights",
+            move || with_model(&model, |m| m.load_weights(&path)),
+            |meta| Ok(meta.into_iter().collect()),
+        )
     }
 
     /// Parameter and buffer names, torchvision style (`layer1.0.conv1.weight`).
@@ -307,7 +341,8 @@ impl NativeModel {
     #[napi]
     pub fn forward(&self, x: &NativeTensor, training: bool) -> Result<NativeTensor> {
         guard("forward", || {
-            with_model(&self.inner, |m| m.forward(&x.inner, training)).map(NativeTensor::from)
+            let x = x.tensor()?;
+            with_model(&self.inner, |m| m.forward(x, training)).map(NativeTensor::from)
         })
     }
 
@@ -315,7 +350,8 @@ impl NativeModel {
     #[napi]
     pub fn features(&self, x: &NativeTensor, training: bool) -> Result<NativeTensor> {
         guard("features", || {
-            with_model(&self.inner, |m| m.features(&x.inner, training)).map(NativeTensor::from)
+            let x = x.tensor()?;
+            with_model(&self.inner, |m| m.features(x, training)).map(NativeTensor::from)
         })
     }
 
@@ -324,7 +360,8 @@ impl NativeModel {
     #[napi]
     pub fn stage_outputs(&self, x: &NativeTensor, training: bool) -> Result<Vec<NativeTensor>> {
         guard("stageOutputs", || {
-            with_model(&self.inner, |m| m.stage_outputs(&x.inner, training))
+            let x = x.tensor()?;
+            with_model(&self.inner, |m| m.stage_outputs(x, training))
                 .map(|v| v.into_iter().map(NativeTensor::from).collect())
         })
     }
@@ -372,219 +409,109 @@ impl NativeModel {
     }
 }
 
-pub struct TrainStepTask {
-    model: Shared,
-    images: Vec<f32>,
-    shape: [usize; 4],
-    labels: Vec<i32>,
+/// A model and the metadata of the file it came from, made on the pool, wrapped on the main thread.
+type Loaded = (Model, BTreeMap<String, String>);
+
+fn sorted(metadata: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    metadata.unwrap_or_default().into_iter().collect()
 }
 
-impl Task for TrainStepTask {
-    type Output = TrainStats;
-    type JsValue = TrainStats;
-
-    fn compute(&mut self) -> Result<TrainStats> {
-        guard("trainStep", || {
-            // The rate as configured (f64), not the f32 the update used widened (0.10000000149...).
-            let (s, lr) = with_model(&self.model, |m| {
-                let s = m.train_step(&self.images, self.shape, &self.labels)?;
+/// The batch-taking tasks, shared by the JS-array and the loader-batch entry points.
+impl NativeModel {
+    fn train_on(&self, batch: Arc<Batch>) -> Pending<TrainStats> {
+        let model = self.inner.clone();
+        job("trainStep", move || {
+            with_model(&model, |m| {
+                let s = m.train_step(&batch.images, batch.shape, &batch.labels)?;
+                // The rate as configured (f64), not the f32 the update used widened (0.10000000149...).
                 let lr = m.optimizer_config().reported_lr(s.step.saturating_sub(1));
-                Ok((s, lr))
-            })?;
-            Ok(TrainStats {
-                loss: s.loss as f64,
-                correct: s.correct as u32,
-                batch: s.batch as u32,
-                lr,
-                step: s.step as i64,
+                Ok(TrainStats {
+                    loss: s.loss as f64,
+                    correct: s.correct as u32,
+                    batch: s.batch as u32,
+                    lr,
+                    step: s.step as i64,
+                })
             })
         })
     }
 
-    fn resolve(&mut self, _env: Env, output: TrainStats) -> Result<TrainStats> {
-        Ok(output)
+    fn predict_on(&self, batch: Arc<Batch>) -> Pending<Vec<f32>, Float32Array> {
+        let model = self.inner.clone();
+        job_with(
+            "predict",
+            move || with_model(&model, |m| m.predict(&batch.images, batch.shape)),
+            |logits| Ok(Float32Array::new(logits)),
+        )
     }
-}
 
-pub struct PredictTask {
-    model: Shared,
-    images: Vec<f32>,
-    shape: [usize; 4],
-}
-
-impl Task for PredictTask {
-    type Output = Vec<f32>;
-    type JsValue = Float32Array;
-
-    fn compute(&mut self) -> Result<Vec<f32>> {
-        guard("predict", || {
-            with_model(&self.model, |m| m.predict(&self.images, self.shape))
+    fn evaluate_on(&self, batch: Arc<Batch>) -> Pending<EvalStats> {
+        let model = self.inner.clone();
+        job("evaluateBatch", move || {
+            with_model(&model, |m| m.evaluate_batch(&batch.images, batch.shape, &batch.labels)).map(EvalStats::from)
         })
     }
-
-    fn resolve(&mut self, _env: Env, output: Vec<f32>) -> Result<Float32Array> {
-        Ok(Float32Array::new(output))
-    }
 }
 
-pub struct EvaluateTask {
-    model: Shared,
-    images: Vec<f32>,
-    shape: [usize; 4],
-    labels: Vec<i32>,
-}
-
-impl Task for EvaluateTask {
-    type Output = EvalStats;
-    type JsValue = EvalStats;
-
-    fn compute(&mut self) -> Result<EvalStats> {
-        guard("evaluateBatch", || {
-            let s = with_model(&self.model, |m| {
-                m.evaluate_batch(&self.images, self.shape, &self.labels)
-            })?;
-            Ok(EvalStats {
-                loss_sum: s.loss_sum,
-                top1: s.top1 as u32,
-                top5: s.top5 as u32,
-                count: s.count as u32,
-            })
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: EvalStats) -> Result<EvalStats> {
-        Ok(output)
-    }
-}
-
-pub struct LayerResponsesTask {
-    model: Shared,
-    images: Vec<f32>,
-    shape: [usize; 4],
-    training: bool,
-}
-
-impl Task for LayerResponsesTask {
-    type Output = Vec<LayerResponse>;
-    type JsValue = Vec<LayerResponse>;
-
-    fn compute(&mut self) -> Result<Vec<LayerResponse>> {
-        guard("layerResponses", || {
-            let rows = with_model(&self.model, |m| {
-                m.layer_responses(&self.images, self.shape, self.training)
-            })?;
-            Ok(rows
-                .into_iter()
-                .map(|r| LayerResponse {
-                    name: r.name,
-                    kernel: r.kernel as u32,
-                    std: r.std,
-                    mean: r.mean,
-                })
-                .collect())
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: Vec<LayerResponse>) -> Result<Vec<LayerResponse>> {
-        Ok(output)
-    }
-}
-
-pub struct GradientNormsTask {
-    model: Shared,
-    images: Vec<f32>,
-    labels: Vec<i32>,
-    shape: [usize; 4],
-}
-
-impl Task for GradientNormsTask {
-    type Output = Vec<GradNorm>;
-    type JsValue = Vec<GradNorm>;
-
-    fn compute(&mut self) -> Result<Vec<GradNorm>> {
-        guard("gradientNorms", || {
-            let rows = with_model(&self.model, |m| {
-                m.gradient_norms(&self.images, &self.labels, self.shape)
-            })?;
-            Ok(rows
-                .into_iter()
-                .map(|g| GradNorm {
-                    name: g.name,
-                    kernel: g.kernel as u32,
-                    norm: g.norm,
-                    numel: g.numel as u32,
-                })
-                .collect())
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: Vec<GradNorm>) -> Result<Vec<GradNorm>> {
-        Ok(output)
-    }
-}
-
-pub struct SaveTask {
-    model: Shared,
-    path: PathBuf,
-    metadata: BTreeMap<String, String>,
-    weights_only: bool,
-}
-
-impl Task for SaveTask {
-    type Output = ();
-    type JsValue = ();
-
-    fn compute(&mut self) -> Result<()> {
-        let metadata = std::mem::take(&mut self.metadata);
-        if self.weights_only {
-            return guard("exportWeights", || {
-                with_model(&self.model, |m| m.export_weights(&self.path, metadata))
-            });
+impl From<resnet_core::model::EvalStats> for EvalStats {
+    fn from(s: resnet_core::model::EvalStats) -> Self {
+        EvalStats {
+            loss_sum: s.loss_sum,
+            top1: s.top1 as u32,
+            top5: s.top5 as u32,
+            count: s.count as u32,
         }
-        guard("save", || {
-            with_model(&self.model, |m| m.save_checkpoint(&self.path, metadata))
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
-        Ok(())
     }
 }
 
-pub struct LoadWeightsTask {
-    model: Shared,
-    path: PathBuf,
-}
-
-impl Task for LoadWeightsTask {
-    type Output = BTreeMap<String, String>;
-    type JsValue = HashMap<String, String>;
-
-    fn compute(&mut self) -> Result<BTreeMap<String, String>> {
-        guard("loadWeights", || {
-            with_model(&self.model, |m| m.load_weights(&self.path))
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: BTreeMap<String, String>) -> Result<HashMap<String, String>> {
-        Ok(output.into_iter().collect())
+impl From<resnet_core::model::LayerResponse> for LayerResponse {
+    fn from(r: resnet_core::model::LayerResponse) -> Self {
+        LayerResponse {
+            name: r.name,
+            kernel: r.kernel as u32,
+            std: r.std,
+            mean: r.mean,
+        }
     }
 }
 
-pub struct LoadTask {
-    path: PathBuf,
-    device: Device,
+impl From<resnet_core::model::GradNorm> for GradNorm {
+    fn from(g: resnet_core::model::GradNorm) -> Self {
+        GradNorm {
+            name: g.name,
+            kernel: g.kernel as u32,
+            norm: g.norm,
+            numel: g.numel as u32,
+        }
+    }
 }
 
-impl Task for LoadTask {
-    type Output = (Model, BTreeMap<String, String>);
-    type JsValue = NativeModel;
+/// The running score of a multi-view evaluation (`scoreViews`): the softmax of each image's views
+/// averaged, then scored (the rule is the core's `ViewScore`).
+#[napi]
+pub struct NativeViewScore {
+    inner: Arc<Mutex<ViewScore>>,
+}
 
-    fn compute(&mut self) -> Result<Self::Output> {
-        guard_core("load", || Model::load_checkpoint(&self.path, self.device))
+#[napi]
+impl NativeViewScore {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        NativeViewScore {
+            inner: Arc::new(Mutex::new(ViewScore::new())),
+        }
     }
 
-    fn resolve(&mut self, _env: Env, (model, metadata): Self::Output) -> Result<NativeModel> {
-        Ok(NativeModel::wrap(model, metadata))
+    /// Images scored so far (an image whose views may continue in the next batch is not yet).
+    #[napi(getter)]
+    pub fn scored(&self) -> u32 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).scored() as u32
+    }
+
+    /// Scores the last image and returns the sums over every image scored (divide by `count`).
+    #[napi]
+    pub fn finish(&self) -> EvalStats {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).finish().into()
     }
 }

@@ -19,7 +19,7 @@ impl NativeSgd {
     pub fn new(params: Vec<&NativeTensor>, config_json: String) -> Result<Self> {
         guard("SGD", || {
             let cfg = SgdConfig::from_json(&config_json).map_err(js_error)?;
-            let params = params.iter().map(|p| p.inner.clone()).collect();
+            let params = params.iter().map(|p| p.tensor().cloned()).collect::<Result<Vec<_>>>()?;
             Sgd::new(params, cfg).map(|inner| NativeSgd { inner }).map_err(js_error)
         })
     }

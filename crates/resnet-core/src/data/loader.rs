@@ -94,7 +94,7 @@ pub struct LoaderConfig {
 }
 
 /// One batch, ready for the model.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Batch {
     /// Normalised pixels, NCHW, `shape[0]` images (views, for multi-view evaluation).
     pub images: Vec<f32>,

@@ -1,0 +1,118 @@
+//! The training and evaluation calls: one SGD step on a labelled batch, logits, and the loss and
+//! top-1/top-5 sums of a batch (the one place these metrics are computed).
+
+use serde::Serialize;
+
+use crate::autograd::no_grad;
+use crate::error::{Error, Result};
+use crate::memory::Pass;
+use crate::ops;
+use crate::tensor::Tensor;
+
+use super::context::ctx;
+use super::readback::read_scalars;
+use super::Model;
+use crate::backend::LogitsLayout;
+use crate::nn::BnMode;
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TrainStats {
+    pub loss: f32,
+    /// Top-1 hits in this batch (training mode, before the update).
+    pub correct: usize,
+    pub batch: usize,
+    /// The rate this step used.
+    pub lr: f32,
+    /// Optimiser steps taken so far, this one included.
+    pub step: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Default)]
+pub struct EvalStats {
+    pub loss_sum: f64,
+    pub top1: usize,
+    pub top5: usize,
+    pub count: usize,
+}
+
+impl Model {
+    /// Forward, mean cross-entropy, backward and one SGD update.
+    ///
+    /// A batch that cannot fit is refused before the forward pass (`memory::check_batch_fits`).
+    /// When memory runs out during the step anyway (an `Error::OutOfMemory`), the model stays
+    /// usable: the step's graph and gradients are dropped, and no parameter or momentum buffer has
+    /// changed unless the update itself failed; only the batch-norm running statistics of layers
+    /// the forward pass got through have seen the batch.
+    pub fn train_step(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
+        self.check_labelled(images, shape, labels, self.training_pass(true))?;
+        let result = self.train_step_checked(images, shape, labels);
+        if result.is_err() {
+            self.optimizer.zero_grad();
+        }
+        result
+    }
+
+    fn train_step_checked(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
+        let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
+        let x = Tensor::from_vec(images, &shape, self.device)?;
+        self.optimizer.zero_grad();
+        let logits = self.net.forward(&x, &ctx(BnMode::Train, None))?;
+        let loss = ops::cross_entropy(&logits, &y)?;
+        loss.backward()?;
+        let lr = self.optimizer.lr();
+        self.optimizer.step()?;
+        self.optimizer.zero_grad();
+        let be = self.device.backend();
+        let layout = LogitsLayout {
+            n: shape[0],
+            classes: self.net.spec.num_classes,
+        };
+        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, 1)?)?;
+        let [loss_value, hits] = read_scalars([&loss.storage(), &hits], self.device)?;
+        if !loss_value.is_finite() {
+            return Err(Error::invalid(format!(
+                "training diverged: the loss is {loss_value} at step {} (lower the learning rate)",
+                self.step()
+            )));
+        }
+        Ok(TrainStats {
+            loss: loss_value,
+            correct: hits.round() as usize,
+            batch: shape[0],
+            lr,
+            step: self.step(),
+        })
+    }
+
+    /// Logits [N, classes] in eval mode.
+    pub fn predict(&self, images: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+        self.check_batch(images, shape, Pass::Eval)?;
+        no_grad(|| {
+            let x = Tensor::from_vec(images, &shape, self.device)?;
+            self.net.forward(&x, &ctx(BnMode::Eval, None))?.to_vec()
+        })
+    }
+
+    /// Summed loss and top-1/top-5 hits of one batch in eval mode.
+    pub fn evaluate_batch(&self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<EvalStats> {
+        self.check_labelled(images, shape, labels, Pass::Eval)?;
+        let classes = self.net.spec.num_classes;
+        no_grad(|| {
+            let y = ops::labels_tensor(labels, classes, self.device)?;
+            let x = Tensor::from_vec(images, &shape, self.device)?;
+            let logits = self.net.forward(&x, &ctx(BnMode::Eval, None))?;
+            let be = self.device.backend();
+            let layout = LogitsLayout { n: shape[0], classes };
+            let (losses, _) = be.cross_entropy(&logits.storage(), &y.storage(), &layout)?;
+            let hits = |k| be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, k)?);
+            let [loss_sum, top1, top5] =
+                read_scalars([&be.sum_all(&losses)?, &hits(1)?, &hits(5.min(classes))?], self.device)?;
+            Ok(EvalStats {
+                loss_sum: loss_sum as f64,
+                top1: top1.round() as usize,
+                top5: top5.round() as usize,
+                count: shape[0],
+            })
+        })
+    }
+}
