@@ -1,5 +1,8 @@
 //! resnet-core: tensors, reverse-mode autograd, convolution, batch norm and the residual networks
 //! of He et al. (2015), with the device behind one seam (`backend`). Knows nothing of Node.
+//!
+//! `ARCHITECTURE.md` at the repository root walks one training batch from `fit` to a WGSL dispatch
+//! and back, naming the file of each hop.
 
 pub mod autograd;
 pub mod backend;
