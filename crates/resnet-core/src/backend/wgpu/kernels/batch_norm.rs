@@ -46,7 +46,7 @@ pub(super) static BATCH_NORM: Family<BatchNormParams> = Family::new(
         read_write("running_mean"),
         read_write("running_var"),
     ],
-    &[super::PRELUDE, include_str!("batch_norm.wgsl")],
+    &[super::PRELUDE, super::GRID, include_str!("batch_norm.wgsl")],
 );
 
 /// The parameters every entry reads for tensor shape `s` in `chunks` chunks a channel.

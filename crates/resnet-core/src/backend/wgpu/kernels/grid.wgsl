@@ -16,3 +16,9 @@ fn grid_pos(i: u32, rows: u32, cols: u32) -> GridPos {
     let row = p / cols;
     return GridPos(outer, p, row, p - row * cols);
 }
+
+// Index in an [N, C, HW] tensor of value e (of N * HW) of channel ch.
+fn channel_element(e: u32, ch: u32, c: u32, hw: u32) -> u32 {
+    let img = e / hw;
+    return (img * c + ch) * hw + (e - img * hw);
+}

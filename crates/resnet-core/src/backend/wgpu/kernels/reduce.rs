@@ -22,7 +22,7 @@ pub(super) static REDUCE: Family<ReduceParams> = Family::new(
     "reduce",
     &[("WG", WG), ("ITEMS", ITEMS), ("CHUNK", CHUNK)],
     &[read("x"), read_write("out")],
-    &[super::PRELUDE, include_str!("reduce.wgsl")],
+    &[super::PRELUDE, super::GRID, include_str!("reduce.wgsl")],
 );
 
 /// Workgroups of CHUNK values that cover `len` values.
