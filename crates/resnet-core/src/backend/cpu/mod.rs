@@ -7,6 +7,7 @@ pub mod gemm;
 mod loss;
 mod norm;
 mod pool;
+mod shortcut;
 
 use super::{
     Activation, Backend, BatchStats, ChannelLayout, ConvGeometry, Device, LogitsLayout, MatmulGeometry, PoolGeometry,
@@ -353,58 +354,11 @@ impl Backend for CpuBackend {
     }
 
     fn shortcut_a(&self, x: &Storage, g: &ShortcutGeometry) -> Result<Storage> {
-        let &ShortcutGeometry {
-            c_in,
-            c_out,
-            w,
-            h,
-            stride,
-            pad_before,
-            oh,
-            ow,
-            ..
-        } = g;
-        let x = data(x)?;
-        let mut y = CpuBuffer::try_zeroed(g.out_len())?;
-        y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, yp)| {
-            let (i, co) = (p / c_out, p % c_out);
-            if co < pad_before || co >= pad_before + c_in {
-                return;
-            }
-            let plane = &x[(i * c_in + co - pad_before) * h * w..][..h * w];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    yp[oy * ow + ox] = plane[oy * stride * w + ox * stride];
-                }
-            }
-        });
-        store(y)
+        store(shortcut::forward(data(x)?, g)?)
     }
 
     fn shortcut_a_backward(&self, gy: &Storage, g: &ShortcutGeometry) -> Result<Storage> {
-        let &ShortcutGeometry {
-            c_in,
-            c_out,
-            w,
-            h,
-            stride,
-            pad_before,
-            oh,
-            ow,
-            ..
-        } = g;
-        let gy = data(gy)?;
-        let mut gx = CpuBuffer::try_zeroed(g.in_len())?;
-        gx.par_chunks_mut(h * w).enumerate().for_each(|(p, gp)| {
-            let (i, ci) = (p / c_in, p % c_in);
-            let src = &gy[(i * c_out + ci + pad_before) * oh * ow..][..oh * ow];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    gp[oy * stride * w + ox * stride] = src[oy * ow + ox];
-                }
-            }
-        });
-        store(gx)
+        store(shortcut::backward(data(gy)?, g)?)
     }
 
     fn sgd_update(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, s: &SgdStep) -> Result<()> {

@@ -8,11 +8,13 @@
 //!    `.wgsl` family, beside it; the convolutions and the dense GEMM share the register-tiled loop
 //!    of `kernels/gemm_tile.wgsl` through `kernels/gemm.rs`).
 //! 2. The launcher fills the family's parameter struct (`uniform!`: a `repr(C)` `Pod` struct of
-//!    named `u32`/`f32` fields) and names its buffers: `("x", &x), ("y", &y)`.
+//!    named `u32`/`f32` fields) and names its buffers: `("x", &x)`; a one-thread-a-value kernel
+//!    goes through `Family::launch_into`, which also allocates the output it names.
 //! 3. `kernels::Family` owns what the shader and the launch must agree on. It generates the WGSL
 //!    twin of the parameter struct, the `@binding` of each named buffer (in the order the family
 //!    declares them) and the workgroup-size constants (`WG`, `CHUNK`) from the Rust constants, and
-//!    puts them in front of the shared helpers (`kernels/prelude.wgsl`) and the family's kernels.
+//!    puts them in front of the shared helpers (`kernels/prelude.wgsl`: thread index, workgroup
+//!    sums; `kernels/grid.wgsl`: NCHW and window index decoding) and the family's kernels.
 //!    `kernels/check.rs` has naga validate every generated shader and compare its layout with Rust.
 //! 4. `pipelines.rs` compiles the entry point once per variant (tile shape, convolution window:
 //!    `const` values replaced), `queue.rs` writes the struct's bytes into the per-submission

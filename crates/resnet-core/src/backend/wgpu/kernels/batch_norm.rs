@@ -3,7 +3,7 @@
 //! running-statistics update.
 
 use super::reduce::chunks;
-use super::{groups, output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
+use super::{output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::backend::ChannelLayout;
@@ -46,7 +46,7 @@ pub(super) static BATCH_NORM: Family<BatchNormParams> = Family::new(
         read_write("running_mean"),
         read_write("running_var"),
     ],
-    &[super::PRELUDE, include_str!("batch_norm.wgsl")],
+    &[super::PRELUDE, super::GRID, include_str!("batch_norm.wgsl")],
 );
 
 /// The parameters every entry reads for tensor shape `s` in `chunks` chunks a channel.
@@ -59,6 +59,23 @@ fn shape_params(s: ChannelLayout, chunks: usize) -> Result<BatchNormParams> {
         len: to_u32(s.len())?,
         ..BatchNormParams::default()
     })
+}
+
+/// First pass of a two-pass channel reduction: `entry` sums each of `chunks` chunks of every
+/// channel (a workgroup each) into a fresh `partial` of [chunks, 2, C].
+fn partial_sums(
+    ctx: &GpuContext,
+    entry: &'static str,
+    p: &BatchNormParams,
+    inputs: &[(&str, &GpuStorage)],
+    chunks: usize,
+) -> Result<GpuStorage> {
+    let c = p.c as usize;
+    let partial = output(ctx, chunks * 2 * c)?;
+    let mut buffers = inputs.to_vec();
+    buffers.push(("partial", &partial));
+    BATCH_NORM.launch(ctx, entry, p, &buffers, (chunks * c) as u64)?;
+    Ok(partial)
 }
 
 /// Per-channel statistics on the GPU.
@@ -84,20 +101,13 @@ pub fn train(
         unbias: 1.0,
         ..shape_params(s, chunks)?
     };
-    let partial = output(ctx, chunks * 2 * s.c)?;
-    BATCH_NORM.launch(
-        ctx,
-        "stats_partial",
-        &p,
-        &[("x", x), ("partial", &partial)],
-        (chunks * s.c) as u64,
-    )?;
+    let partial = partial_sums(ctx, "stats_partial", &p, &[("x", x)], chunks)?;
     let stats = Stats {
         mean: output(ctx, s.c)?,
         var: output(ctx, s.c)?,
         invstd: output(ctx, s.c)?,
     };
-    BATCH_NORM.launch(
+    BATCH_NORM.launch_each(
         ctx,
         "stats_finalize",
         &p,
@@ -108,7 +118,7 @@ pub fn train(
             ("invstd", &stats.invstd),
             ("partial", &partial),
         ],
-        groups(s.c, WG),
+        s.c,
     )?;
     let y = apply_with(ctx, &p, x, gamma, beta, &stats.mean, &stats.invstd)?;
     Ok((y, stats))
@@ -117,20 +127,12 @@ pub fn train(
 /// `1 / sqrt(running_var + eps)`, for normalising with frozen statistics.
 pub fn frozen_invstd(ctx: &GpuContext, running_var: &GpuStorage, eps: f32) -> Result<GpuStorage> {
     let c = running_var.len();
-    let invstd = output(ctx, c)?;
     let p = BatchNormParams {
         eps,
         unbias: 1.0,
         ..shape_params(ChannelLayout { n: 1, c, hw: 1 }, 1)?
     };
-    BATCH_NORM.launch(
-        ctx,
-        "frozen_invstd",
-        &p,
-        &[("var_", running_var), ("invstd", &invstd)],
-        groups(c, WG),
-    )?;
-    Ok(invstd)
+    BATCH_NORM.launch_into(ctx, "frozen_invstd", &p, &[("var_", running_var)], "invstd", c)
 }
 
 /// `y = (x - mean) * invstd * gamma + beta`.
@@ -159,9 +161,7 @@ fn apply_with(
     mean: &GpuStorage,
     invstd: &GpuStorage,
 ) -> Result<GpuStorage> {
-    let len = p.len as usize;
-    let y = output(ctx, len)?;
-    BATCH_NORM.launch(
+    BATCH_NORM.launch_into(
         ctx,
         "apply",
         p,
@@ -171,11 +171,10 @@ fn apply_with(
             ("beta", beta),
             ("mean", mean),
             ("invstd", invstd),
-            ("y", &y),
         ],
-        groups(len, WG),
-    )?;
-    Ok(y)
+        "y",
+        p.len as usize,
+    )
 }
 
 /// The gradients (dx, dgamma, dbeta); `batch_statistics` says whether mean and invstd came from
@@ -197,16 +196,10 @@ pub fn backward(
         unbias: 1.0,
         ..shape_params(s, chunks)?
     };
-    let partial = output(ctx, chunks * 2 * s.c)?;
-    BATCH_NORM.launch(
-        ctx,
-        "backward_partial",
-        &p,
-        &[("x", x), ("gy", gy), ("mean", mean), ("partial", &partial)],
-        (chunks * s.c) as u64,
-    )?;
+    let inputs = [("x", x), ("gy", gy), ("mean", mean)];
+    let partial = partial_sums(ctx, "backward_partial", &p, &inputs, chunks)?;
     let (dgamma, dbeta) = (output(ctx, s.c)?, output(ctx, s.c)?);
-    BATCH_NORM.launch(
+    BATCH_NORM.launch_each(
         ctx,
         "backward_finalize",
         &p,
@@ -216,10 +209,10 @@ pub fn backward(
             ("dgamma", &dgamma),
             ("dbeta", &dbeta),
         ],
-        groups(s.c, WG),
+        s.c,
     )?;
-    let dx = output(ctx, s.len())?;
-    BATCH_NORM.launch(
+    // dx goes out through `y`.
+    let dx = BATCH_NORM.launch_into(
         ctx,
         "backward_dx",
         &p,
@@ -229,11 +222,11 @@ pub fn backward(
             ("gamma", gamma),
             ("mean", mean),
             ("invstd", invstd),
-            ("y", &dx),
             ("dgamma", &dgamma),
             ("dbeta", &dbeta),
         ],
-        groups(s.len(), WG),
+        "y",
+        s.len(),
     )?;
     Ok((dx, dgamma, dbeta))
 }
@@ -256,7 +249,7 @@ pub fn update_running(
         unbias: count as f32 / (count.max(2) - 1) as f32,
         ..shape_params(ChannelLayout { n: 1, c, hw: 1 }, 1)?
     };
-    BATCH_NORM.launch(
+    BATCH_NORM.launch_each(
         ctx,
         "running_update",
         &p,
@@ -266,6 +259,6 @@ pub fn update_running(
             ("running_mean", running_mean),
             ("running_var", running_var),
         ],
-        groups(c, WG),
+        c,
     )
 }

@@ -5,8 +5,24 @@
 // biased variance; the running variance gets the unbiased one (PyTorch).
 
 fn at(e: u32, ch: u32) -> u32 {
-    let img = e / P.hw;
-    return (img * P.c + ch) * P.hw + (e - img * P.hw);
+    return channel_element(e, ch, P.c, P.hw);
+}
+
+// The partial sums are [chunks, 2, C]: chunk q's pair of sums of channel ch.
+fn store_partial(q: u32, ch: u32, t: vec2<f32>) {
+    partial[(q * 2u) * P.c + ch] = t.x;
+    partial[(q * 2u + 1u) * P.c + ch] = t.y;
+}
+
+// Channel ch's pair of sums over all chunks, added in chunk order.
+fn chunk_totals(ch: u32) -> vec2<f32> {
+    var a = 0.0;
+    var b = 0.0;
+    for (var q = 0u; q < P.chunks; q++) {
+        a += partial[(q * 2u) * P.c + ch];
+        b += partial[(q * 2u + 1u) * P.c + ch];
+    }
+    return vec2<f32>(a, b);
 }
 
 @compute @workgroup_size(WG)
@@ -30,8 +46,7 @@ fn stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
     let t = workgroup_sum2(s, ss, lid);
     if (lid == 0u) {
-        partial[(q * 2u) * P.c + ch] = t.x;
-        partial[(q * 2u + 1u) * P.c + ch] = t.y;
+        store_partial(q, ch, t);
     }
 }
 
@@ -41,12 +56,9 @@ fn stats_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (ch >= P.c) {
         return;
     }
-    var s = 0.0;
-    var ss = 0.0;
-    for (var q = 0u; q < P.chunks; q++) {
-        s += partial[(q * 2u) * P.c + ch];
-        ss += partial[(q * 2u + 1u) * P.c + ch];
-    }
+    let t = chunk_totals(ch);
+    let s = t.x;
+    let ss = t.y;
     let n = f32(P.count);
     let d = s / n;
     let v = max(ss / n - d * d, 0.0);
@@ -90,8 +102,7 @@ fn backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     }
     let t = workgroup_sum2(s, sx, lid);
     if (lid == 0u) {
-        partial[(q * 2u) * P.c + ch] = t.x;
-        partial[(q * 2u + 1u) * P.c + ch] = t.y;
+        store_partial(q, ch, t);
     }
 }
 
@@ -101,14 +112,9 @@ fn backward_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if (ch >= P.c) {
         return;
     }
-    var s = 0.0;
-    var sx = 0.0;
-    for (var q = 0u; q < P.chunks; q++) {
-        s += partial[(q * 2u) * P.c + ch];
-        sx += partial[(q * 2u + 1u) * P.c + ch];
-    }
-    dbeta[ch] = s;
-    dgamma[ch] = sx * invstd[ch];
+    let t = chunk_totals(ch);
+    dbeta[ch] = t.x;
+    dgamma[ch] = t.y * invstd[ch];
 }
 
 // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) with batch statistics,

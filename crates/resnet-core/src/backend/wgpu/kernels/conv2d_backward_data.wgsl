@@ -4,19 +4,10 @@
 // K = c_out * KH * KW; A is the weight read transposed, B gathers gy (zero where the output
 // position is fractional or outside). Each input element is written once: no scatter, no atomics.
 
-const KH: u32 = 3u;
-const KW: u32 = 3u;
-const STRIDE: u32 = 1u;
-const PAD: u32 = 1u;
 const A_K_FAST: bool = true;
 const B_K_FAST: bool = false;
 
 // The reduction cursors AKs/BKs are gemm_plain_k.wgsl's (plain k, nothing to precompute).
-
-struct ARow {
-    base: u32,
-    ok: bool,
-}
 
 // Row c of A: w[o, c, i, j] for k = (o, i, j).
 fn a_row(m: u32) -> ARow {
@@ -26,9 +17,9 @@ fn a_row(m: u32) -> ARow {
 fn load_a(r: ARow, s: AKs, k_end: u32) -> f32 {
     let k = s.k;
     if (r.ok && k < k_end) {
-        let o = k / (KH * KW);
-        let ij = k - o * (KH * KW);
-        return wt[o * P.m * (KH * KW) + r.base + ij];
+        // k = (o, i, j) of the window.
+        let win = grid_pos(k, KH, KW);
+        return wt[win.outer * P.m * (KH * KW) + r.base + win.p];
     }
     return 0.0;
 }
@@ -41,12 +32,8 @@ struct BCol {
 }
 
 fn b_col(col: u32) -> BCol {
-    let hw = P.h * P.w;
-    let img = col / hw;
-    let p = col - img * hw;
-    let iy = p / P.w;
-    let ix = p - iy * P.w;
-    return BCol(img * P.c_out * P.oh * P.ow, i32(iy + PAD), i32(ix + PAD), col < P.n);
+    let i = grid_pos(col, P.h, P.w);
+    return BCol(i.outer * P.c_out * P.oh * P.ow, i32(i.row + PAD), i32(i.col + PAD), col < P.n);
 }
 
 fn load_b(c: BCol, s: BKs, k_end: u32) -> f32 {
@@ -54,12 +41,9 @@ fn load_b(c: BCol, s: BKs, k_end: u32) -> f32 {
     if (!c.ok || k >= k_end) {
         return 0.0;
     }
-    let o = k / (KH * KW);
-    let r = k - o * (KH * KW);
-    let ki = r / KW;
-    let kj = r - ki * KW;
-    let ty = c.ty0 - i32(ki);
-    let tx = c.tx0 - i32(kj);
+    let win = grid_pos(k, KH, KW);
+    let ty = c.ty0 - i32(win.row);
+    let tx = c.tx0 - i32(win.col);
     if (ty < 0 || tx < 0) {
         return 0.0;
     }
@@ -68,13 +52,11 @@ fn load_b(c: BCol, s: BKs, k_end: u32) -> f32 {
     if (oy * STRIDE != u32(ty) || ox * STRIDE != u32(tx) || oy >= P.oh || ox >= P.ow) {
         return 0.0;
     }
-    return gy[c.base + (o * P.oh + oy) * P.ow + ox];
+    return gy[c.base + (win.outer * P.oh + oy) * P.ow + ox];
 }
 
 fn store_c(m: u32, col: u32, split: u32, v: f32) {
-    let hw = P.h * P.w;
-    let img = col / hw;
-    let p = col - img * hw;
+    let i = grid_pos(col, P.h, P.w);
     // Split-K partials follow one another, each laid out as gx.
-    gx[split * P.m * P.n + (img * P.m + m) * hw + p] = v;
+    gx[split * P.m * P.n + (i.outer * P.m + m) * (P.h * P.w) + i.p] = v;
 }

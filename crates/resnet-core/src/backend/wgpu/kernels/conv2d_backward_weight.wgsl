@@ -4,17 +4,8 @@
 // reduction is split (split-K): each workgroup sums k_chunk positions into its own partial
 // [splits, M, N], and reduce.wgsl adds the partials in a fixed order (deterministic).
 
-const KH: u32 = 3u;
-const KW: u32 = 3u;
-const STRIDE: u32 = 1u;
-const PAD: u32 = 1u;
 const A_K_FAST: bool = true;
 const B_K_FAST: bool = true;
-
-struct ARow {
-    base: u32,
-    ok: bool,
-}
 
 // Row o of A: gy[n, o, p] for k = (n, p).
 fn a_row(m: u32) -> ARow {
@@ -29,9 +20,8 @@ struct AKs {
 }
 
 fn a_ks(k: u32) -> AKs {
-    let ohw = P.oh * P.ow;
-    let img = k / ohw;
-    return AKs(k, img, k - img * ohw);
+    let o = grid_pos(k, P.oh, P.ow);
+    return AKs(k, o.outer, o.p);
 }
 
 fn a_ks_next(s: AKs) -> AKs {
@@ -61,11 +51,8 @@ struct BCol {
 
 // Column (c, i, j) of B: x[n, c, oy*S + i - P, ox*S + j - P] for k = (n, oy, ox).
 fn b_col(col: u32) -> BCol {
-    let c = col / (KH * KW);
-    let r = col - c * (KH * KW);
-    let ki = r / KW;
-    let kj = r - ki * KW;
-    return BCol(c * P.h * P.w, i32(ki) - i32(PAD), i32(kj) - i32(PAD), col < P.n);
+    let win = grid_pos(col, KH, KW);
+    return BCol(win.outer * P.h * P.w, i32(win.row) - i32(PAD), i32(win.col) - i32(PAD), col < P.n);
 }
 
 // Position k = (image, oy, ox) of the reduction, advanced without division.
@@ -77,11 +64,8 @@ struct BKs {
 }
 
 fn b_ks(k: u32) -> BKs {
-    let ohw = P.oh * P.ow;
-    let img = k / ohw;
-    let p = k - img * ohw;
-    let oy = p / P.ow;
-    return BKs(k, img, oy, p - oy * P.ow);
+    let o = grid_pos(k, P.oh, P.ow);
+    return BKs(k, o.outer, o.row, o.col);
 }
 
 fn b_ks_next(s: BKs) -> BKs {

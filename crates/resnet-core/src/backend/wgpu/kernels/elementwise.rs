@@ -1,7 +1,7 @@
 //! Launchers of elementwise.wgsl: one element a thread (fill, copy, add, scale, activations and
 //! their gradients, a row bias).
 
-use super::{groups, output, read, read_write, to_u32, uniform, Family, WG};
+use super::{read, read_write, to_u32, uniform, Family, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::backend::Activation;
@@ -46,21 +46,13 @@ fn params(len: usize, op: u32, alpha: f32) -> Result<ElementwiseParams> {
 /// `y = value` everywhere.
 pub fn fill(ctx: &GpuContext, y: &GpuStorage, value: f32) -> Result<()> {
     let len = y.len();
-    ELEMENTWISE.launch(ctx, "fill", &params(len, 0, value)?, &[("y", y)], groups(len, WG))
+    ELEMENTWISE.launch_each(ctx, "fill", &params(len, 0, value)?, &[("y", y)], len)
 }
 
 /// A fresh copy of `a` (copy-on-write before an in-place update).
 pub fn copy(ctx: &GpuContext, a: &GpuStorage) -> Result<GpuStorage> {
     let len = a.len();
-    let y = GpuStorage::alloc(len)?;
-    ELEMENTWISE.launch(
-        ctx,
-        "copy",
-        &params(len, 0, 0.0)?,
-        &[("a", a), ("y", &y)],
-        groups(len, WG),
-    )?;
-    Ok(y)
+    ELEMENTWISE.launch_into(ctx, "copy", &params(len, 0, 0.0)?, &[("a", a)], "y", len)
 }
 
 /// `entry` over `a` (and `b`, of the same length), into a fresh output.
@@ -78,12 +70,9 @@ fn map(
             b.len()
         )));
     }
-    let y = output(ctx, len)?;
-    let mut buffers = vec![("a", a)];
-    buffers.extend(b.map(|b| ("b", b)));
-    buffers.push(("y", &y));
-    ELEMENTWISE.launch(ctx, entry, &p, &buffers, groups(len, WG))?;
-    Ok(y)
+    let mut inputs = vec![("a", a)];
+    inputs.extend(b.map(|b| ("b", b)));
+    ELEMENTWISE.launch_into(ctx, entry, &p, &inputs, "y", len)
 }
 
 pub fn add(ctx: &GpuContext, a: &GpuStorage, b: &GpuStorage) -> Result<GpuStorage> {
@@ -123,17 +112,9 @@ pub fn activation_backward(ctx: &GpuContext, y: &GpuStorage, gy: &GpuStorage, ac
 /// `y[r, c] = x[r, c] + bias[c]`, `cols` columns.
 pub fn add_row_bias(ctx: &GpuContext, x: &GpuStorage, bias: &GpuStorage, cols: usize) -> Result<GpuStorage> {
     let len = x.len();
-    let y = output(ctx, len)?;
     let p = ElementwiseParams {
         cols: to_u32(cols.max(1))?,
         ..params(len, 0, 0.0)?
     };
-    ELEMENTWISE.launch(
-        ctx,
-        "add_row_bias",
-        &p,
-        &[("a", x), ("b", bias), ("y", &y)],
-        groups(len, WG),
-    )?;
-    Ok(y)
+    ELEMENTWISE.launch_into(ctx, "add_row_bias", &p, &[("a", x), ("b", bias)], "y", len)
 }

@@ -1,8 +1,11 @@
 // Reduction cursors for gemm_tile.wgsl when neither operand needs per-k precomputation: the
-// cursor is the position k itself. Shared by matmul, conv2d_forward and conv2d_backward_data.
+// cursor is the position k itself, one type serving A and B. Shared by matmul, conv2d_forward and
+// conv2d_backward_data.
 struct AKs {
     k: u32,
 }
+
+alias BKs = AKs;
 
 fn a_ks(k: u32) -> AKs {
     return AKs(k);
@@ -12,14 +15,10 @@ fn a_ks_next(s: AKs) -> AKs {
     return AKs(s.k + BK);
 }
 
-struct BKs {
-    k: u32,
-}
-
 fn b_ks(k: u32) -> BKs {
-    return BKs(k);
+    return a_ks(k);
 }
 
 fn b_ks_next(s: BKs) -> BKs {
-    return BKs(s.k + BK);
+    return a_ks_next(s);
 }

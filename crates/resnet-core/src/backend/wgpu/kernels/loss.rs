@@ -1,7 +1,7 @@
 //! Launchers of loss.wgsl: softmax cross-entropy (losses and the saved softmax), its backward,
 //! and top-k hits; one thread a sample or an element.
 
-use super::{groups, output, read, read_write, to_u32, uniform, Family};
+use super::{output, read, read_write, to_u32, uniform, Family};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::error::Result;
@@ -51,7 +51,7 @@ pub fn cross_entropy(
 ) -> Result<(GpuStorage, GpuStorage)> {
     let losses = output(ctx, n)?;
     let probs = output(ctx, n * classes)?;
-    LOSS.launch(
+    LOSS.launch_each(
         ctx,
         "cross_entropy",
         &params(n, classes)?,
@@ -61,7 +61,7 @@ pub fn cross_entropy(
             ("losses", &losses),
             ("probs", &probs),
         ],
-        groups(n, LOSS_WG),
+        n,
     )?;
     Ok((losses, probs))
 }
@@ -75,25 +75,19 @@ pub fn cross_entropy_backward(
     (n, classes): (usize, usize),
     scale: f32,
 ) -> Result<GpuStorage> {
-    let g = output(ctx, n * classes)?;
     let p = LossParams {
         scale,
         ..params(n, classes)?
     };
     // The gradient goes out through `losses`, the one writable buffer this entry uses.
-    LOSS.launch(
+    LOSS.launch_into(
         ctx,
         "cross_entropy_backward",
         &p,
-        &[
-            ("labels", labels),
-            ("upstream", upstream),
-            ("losses", &g),
-            ("probs", probs),
-        ],
-        groups(n * classes, LOSS_WG),
-    )?;
-    Ok(g)
+        &[("labels", labels), ("upstream", upstream), ("probs", probs)],
+        "losses",
+        n * classes,
+    )
 }
 
 /// 1.0 for each sample whose label is among its `k` largest logits.
@@ -104,17 +98,16 @@ pub fn topk_correct(
     (n, classes): (usize, usize),
     k: usize,
 ) -> Result<GpuStorage> {
-    let hits = output(ctx, n)?;
     let p = LossParams {
         k: to_u32(k)?,
         ..params(n, classes)?
     };
-    LOSS.launch(
+    LOSS.launch_into(
         ctx,
         "topk_correct",
         &p,
-        &[("logits", logits), ("labels", labels), ("losses", &hits)],
-        groups(n, LOSS_WG),
-    )?;
-    Ok(hits)
+        &[("logits", logits), ("labels", labels)],
+        "losses",
+        n,
+    )
 }

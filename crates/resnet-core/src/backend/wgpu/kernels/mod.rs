@@ -38,6 +38,9 @@ pub const CHUNK: u32 = WG * ITEMS;
 
 /// Shared WGSL helpers (`element`, the workgroup sums) for the families that use `WG`.
 const PRELUDE: &str = include_str!("prelude.wgsl");
+/// The NCHW and window index decoding (`grid_pos`, `channel_element`) for the families that
+/// address images.
+const GRID: &str = include_str!("grid.wgsl");
 
 /// How a kernel may use a storage buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +148,45 @@ impl<P: Uniform> Family<P> {
         workgroups: u64,
     ) -> Result<()> {
         self.launch_variant(ctx, entry, &[], params, buffers, workgroups)
+    }
+
+    /// Runs `entry` one thread a value over `len` values, `WG` threads a workgroup.
+    pub fn launch_each(
+        &self,
+        ctx: &GpuContext,
+        entry: &'static str,
+        params: &P,
+        buffers: &[(&str, &GpuStorage)],
+        len: usize,
+    ) -> Result<()> {
+        self.launch(ctx, entry, params, buffers, groups(len, self.threads_per_group()?))
+    }
+
+    /// Runs `entry` one thread a value of a fresh output of `len` values, bound as `out` beside
+    /// the `inputs`, and returns that output.
+    pub fn launch_into(
+        &self,
+        ctx: &GpuContext,
+        entry: &'static str,
+        params: &P,
+        inputs: &[(&str, &GpuStorage)],
+        out: &'static str,
+        len: usize,
+    ) -> Result<GpuStorage> {
+        let y = output(ctx, len)?;
+        let mut buffers = inputs.to_vec();
+        buffers.push((out, &y));
+        self.launch_each(ctx, entry, params, &buffers, len)?;
+        Ok(y)
+    }
+
+    /// The family's `WG` constant: the one-thread-a-value kernels' workgroup size.
+    fn threads_per_group(&self) -> Result<u32> {
+        self.consts
+            .iter()
+            .find(|(name, _)| *name == "WG")
+            .map(|&(_, value)| value)
+            .ok_or_else(|| Error::Internal(format!("kernel family {} declares no WG", self.name)))
     }
 
     /// [`Family::launch`] of a variant: `const` values of the WGSL replaced (tile shapes,

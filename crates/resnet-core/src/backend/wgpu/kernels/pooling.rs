@@ -1,7 +1,7 @@
 //! Launchers of pooling.wgsl: max pooling (first maximum wins, PyTorch's tie rule) and its
 //! gathering backward, global average pooling and its backward.
 
-use super::{groups, output, read, read_write, to_u32, uniform, Family, WG};
+use super::{read, read_write, to_u32, uniform, Family, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::backend::ChannelLayout;
@@ -28,7 +28,7 @@ pub(super) static POOLING: Family<PoolParams> = Family::new(
     "pooling",
     &[("WG", WG)],
     &[read("x"), read("gy"), read_write("y")],
-    &[super::PRELUDE, include_str!("pooling.wgsl")],
+    &[super::PRELUDE, super::GRID, include_str!("pooling.wgsl")],
 );
 
 fn window(len: usize, g: &PoolGeometry) -> Result<PoolParams> {
@@ -47,29 +47,19 @@ fn window(len: usize, g: &PoolGeometry) -> Result<PoolParams> {
 
 pub fn max_pool(ctx: &GpuContext, x: &GpuStorage, g: &PoolGeometry) -> Result<GpuStorage> {
     let len = g.n * g.c * g.oh * g.ow;
-    let y = output(ctx, len)?;
-    POOLING.launch(
-        ctx,
-        "max_pool",
-        &window(len, g)?,
-        &[("x", x), ("y", &y)],
-        groups(len, WG),
-    )?;
-    Ok(y)
+    POOLING.launch_into(ctx, "max_pool", &window(len, g)?, &[("x", x)], "y", len)
 }
 
 pub fn max_pool_backward(ctx: &GpuContext, x: &GpuStorage, gy: &GpuStorage, g: &PoolGeometry) -> Result<GpuStorage> {
     let len = g.n * g.c * g.h * g.w;
-    let gx = output(ctx, len)?;
-    let p = window(len, g)?;
-    POOLING.launch(
+    POOLING.launch_into(
         ctx,
         "max_pool_backward",
-        &p,
-        &[("x", x), ("gy", gy), ("y", &gx)],
-        groups(len, WG),
-    )?;
-    Ok(gx)
+        &window(len, g)?,
+        &[("x", x), ("gy", gy)],
+        "y",
+        len,
+    )
 }
 
 fn planes(len: usize, s: ChannelLayout) -> Result<PoolParams> {
@@ -83,26 +73,17 @@ fn planes(len: usize, s: ChannelLayout) -> Result<PoolParams> {
 /// The mean of each [hw] plane.
 pub fn global_avg_pool(ctx: &GpuContext, x: &GpuStorage, s: ChannelLayout) -> Result<GpuStorage> {
     let len = s.n * s.c;
-    let y = output(ctx, len)?;
-    POOLING.launch(
-        ctx,
-        "global_avg_pool",
-        &planes(len, s)?,
-        &[("x", x), ("y", &y)],
-        groups(len, WG),
-    )?;
-    Ok(y)
+    POOLING.launch_into(ctx, "global_avg_pool", &planes(len, s)?, &[("x", x)], "y", len)
 }
 
 pub fn global_avg_pool_backward(ctx: &GpuContext, gy: &GpuStorage, s: ChannelLayout) -> Result<GpuStorage> {
     let len = s.len();
-    let gx = output(ctx, len)?;
-    POOLING.launch(
+    POOLING.launch_into(
         ctx,
         "global_avg_pool_backward",
         &planes(len, s)?,
-        &[("gy", gy), ("y", &gx)],
-        groups(len, WG),
-    )?;
-    Ok(gx)
+        &[("gy", gy)],
+        "y",
+        len,
+    )
 }

@@ -33,13 +33,9 @@ fn max_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i >= P.len) {
         return;
     }
-    let ohw = P.oh * P.ow;
-    let plane = i / ohw;
-    let p = i - plane * ohw;
-    let oy = p / P.ow;
-    let ox = p - oy * P.ow;
-    let base = plane * P.h * P.w;
-    let best = window_argmax(base, oy, ox);
+    let o = grid_pos(i, P.oh, P.ow);
+    let base = o.outer * P.h * P.w;
+    let best = window_argmax(base, o.row, o.col);
     if (best < 0) {
         y[i] = bitcast<f32>(0xff800000u);
     } else {
@@ -54,14 +50,11 @@ fn max_pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if (i >= P.len) {
         return;
     }
-    let hw = P.h * P.w;
-    let plane = i / hw;
-    let p = i - plane * hw;
-    let iy = p / P.w;
-    let ix = p - iy * P.w;
+    let at = grid_pos(i, P.h, P.w);
+    let plane = at.outer;
     // Windows oy with oy*S - pad <= iy < oy*S - pad + kernel.
-    let ty = i32(iy + P.pad);
-    let tx = i32(ix + P.pad);
+    let ty = i32(at.row + P.pad);
+    let tx = i32(at.col + P.pad);
     let oy0 = max(ty - i32(P.kernel) + i32(P.stride), 0) / i32(P.stride);
     let ox0 = max(tx - i32(P.kernel) + i32(P.stride), 0) / i32(P.stride);
     let oy1 = min(ty / i32(P.stride), i32(P.oh) - 1);
@@ -69,7 +62,7 @@ fn max_pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     var g = 0.0;
     for (var oy = oy0; oy <= oy1; oy++) {
         for (var ox = ox0; ox <= ox1; ox++) {
-            if (window_argmax(plane * hw, u32(oy), u32(ox)) == i32(p)) {
+            if (window_argmax(plane * P.h * P.w, u32(oy), u32(ox)) == i32(at.p)) {
                 g += gy[(plane * P.oh + u32(oy)) * P.ow + u32(ox)];
             }
         }

@@ -1,7 +1,7 @@
 //! Launchers of reduce.wgsl: sums in a fixed order (deterministic), used on their own (`sum_all`,
 //! row and channel sums) and after split-K GEMMs.
 
-use super::{elementwise, groups, output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
+use super::{elementwise, output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::error::Result;
@@ -22,7 +22,7 @@ pub(super) static REDUCE: Family<ReduceParams> = Family::new(
     "reduce",
     &[("WG", WG), ("ITEMS", ITEMS), ("CHUNK", CHUNK)],
     &[read("x"), read_write("out")],
-    &[super::PRELUDE, include_str!("reduce.wgsl")],
+    &[super::PRELUDE, super::GRID, include_str!("reduce.wgsl")],
 );
 
 /// Workgroups of CHUNK values that cover `len` values.
@@ -32,15 +32,12 @@ pub fn chunks(len: usize) -> usize {
 
 /// `out[i] = sum over s < count of x[s * len + i]`.
 pub fn sum_leading(ctx: &GpuContext, x: &GpuStorage, count: usize, len: usize) -> Result<GpuStorage> {
-    let out = output(ctx, len)?;
     let p = ReduceParams {
         len: to_u32(len)?,
         count: to_u32(count)?,
-        c: 0,
-        hw: 0,
+        ..ReduceParams::default()
     };
-    REDUCE.launch(ctx, "sum_leading", &p, &[("x", x), ("out", &out)], groups(len, WG))?;
-    Ok(out)
+    REDUCE.launch_into(ctx, "sum_leading", &p, &[("x", x)], "out", len)
 }
 
 /// Channel sums of an [n, c, hw] tensor: partial sums per chunk, then over chunks.
@@ -79,8 +76,7 @@ pub fn sum_all(ctx: &GpuContext, x: &GpuStorage) -> Result<GpuStorage> {
         let p = ReduceParams {
             len: to_u32(len)?,
             count: to_u32(groups)?,
-            c: 0,
-            hw: 0,
+            ..ReduceParams::default()
         };
         REDUCE.launch(ctx, "sum_chunks", &p, &[("x", &cur), ("out", &out)], groups as u64)?;
         if groups == 1 {

@@ -50,9 +50,7 @@ fn channel_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var i = 0u; i < ITEMS; i++) {
         let e = q * CHUNK + i * WG + lid;
         if (e < P.len) {
-            let img = e / P.hw;
-            let p = e - img * P.hw;
-            s += x[(img * P.c + ch) * P.hw + p];
+            s += x[channel_element(e, ch, P.c, P.hw)];
         }
     }
     let total = workgroup_sum(s, lid);

@@ -1,6 +1,6 @@
 //! Launcher of sgd.wgsl: one fused, in-place SGD step (weight decay, momentum, Nesterov).
 
-use super::{groups, read, read_write, to_u32, uniform, Family, WG};
+use super::{read, read_write, to_u32, uniform, Family, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::backend::SgdStep;
@@ -42,11 +42,11 @@ pub fn step(
         nesterov: s.nesterov as u32,
         first_step: s.first_step as u32,
     };
-    SGD.launch(
+    SGD.launch_each(
         ctx,
         "sgd",
         &p,
         &[("grad", grad), ("param", param), ("momentum_buf", momentum_buf)],
-        groups(len, WG),
+        len,
     )
 }

@@ -1,7 +1,7 @@
 //! Launchers of shortcut.wgsl: the paper's option-A shortcut (stride, zero-padded channels) and
 //! its adjoint, one thread an output element.
 
-use super::{groups, output, read, read_write, to_u32, uniform, Family, WG};
+use super::{read, read_write, to_u32, uniform, Family, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::backend::ShortcutGeometry;
@@ -27,7 +27,7 @@ pub(super) static SHORTCUT: Family<ShortcutParams> = Family::new(
     "shortcut",
     &[("WG", WG)],
     &[read("src"), read_write("dst")],
-    &[super::PRELUDE, include_str!("shortcut.wgsl")],
+    &[super::PRELUDE, super::GRID, include_str!("shortcut.wgsl")],
 );
 
 /// Runs one direction of the shortcut: `forward` writes [n, c_out, oh, ow], `backward` [n, c_in, h, w].
@@ -49,9 +49,7 @@ fn launch(
         stride: to_u32(g.stride)?,
         pad_before: to_u32(g.pad_before)?,
     };
-    let dst = output(ctx, len)?;
-    SHORTCUT.launch(ctx, entry, &p, &[("src", src), ("dst", &dst)], groups(len, WG))?;
-    Ok(dst)
+    SHORTCUT.launch_into(ctx, entry, &p, &[("src", src)], "dst", len)
 }
 
 pub fn forward(ctx: &GpuContext, x: &GpuStorage, g: &ShortcutGeometry) -> Result<GpuStorage> {

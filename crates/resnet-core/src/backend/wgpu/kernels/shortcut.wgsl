@@ -8,18 +8,14 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (i >= P.len) {
         return;
     }
-    let ohw = P.oh * P.ow;
-    let plane = i / ohw;
-    let p = i - plane * ohw;
-    let img = plane / P.c_out;
-    let o = plane - img * P.c_out;
+    let at = grid_pos(i, P.oh, P.ow);
+    let img = at.outer / P.c_out;
+    let o = at.outer - img * P.c_out;
     if (o < P.pad_before || o >= P.pad_before + P.c_in) {
         dst[i] = 0.0;
         return;
     }
-    let oy = p / P.ow;
-    let ox = p - oy * P.ow;
-    dst[i] = src[((img * P.c_in + o - P.pad_before) * P.h + oy * P.stride) * P.w + ox * P.stride];
+    dst[i] = src[((img * P.c_in + o - P.pad_before) * P.h + at.row * P.stride) * P.w + at.col * P.stride];
 }
 
 // P.len = n * c_in * h * w
@@ -29,16 +25,12 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i >= P.len) {
         return;
     }
-    let hw = P.h * P.w;
-    let plane = i / hw;
-    let p = i - plane * hw;
-    let img = plane / P.c_in;
-    let c = plane - img * P.c_in;
-    let iy = p / P.w;
-    let ix = p - iy * P.w;
-    if (iy % P.stride != 0u || ix % P.stride != 0u) {
+    let at = grid_pos(i, P.h, P.w);
+    let img = at.outer / P.c_in;
+    let c = at.outer - img * P.c_in;
+    if (at.row % P.stride != 0u || at.col % P.stride != 0u) {
         dst[i] = 0.0;
         return;
     }
-    dst[i] = src[((img * P.c_out + c + P.pad_before) * P.oh + iy / P.stride) * P.ow + ix / P.stride];
+    dst[i] = src[((img * P.c_out + c + P.pad_before) * P.oh + at.row / P.stride) * P.ow + at.col / P.stride];
 }
