@@ -21,6 +21,10 @@ fn upload_download_and_zeros_round_trip(dev: Device) {
         assert_eq!(down(&g.zeros(len).unwrap()), vec![0.0; len]);
     }
     assert!(down(&g.upload(&[]).unwrap()).is_empty());
+    // Several at once (one staging buffer, one wait), an empty one among them.
+    let parts: Vec<Vec<f32>> = [1usize, 0, 257, 3].iter().map(|&n| values(n, n as u32 + 7)).collect();
+    let stored: Vec<_> = parts.iter().map(|p| g.upload(p).unwrap()).collect();
+    assert_eq!(g.download_many(&stored.iter().collect::<Vec<_>>()).unwrap(), parts);
 }
 
 fn elementwise_ops_match_the_cpu(dev: Device) {

@@ -259,6 +259,11 @@ pub trait Backend: Send + Sync {
     // Storage: the only host <-> device copies.
     fn upload(&self, data: &[f32]) -> Result<Storage>;
     fn download(&self, s: &Storage) -> Result<Vec<f32>>;
+    /// Several storages in one round trip (a step's scalars): on a GPU every download waits for
+    /// the queue, so they are read together. On the host a copy each is already the cheapest.
+    fn download_many(&self, s: &[&Storage]) -> Result<Vec<Vec<f32>>> {
+        s.iter().map(|s| self.download(s)).collect()
+    }
     fn zeros(&self, len: usize) -> Result<Storage>;
 
     // Elementwise: same-length operands, one output value per input value.

@@ -203,6 +203,11 @@ impl Backend for WgpuBackend {
         queue::read(context()?, gpu(s)?)
     }
 
+    fn download_many(&self, s: &[&Storage]) -> Result<Vec<Vec<f32>>> {
+        let srcs = s.iter().map(|s| gpu(s)).collect::<Result<Vec<_>>>()?;
+        queue::read_many(context()?, &srcs)
+    }
+
     fn zeros(&self, len: usize) -> Result<Storage> {
         let s = GpuStorage::alloc(len)?;
         elementwise::fill(context()?, &s, 0.0)?;

@@ -224,11 +224,18 @@ fn gpu_oom(bytes: u64, what: &str) -> Error {
 
 /// Reads `src` back: submits everything recorded, copies into a mappable buffer, waits.
 pub fn read(ctx: &GpuContext, src: &GpuStorage) -> Result<Vec<f32>> {
-    let len = src.len();
-    if len == 0 {
-        return Ok(Vec::new());
+    Ok(read_many(ctx, &[src])?.pop().unwrap_or_default())
+}
+
+/// Reads several storages back with one submit and one wait: they are copied side by side into
+/// one staging buffer, so a step's scalars cost one round trip, not one each.
+pub fn read_many(ctx: &GpuContext, srcs: &[&GpuStorage]) -> Result<Vec<Vec<f32>>> {
+    let lens: Vec<usize> = srcs.iter().map(|s| s.len()).collect();
+    let total: usize = lens.iter().sum();
+    if total == 0 {
+        return Ok(lens.iter().map(|_| Vec::new()).collect());
     }
-    let bytes = (len as u64) * 4;
+    let bytes = (total as u64) * 4;
     let staging = oom_scoped(ctx, || {
         ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("resnet-wgpu readback"),
@@ -241,8 +248,15 @@ pub fn read(ctx: &GpuContext, src: &GpuStorage) -> Result<Vec<f32>> {
     {
         let mut r = recorder(ctx);
         r.end_pass();
-        r.encoder(ctx)
-            .copy_buffer_to_buffer(src.buffer(), 0, &staging, 0, bytes);
+        let encoder = r.encoder(ctx);
+        let mut offset = 0u64;
+        for src in srcs {
+            let len = (src.len() as u64) * 4;
+            if len > 0 {
+                encoder.copy_buffer_to_buffer(src.buffer(), 0, &staging, offset, len);
+            }
+            offset += len;
+        }
         r.submit(ctx);
     }
     let (tx, rx) = std::sync::mpsc::channel();
@@ -256,10 +270,18 @@ pub fn read(ctx: &GpuContext, src: &GpuStorage) -> Result<Vec<f32>> {
     rx.recv()
         .map_err(|_| Error::Device("the GPU never answered a readback".into()))?
         .map_err(|e| Error::Device(format!("reading back from the GPU: {e}")))?;
-    let out = crate::memory::try_copy(
-        bytemuck::cast_slice::<u8, f32>(&staging.get_mapped_range(..)),
-        "a tensor read back from the GPU",
-    );
+    let out = {
+        let mapped = staging.get_mapped_range(..);
+        let all = bytemuck::cast_slice::<u8, f32>(&mapped);
+        let mut start = 0;
+        lens.iter()
+            .map(|&len| {
+                let part = &all[start..start + len];
+                start += len;
+                crate::memory::try_copy(part, "a tensor read back from the GPU")
+            })
+            .collect::<Result<Vec<_>>>()
+    };
     staging.unmap();
     out
 }
