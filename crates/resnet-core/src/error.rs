@@ -41,6 +41,10 @@ pub enum Error {
     #[error("{message}")]
     OutOfMemory { bytes: u64, message: String },
 
+    /// A collective failed, timed out, or the ranks disagree (spec, world size, options).
+    #[error("distributed: {0}")]
+    Distributed(String),
+
     #[error("internal error (please report): {0}")]
     Internal(String),
 }

@@ -1,0 +1,1 @@
+//! MPI through a plugin loaded at run time (filled in by the MPI work).
