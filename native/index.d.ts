@@ -135,6 +135,8 @@ export declare class NativeModel {
   trainStep(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<TrainStats>
   /** `trainStep` on a batch the loader prepared, handed over as it is (no copy through JS). */
   trainBatch(batch: NativeBatch): Promise<TrainStats>
+  attachDistributed(world: NativeWorld, options: DistributedOptions): Promise<void>
+  detachDistributed(): void
   /** Logits [N, numClasses] (eval mode) on a worker thread. */
   predict(images: Float32Array, shape: Array<number>): Promise<Float32Array>
   /** `predict` on a batch the loader prepared (no copy through JS). */
@@ -256,6 +258,35 @@ export declare class NativeViewScore {
  * The GPU adapters wgpu can see, their limits and features, and which device 'gpu'/'auto' use
  * and why (`resnet-wgpu info`).
  */
+export declare class NativeWorld {
+  static init(pluginPath: string, timeoutSeconds: number): Promise<NativeWorld>
+  get rank(): number
+  get size(): number
+  get localRank(): number
+  get localSize(): number
+  get library(): string
+  allReduceSum(values: Float64Array): Promise<Float64Array>
+  barrier(): Promise<void>
+  benchAllReduce(floats: number, iterations: number): Promise<number>
+  abort(code: number, message: string): void
+  finalize(): void
+}
+
+export interface DistributedOptions {
+  syncBatchNorm: boolean
+  bucketCapMb: number
+  overlap: boolean
+}
+
+export interface ShardOptions {
+  rank: number
+  count: number
+}
+
+export declare function selectGpuAdapter(index: number): void
+
+export declare function setCpuThreads(threads: number): void
+
 export declare function adaptersInfo(): string
 
 /** Random crop after zero padding, and random horizontal flip. */
@@ -306,6 +337,7 @@ export interface FolderLoaderOptions {
   mean: Array<number>
   std: Array<number>
   seed?: number
+  shard?: ShardOptions
 }
 
 /**
@@ -364,6 +396,7 @@ export interface LoaderOptions {
    */
   pixelMean?: Float32Array
   seed?: number
+  shard?: ShardOptions
 }
 
 /** Per-channel statistics of pixel/255. */
