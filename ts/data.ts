@@ -237,6 +237,7 @@ export class Dataset implements AnyDataset {
         std: n.std,
         ...(n.pixelMean === undefined ? {} : { pixelMean: n.pixelMean.data }),
         seed: loader.seed,
+        ...(loader.shard === undefined ? {} : { shard: loader.shard }),
       },
       epoch,
     );
@@ -523,6 +524,7 @@ export class ImageFolder implements AnyDataset {
         mean: loader.normalization.mean,
         std: loader.normalization.std,
         seed: loader.seed,
+        ...(loader.shard === undefined ? {} : { shard: loader.shard }),
       },
       folderTransform(this.options, loader.view ?? this.options.view),
       epoch,
@@ -593,6 +595,21 @@ export interface DataLoaderOptions {
   seed?: number;
   /** Image folders: the evaluation view, overriding the folder's `view` option. */
   view?: ImageFolderView;
+  /**
+   * This process's part of each batch in a data-parallel run (`fit` sets it from its
+   * `distributed` world): every global batch of `count` x `batchSize` consecutive samples of the
+   * epoch's order (one order, the same on every rank) is split into `count` near-equal contiguous
+   * pieces and rank `rank` gets its piece. A last global batch smaller than `count` joins the one
+   * before. The ranks' pieces together are the epoch, each sample once; every rank gets the same
+   * number of batches; augmentation per sample is the same as in one process.
+   */
+  shard?: Shard;
+}
+
+/** See {@link DataLoaderOptions.shard}. */
+export interface Shard {
+  rank: number;
+  count: number;
 }
 
 /**
@@ -678,6 +695,30 @@ export function resolveNormalization(normalize: NormalizeOption | undefined, dat
   return dataset.resolveNormalization(normalize);
 }
 
+/** Validates a loader's shard; a one-rank shard is no shard. */
+function checkShard(shard: Shard | undefined, loader: DataLoader): Shard | undefined {
+  if (shard === undefined) return undefined;
+  const { rank, count } = shard;
+  if (!Number.isInteger(count) || count < 1 || !Number.isInteger(rank) || rank < 0 || rank >= count) {
+    throw new Error(`shard must be { rank, count } with integers 0 <= rank < count, got ${JSON.stringify(shard)}`);
+  }
+  if (loader.view !== undefined && loader.augment === undefined && typeof loader.view === 'object') {
+    throw new Error('shard does not apply to a fullImage view (one batch per image and scale)');
+  }
+  return count === 1 ? undefined : { rank, count };
+}
+
+/**
+ * Global batches of `global` samples over `n`, as the sharded loader cuts them: a final global
+ * batch with fewer samples than ranks joins the previous one (every rank needs at least one).
+ */
+function shardedBatches(n: number, global: number, count: number, dropLast: boolean): number {
+  const full = Math.floor(n / global);
+  const rest = n - full * global;
+  if (dropLast || rest === 0) return full;
+  return rest >= count || full === 0 ? full + 1 : full;
+}
+
 /**
  * Batches of a dataset, epoch by epoch. The order and the augmentation are functions of
  * (seed, epoch), so a run repeats exactly.
@@ -698,6 +739,8 @@ export class DataLoader {
   readonly seed: number;
   /** Image folders: the evaluation view used when not augmenting. */
   readonly view: ImageFolderView | undefined;
+  /** This rank's part of each global batch, in a data-parallel run. */
+  readonly shard: Shard | undefined;
 
   constructor(dataset: AnyDataset, options: DataLoaderOptions = {}) {
     this.dataset = dataset;
@@ -717,15 +760,18 @@ export class DataLoader {
       }
     }
     this.seed = options.seed ?? 0;
+    this.shard = checkShard(options.shard, this);
   }
 
   /**
    * Batches per epoch (for an image folder with `onCorrupt: 'skip'`, an upper bound; with a
-   * `fullImage` view, one batch per image and scale).
+   * `fullImage` view, one batch per image and scale). With a `shard`, this rank's batches, which
+   * is every rank's and the number of global batches.
    */
   get length(): number {
     const n = this.dataset.length;
     if (this.view !== undefined && this.augment === undefined && typeof this.view === 'object') return n * viewsPerImage(this.view);
+    if (this.shard !== undefined) return shardedBatches(n, this.batchSize * this.shard.count, this.shard.count, this.dropLast);
     return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
   }
 

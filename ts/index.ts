@@ -71,6 +71,7 @@ export {
   type PixelMean,
   type ResolvedImageFolderOptions,
   type SkippedImage,
+  type Shard,
   type Split,
 } from './data.js';
 export { evaluateViews, type EvaluateViewsOptions, type ViewsEvaluateResult } from './evaluate.js';
@@ -100,4 +101,6 @@ export {
   type CifarRecipeOptions,
 } from './recipes.js';
 export * as experiments from './experiments/index.js';
+export * as distributed from './distributed.js';
+export type { World, InitOptions as DistributedInitOptions } from './distributed.js';
 export { renderSvg, svgToPng, writeFigure, writeCsv, toCsv, type Figure, type Panel, type Series } from './plot.js';

@@ -17,6 +17,7 @@ import {
   type Normalization,
   type NormalizeOption,
 } from './data.js';
+import { nativeWorldOf, type World } from './distributed.js';
 import { evaluateViews } from './evaluate.js';
 import { native, type NativeBatch, type NativeModel, type NativeViewScore } from './native.js';
 import { exportOnnx } from './onnx.js';
@@ -421,16 +422,19 @@ export class Model {
    */
   async evaluate(
     dataset: AnyDataset,
-    options: { batchSize?: number; normalize?: NormalizeOption; signal?: AbortSignalLike; views?: ImageFolderView } = {},
+    options: { batchSize?: number; normalize?: NormalizeOption; signal?: AbortSignalLike; views?: ImageFolderView; distributed?: World } = {},
   ): Promise<EvaluateResult> {
     if (options.views !== undefined || (dataset.defaultView ?? 'center') !== 'center') {
+      // Multi-view scores are not sharded: every rank evaluates the whole set (same result).
       const r = await evaluateViews(this, dataset, options);
       return { loss: r.loss, top1: r.top1, top5: r.top5, count: r.count, aborted: r.aborted };
     }
+    const world = options.distributed?.isDistributed === true ? options.distributed : undefined;
     const loader = new DataLoader(dataset, {
       batchSize: options.batchSize ?? 256,
       shuffle: false,
       normalize: options.normalize ?? this.normalization ?? 'dataset',
+      ...(world === undefined ? {} : { shard: { rank: world.rank, count: world.size } }),
     });
     let lossSum = 0;
     let top1 = 0;
@@ -450,7 +454,31 @@ export class Model {
       top5 += s.top5;
       count += s.count;
     }
+    if (world !== undefined) {
+      // Each rank summed its shard; the sums over ranks are the whole set's (the counts exactly).
+      // A signal that fired on some ranks only must not leave the others waiting: the ranks
+      // agree through the same call (a rank that stopped early contributes what it has).
+      [lossSum = 0, top1 = 0, top5 = 0, count = 0] = await world.allReduceSum([lossSum, top1, top5, count]);
+    }
     return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count, aborted };
+  }
+
+  /**
+   * @internal Joins a data-parallel run: checks that every rank has the same spec, optimizer
+   * and options (throws naming the ranks that differ), then copies rank 0's parameters, buffers,
+   * momentum and step count to all. While attached, `trainStep` averages gradients over the
+   * ranks and returns figures summed over them. `fit` attaches and detaches by itself.
+   */
+  async attachDistributed(world: World, options: { syncBatchNorm?: boolean; bucketCapMb?: number; overlap?: boolean } = {}): Promise<void> {
+    const nativeWorld = nativeWorldOf(world);
+    if (nativeWorld === undefined) throw new Error('attachDistributed needs a world from distributed.init() launched by mpiexec');
+    const o = { syncBatchNorm: options.syncBatchNorm ?? false, bucketCapMb: options.bucketCapMb ?? 25, overlap: options.overlap ?? true };
+    await this.#serial(() => this.#native.attachDistributed(nativeWorld, o));
+  }
+
+  /** @internal Leaves the data-parallel run (after the queued calls): the model trains alone again. */
+  async detachDistributed(): Promise<void> {
+    await this.#serial(async () => this.#native.detachDistributed());
   }
 
   /**

@@ -34,6 +34,9 @@ export type {
   NativeSgd,
   NativeTensor,
   NativeViewScore,
+  NativeWorld,
+  DistributedOptions,
+  ShardOptions,
   EvalStats,
   TrainStats,
 } from '../native/index.js';

@@ -14,6 +14,8 @@ import {
   type NormalizeOption,
 } from './data.js';
 import { reportAborted, type AbortSignalLike } from './abort.js';
+import type { World } from './distributed.js';
+import { agreeOnRun, failRank } from './distributed-fit.js';
 import type { Model } from './model.js';
 import { resolveSchedule, sgd, type ScheduleOption, type SgdConfig, type SgdOptions } from './optim.js';
 
@@ -67,7 +69,11 @@ export interface Callbacks {
 export interface FitOptions {
   /** Default 1. */
   epochs?: number;
-  /** Default 128. */
+  /**
+   * Images per step (default 128). With `distributed`, images per step **per rank**: a step then
+   * takes `world.size` x `batchSize` images in all (the global batch), and the learning rate and
+   * schedule apply to that global batch.
+   */
   batchSize?: number;
   /** SGD options (default: the paper's lr 0.1, momentum 0.9, weight decay 1e-4). */
   optimizer?: SgdOptions;
@@ -131,6 +137,28 @@ export interface FitOptions {
    * error; checked once per epoch. Replaces the schedule by a constant rate that this changes.
    */
   plateau?: PlateauOptions;
+  /**
+   * Data-parallel training over the ranks of `await distributed.init()` (a run started with
+   * `mpiexec -n N`; a one-process world trains as without it). Rank 0's parameters, buffers,
+   * momentum and step count are copied to every rank first (after checking that every rank has
+   * the same spec, optimizer and options); each rank trains on its shard of every global batch
+   * (one shuffle shared by all ranks); gradients are averaged over the ranks, so every rank holds
+   * the same parameters after every step. Logs, callbacks' figures and the validation are over
+   * all ranks (the same on every rank); callbacks run on every rank, so print and save on rank 0
+   * (`world.rank === 0`). Steps, epochs and schedules count global steps. If anything throws on a
+   * rank, that rank stops every rank (`world.abort`) with `resnet-wgpu: rank R failed: ...`.
+   *
+   * Resuming: load the same checkpoint on every rank and pass `initialEpoch`, as alone. On a
+   * different number of ranks the weights, momentum, step count and the schedule's position carry
+   * over exactly; the data order and which images share a step do not (the global batch changes).
+   */
+  distributed?: World;
+  /**
+   * With `distributed`: batch-norm statistics over the global batch (N ranks x batch b train as
+   * one process with batch N x b). Default false: each rank normalises with its own batch's
+   * statistics (as PyTorch DDP without SyncBatchNorm); the running statistics are then rank 0's.
+   */
+  syncBatchNorm?: boolean;
 }
 
 /** See {@link FitOptions.warmStart}. */
@@ -175,6 +203,19 @@ export interface History {
  * normalisation, so `evaluate` and `save` use it afterwards.
  */
 export async function fit(model: Model, dataset: AnyDataset, options: FitOptions = {}): Promise<History> {
+  const world = options.distributed?.isDistributed === true ? options.distributed : undefined;
+  if (world === undefined) return train(model, dataset, options, undefined);
+  try {
+    return await train(model, dataset, options, world);
+  } catch (error) {
+    // The other ranks would wait for this one in their next collective: stop them all now.
+    return failRank(world, error);
+  }
+}
+
+async function train(model: Model, dataset: AnyDataset, options: FitOptions, world: World | undefined): Promise<History> {
+  const callbacks = options.callbacks ?? {};
+  const signal = options.signal;
   const iterations = options.iterations;
   if (iterations !== undefined && (!Number.isInteger(iterations) || iterations < 1)) {
     throw new Error(`iterations must be a positive integer, got ${iterations}`);
@@ -186,6 +227,7 @@ export async function fit(model: Model, dataset: AnyDataset, options: FitOptions
     augment: options.augment ?? dataset.augmentsByDefault,
     normalize: normalization,
     seed: options.seed ?? 0,
+    ...(world === undefined ? {} : { shard: { rank: world.rank, count: world.size } }),
   });
   const batchesPerEpoch = loader.length;
   const epochs = iterations === undefined ? (options.epochs ?? 1) : Math.ceil(iterations / batchesPerEpoch);
@@ -202,9 +244,26 @@ export async function fit(model: Model, dataset: AnyDataset, options: FitOptions
   const optimizer = model.setOptimizer({ ...optimizerOptions, schedule }, { totalSteps });
   model.normalization = normalization;
   const lrControl = new LrControl(model, optimizer, options, initialEpoch === 0);
+  if (world !== undefined) {
+    // Every rank must stop at the same step and epoch, or one would wait for the others forever.
+    await agreeOnRun(world, {
+      'training images': dataset.length,
+      'validation images': options.validationData?.length ?? -1,
+      'batches per epoch': batchesPerEpoch,
+      epochs,
+      'total steps': totalSteps,
+      'initial epoch': initialEpoch,
+      'start step (model.step)': model.step,
+    });
+    await model.attachDistributed(world, { syncBatchNorm: options.syncBatchNorm ?? false });
+  }
+  // Ranks stop together: a signal that fired on one rank stops all of them at the same batch.
+  const stopRequested = async (): Promise<boolean> => {
+    if (world === undefined || signal === undefined) return signal?.aborted === true;
+    const [votes = 0] = await world.allReduceSum([signal.aborted ? 1 : 0]);
+    return votes > 0;
+  };
 
-  const callbacks = options.callbacks ?? {};
-  const signal = options.signal;
   const history: History = {
     epoch: [],
     history: { loss: [], acc: [], valLoss: [], valAcc: [] },
@@ -222,7 +281,7 @@ export async function fit(model: Model, dataset: AnyDataset, options: FitOptions
     let batchIndex = 0;
     let lastLr = 0;
     for await (const batch of loader.epoch(epoch)) {
-      if (signal?.aborted) {
+      if (await stopRequested()) {
         history.aborted = true;
         break;
       }
@@ -246,7 +305,7 @@ export async function fit(model: Model, dataset: AnyDataset, options: FitOptions
         epoch,
       });
     }
-    if (history.aborted || signal?.aborted) {
+    if (history.aborted || (await stopRequested())) {
       history.aborted = true;
       break;
     }
@@ -258,9 +317,11 @@ export async function fit(model: Model, dataset: AnyDataset, options: FitOptions
       step: model.step,
     };
     if (options.validationData !== undefined) {
+      // Distributed: each rank evaluates its shard and the sums are reduced (the whole set's figures).
       const v = await model.evaluate(options.validationData, {
         batchSize: options.validationBatchSize ?? 256,
         normalize: normalization,
+        ...(world === undefined ? {} : { distributed: world }),
       });
       logs.valLoss = v.loss;
       logs.valAcc = v.top1;
@@ -275,7 +336,8 @@ export async function fit(model: Model, dataset: AnyDataset, options: FitOptions
     history.history.acc.push(logs.acc);
     await callbacks.onEpochEnd?.(epoch, logs);
   }
-  if (history.aborted && signal !== undefined) {
+  if (world !== undefined) await model.detachDistributed(); // the model trains and evaluates alone again
+  if (history.aborted && signal !== undefined && (world === undefined || world.rank === 0)) {
     const done = model.step - runStart;
     reportAborted('fit', signal, `after step ${done} of ${totalSteps} (epoch ${history.epoch.length + initialEpoch + 1} of ${epochs})`,
       'the model keeps the updates made so far and history.aborted is true');
