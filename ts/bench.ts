@@ -10,6 +10,10 @@
  * Usage: `node dist/bench.js [--steps N] [--batch N] [--depth N] [--size N] [--channels N]
  * [--device cpu|auto|gpu] [--no-torch]`
  *
+ * `--ranks N`: the data-parallel bench instead (`bench-distributed.ts`: all-reduce times, a
+ * ResNet-20 CPU step with batch 64 per rank (or `--batch`) with and without overlap, scaling
+ * efficiency); it runs itself under `mpiexec -n N`.
+ *
  * @module
  */
 
@@ -18,6 +22,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { benchWorker, distributedBench } from './bench-distributed.js';
 import { Model, type DeviceName } from './model.js';
 import { resnet } from './spec.js';
 
@@ -30,6 +35,10 @@ const { values } = parseArgs({
     channels: { type: 'string', default: '3' },
     device: { type: 'string', default: 'cpu' },
     'no-torch': { type: 'boolean', default: false },
+    ranks: { type: 'string' },
+    // Internal: one measurement run of the data-parallel bench, and its thread count.
+    worker: { type: 'boolean', default: false },
+    threads: { type: 'string' },
   },
 });
 const steps = Number(values.steps);
@@ -95,18 +104,34 @@ function torch(): (Figures & { version: string }) | string {
   return { version: j.torch, trainImgPerSec: j.train_img_s, inferImgPerSec: j.infer_img_s };
 }
 
-const cpu = cpus()[0]?.model ?? 'unknown CPU';
-console.log(`ResNet-${depth} (option B), batch ${batch}, ${channels}x${size}x${size}, device ${values.device}, ${threads} threads, ${cpu}`);
-const mine = await ours();
-const peakMiB = process.resourceUsage().maxRSS / 1024;
-console.log(`resnet-wgpu  train ${mine.trainImgPerSec.toFixed(1)} img/s   infer ${mine.inferImgPerSec.toFixed(1)} img/s   peak RSS ${peakMiB.toFixed(0)} MiB`);
-const theirs = values['no-torch'] ? 'PyTorch skipped (--no-torch)' : torch();
-if (typeof theirs === 'string') {
-  console.log(theirs);
+async function main(): Promise<void> {
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  console.log(`ResNet-${depth} (option B), batch ${batch}, ${channels}x${size}x${size}, device ${values.device}, ${threads} threads, ${cpu}`);
+  const mine = await ours();
+  const peakMiB = process.resourceUsage().maxRSS / 1024;
+  console.log(`resnet-wgpu  train ${mine.trainImgPerSec.toFixed(1)} img/s   infer ${mine.inferImgPerSec.toFixed(1)} img/s   peak RSS ${peakMiB.toFixed(0)} MiB`);
+  const theirs = values['no-torch'] ? 'PyTorch skipped (--no-torch)' : torch();
+  if (typeof theirs === 'string') {
+    console.log(theirs);
+  } else {
+    const ratio = (a: number, b: number): string => (a / b).toFixed(2);
+    console.log(`PyTorch ${theirs.version}  train ${theirs.trainImgPerSec.toFixed(1)} img/s   infer ${theirs.inferImgPerSec.toFixed(1)} img/s`);
+    console.log(
+      `ratio (ours / PyTorch, same machine, same run): train ${ratio(mine.trainImgPerSec, theirs.trainImgPerSec)}x   infer ${ratio(mine.inferImgPerSec, theirs.inferImgPerSec)}x`,
+    );
+  }
+}
+
+if (values.worker || values.ranks !== undefined) {
+  // The data-parallel bench measures ResNet-20 at batch 64 per rank unless --batch / --steps say otherwise.
+  const options = {
+    ranks: Number(values.ranks ?? 1),
+    steps: process.argv.includes('--steps') ? steps : 5,
+    batch: process.argv.includes('--batch') ? batch : 64,
+  };
+  if (!Number.isInteger(options.ranks) || options.ranks < 1) throw new Error(`--ranks must be an integer >= 1, got ${values.ranks}`);
+  if (values.worker) await benchWorker(options, values.threads === undefined ? undefined : Number(values.threads));
+  else distributedBench(options);
 } else {
-  const ratio = (a: number, b: number): string => (a / b).toFixed(2);
-  console.log(`PyTorch ${theirs.version}  train ${theirs.trainImgPerSec.toFixed(1)} img/s   infer ${theirs.inferImgPerSec.toFixed(1)} img/s`);
-  console.log(
-    `ratio (ours / PyTorch, same machine, same run): train ${ratio(mine.trainImgPerSec, theirs.trainImgPerSec)}x   infer ${ratio(mine.inferImgPerSec, theirs.inferImgPerSec)}x`,
-  );
+  await main();
 }

@@ -19,6 +19,7 @@ import { Progress } from './progress.js';
 import { experimentCommand } from './experiments/cli.js';
 import { deviceOption, int, positiveNumber } from './cli-options.js';
 import { prepareOutputFile } from './output-path.js';
+import * as distributed from './distributed.js';
 
 const DEFAULT_DATA = '/usr/share/datasets/fashion-mnist';
 
@@ -43,6 +44,8 @@ interface TrainFlags {
   limit?: number;
   device: DeviceName;
   shortcut: ShortcutOption;
+  distributed: boolean;
+  syncBn: boolean;
 }
 
 /** The signals that stop training cleanly (evaluate, save, then exit), and whether a person sent it. */
@@ -54,17 +57,26 @@ const STOP_SIGNALS: ReadonlyArray<{ name: NodeJS.Signals; byUser: boolean }> = [
 /** Exit code of `train`: 0 when it finished or the user pressed Ctrl-C, 1 when something else stopped it. */
 async function train(flags: TrainFlags): Promise<number> {
   const started = performance.now();
+  // First, before any model or loader: it fixes this rank's GPU adapter and CPU threads.
+  const world = flags.distributed ? await distributed.init() : undefined;
+  const lead = world === undefined || world.rank === 0; // the one rank that prints and writes
+  const say = (line: string): void => {
+    if (lead) console.log(line);
+  };
   // Before any work: an hour of training must not end in "cannot write the checkpoint".
-  const out = prepareOutputFile(flags.out, '--out');
+  const out = lead ? prepareOutputFile(flags.out, '--out') : flags.out;
   const trainSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'train' }), flags.limit);
   const testSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'test' }), flags.limit);
   const spec = cifarSpec(flags.model, flags.depth, trainSet.channels, trainSet.numClasses, flags.shortcut);
   const model = Model.create(spec, { seed: flags.seed, device: flags.device });
-  console.log(
+  const ranks = world?.isDistributed === true ? world.size : 1;
+  say(
     `${model.name} (${model.numParameters.toLocaleString('en-US')} parameters) on Fashion-MNIST: ` +
-      `${trainSet.length} train / ${testSet.length} test images, ${flags.epochs} epoch(s), batch ${flags.batchSize}, ` +
-      `lr ${flags.lr} (/10 at 50% and 75%), shortcut ${flags.shortcut}, augment ${flags.augment ? 'on' : 'off'}`,
+      `${trainSet.length} train / ${testSet.length} test images, ${flags.epochs} epoch(s), batch ${flags.batchSize}` +
+      (ranks > 1 ? ` per rank x ${ranks} ranks = ${flags.batchSize * ranks}${flags.syncBn ? ', synchronised batch norm' : ''}` : '') +
+      `, lr ${flags.lr} (/10 at 50% and 75%), shortcut ${flags.shortcut}, augment ${flags.augment ? 'on' : 'off'}`,
   );
+  if (world !== undefined) say(`distributed: ${world.size} rank(s), ${world.library.split('\n')[0] ?? ''}`);
 
   const abort = new AbortController();
   let stoppedBy: { name: NodeJS.Signals; byUser: boolean } | undefined;
@@ -90,36 +102,42 @@ async function train(flags: TrainFlags): Promise<number> {
       augment: flags.augment,
       seed: flags.seed,
       signal: abort.signal,
-      callbacks: {
-        onTrainBegin: ({ totalSteps }) => progress.start(totalSteps),
-        onBatchEnd: (step, logs) => {
-          // Exponential moving averages: a readable trend rather than per-batch noise.
-          const k = step === 1 ? 1 : 0.1;
-          runLoss += k * (logs.loss - runLoss);
-          runAcc += k * (logs.acc - runAcc);
-          lastImgPerSec = logs.imgPerSec;
-          progress.update(step, logs, runLoss, runAcc);
-        },
-        onEpochEnd: (epoch, logs) => {
-          progress.stop();
-          console.log(`epoch ${epoch + 1}/${flags.epochs}: loss=${logs.loss.toFixed(4)} acc=${logs.acc.toFixed(4)} (${logs.seconds.toFixed(1)}s)`);
-          if (epoch + 1 < flags.epochs) progress.resume();
-        },
-      },
+      ...(world === undefined ? {} : { distributed: world, syncBatchNorm: flags.syncBn }),
+      callbacks: lead
+        ? {
+            onTrainBegin: ({ totalSteps }) => progress.start(totalSteps),
+            onBatchEnd: (step, logs) => {
+              // Exponential moving averages: a readable trend rather than per-batch noise.
+              const k = step === 1 ? 1 : 0.1;
+              runLoss += k * (logs.loss - runLoss);
+              runAcc += k * (logs.acc - runAcc);
+              lastImgPerSec = logs.imgPerSec;
+              progress.update(step, logs, runLoss, runAcc);
+            },
+            onEpochEnd: (epoch, logs) => {
+              progress.stop();
+              console.log(`epoch ${epoch + 1}/${flags.epochs}: loss=${logs.loss.toFixed(4)} acc=${logs.acc.toFixed(4)} (${logs.seconds.toFixed(1)}s)`);
+              if (epoch + 1 < flags.epochs) progress.resume();
+            },
+          }
+        : {},
     });
   } finally {
     progress.stop();
     for (const { name, handler } of handlers) process.removeListener(name, handler);
   }
-  if (history.aborted) console.error(`${stoppedBy?.name ?? 'stopped'}: evaluating and saving the partly trained model (${history.steps} steps)`);
+  if (history.aborted && lead) console.error(`${stoppedBy?.name ?? 'stopped'}: evaluating and saving the partly trained model (${history.steps} steps)`);
 
-  const test = await model.evaluate(testSet, { batchSize: 256 });
-  await model.save(out, { dataset: 'fashion-mnist', epochs: String(flags.epochs), seed: String(flags.seed) });
+  // Every rank evaluates its shard of the test set; the figures are the whole set's.
+  const test = await model.evaluate(testSet, { batchSize: 256, ...(world === undefined ? {} : { distributed: world }) });
+  if (lead) await model.save(out, { dataset: 'fashion-mnist', epochs: String(flags.epochs), seed: String(flags.seed) });
+  // No rank may exit (a non-zero exit stops the job) before rank 0 has written the checkpoint.
+  await world?.barrier();
   const seconds = (performance.now() - started) / 1000;
-  console.log(`test: loss=${test.loss.toFixed(4)} top1=${test.top1.toFixed(4)} top5=${test.top5.toFixed(4)} (${test.count} images)`);
-  console.log(`saved ${out}`);
+  say(`test: loss=${test.loss.toFixed(4)} top1=${test.top1.toFixed(4)} top5=${test.top5.toFixed(4)} (${test.count} images)`);
+  say(`saved ${out}`);
   const last = history.history;
-  console.log(
+  say(
     `final: loss=${(last.loss.at(-1) ?? NaN).toFixed(4)} train_acc=${(last.acc.at(-1) ?? NaN).toFixed(4)} ` +
       `test_loss=${test.loss.toFixed(4)} test_acc=${test.top1.toFixed(4)} test_top5=${test.top5.toFixed(4)} ` +
       `steps=${history.steps} img_per_sec=${lastImgPerSec.toFixed(1)} seconds=${seconds.toFixed(1)} ` +
@@ -191,7 +209,7 @@ export function program(): Command {
     .addOption(modelOption())
     .option('--depth <n>', 'depth 6n+2 (20, 32, 44, 56, 110)', int('depth', 8), 20)
     .option('--epochs <n>', 'passes over the training set', int('epochs', 1), 1)
-    .option('--batch-size <n>', 'images per step', int('batch size', 1), 128)
+    .option('--batch-size <n>', 'images per step (per rank with --distributed)', int('batch size', 1), 128)
     .option('--lr <rate>', 'initial learning rate (divided by 10 at 50% and 75% of the run)', positiveNumber, 0.1)
     .option('--seed <n>', 'seed for weights, order and augmentation', int('seed', 0), 0)
     .option('--data <dir>', 'Fashion-MNIST directory (IDX files, gzip or raw)', DEFAULT_DATA)
@@ -200,6 +218,12 @@ export function program(): Command {
     .option('--limit <n>', 'use only the first N images of each split (quick runs, tests)', int('limit', 1))
     .addOption(shortcutOption('B'))
     .addOption(deviceOption())
+    .option(
+      '--distributed',
+      'data-parallel over the ranks of `mpiexec -n N` (batch size per rank; rank 0 prints and saves; local rank k uses GPU k)',
+      false,
+    )
+    .option('--sync-bn', 'with --distributed: batch-norm statistics over the global batch', false)
     .action(async (flags: TrainFlags) => {
       commandExitCode = await train(flags);
     });
@@ -223,9 +247,18 @@ export function program(): Command {
     .action((flags: { checkpoint: string; out: string }) => exportWeights(flags));
   cmd
     .command('info')
-    .description('list GPU adapters, their backend, driver, limits and features, and which device is used and why')
+    .description('list GPU adapters, their backend, driver, limits and features, and which device is used and why; and whether the MPI plugin is found')
     .action(() => {
       console.log(native.adaptersInfo());
+      // Only looked up: initialising MPI here would need a launcher.
+      const plugin = distributed.locatePlugin();
+      const from = plugin.source === 'env' ? ` (${distributed.PLUGIN_ENV})` : '';
+      console.log(
+        plugin.found
+          ? `MPI plugin: found ${plugin.path}${from}: train --distributed under mpiexec runs data-parallel`
+          : `MPI plugin: not found (${plugin.path}${from}); for multi-process training install MPICH ` +
+              '(apt-get install mpich libmpich-dev libclang-dev) and run `npm run build:mpi`',
+      );
     });
   cmd
     .command('summary')

@@ -160,11 +160,17 @@ async function start(options: InitOptions): Promise<World> {
   const nativeWorld = await native.NativeWorld.init(where.path, timeout);
   const world = new MpiWorld(nativeWorld);
   natives.set(world, nativeWorld);
+  // Node prints an uncaught error only after the 'exit' event, which aborts: keep it for the message.
+  let uncaught: unknown;
+  process.on('uncaughtExceptionMonitor', (error) => {
+    uncaught = error;
+  });
   process.on('exit', (code) => {
     // A failing rank takes the others down (mpiexec ends the job) instead of leaving them waiting
     // in a collective; a clean exit shuts MPI down in order.
-    if (code !== 0) world.abort(code, `resnet-wgpu: rank ${world.rank} exited with code ${code}`);
-    else world.finalize();
+    if (code === 0) return world.finalize();
+    const why = uncaught === undefined ? `exited with code ${code}` : `failed: ${uncaught instanceof Error ? (uncaught.stack ?? uncaught.message) : String(uncaught)}`;
+    world.abort(code, `resnet-wgpu: rank ${world.rank} ${why}`);
   });
   try {
     applyResources(options, world);
