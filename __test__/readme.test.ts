@@ -73,13 +73,20 @@ describe('README', () => {
     expect(existsSync(join(dir, 'runs', 'resnet20.safetensors'))).toBe(true);
   }, 1_600_000);
 
+  it('the "Multi-GPU and cluster runs" example type-checks in strict mode', () => {
+    const [example] = codeBlocks('Multi-GPU and cluster runs', 'ts');
+    const dir = userProject({ types: ['node'], typeRoots: [join(ROOT, 'node_modules', '@types')] });
+    writeFileSync(join(dir, 'train.ts'), example ?? '');
+    expect(tsc(dir)).toBe('');
+  });
+
   it("the package's typings need neither @types/node nor the DOM library", () => {
     const dir = userProject({ types: [], lib: ['es2022'] });
     writeFileSync(
       join(dir, 'uses-types.ts'),
-      `import { Model, fit, resnet, type FitOptions, type EvaluateResult, type History } from 'resnet-wgpu';
+      `import { Model, distributed, fit, resnet, type FitOptions, type EvaluateResult, type History, type World } from 'resnet-wgpu';
 export const options: FitOptions = { epochs: 1, signal: { aborted: false } };
-export type Used = [Model, EvaluateResult, History, typeof fit, typeof resnet.cifar];
+export type Used = [Model, EvaluateResult, History, World, typeof fit, typeof resnet.cifar, typeof distributed.init];
 `,
     );
     expect(tsc(dir)).toBe('');

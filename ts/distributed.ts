@@ -72,13 +72,19 @@ export const LAUNCHER_VARIABLES: readonly string[] = ['PMI_RANK', 'PMI_SIZE', 'O
 /** Names the plugin file when set. */
 export const PLUGIN_ENV = 'RESNET_WGPU_MPI_PLUGIN';
 
+/**
+ * Environment variables as `process.env` holds them (structural, so the package's typings need
+ * no `@types/node`).
+ */
+export type Environment = Readonly<Record<string, string | undefined>>;
+
 /** Whether this process was started by an MPI launcher (`mpiexec`, `srun --mpi=...`). */
-export function launchedByMpi(env: NodeJS.ProcessEnv = process.env): boolean {
+export function launchedByMpi(env: Environment = process.env): boolean {
   return LAUNCHER_VARIABLES.some((name) => env[name] !== undefined);
 }
 
 /** The plugin's file name on `platform`: what `npm run build:mpi` writes into `native/`. */
-export function pluginFileName(platform: NodeJS.Platform = process.platform): string {
+export function pluginFileName(platform: string = process.platform): string {
   if (platform === 'darwin') return 'libresnet_mpi.dylib';
   if (platform === 'win32') return 'resnet_mpi.dll';
   return 'libresnet_mpi.so';
@@ -96,7 +102,7 @@ export interface PluginLocation {
 const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Where {@link init} would load the MPI plugin from (it loads nothing). */
-export function locatePlugin(plugin?: string, env: NodeJS.ProcessEnv = process.env): PluginLocation {
+export function locatePlugin(plugin?: string, env: Environment = process.env): PluginLocation {
   const fromEnv = env[PLUGIN_ENV];
   const [path, source]: [string, PluginLocation['source']] =
     plugin !== undefined
