@@ -8,8 +8,8 @@ use crate::backend::{
 };
 use crate::distributed::{sync_bn, Communicator, SyncedBatch};
 use crate::error::{Error, Result};
-use std::sync::Arc;
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 fn expect_rank(op: &'static str, t: &Tensor, rank: usize, what: &str) -> Result<()> {
     if t.shape().len() != rank {
@@ -94,10 +94,7 @@ pub struct BatchNormArgs<'a> {
 
 /// Batch norm's output storage and saved statistics (running statistics updated in `Train`),
 /// not yet recorded: `batch_norm2d` records it alone, `fused::batch_norm_act` with what follows.
-pub(crate) fn batch_norm_forward(
-    x: &Tensor,
-    a: &BatchNormArgs,
-) -> Result<(Storage, BatchStats, Option<SyncedBatch>)> {
+pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats, Option<SyncedBatch>)> {
     let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
     let (s, c) = (x.shape(), layout.c);
     for (name, p) in [

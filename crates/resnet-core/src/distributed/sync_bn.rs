@@ -43,7 +43,11 @@ pub(crate) fn forward(
     let ranks: Vec<Vec<f64>> = comm
         .all_gather(mine)?
         .into_iter()
-        .map(|b| b.chunks_exact(8).map(|w| f64::from_le_bytes(w.try_into().unwrap_or([0; 8]))).collect())
+        .map(|b| {
+            b.chunks_exact(8)
+                .map(|w| f64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+                .collect()
+        })
         .collect();
     let total: f64 = ranks.iter().map(|r| r[0]).sum();
     if ranks.iter().any(|r| r.len() != 1 + 2 * c) {

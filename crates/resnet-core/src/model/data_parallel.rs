@@ -52,8 +52,9 @@ pub(crate) struct DataParallel {
 
 /// FNV-1a: a stable fingerprint of what the ranks must agree on (not a defence against anyone).
 fn fingerprint(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Model {
@@ -61,7 +62,9 @@ impl Model {
     /// (naming the ranks), then gives every rank rank 0's parameters, buffers, momentum and step.
     pub fn attach_data_parallel(&mut self, comm: Arc<Communicator>, options: DataParallelOptions) -> Result<()> {
         if options.bucket_cap_bytes < 4 {
-            return Err(Error::invalid("data parallel: the bucket size must be at least 4 bytes"));
+            return Err(Error::invalid(
+                "data parallel: the bucket size must be at least 4 bytes",
+            ));
         }
         self.check_ranks_agree(&comm, &options)?;
         let params: Vec<Tensor> = self.parameters().into_iter().map(|(_, t)| t).collect();
@@ -148,14 +151,20 @@ impl Model {
                 }
             }
         });
-        let has: Vec<bool> = (0..momentum.len()).map(|_| r.u8().map(|b| b != 0)).collect::<Result<_>>()?;
+        let has: Vec<bool> = (0..momentum.len())
+            .map(|_| r.u8().map(|b| b != 0))
+            .collect::<Result<_>>()?;
         for t in &tensors {
             t.set_storage(be.upload(&r.f32s(t.numel())?)?)?;
         }
         let params: Vec<Tensor> = self.parameters().into_iter().map(|(_, t)| t).collect();
         let mut buffers = Vec::with_capacity(params.len());
         for (p, has) in params.iter().zip(has) {
-            buffers.push(if has { Some(be.upload(&r.f32s(p.numel())?)?) } else { None });
+            buffers.push(if has {
+                Some(be.upload(&r.f32s(p.numel())?)?)
+            } else {
+                None
+            });
         }
         if r.at != bytes.len() {
             return Err(Error::Distributed(format!(

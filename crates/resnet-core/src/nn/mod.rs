@@ -17,9 +17,9 @@ pub use spec::{ActivationKind, BlockKind, BottleneckStride, ResNetSpec, Shortcut
 
 use crate::distributed::Communicator;
 use crate::fused::PreActivationTap;
-use std::sync::Arc;
 use crate::tensor::Tensor;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 /// Called with each convolution's response (see [`Ctx::response_hook`]): the layer's
 /// torchvision-style name (`conv1`, `layer1.0.conv2`, `layer2.0.downsample.0`), its kernel size,
