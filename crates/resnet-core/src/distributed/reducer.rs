@@ -81,39 +81,46 @@ impl<'a> GradReducer<'a> {
         };
         self.missing[b] = self.missing[b].saturating_sub(1);
         if self.overlap {
+            let from = self.next;
             while self.next < self.buckets.len() && self.missing[self.next] == 0 {
-                self.launch(self.next)?;
                 self.next += 1;
             }
+            self.launch(from, self.next)?;
         }
         Ok(())
     }
 
-    fn launch(&mut self, b: usize) -> Result<()> {
-        let members = &self.buckets[b];
-        let device = self.params[members[0]].device();
-        let be = device.backend();
-        // A parameter backward never reached (unused in this forward) contributes zeros.
-        let mut grads = Vec::with_capacity(members.len());
-        for &i in members {
-            let p = &self.params[i];
-            grads.push(match p.grad_storage() {
-                Some(g) => g,
-                None => be.zeros(p.numel())?,
-            });
+    /// Downloads the gradients of buckets `from..to` (one round trip: on a GPU each download
+    /// waits for the queue) and starts their all-reduces in order.
+    fn launch(&mut self, from: usize, to: usize) -> Result<()> {
+        if from >= to {
+            return Ok(());
         }
-        let host = be.download_many(&grads.iter().collect::<Vec<_>>())?;
-        self.launched[b] = Some(self.comm.all_reduce_sum_f32(host.concat()));
+        let be = self.params[self.buckets[from][0]].device().backend();
+        // A parameter backward never reached (unused in this forward) contributes zeros.
+        let mut grads = Vec::new();
+        for b in from..to {
+            for &i in &self.buckets[b] {
+                let p = &self.params[i];
+                grads.push(match p.grad_storage() {
+                    Some(g) => g,
+                    None => be.zeros(p.numel())?,
+                });
+            }
+        }
+        let mut host = be.download_many(&grads.iter().collect::<Vec<_>>())?.into_iter();
+        for b in from..to {
+            let values: Vec<f32> = host.by_ref().take(self.buckets[b].len()).flatten().collect();
+            self.launched[b] = Some(self.comm.all_reduce_sum_f32(values));
+        }
         Ok(())
     }
 
     /// Launches the remaining buckets, waits for all of them and replaces each gradient by its
     /// sum over ranks.
     pub fn finish(mut self) -> Result<()> {
-        while self.next < self.buckets.len() {
-            self.launch(self.next)?;
-            self.next += 1;
-        }
+        self.launch(self.next, self.buckets.len())?;
+        self.next = self.buckets.len();
         for (b, pending) in self.launched.iter_mut().enumerate() {
             let summed = pending
                 .take()
