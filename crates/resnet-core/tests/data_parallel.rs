@@ -194,6 +194,115 @@ fn ranks_that_build_different_models_are_refused() {
     }
 }
 
+/// Random values around `offset`, so batch norm has a mean to remove.
+fn values(n: usize, seed: u64, offset: f32) -> Vec<f32> {
+    batch(seed, n, 1, 1, 2).0.into_iter().map(|v| offset + v).collect()
+}
+
+/// Batch norm over rows `rows` of `x` (one rank's share, or all of it alone), then
+/// sum(y * r): returns y, dx, dgamma, dbeta and the running statistics after.
+type BnResult = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn batch_norm_pass(
+    dev: Device,
+    (x, r): (&[f32], &[f32]),
+    shape: [usize; 4],
+    rows: std::ops::Range<usize>,
+    sync: Option<&Arc<Communicator>>,
+) -> BnResult {
+    use resnet_core::nn::BnMode;
+    use resnet_core::ops::{self, BatchNormArgs};
+    use resnet_core::Tensor;
+    let per = shape[1] * shape[2] * shape[3];
+    let c = shape[1];
+    let part = [rows.len(), shape[1], shape[2], shape[3]];
+    let xs = Tensor::parameter(&x[rows.start * per..rows.end * per], &part, dev).unwrap();
+    let gamma = Tensor::parameter(&values(c, 7, 1.0), &[c], dev).unwrap();
+    let beta = Tensor::parameter(&values(c, 8, 0.0), &[c], dev).unwrap();
+    let rm = Tensor::from_vec(&vec![0.0; c], &[c], dev).unwrap();
+    let rv = Tensor::from_vec(&vec![1.0; c], &[c], dev).unwrap();
+    let args = BatchNormArgs {
+        gamma: &gamma,
+        beta: &beta,
+        running_mean: &rm,
+        running_var: &rv,
+        mode: BnMode::Train,
+        sync,
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    let y = ops::batch_norm2d(&xs, &args).unwrap();
+    let n = rows.len() * per;
+    let rt = Tensor::from_vec(&r[rows.start * per..rows.end * per], &[1, n], dev).unwrap();
+    ops::linear(&ops::reshape(&y, &[1, n]).unwrap(), &rt, None)
+        .unwrap()
+        .backward()
+        .unwrap();
+    let grad = |t: &Tensor| t.grad().unwrap().to_vec().unwrap();
+    (
+        y.to_vec().unwrap(),
+        grad(&xs),
+        grad(&gamma),
+        grad(&beta),
+        rm.to_vec().unwrap(),
+        rv.to_vec().unwrap(),
+    )
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= 2e-5 * (1.0 + b.abs()), "{what}[{i}]: {a} vs {b}");
+    }
+}
+
+/// Synchronised batch norm on three ranks of uneven shares gives, forward and backward, what
+/// batch norm gives on the whole batch in one process (whose backward the gradient checks prove):
+/// the output and data gradient row for row, the parameters' gradients once summed over ranks
+/// (the reducer's job), the running statistics on every rank.
+fn synchronised_batch_norm_equals_the_whole_batch(dev: Device) {
+    let shape = [7, 3, 5, 3];
+    let len = shape.iter().product();
+    let (x, r) = (values(len, 1, 3.0), values(len, 2, 0.0));
+    let alone = batch_norm_pass(dev, (&x, &r), shape, 0..7, None);
+    let split = [0, 1, 4, 7];
+    let (x, r) = (Arc::new(x), Arc::new(r));
+    let ranks: Vec<BnResult> = LocalTransport::group(3)
+        .into_iter()
+        .enumerate()
+        .map(|(rank, transport)| {
+            let (x, r) = (x.clone(), r.clone());
+            std::thread::spawn(move || {
+                let comm = Arc::new(
+                    Communicator::start(
+                        move || Ok(Box::new(transport) as Box<dyn Transport>),
+                        Duration::from_secs(60),
+                    )
+                    .unwrap(),
+                );
+                batch_norm_pass(dev, (&x, &r), shape, split[rank]..split[rank + 1], Some(&comm))
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("a rank panicked"))
+        .collect();
+    let concat = |f: fn(&BnResult) -> &Vec<f32>| ranks.iter().flat_map(|r| f(r).clone()).collect::<Vec<f32>>();
+    assert_close(&concat(|r| &r.0), &alone.0, "output");
+    assert_close(&concat(|r| &r.1), &alone.1, "dx");
+    let sum = |f: fn(&BnResult) -> &Vec<f32>| {
+        (0..shape[1])
+            .map(|c| ranks.iter().map(|r| f(r)[c]).sum::<f32>())
+            .collect::<Vec<f32>>()
+    };
+    assert_close(&sum(|r| &r.2), &alone.2, "dgamma summed over ranks");
+    assert_close(&sum(|r| &r.3), &alone.3, "dbeta summed over ranks");
+    for (rank, got) in ranks.iter().enumerate() {
+        assert_close(&got.4, &alone.4, &format!("rank {rank}: running mean"));
+        assert_close(&got.5, &alone.5, &format!("rank {rank}: running var"));
+    }
+}
+
 fn main() {
     let mut cases = Vec::new();
     cases.extend(harness::each_device(
@@ -211,6 +320,10 @@ fn main() {
     cases.extend(harness::each_device(
         "per_rank_batch_norm_keeps_every_rank_identical",
         per_rank_batch_norm_keeps_every_rank_identical,
+    ));
+    cases.extend(harness::each_device(
+        "synchronised_batch_norm_equals_the_whole_batch",
+        synchronised_batch_norm_equals_the_whole_batch,
     ));
     cases.push(harness::cpu(
         "ranks_that_build_different_models_are_refused",
