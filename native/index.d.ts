@@ -131,12 +131,18 @@ export declare class NativeModel {
   summary(height: number, width: number): string
   /** Replaces the optimizer (SGD config JSON: lr, momentum, weightDecay, nesterov, schedule). */
   configureOptimizer(configJson: string): void
+  /**
+   * Trains as one rank of `world` from now on: refuses (naming the ranks) when the ranks'
+   * specs, optimizer settings or options differ, then copies rank 0's whole state (weights,
+   * buffers, momentum, step) to every rank. Every rank must call it.
+   */
+  attachDistributed(world: NativeWorld, options: DistributedOptions): Promise<void>
+  /** Back to training alone. */
+  detachDistributed(): void
   /** One forward + loss + backward + optimizer update on a worker thread. */
   trainStep(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<TrainStats>
   /** `trainStep` on a batch the loader prepared, handed over as it is (no copy through JS). */
   trainBatch(batch: NativeBatch): Promise<TrainStats>
-  attachDistributed(world: NativeWorld, options: DistributedOptions): Promise<void>
-  detachDistributed(): void
   /** Logits [N, numClasses] (eval mode) on a worker thread. */
   predict(images: Float32Array, shape: Array<number>): Promise<Float32Array>
   /** `predict` on a batch the loader prepared (no copy through JS). */
@@ -254,39 +260,38 @@ export declare class NativeViewScore {
   finish(): EvalStats
 }
 
+export declare class NativeWorld {
+  /**
+   * Loads the MPI plugin at `pluginPath` and initialises MPI on a communication thread;
+   * a collective that waits longer than `timeoutSeconds` fails instead of hanging.
+   */
+  static init(pluginPath: string, timeoutSeconds: number): Promise<NativeWorld>
+  get rank(): number
+  get size(): number
+  /** Rank among the processes on this machine (picks the GPU). */
+  get localRank(): number
+  /** Processes on this machine (they split its CPU cores). */
+  get localSize(): number
+  /** The MPI library and thread level underneath. */
+  get library(): string
+  /** Element-wise sum over ranks (evaluation sums, counts). */
+  allReduceSum(values: Float64Array): Promise<Float64Array>
+  barrier(): Promise<void>
+  /**
+   * Mean seconds of one all-reduce of `floats` f32 values over `iterations` (after one
+   * warm-up), for the bench: what a step's gradient exchange costs.
+   */
+  benchAllReduce(floats: number, iterations: number): Promise<number>
+  /** Prints `message` to stderr and stops every rank (MPI_Abort with `code`). Never returns. */
+  abort(code: number, message: string): void
+  /** Orderly MPI_Finalize on the communication thread; later collectives fail. Idempotent. */
+  finalize(): void
+}
+
 /**
  * The GPU adapters wgpu can see, their limits and features, and which device 'gpu'/'auto' use
  * and why (`resnet-wgpu info`).
  */
-export declare class NativeWorld {
-  static init(pluginPath: string, timeoutSeconds: number): Promise<NativeWorld>
-  get rank(): number
-  get size(): number
-  get localRank(): number
-  get localSize(): number
-  get library(): string
-  allReduceSum(values: Float64Array): Promise<Float64Array>
-  barrier(): Promise<void>
-  benchAllReduce(floats: number, iterations: number): Promise<number>
-  abort(code: number, message: string): void
-  finalize(): void
-}
-
-export interface DistributedOptions {
-  syncBatchNorm: boolean
-  bucketCapMb: number
-  overlap: boolean
-}
-
-export interface ShardOptions {
-  rank: number
-  count: number
-}
-
-export declare function selectGpuAdapter(index: number): void
-
-export declare function setCpuThreads(threads: number): void
-
 export declare function adaptersInfo(): string
 
 /** Random crop after zero padding, and random horizontal flip. */
@@ -310,6 +315,16 @@ export interface DecodedImage {
 
 /** Decodes JPEG or PNG bytes (format from the content) to 8-bit RGBA, off the main thread. */
 export declare function decodeImage(bytes: Uint8Array): Promise<DecodedImage>
+
+/** How a model trains as one of several ranks (`attachDistributed`). */
+export interface DistributedOptions {
+  /** Batch statistics over every rank's batch. */
+  syncBatchNorm: boolean
+  /** Megabytes of gradients per all-reduce. */
+  bucketCapMb: number
+  /** All-reduce each bucket while backward computes the next. */
+  overlap: boolean
+}
 
 /**
  * Encodes interleaved 8-bit pixels (1 grey, 2 grey+alpha, 3 RGB or 4 RGBA channels) as PNG, or
@@ -396,6 +411,7 @@ export interface LoaderOptions {
    */
   pixelMean?: Float32Array
   seed?: number
+  /** This rank's part of each global batch in data-parallel training. */
   shard?: ShardOptions
 }
 
@@ -417,13 +433,31 @@ export declare const enum OnCorruptName {
   Skip = 'skip',
 }
 
+/**
+ * Takes GPU adapter `index` for device 'gpu' (by default local rank k takes adapter k). Must
+ * come before the first GPU use.
+ */
+export declare function selectGpuAdapter(index: number): void
+
+/** How many threads the CPU backend computes with. Must come before the first CPU work. */
+export declare function setCpuThreads(threads: number): void
+
+/**
+ * Data-parallel loading: every rank shares one epoch order and takes piece `rank` of `count`
+ * of each global batch (`count * batchSize` samples).
+ */
+export interface ShardOptions {
+  rank: number
+  count: number
+}
+
 /** A file an image-folder loader left out, and why. */
 export interface SkippedFile {
   path: string
   reason: string
 }
 
-/** Scalars of one training step. */
+/** Scalars of one training step (summed over ranks while distributed). */
 export interface TrainStats {
   loss: number
   correct: number

@@ -44,6 +44,7 @@ fn main() -> resnet_core::Result<()> {
             augment: augment.then(Augment::paper),
             normalize: normalize.clone(),
             seed,
+            shard: resnet_core::data::Shard::ALONE,
         };
         for (i, b) in Loader::new(train.clone(), cfg, epoch)?.enumerate() {
             let b = b?;
@@ -67,6 +68,7 @@ fn main() -> resnet_core::Result<()> {
         augment: None,
         normalize,
         seed,
+        shard: resnet_core::data::Shard::ALONE,
     };
     let (mut hits, mut n) = (0, 0);
     for b in Loader::new(test, cfg, 0)? {

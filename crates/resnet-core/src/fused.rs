@@ -30,7 +30,7 @@ pub fn batch_norm_act(
     if let Some(r) = residual {
         check_same_shape("batch_norm2d_add_act", x, r)?;
     }
-    let (y, stats) = batch_norm_forward(x, bn)?;
+    let (y, stats, synced) = batch_norm_forward(x, bn)?;
     if let Some(tap) = tap {
         tap(&Tensor::from_storage(y.clone(), x.shape())?);
     }
@@ -49,6 +49,7 @@ pub fn batch_norm_act(
             beta: bn.beta.clone(),
             stats,
             source: bn.mode.stats_source(),
+            synced,
             residual: residual.cloned(),
             act,
         },

@@ -6,8 +6,10 @@ use crate::backend::{
     same_device, Activation, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry,
     RunningStatsUpdate, ShortcutGeometry, StatsSource, Storage,
 };
+use crate::distributed::{sync_bn, Communicator, SyncedBatch};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 fn expect_rank(op: &'static str, t: &Tensor, rank: usize, what: &str) -> Result<()> {
     if t.shape().len() != rank {
@@ -84,13 +86,15 @@ pub struct BatchNormArgs<'a> {
     pub running_mean: &'a Tensor,
     pub running_var: &'a Tensor,
     pub mode: BnMode,
+    /// Normalise with the global batch's statistics (training modes only).
+    pub sync: Option<&'a Arc<Communicator>>,
     pub momentum: f32,
     pub eps: f32,
 }
 
 /// Batch norm's output storage and saved statistics (running statistics updated in `Train`),
 /// not yet recorded: `batch_norm2d` records it alone, `fused::batch_norm_act` with what follows.
-pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats)> {
+pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats, Option<SyncedBatch>)> {
     let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
     let (s, c) = (x.shape(), layout.c);
     for (name, p) in [
@@ -117,26 +121,35 @@ pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Stora
                 format!("training needs more than one value per channel, got input {s:?} (use eval mode for a single 1x1 sample)"),
             ));
         }
-        let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, &layout, a.eps)?;
+        let (y, stats, synced) = match a.sync {
+            None => {
+                let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, &layout, a.eps)?;
+                (y, stats, None)
+            }
+            Some(comm) => {
+                let (y, stats, synced) = sync_bn::forward(be, &xs, (&gamma, &beta), &layout, a.eps, comm)?;
+                (y, stats, Some(synced))
+            }
+        };
         if a.mode.updates_running_stats() {
             let update = RunningStatsUpdate {
                 momentum: a.momentum,
-                count: layout.per_channel(),
+                count: synced.as_ref().map_or(layout.per_channel(), |s| s.count),
             };
             a.running_mean.update_storage(|rm| {
                 a.running_var
                     .update_storage(|rv| be.update_running_stats(rm, rv, &stats, &update))
             })?;
         }
-        Ok((y, stats))
+        Ok((y, stats, synced))
     } else {
         let stats = be.batch_norm_frozen_stats(&a.running_mean.storage(), &a.running_var.storage(), a.eps)?;
-        Ok((be.batch_norm_apply(&xs, &gamma, &beta, &stats, &layout)?, stats))
+        Ok((be.batch_norm_apply(&xs, &gamma, &beta, &stats, &layout)?, stats, None))
     }
 }
 
 pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
-    let (y, stats) = batch_norm_forward(x, a)?;
+    let (y, stats, synced) = batch_norm_forward(x, a)?;
     Ok(Tensor::from_op(
         y,
         x.shape().to_vec(),
@@ -146,6 +159,7 @@ pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
             beta: a.beta.clone(),
             stats,
             source: a.mode.stats_source(),
+            synced,
         },
     ))
 }

@@ -160,6 +160,12 @@ impl Tensor {
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Replaces the accumulated gradient (the data-parallel reduction installs the sum over
+    /// ranks).
+    pub(crate) fn set_grad(&self, g: Option<Storage>) {
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = g;
+    }
+
     /// Adds `g` to the accumulated gradient (PyTorch's `.grad +=`).
     pub(crate) fn accumulate_grad(&self, g: Storage) -> Result<()> {
         let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());

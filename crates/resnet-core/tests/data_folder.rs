@@ -120,6 +120,7 @@ fn config(batch_size: usize, augment: bool) -> LoaderConfig {
         }),
         normalize: Normalize::identity(3),
         seed: 9,
+        shard: resnet_core::data::Shard::ALONE,
     }
 }
 

@@ -28,6 +28,7 @@ fn loader_epoch_over_a_validation_split() {
         augment: Some(Augment::paper()),
         normalize: norm,
         seed: 1,
+        shard: resnet_core::data::Shard::ALONE,
     };
     let train = Arc::new(train);
     let loader = Loader::new(train.clone(), config.clone(), 0).unwrap();
@@ -84,6 +85,7 @@ fn real_fashion_mnist_epoch() {
         }),
         normalize: Normalize::from_dataset(&test),
         seed: 7,
+        shard: resnet_core::data::Shard::ALONE,
     };
     let t = std::time::Instant::now();
     let loader = Loader::new(test.clone(), config, 0).unwrap();

@@ -181,6 +181,7 @@ fn run_ops(dev: Device) {
                     } else {
                         BnMode::Eval
                     },
+                    sync: None,
                     momentum: 0.1,
                     eps: 1e-5,
                 };

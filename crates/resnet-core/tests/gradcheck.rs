@@ -456,6 +456,7 @@ fn batch_norm_training_gradients() {
                     running_mean: &rm,
                     running_var: &rv,
                     mode: BnMode::Train,
+                    sync: None,
                     momentum: 0.1,
                     eps: 1e-5,
                 },
@@ -481,6 +482,7 @@ fn batch_norm_eval_gradients() {
                 running_mean: &rm,
                 running_var: &rv,
                 mode: BnMode::Eval,
+                sync: None,
                 momentum: 0.1,
                 eps: 1e-5,
             },
@@ -738,6 +740,7 @@ fn composite_block_gradients() {
             running_mean: &rm,
             running_var: &rv,
             mode: BnMode::Train,
+            sync: None,
             momentum: 0.1,
             eps: 1e-5,
         };
@@ -1158,6 +1161,7 @@ fn fresh_bn_args<'a>(t: &'a [Tensor], rm: &'a Tensor, rv: &'a Tensor) -> BatchNo
         running_mean: rm,
         running_var: rv,
         mode: BnMode::Train,
+        sync: None,
         momentum: 0.1,
         eps: 1e-5,
     }

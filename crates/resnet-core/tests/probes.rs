@@ -128,6 +128,7 @@ fn bn_args<'a>(
         running_mean: rm,
         running_var: rv,
         mode: if training { BnMode::Train } else { BnMode::Eval },
+        sync: None,
         momentum: 0.1,
         eps: 1e-5,
     }
@@ -352,6 +353,7 @@ fn a_response_hook_changes_no_output() {
                     let ctx = Ctx {
                         bn_mode: if training { BnMode::Train } else { BnMode::Eval },
                         response_hook: if hooked { Some(&hook) } else { None },
+                        batch_norm_sync: None,
                     };
                     let logits = m.net().forward(&x, &ctx).unwrap().to_vec().unwrap();
                     (logits, m.state_dict().unwrap(), count.get())
@@ -428,6 +430,7 @@ fn batch_norm_free_responses_are_the_convolutions_outputs() {
         let hooked = Ctx {
             bn_mode: BnMode::Train,
             response_hook: Some(&hook),
+            batch_norm_sync: None,
         };
         assert_eq!(
             m.net().forward(&x, &hooked).unwrap().to_vec().unwrap(),

@@ -10,7 +10,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use resnet_core::data::{
     self, Augment, Batch, Dataset, EvalView, FolderTransform, ImageFolder, Loader, LoaderConfig, Normalize, OnCorrupt,
-    Split, TrainTransform,
+    Shard, Split, TrainTransform,
 };
 
 use crate::convert::{self, count, parse_seed};
@@ -234,6 +234,25 @@ pub struct LoaderOptions {
     /// `(pixel/255 - pixelMean - mean) / std`.
     pub pixel_mean: Option<Float32Array>,
     pub seed: Option<f64>,
+    /// This rank's part of each global batch in data-parallel training.
+    pub shard: Option<ShardOptions>,
+}
+
+/// Data-parallel loading: every rank shares one epoch order and takes piece `rank` of `count`
+/// of each global batch (`count * batchSize` samples).
+#[napi(object)]
+pub struct ShardOptions {
+    pub rank: u32,
+    pub count: u32,
+}
+
+fn shard(options: Option<ShardOptions>) -> Result<Shard> {
+    let shard = options.map_or(Shard::ALONE, |s| Shard {
+        rank: s.rank as usize,
+        count: s.count as usize,
+    });
+    guard_core("DataLoader", || shard.validate())?;
+    Ok(shard)
 }
 
 /// One batch the loader prepared, kept in Rust: the model takes it as it is (`trainBatch`,
@@ -351,6 +370,7 @@ impl NativeLoader {
                 pixel_mean: options.pixel_mean.map(|p| p.to_vec()),
             },
             seed,
+            shard: shard(options.shard)?,
         };
         let dataset = dataset.dataset()?.clone();
         let loader = guard_core("DataLoader", || Loader::new(dataset, config, epoch as u64))?;
@@ -383,6 +403,7 @@ impl NativeLoader {
                 pixel_mean: None,
             },
             seed,
+            shard: shard(options.shard)?,
         };
         let folder = folder.inner.clone();
         let loader = guard_core("DataLoader", || {
@@ -449,6 +470,7 @@ pub struct FolderLoaderOptions {
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
     pub seed: Option<f64>,
+    pub shard: Option<ShardOptions>,
 }
 
 /// Training transform of an image folder, before the random flip.

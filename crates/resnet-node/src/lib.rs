@@ -5,6 +5,7 @@
 
 mod convert;
 mod data;
+mod distributed;
 mod errors;
 mod job;
 mod model;

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use resnet_core::data::Batch;
-use resnet_core::model::{torchvision_depth, Model, ViewScore};
+use resnet_core::model::{torchvision_depth, DataParallelOptions, Model, ViewScore};
 use resnet_core::nn::ResNetSpec;
 use resnet_core::optim::SgdConfig;
 use resnet_core::Device;
 
 use crate::convert::{count, parse_device, parse_seed, shape4};
 use crate::data::{copied_batch, NativeBatch};
+use crate::distributed::NativeWorld;
 use crate::errors::{copy_array, guard, invalid, js_error};
 use crate::job::{job, job_with, Pending};
 use crate::tensor::NativeTensor;
@@ -33,7 +34,18 @@ fn with_model<T>(inner: &Shared, f: impl FnOnce(&mut Model) -> resnet_core::Resu
     f(model).map_err(js_error)
 }
 
-/// Scalars of one training step.
+/// How a model trains as one of several ranks (`attachDistributed`).
+#[napi(object)]
+pub struct DistributedOptions {
+    /// Batch statistics over every rank's batch.
+    pub sync_batch_norm: bool,
+    /// Megabytes of gradients per all-reduce.
+    pub bucket_cap_mb: f64,
+    /// All-reduce each bucket while backward computes the next.
+    pub overlap: bool,
+}
+
+/// Scalars of one training step (summed over ranks while distributed).
 #[napi(object)]
 pub struct TrainStats {
     pub loss: f64,
@@ -183,6 +195,37 @@ impl NativeModel {
         guard("configureOptimizer", || {
             let cfg = SgdConfig::from_json(&config_json).map_err(js_error)?;
             with_model(&self.inner, |m| m.configure_optimizer(cfg))
+        })
+    }
+
+    /// Trains as one rank of `world` from now on: refuses (naming the ranks) when the ranks'
+    /// specs, optimizer settings or options differ, then copies rank 0's whole state (weights,
+    /// buffers, momentum, step) to every rank. Every rank must call it.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn attach_distributed(&self, world: &NativeWorld, options: DistributedOptions) -> Result<Pending<()>> {
+        let mb = options.bucket_cap_mb;
+        if !(mb.is_finite() && mb > 0.0) {
+            return Err(invalid(format!(
+                "attachDistributed: bucketCapMb must be a positive number of megabytes, got {mb}"
+            )));
+        }
+        let options = DataParallelOptions {
+            sync_batch_norm: options.sync_batch_norm,
+            bucket_cap_bytes: ((mb * 1_048_576.0) as usize).max(4),
+            overlap: options.overlap,
+        };
+        let (model, comm) = (self.inner.clone(), world.communicator());
+        Ok(job("attachDistributed", move || {
+            with_model(&model, |m| m.attach_data_parallel(comm, options))
+        }))
+    }
+
+    /// Back to training alone.
+    #[napi]
+    pub fn detach_distributed(&self) -> Result<()> {
+        with_model(&self.inner, |m| {
+            m.detach_data_parallel();
+            Ok(())
         })
     }
 

@@ -59,6 +59,12 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
 }
 
 pub fn backward(root: &Tensor) -> Result<()> {
+    backward_with(root, &mut |_| Ok(()))
+}
+
+/// `backward`, calling `on_leaf` as soon as a leaf's gradient is final (every op that used it has
+/// passed its part on): data-parallel training starts the gradient all-reduce from there.
+pub fn backward_with(root: &Tensor, on_leaf: &mut dyn FnMut(&Tensor) -> Result<()>) -> Result<()> {
     if root.numel() != 1 {
         return Err(Error::Autograd(format!(
             "backward needs a scalar (one element) to start from, got shape {:?}",
@@ -80,6 +86,7 @@ pub fn backward(root: &Tensor) -> Result<()> {
             let Some(g) = grads.remove(&t.id()) else { continue };
             let Some(op) = t.op() else {
                 t.accumulate_grad(g)?;
+                on_leaf(t)?;
                 continue;
             };
             for (input, gi) in rules::backward(op, t, &g)? {

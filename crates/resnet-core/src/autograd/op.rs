@@ -3,6 +3,7 @@
 use crate::backend::{
     Activation, BatchStats, ChannelLayout, ConvGeometry, PoolGeometry, ShortcutGeometry, StatsSource, Storage,
 };
+use crate::distributed::SyncedBatch;
 use crate::tensor::Tensor;
 
 pub enum Op {
@@ -19,6 +20,8 @@ pub enum Op {
         beta: Tensor,
         stats: BatchStats,
         source: StatsSource,
+        /// Set when the statistics are the global batch's (synchronised batch norm).
+        synced: Option<SyncedBatch>,
     },
     /// Batch norm, an optional residual addition and an activation, fused (see `fused::batch_norm_act`).
     BatchNormAct {
@@ -27,6 +30,8 @@ pub enum Op {
         beta: Tensor,
         stats: BatchStats,
         source: StatsSource,
+        /// Set when the statistics are the global batch's (synchronised batch norm).
+        synced: Option<SyncedBatch>,
         residual: Option<Tensor>,
         act: Activation,
     },

@@ -5,6 +5,7 @@ use super::Op;
 use crate::backend::{
     Backend, BatchStats, ChannelLayout, LogitsLayout, MatmulGeometry, RowLayout, StatsSource, Storage,
 };
+use crate::distributed::{sync_bn, SyncedBatch};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -34,8 +35,9 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             beta,
             stats,
             source,
+            synced,
         } => {
-            batch_norm_backward(be, (x, gamma, beta), stats, *source, gy, &mut grads)?;
+            batch_norm_backward(be, (x, gamma, beta), (stats, *source, synced.as_ref()), gy, &mut grads)?;
         }
         Op::BatchNormAct {
             x,
@@ -43,11 +45,12 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             beta,
             stats,
             source,
+            synced,
             residual,
             act,
         } => {
             let g = be.activation_backward(&out.storage(), gy, *act)?;
-            batch_norm_backward(be, (x, gamma, beta), stats, *source, &g, &mut grads)?;
+            batch_norm_backward(be, (x, gamma, beta), (stats, *source, synced.as_ref()), &g, &mut grads)?;
             if let Some(r) = residual {
                 grads.push((r.clone(), g));
             }
@@ -124,13 +127,15 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
 fn batch_norm_backward(
     be: &dyn Backend,
     (x, gamma, beta): (&Tensor, &Tensor, &Tensor),
-    stats: &BatchStats,
-    source: StatsSource,
+    (stats, source, synced): (&BatchStats, StatsSource, Option<&SyncedBatch>),
     gy: &Storage,
     grads: &mut Vec<(Tensor, Storage)>,
 ) -> Result<()> {
     let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
-    let (dx, dgamma, dbeta) = be.batch_norm_backward(&x.storage(), gy, &gamma.storage(), stats, &layout, source)?;
+    let (dx, dgamma, dbeta) = match synced {
+        Some(synced) => sync_bn::backward(be, &x.storage(), gy, &gamma.storage(), stats, &layout, synced)?,
+        None => be.batch_norm_backward(&x.storage(), gy, &gamma.storage(), stats, &layout, source)?,
+    };
     grads.push((x.clone(), dx));
     grads.push((gamma.clone(), dgamma));
     grads.push((beta.clone(), dbeta));

@@ -128,6 +128,32 @@ pub fn adapters_info() -> String {
     return "GPU support: not built (the `gpu` feature is off); device 'auto' uses the CPU".to_string();
 }
 
+/// Which GPU adapter device 'gpu' takes, by index (see `wgpu::prefer_adapter`); before first use.
+pub fn prefer_gpu_adapter(index: usize) -> Result<()> {
+    #[cfg(feature = "gpu")]
+    return self::wgpu::prefer_adapter(index);
+    #[cfg(not(feature = "gpu"))]
+    return Err(Error::invalid(format!(
+        "cannot choose GPU adapter {index}: this build has no GPU support"
+    )));
+}
+
+/// How many threads the CPU backend computes with (rayon's global pool). Must come before any
+/// CPU work; data-parallel ranks on one machine split its cores this way.
+pub fn set_cpu_threads(threads: usize) -> Result<()> {
+    if threads == 0 {
+        return Err(Error::invalid("the CPU thread count must be at least 1"));
+    }
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
+        Ok(()) => Ok(()),
+        Err(_) if rayon::current_num_threads() == threads => Ok(()),
+        Err(_) => Err(Error::invalid(format!(
+            "the CPU already computes with {} threads (set the count before the first CPU work): cannot make it {threads}",
+            rayon::current_num_threads()
+        ))),
+    }
+}
+
 /// (bytes the GPU buffer pool holds now, most it has held), or None before the GPU is used.
 pub fn gpu_memory_stats() -> Option<(u64, u64)> {
     #[cfg(feature = "gpu")]

@@ -19,8 +19,10 @@ use rayon::prelude::*;
 
 use super::augment::{self, uniform_below, CropFlip};
 use super::folder::{self, EvalView, FolderTransform, ImageFolder, OnCorrupt};
+use super::shard::{batch_ranges, Shard};
 use super::Dataset;
 use crate::error::{Error, Result};
+use std::ops::Range;
 
 /// Per-channel normalisation, applied as `(pixel/255 - mean) / std`; with `pixel_mean`, as
 /// `(pixel/255 - pixel_mean[c, y, x] - mean) / std` (the paper's "per-pixel mean subtracted").
@@ -91,6 +93,9 @@ pub struct LoaderConfig {
     pub augment: Option<Augment>,
     pub normalize: Normalize,
     pub seed: u64,
+    /// This rank's part of each global batch (`Shard::ALONE` when training alone); see
+    /// [`shard`](super::shard).
+    pub shard: Shard,
 }
 
 /// One batch, ready for the model.
@@ -147,7 +152,7 @@ impl Loader {
             return Err(Error::invalid("data loader: the dataset is empty"));
         }
         let lut = normalize_table(&config.normalize, dataset.c)?;
-        let batches = batch_count(dataset.n, config.batch_size, config.drop_last);
+        let ranges = batch_ranges(dataset.n, config.batch_size, config.drop_last, config.shard)?;
         let order = if config.shuffle {
             epoch_permutation(dataset.n, config.seed, epoch)
         } else {
@@ -176,9 +181,10 @@ impl Loader {
             config,
             epoch,
             order,
+            ranges,
             lut,
         };
-        Self::start(producer, batches)
+        Self::start(producer)
     }
 
     /// Starts preparing the batches of `epoch` of an image folder: decoded, transformed by
@@ -215,10 +221,13 @@ impl Loader {
         }
         let lut = normalize_table(&config.normalize, 3)?;
         let n = folder.len();
-        let batches = match (&config.augment, &transform.view) {
-            (None, EvalView::FullImage { scales }) => n * scales.len(),
-            _ => batch_count(n, config.batch_size, config.drop_last),
+        // Full-image evaluation takes one image at a time, each scale a batch of its own.
+        let full_image = match (&config.augment, &transform.view) {
+            (None, EvalView::FullImage { scales }) => Some(scales.len()),
+            _ => None,
         };
+        let chunk_size = if full_image.is_some() { 1 } else { config.batch_size };
+        let ranges = batch_ranges(n, chunk_size, config.drop_last, config.shard)?;
         let order = if config.shuffle {
             epoch_permutation(n, config.seed, epoch)
         } else {
@@ -238,12 +247,21 @@ impl Loader {
             config,
             epoch,
             order,
+            ranges,
             lut,
         };
-        Self::start(producer, batches)
+        Self::start(producer)
     }
 
-    fn start(producer: Producer, batches: usize) -> Result<Loader> {
+    fn start(producer: Producer) -> Result<Loader> {
+        // With full-image views every image of a range gives one batch per scale.
+        let batches = match &producer.source {
+            Source::Folder { transform, .. } if producer.config.augment.is_none() => match &transform.view {
+                EvalView::FullImage { scales } => producer.ranges.iter().map(|r| r.len()).sum::<usize>() * scales.len(),
+                _ => producer.ranges.len(),
+            },
+            _ => producer.ranges.len(),
+        };
         let (tx, rx) = sync_channel(PREFETCH);
         let done = Arc::new(AtomicBool::new(false));
         let finished = done.clone();
@@ -252,7 +270,7 @@ impl Loader {
         std::thread::Builder::new()
             .name("resnet-data-loader".into())
             .spawn(move || {
-                if producer.run(batches, tx.clone()) {
+                if producer.run(tx.clone()) {
                     finished.store(true, Ordering::SeqCst);
                 }
                 drop(tx);
@@ -332,14 +350,6 @@ pub fn epoch_permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
-fn batch_count(n: usize, batch_size: usize, drop_last: bool) -> usize {
-    if drop_last {
-        n / batch_size
-    } else {
-        n.div_ceil(batch_size)
-    }
-}
-
 /// splitmix64's finaliser: a cheap bijective scramble, so nearby (seed, epoch, position) triples
 /// give unrelated ChaCha seeds.
 fn splitmix64(mut z: u64) -> u64 {
@@ -394,18 +404,22 @@ struct Producer {
     config: LoaderConfig,
     epoch: u64,
     order: Vec<usize>,
+    /// Positions in `order` of each batch (or, for full-image views, of each run of images).
+    ranges: Vec<Range<usize>>,
     lut: Vec<[f32; 256]>,
 }
 
 impl Producer {
     /// Sends the epoch's batches; true when it got to the end (not stopped by a dropped loader
     /// or an error).
-    fn run(self, batches: usize, tx: SyncSender<Result<Batch>>) -> bool {
-        let bs = self.config.batch_size;
+    fn run(self, tx: SyncSender<Result<Batch>>) -> bool {
         match &self.source {
             Source::Memory(dataset) => {
-                for (b, chunk) in self.order.chunks(bs).take(batches).enumerate() {
-                    if tx.send(Ok(self.prepare(dataset, b * bs, chunk))).is_err() {
+                for r in &self.ranges {
+                    if tx
+                        .send(Ok(self.prepare(dataset, r.start, &self.order[r.clone()])))
+                        .is_err()
+                    {
                         return false; // Loader dropped.
                     }
                 }
@@ -415,15 +429,8 @@ impl Producer {
                 transform,
                 pool,
             } => {
-                let training = self.config.augment.is_some();
-                let full_image = !training && matches!(transform.view, EvalView::FullImage { .. });
-                let (chunk_size, chunks) = if full_image {
-                    (1, self.order.len())
-                } else {
-                    (bs, batches)
-                };
-                for (b, chunk) in self.order.chunks(chunk_size).take(chunks).enumerate() {
-                    match self.prepare_folder(folder, transform, pool, b * chunk_size, chunk) {
+                for r in &self.ranges {
+                    match self.prepare_folder(folder, transform, pool, r.start, &self.order[r.clone()]) {
                         Ok(out) => {
                             for batch in out {
                                 if tx.send(Ok(batch)).is_err() {
@@ -620,6 +627,7 @@ mod tests {
                 pixel_mean: None,
             },
             seed: 42,
+            shard: Shard::ALONE,
         }
     }
 
@@ -832,6 +840,34 @@ mod tests {
     }
 
     #[test]
+    fn two_shards_give_the_rows_of_one_loader_with_twice_the_batch() {
+        let d = random_dataset(45, 3, 8, 8, 3);
+        let whole = collect(&d, &config(16, 3), 2);
+        let shards: Vec<Vec<Batch>> = (0..2)
+            .map(|rank| {
+                let cfg = LoaderConfig {
+                    shard: Shard { rank, count: 2 },
+                    ..config(8, 3)
+                };
+                collect(&d, &cfg, 2)
+            })
+            .collect();
+        assert_eq!(shards[0].len(), whole.len());
+        assert_eq!(shards[1].len(), whole.len());
+        for (k, global) in whole.iter().enumerate() {
+            let (a, b) = (&shards[0][k], &shards[1][k]);
+            assert_eq!([a.indices.clone(), b.indices.clone()].concat(), global.indices);
+            assert_eq!([a.positions.clone(), b.positions.clone()].concat(), global.positions);
+            // Same positions, same augmentation: the pixels match bit for bit.
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&[a.images.clone(), b.images.clone()].concat()),
+                bits(&global.images)
+            );
+        }
+    }
+
+    #[test]
     fn batch_preparation_is_fast() {
         let d = random_dataset(1280, 3, 32, 32, 7);
         let producer = Producer {
@@ -839,6 +875,7 @@ mod tests {
             config: config(128, 3),
             epoch: 0,
             order: (0..1280).collect(),
+            ranges: Vec::new(),
             lut: normalize_table(&config(128, 3).normalize, 3).unwrap(),
         };
         let t = Instant::now();

@@ -10,6 +10,7 @@ pub mod cifar;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod shard;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use crate::error::{Error, Result};
 
 pub use folder::{EvalView, FolderTransform, ImageFolder, OnCorrupt, SkippedImage, TrainTransform};
 pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize};
+pub use shard::Shard;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {

@@ -11,8 +11,11 @@
 pub mod comm;
 pub mod local;
 pub mod mpi;
+pub mod reducer;
+pub(crate) mod sync_bn;
 
-pub use comm::Communicator;
+pub use comm::{Communicator, Pending};
+pub use sync_bn::SyncedBatch;
 
 use crate::error::Result;
 

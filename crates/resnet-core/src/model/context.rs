@@ -1,5 +1,8 @@
 //! The one place `model/` builds an `nn::Ctx`: every pass names its `BnMode` here.
 
+use std::sync::Arc;
+
+use crate::distributed::Communicator;
 use crate::nn::{BnMode, Ctx, ResponseHook};
 
 /// `Train` or `Eval` from the public API's `training` flag.
@@ -24,5 +27,15 @@ pub(crate) fn ctx(bn_mode: BnMode, hook: Option<ResponseHook<'_>>) -> Ctx<'_> {
     Ctx {
         bn_mode,
         response_hook: hook,
+        batch_norm_sync: None,
+    }
+}
+
+/// A data-parallel training pass: batch statistics over every rank's batch when `sync` is set.
+pub(crate) fn ctx_synced(bn_mode: BnMode, sync: Option<&Arc<Communicator>>) -> Ctx<'_> {
+    Ctx {
+        bn_mode,
+        response_hook: None,
+        batch_norm_sync: sync,
     }
 }

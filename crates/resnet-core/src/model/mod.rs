@@ -7,12 +7,14 @@
 //! - `views`: multi-view evaluation (the softmax of an image's views averaged, then scored);
 //! - `input`: the checks a batch passes before anything touches a device;
 //! - `readback`: a step's scalars fetched in one download;
-//! - `context`: the one place an `nn::Ctx` is built.
+//! - `context`: the one place an `nn::Ctx` is built;
+//! - `data_parallel`: training as one of several ranks (DDP's semantics).
 //!
 //! Every call taking a batch takes `(images, shape, labels)` in that order.
 
 mod checkpoint;
 mod context;
+mod data_parallel;
 mod input;
 mod probes;
 mod readback;
@@ -21,6 +23,7 @@ mod train;
 mod views;
 
 pub use checkpoint::{describe, FORMAT, VERSION};
+pub use data_parallel::DataParallelOptions;
 pub use probes::{GradNorm, LayerResponse};
 pub use torchvision::{torchvision_depth, TORCHVISION_ARCHS};
 pub use train::{EvalStats, TrainStats};
@@ -39,6 +42,8 @@ pub struct Model {
     net: ResNet,
     device: Device,
     optimizer: Sgd,
+    /// Set while training data-parallel across ranks.
+    data_parallel: Option<data_parallel::DataParallel>,
 }
 
 impl Model {
@@ -52,7 +57,12 @@ impl Model {
             net.parameters().into_iter().map(|(_, t)| t).collect(),
             SgdConfig::default(),
         )?;
-        Ok(Model { net, device, optimizer })
+        Ok(Model {
+            net,
+            device,
+            optimizer,
+            data_parallel: None,
+        })
     }
 
     pub fn spec(&self) -> &ResNetSpec {

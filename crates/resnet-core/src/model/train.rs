@@ -45,7 +45,11 @@ impl Model {
     /// the forward pass got through have seen the batch.
     pub fn train_step(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
         self.check_labelled(images, shape, labels, self.training_pass(true))?;
-        let result = self.train_step_checked(images, shape, labels);
+        let result = if self.data_parallel.is_some() {
+            self.train_step_data_parallel(images, shape, labels)
+        } else {
+            self.train_step_checked(images, shape, labels)
+        };
         if result.is_err() {
             self.optimizer.zero_grad();
         }

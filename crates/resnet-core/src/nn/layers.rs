@@ -98,6 +98,7 @@ impl BatchNorm2d {
             running_mean: &self.running_mean,
             running_var: &self.running_var,
             mode: ctx.bn_mode,
+            sync: ctx.batch_norm_sync,
             momentum: BN_MOMENTUM,
             eps: BN_EPS,
         })?;

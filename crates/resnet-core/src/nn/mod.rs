@@ -15,9 +15,11 @@ pub use layers::{BatchNorm2d, Conv2d, Linear, BN_EPS, BN_MOMENTUM};
 pub use resnet::{LayerSummary, ResNet};
 pub use spec::{ActivationKind, BlockKind, BottleneckStride, ResNetSpec, ShortcutOption, StageSpec, Stem};
 
+use crate::distributed::Communicator;
 use crate::fused::PreActivationTap;
 use crate::tensor::Tensor;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 /// Called with each convolution's response (see [`Ctx::response_hook`]): the layer's
 /// torchvision-style name (`conv1`, `layer1.0.conv2`, `layer2.0.downsample.0`), its kernel size,
@@ -37,6 +39,9 @@ pub struct Ctx<'a> {
     /// output from the fused batch norm + activation (a tap), so a hooked forward runs the same
     /// kernels as training.
     pub response_hook: Option<ResponseHook<'a>>,
+    /// Batch statistics over every rank's batch (data-parallel training with synchronised batch
+    /// norm); `None` normalises with this process's batch alone.
+    pub batch_norm_sync: Option<&'a Arc<Communicator>>,
 }
 
 impl Ctx<'_> {

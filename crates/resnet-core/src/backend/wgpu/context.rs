@@ -33,6 +33,27 @@ pub struct GpuContext {
 
 static CONTEXT: OnceLock<std::result::Result<GpuContext, String>> = OnceLock::new();
 static HANDLER: Once = Once::new();
+/// Which hardware adapter to take (data-parallel ranks: local rank k takes adapter k).
+static PREFERRED: OnceLock<usize> = OnceLock::new();
+
+/// Takes hardware adapter `index` (in the order `resnet-wgpu info` lists them, best kind first;
+/// wrapping around when there are fewer) instead of the first. Must come before the first GPU
+/// use; `RESNET_WGPU_ADAPTER` still wins.
+pub fn prefer_adapter(index: usize) -> Result<()> {
+    if let Some(ctx) = existing_context() {
+        return Err(Error::invalid(format!(
+            "the GPU is already in use ({}): choose the adapter before the first GPU call",
+            ctx.info.name
+        )));
+    }
+    PREFERRED.set(index).or_else(|_| match PREFERRED.get() {
+        Some(&i) if i == index => Ok(()),
+        other => Err(Error::invalid(format!(
+            "GPU adapter {} was already chosen for this process; it cannot become {index}",
+            other.copied().unwrap_or(index)
+        ))),
+    })
+}
 
 /// The context, created on first call; a failure is remembered and returned every time.
 pub fn context() -> Result<&'static GpuContext> {
@@ -123,7 +144,16 @@ fn choose(adapters: Vec<wgpu::Adapter>) -> std::result::Result<(wgpu::Adapter, S
         .filter(|a| is_hardware(a.get_info().device_type))
         .collect();
     hardware.sort_by_key(|a| rank(a.get_info().device_type));
-    match hardware.into_iter().next() {
+    let count = hardware.len();
+    let (index, why) = match PREFERRED.get() {
+        Some(&i) if count > 0 => (
+            i % count,
+            format!("hardware adapter {} of {count}, as asked for (index {i})", i % count),
+        ),
+        _ => (0, String::new()),
+    };
+    match hardware.into_iter().nth(index) {
+        Some(a) if !why.is_empty() => Ok((a, why)),
         Some(a) => {
             let t = a.get_info().device_type;
             Ok((a, format!("the first {t:?} adapter")))

@@ -26,7 +26,7 @@ mod pipelines;
 mod pool;
 mod queue;
 
-pub use context::{AdapterReport, GpuReport, ADAPTER_ENV};
+pub use context::{prefer_adapter, AdapterReport, GpuReport, ADAPTER_ENV};
 pub use pool::GpuStorage;
 
 use super::{
