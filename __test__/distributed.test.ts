@@ -201,7 +201,7 @@ describe('data-parallel training (mpiexec -n 2)', () => {
     const r = run('refuse.mjs', { differ: 'spec' }, { ranks: 2 });
     expect(r.status).not.toBe(0);
     expect(r.seconds).toBeLessThan(60);
-    expect(r.stderr).toMatch(/resnet-wgpu: rank [01] failed: .*rank/);
+    expect(r.stderr).toMatch(/resnet-wgpu: rank [01] failed: distributed: rank\(s\) 1 differ from rank 0 in the model spec/);
     expect(r.stdout).not.toMatch(/not reached/);
   });
 
