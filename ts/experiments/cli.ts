@@ -8,6 +8,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 
 import { deviceOption, int, positiveNumber } from '../cli-options.js';
+import * as distributed from '../distributed.js';
 import type { DeviceName } from '../model.js';
 import { Progress } from '../progress.js';
 import { recipeByName, type Recipe } from '../recipes.js';
@@ -32,6 +33,7 @@ interface CommonFlags {
   limitTest?: number;
   fresh: boolean;
   only?: string[];
+  distributed: boolean;
 }
 
 function intList(name: string) {
@@ -77,7 +79,8 @@ function withCommon(cmd: Command, defaultOut: string): Command {
     .option('--limit-train <n>', 'use only the first N training images', int('limit-train', 1))
     .option('--limit-test <n>', 'use only the first N test images', int('limit-test', 1))
     .option('--fresh', 'start every run over instead of resuming', false)
-    .option('--only <names>', 'train only these runs (comma-separated folder names, e.g. plain-56); read the others from --out', (v: string) => v.split(',').map((x) => x.trim()));
+    .option('--only <names>', 'train only these runs (comma-separated folder names, e.g. plain-56); read the others from --out', (v: string) => v.split(',').map((x) => x.trim()))
+    .option('--distributed', "data-parallel over the ranks of `mpiexec -n N` (the recipe's batch size per rank; rank 0 prints and writes)", false);
 }
 
 function dataSource(flags: CommonFlags): DataSource {
@@ -149,15 +152,24 @@ function terminalProgress(): ExperimentProgress {
   };
 }
 
-async function withInterrupt<T>(run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+/** The world of `--distributed` (first: it fixes this rank's GPU and threads), else none. */
+let world: distributed.World | undefined;
+
+/** Rank 0 (or the only process) prints. */
+const lead = (): boolean => (world?.rank ?? 0) === 0;
+
+async function withInterrupt<T>(flags: CommonFlags, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  world = flags.distributed ? await distributed.init() : undefined;
   const abort = new AbortController();
   const onSigint = (): void => {
-    console.log('\ninterrupted: finishing the current batch; rerun the same command to resume from the last epoch');
+    if (lead()) console.log('\ninterrupted: finishing the current batch; rerun the same command to resume from the last epoch');
     abort.abort();
   };
   process.once('SIGINT', onSigint);
   try {
-    return await run(abort.signal);
+    const result = await run(abort.signal);
+    await world?.barrier(); // no rank exits before rank 0 has written every file
+    return result;
   } finally {
     process.removeListener('SIGINT', onSigint);
   }
@@ -173,7 +185,8 @@ function experimentOptions(flags: CommonFlags, signal: AbortSignal, recipe: Reci
     trainEvalImages: flags.trainEval,
     fresh: flags.fresh,
     signal,
-    progress: terminalProgress(),
+    ...(lead() ? { progress: terminalProgress() } : {}),
+    ...(world !== undefined ? { distributed: world } : {}),
   };
   if (flags.limitTrain !== undefined) o.limitTrain = flags.limitTrain;
   if (flags.limitTest !== undefined) o.limitTest = flags.limitTest;
@@ -182,6 +195,7 @@ function experimentOptions(flags: CommonFlags, signal: AbortSignal, recipe: Reci
 }
 
 function printFiles(files: Record<string, string>, report: string): void {
+  if (!lead()) return;
   console.log(report);
   for (const [kind, path] of Object.entries(files)) console.log(`wrote ${kind}: ${path}`);
 }
@@ -197,7 +211,7 @@ export function experimentCommand(): Command {
       .addOption(new Option('--shortcut <option>', 'shortcut of the residual nets').choices(['A', 'B', 'C']).default('A')),
     'runs/degradation',
   ).action((flags: CommonFlags & { depths?: number[]; shortcut: ShortcutOption }) =>
-    withInterrupt(async (signal) => {
+    withInterrupt(flags, async (signal) => {
       const r = await degradation({
         ...experimentOptions(flags, signal, recipeOf(flags, flags.depths && Math.max(...flags.depths))),
         ...(flags.depths ? { depths: flags.depths } : {}),
@@ -214,7 +228,7 @@ export function experimentCommand(): Command {
       .option('--options <list>', 'shortcut options', shortcutList, ['A', 'B', 'C'] as ShortcutOption[]),
     'runs/degradation',
   ).action((flags: CommonFlags & { depth?: number; options: ShortcutOption[] }) =>
-    withInterrupt(async (signal) => {
+    withInterrupt(flags, async (signal) => {
       const r = await shortcuts({
         ...experimentOptions(flags, signal, recipeOf(flags, flags.depth)),
         ...(flags.depth ? { depth: flags.depth } : {}),
@@ -232,7 +246,7 @@ export function experimentCommand(): Command {
       .option('--images <n>', 'test images measured', int('images', 1), 1000),
     'runs/degradation',
   ).action((flags: CommonFlags & { depths?: number[]; shortcut: ShortcutOption; images: number }) =>
-    withInterrupt(async (signal) => {
+    withInterrupt(flags, async (signal) => {
       const r = await responses({
         ...experimentOptions(flags, signal, recipeOf(flags, flags.depths && Math.max(...flags.depths))),
         ...(flags.depths ? { depths: flags.depths } : {}),

@@ -8,7 +8,11 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { writeFile } from 'node:fs/promises';
+
 import type { AbortSignalLike } from '../abort.js';
+import type { World } from '../distributed.js';
+import { writeCsv, writeFigure, type Figure } from '../plot.js';
 import { datasets, type AnyDataset, type ImageFolderOptions } from '../data.js';
 import type { DeviceName } from '../model.js';
 import { prepareOutputDir } from '../output-path.js';
@@ -73,6 +77,29 @@ export interface ExperimentOptions {
   only?: string[];
   signal?: AbortSignalLike;
   progress?: ExperimentProgress;
+  /**
+   * Train each run data-parallel over these ranks (`await distributed.init()` under `mpiexec`):
+   * the recipe's batch size is then per rank. Every rank must see the same output folder (a
+   * shared file system); rank 0 alone writes checkpoints, CSVs and figures.
+   */
+  distributed?: World;
+}
+
+/**
+ * The experiment's files, written by rank 0 alone in a data-parallel run (the other ranks get the
+ * same paths back, so every rank returns the same result).
+ */
+export function outputs(options: { distributed?: World }): {
+  csv(path: string, header: readonly string[], rows: ReadonlyArray<ReadonlyArray<string | number | undefined>>): Promise<void>;
+  figure(base: string, figure: Figure): Promise<{ svg: string; png: string }>;
+  text(path: string, content: string): Promise<void>;
+} {
+  const lead = (options.distributed?.rank ?? 0) === 0;
+  return {
+    csv: async (path, header, rows) => (lead ? writeCsv(path, header, rows) : undefined),
+    figure: async (base, figure) => (lead ? writeFigure(base, figure) : { svg: `${base}.svg`, png: `${base}.png` }),
+    text: async (path, content) => (lead ? writeFile(path, content) : undefined),
+  };
 }
 
 /** Training and test sets of a source. */
@@ -187,6 +214,7 @@ export async function runAll(specs: ResNetSpec[], options: ExperimentOptions, da
       ...(options.trainEvalImages !== undefined ? { trainEvalImages: options.trainEvalImages } : {}),
       ...(options.fresh ? { fresh: true } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.distributed ? { distributed: options.distributed } : {}),
       onBatch: (logs, info) => options.progress?.batch?.(name, logs, info),
       onEpoch: (point) => options.progress?.epoch?.(name, point),
       onResume: (info) => options.progress?.resumed?.(name, info),

@@ -6,12 +6,11 @@
  * @module
  */
 
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { paletteColor, writeCsv, writeFigure, type Series } from '../plot.js';
+import { paletteColor, type Series } from '../plot.js';
 import { depthOf, type ActivationKind, type ShortcutOption } from '../spec.js';
-import { defaultRecipe, finalPoint, loadData, netLabel, netSpec, runAll, type ExperimentOptions } from './common.js';
+import { defaultRecipe, finalPoint, loadData, netLabel, netSpec, outputs, runAll, type ExperimentOptions } from './common.js';
 import type { RunRecord } from './run.js';
 
 export interface DegradationOptions extends ExperimentOptions {
@@ -136,6 +135,7 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
     ),
   );
   const runs = await runAll(specs, options, data);
+  const out = outputs(options); // rank 0 writes
   const finals: FinalErrors[] = runs
     .filter((r) => r.curve.length > 0)
     .map((r) => {
@@ -162,15 +162,15 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
   const residualGap = gap(false);
 
   const csv = join(options.out, 'degradation.csv');
-  await writeCsv(csv, CURVE_HEADER, curveRows(runs));
+  await out.csv(csv, CURVE_HEADER, curveRows(runs));
   const stepsCsv = join(options.out, 'degradation_steps.csv');
-  await writeCsv(stepsCsv, STEP_HEADER, stepRows(runs));
+  await out.csv(stepsCsv, STEP_HEADER, stepRows(runs));
   const plainRuns = runs.filter((r) => r.spec.plain);
   const residualRuns = runs.filter((r) => !r.spec.plain);
   const allErrors = runs.flatMap((r) => r.curve.flatMap((p) => [p.trainError, p.testError]));
   const yMax = Math.min(100, Math.ceil((Math.max(...allErrors, 1) * 1.05) / 5) * 5);
   const title = `${data.label}: plain vs residual (${(options.recipe ?? defaultRecipe(data.family)).name}, seed ${options.seed ?? 0}); dashed: training error, bold: test error`;
-  const fig = await writeFigure(join(options.out, 'degradation'), {
+  const fig = await out.figure(join(options.out, 'degradation'), {
     title,
     panels: [
       { title: 'plain networks', xLabel: 'iterations', yLabel: 'error (%)', series: errorSeries(plainRuns, (r) => netLabel(r.spec)), yRange: [0, yMax] },
@@ -186,6 +186,6 @@ export async function degradation(options: DegradationOptions): Promise<Degradat
   ];
   const report = lines.join('\n');
   const summary = join(options.out, 'degradation.md');
-  await writeFile(summary, `${report}\n`);
+  await out.text(summary, `${report}\n`);
   return { runs, finals, plainGap, residualGap, files: { csv, stepsCsv, svg: fig.svg, png: fig.png, summary }, report };
 }

@@ -10,14 +10,13 @@
  * @module
  */
 
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { DataLoader } from '../data.js';
 import { Model } from '../model.js';
-import { paletteColor, writeCsv, writeFigure, type Series } from '../plot.js';
+import { paletteColor, type Series } from '../plot.js';
 import type { ShortcutOption } from '../spec.js';
-import { loadData, netLabel, netSpec, runAll, runName, type ExperimentOptions } from './common.js';
+import { loadData, netLabel, netSpec, outputs, runAll, runName, type ExperimentOptions } from './common.js';
 import type { RunRecord } from './run.js';
 
 export interface ResponsesOptions extends ExperimentOptions {
@@ -50,6 +49,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
   const depths = [...(options.depths ?? (data.family === 'imagenet' ? [18, 34] : [20, 56]))].sort((a, b) => a - b);
   const specs = [true, false].flatMap((plain) => depths.map((depth) => netSpec(data, { depth, plain, shortcut: options.shortcut ?? 'A' })));
   const runs = await runAll(specs, options, data);
+  const out = outputs(options); // rank 0 writes
   const images = data.test.take(Math.min(options.images ?? 1000, data.test.length));
   const profiles: ResponseProfile[] = [];
   for (const run of runs) {
@@ -85,7 +85,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
   }
 
   const csv = join(options.out, 'responses.csv');
-  await writeCsv(
+  await out.csv(
     csv,
     ['run', 'layer_index', 'layer', 'std', 'rank'],
     profiles.flatMap((p) => {
@@ -98,7 +98,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
     dashed: p.label.startsWith('plain'),
     width: 1.6,
   });
-  const fig = await writeFigure(join(options.out, 'responses'), {
+  const fig = await out.figure(join(options.out, 'responses'), {
     title: `${data.label}: std of 3x3 layer responses (after BN, before nonlinearity/addition), ${images.length} test images`,
     panels: [
       {
@@ -121,7 +121,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
 
   // Gradient norms recorded by the runs: at initialisation and after the last epoch.
   const gradientsCsv = join(options.out, 'responses_gradients.csv');
-  await writeCsv(
+  await out.csv(
     gradientsCsv,
     ['run', 'epoch', 'layer_index', 'layer', 'kernel', 'grad_norm'],
     runs.flatMap((r) =>
@@ -151,7 +151,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
       ];
     }),
   });
-  const gfig = await writeFigure(join(options.out, 'responses_gradients'), {
+  const gfig = await out.figure(join(options.out, 'responses_gradients'), {
     title: `${data.label}: per-layer gradient norms of one training batch`,
     panels: [
       gradientPanel('at initialisation', (r) => r.gradients.find((g) => g.epoch === 0)),
@@ -168,7 +168,7 @@ export async function responses(options: ResponsesOptions): Promise<ResponsesRes
     }),
   ].join('\n');
   const summary = join(options.out, 'responses.md');
-  await writeFile(summary, `${report}\n`);
+  await out.text(summary, `${report}\n`);
   return {
     runs,
     profiles,

@@ -11,6 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { AbortSignalLike } from '../abort.js';
+import type { World } from '../distributed.js';
 import { DataLoader, type AnyDataset, type Batch, type Normalization } from '../data.js';
 import { Model, type DeviceName } from '../model.js';
 import { writeAtomic } from '../plot.js';
@@ -86,6 +87,8 @@ export interface TrackedRunOptions {
   /** Start over even if the folder holds a run. */
   fresh?: boolean;
   signal?: AbortSignalLike;
+  /** Train data-parallel over these ranks; rank 0 alone writes the checkpoint and `run.json`. */
+  distributed?: World;
   onBatch?(logs: BatchLogs, info: { totalSteps: number; step: number }): void;
   onEpoch?(point: CurvePoint): void;
   onResume?(info: { epoch: number }): void;
@@ -183,7 +186,9 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
     pending.push({ epoch: epoch + 1, iteration: net.step, trainLoss: stretch.loss / stretch.seen, trainError: 100 * (1 - stretch.correct / stretch.seen) });
     stretch = { loss: 0, correct: 0, seen: 0, steps: 0 };
   };
+  const world = options.distributed?.isDistributed === true ? options.distributed : undefined;
   const save = async (): Promise<void> => {
+    if (world !== undefined && world.rank !== 0) return; // one writer
     await net.save(join(dir, CHECKPOINT), { [RECORD_KEY]: JSON.stringify(run) });
     await writeAtomic(join(dir, 'run.json'), JSON.stringify(run, null, 1));
   };
@@ -193,6 +198,7 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
     seed,
     initialEpoch: run.curve.length,
     ...(options.signal ? { signal: options.signal } : {}),
+    ...(world !== undefined ? { distributed: world } : {}),
     callbacks: {
       onTrainBegin: async (info) => {
         totalSteps = info.totalSteps;
@@ -223,7 +229,7 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
         };
         if (logs.valTop5 !== undefined) point.testTop5Error = 100 * (1 - logs.valTop5);
         if (trainEval !== undefined) {
-          const r = await net.evaluate(trainEval, { normalize: norm });
+          const r = await net.evaluate(trainEval, { normalize: norm, ...(world !== undefined ? { distributed: world } : {}) });
           point.trainEvalError = 100 * (1 - r.top1);
         }
         await probeGradients(epoch + 1, norm);
@@ -238,5 +244,7 @@ export async function trackedRun(options: TrackedRunOptions): Promise<{ record: 
       },
     },
   });
+  // Rank 0's last checkpoint is on disk before any rank reads it (the responses experiment does).
+  await world?.barrier();
   return { record: run, model: net };
 }

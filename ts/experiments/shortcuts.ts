@@ -5,12 +5,10 @@
  * @module
  */
 
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { writeCsv, writeFigure } from '../plot.js';
 import type { ShortcutOption } from '../spec.js';
-import { finalPoint, loadData, netSpec, runAll, type ExperimentOptions } from './common.js';
+import { finalPoint, loadData, netSpec, outputs, runAll, type ExperimentOptions } from './common.js';
 import { CURVE_HEADER, STEP_HEADER, curveRows, errorSeries, stepRows } from './degradation.js';
 import type { RunRecord } from './run.js';
 
@@ -47,6 +45,7 @@ export async function shortcuts(options: ShortcutsOptions): Promise<ShortcutsRes
   const depth = options.depth ?? (data.family === 'imagenet' ? 34 : 20);
   const specs = which.map((shortcut) => netSpec(data, { depth, plain: false, shortcut }));
   const runs = await runAll(specs, options, data);
+  const out = outputs(options); // rank 0 writes
   const table: ShortcutRow[] = runs
     .filter((r) => r.curve.length > 0)
     .map((r) => {
@@ -57,10 +56,10 @@ export async function shortcuts(options: ShortcutsOptions): Promise<ShortcutsRes
       return row;
     });
   const csv = join(options.out, 'shortcuts.csv');
-  await writeCsv(csv, CURVE_HEADER, curveRows(runs));
+  await out.csv(csv, CURVE_HEADER, curveRows(runs));
   const stepsCsv = join(options.out, 'shortcuts_steps.csv');
-  await writeCsv(stepsCsv, STEP_HEADER, stepRows(runs));
-  const fig = await writeFigure(join(options.out, 'shortcuts'), {
+  await out.csv(stepsCsv, STEP_HEADER, stepRows(runs));
+  const fig = await out.figure(join(options.out, 'shortcuts'), {
     title: `${data.label}: ResNet-${depth} with shortcut options A, B, C; dashed: training error, bold: test error`,
     panels: [{ title: `ResNet-${depth}`, xLabel: 'iterations', yLabel: 'error (%)', series: errorSeries(runs, (r) => `option ${r.spec.shortcut}`) }],
   });
@@ -74,6 +73,6 @@ export async function shortcuts(options: ShortcutsOptions): Promise<ShortcutsRes
   ];
   const report = lines.join('\n');
   const tablePath = join(options.out, 'shortcuts.md');
-  await writeFile(tablePath, `${report}\n`);
+  await out.text(tablePath, `${report}\n`);
   return { runs, table, files: { csv, stepsCsv, svg: fig.svg, png: fig.png, table: tablePath }, report };
 }
