@@ -11,7 +11,7 @@ import { describe, expect, it, type TestContext } from 'vitest';
 
 import { DataLoader, distributed } from '../ts/index.js';
 import { native } from '../ts/native.js';
-import { ROOT, learnableDataset, tempDir } from './helpers.js';
+import { FASHION_MNIST_DIR, ROOT, learnableDataset, tempDir } from './helpers.js';
 import { readSafetensors, relErr } from './safetensors.js';
 
 const SCRIPTS = join(ROOT, '__test__', 'distributed');
@@ -194,6 +194,26 @@ describe('data-parallel training (mpiexec -n 2)', () => {
     expect(t.top5 * 203).toBe(o.top5 * 203);
     expect(Math.abs(t.loss - o.loss) / o.loss).toBeLessThan(1e-6);
     expect(t.aborted).toBe(false);
+  });
+
+  it('CLI train --distributed: rank 0 alone prints and saves; the test figures are the whole set\'s', (ctx) => {
+    need(ctx, mpiMissing, 'the distributed CLI');
+    if (!existsSync(FASHION_MNIST_DIR)) ctx.skip(`needs Fashion-MNIST in ${FASHION_MNIST_DIR}`);
+    const out = join(tempDir('resnet-wgpu-dist-'), 'runs', 'cli.safetensors');
+    const args = ['train', '--distributed', '--sync-bn', '--depth', '8', '--limit', '256', '--batch-size', '32', '--device', 'cpu', '--out', out];
+    const started = performance.now();
+    const r = spawnSync('mpiexec', ['-n', '2', process.execPath, join(ROOT, 'dist', 'cli.js'), ...args], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 120_000,
+      killSignal: 'SIGTERM',
+    });
+    expectSuccess({ status: r.status, stdout: r.stdout, stderr: r.stderr, seconds: (performance.now() - started) / 1000 });
+    expect(r.stdout).toMatch(/batch 32 per rank x 2 ranks = 64, synchronised batch norm/);
+    expect(r.stdout.split('\n').filter((l) => l.startsWith('final: '))).toHaveLength(1);
+    expect(r.stdout).toMatch(/test: loss=[\d.]+ top1=[\d.]+ top5=[\d.]+ \(256 images\)/);
+    expect(r.stdout).toMatch(/steps=4 /);
+    expect(existsSync(out)).toBe(true);
   });
 
   it('ranks with different specs are refused at the start, naming the ranks', (ctx) => {
