@@ -163,6 +163,10 @@ async function start(options: InitOptions): Promise<World> {
   if (!where.found) throw missingPluginError(where);
   const timeout = options.timeoutSeconds ?? 300;
   if (!(timeout > 0) || !Number.isFinite(timeout)) throw new Error(`timeoutSeconds must be a positive number, got ${timeout}`);
+  // An addon built before the distributed binding (a stale native/ build) lacks the class.
+  if (typeof (native as { NativeWorld?: unknown }).NativeWorld !== 'function') {
+    throw new Error('resnet-wgpu: this build of the native addon has no distributed support; rebuild it (npm run build:native)');
+  }
   const nativeWorld = await native.NativeWorld.init(where.path, timeout);
   const world = new MpiWorld(nativeWorld);
   natives.set(world, nativeWorld);
