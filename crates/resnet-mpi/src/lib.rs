@@ -38,6 +38,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::ThreadId;
 
@@ -49,6 +50,16 @@ pub const ABI_VERSION: u32 = 1;
 /// The most bytes one MPI call moves (per rank): MPI counts are `int`, and some implementations
 /// compute byte sizes in `int` too. Longer buffers go in pieces of this size.
 const CHUNK_BYTES: usize = 1 << 28;
+
+/// Makes the pieces smaller (bytes, at least 8), so the tests cover the piecewise paths with small
+/// buffers; read by `init`.
+const CHUNK_ENV: &str = "RESNET_MPI_CHUNK_BYTES";
+
+static CHUNK: AtomicUsize = AtomicUsize::new(CHUNK_BYTES);
+
+fn chunk_bytes() -> usize {
+    CHUNK.load(Ordering::Relaxed)
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -193,6 +204,12 @@ fn init() -> Res<WorldInfoC> {
         Phase::Finalized => return Err("MPI has been finalised and cannot be initialised again".into()),
         Phase::Uninit => {}
     }
+    if let Some(n) = std::env::var(CHUNK_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        CHUNK.store(n.clamp(8, CHUNK_BYTES), Ordering::Relaxed);
+    }
     if mpi_flag(ffi::MPI_Initialized) {
         return Err("MPI was initialised by someone other than the plugin".into());
     }
@@ -294,7 +311,7 @@ pub unsafe extern "C" fn resnet_mpi_init(out: *mut WorldInfoC, err: *mut c_char,
 
 fn allreduce_sum<T: Copy>(buf: &mut [T], datatype: ffi::MPI_Datatype, what: &str) -> Res<()> {
     ready(what)?;
-    let per_call = CHUNK_BYTES / std::mem::size_of::<T>();
+    let per_call = chunk_bytes() / std::mem::size_of::<T>();
     // Not in place: rsmpi's bindings do not export MPI_IN_PLACE (a different macro in each MPI),
     // so each piece is copied out first.
     let mut send: Vec<T> = Vec::with_capacity(buf.len().min(per_call));
@@ -376,7 +393,7 @@ pub unsafe extern "C" fn resnet_mpi_broadcast(
         }
         // SAFETY: the caller's contract.
         let buf = unsafe { slice_mut(buf, len) }?;
-        for piece in buf.chunks_mut(CHUNK_BYTES) {
+        for piece in buf.chunks_mut(chunk_bytes()) {
             // SAFETY: `piece` holds `piece.len()` (< 2^31) bytes; valid handles while MPI is up.
             let rc = unsafe {
                 ffi::MPI_Bcast(
@@ -425,7 +442,7 @@ pub unsafe extern "C" fn resnet_mpi_allgather(
         let recv = unsafe { slice_mut(recv, total) }?;
         let mut gathered: Vec<u8> = Vec::new();
         let mut offset = 0;
-        for piece in send.chunks(CHUNK_BYTES) {
+        for piece in send.chunks(chunk_bytes()) {
             let n = piece.len();
             // One piece lands directly when it is the whole buffer; otherwise through `gathered`.
             let whole = n == len;
