@@ -181,7 +181,7 @@ impl Communicator {
                     all.len()
                 )));
             }
-            Ok(all.chunks(len.max(1)).take(size).map(<[u8]>::to_vec).collect())
+            Ok((0..size).map(|r| all[r * len..(r + 1) * len].to_vec()).collect())
         })
         .wait()
     }
