@@ -419,6 +419,11 @@ export class Model {
    *
    * `signal` stops it between batches as it stops {@link fit}: it resolves with the means over the
    * images evaluated so far, `aborted: true`, and one line on stderr; it does not throw.
+   *
+   * `distributed` (a world of several ranks from `distributed.init()`; every rank must call):
+   * each rank evaluates its shard of the set and one all-reduce sums the ranks' figures, so every
+   * rank gets the whole set's (top-1/top-5 exactly as one process; the loss to float rounding).
+   * Multi-view evaluation is not sharded: each rank evaluates the whole set.
    */
   async evaluate(
     dataset: AnyDataset,
@@ -456,8 +461,8 @@ export class Model {
     }
     if (world !== undefined) {
       // Each rank summed its shard; the sums over ranks are the whole set's (the counts exactly).
-      // A signal that fired on some ranks only must not leave the others waiting: the ranks
-      // agree through the same call (a rank that stopped early contributes what it has).
+      // Every rank reaches this call even when a signal stopped it early (it adds what it has),
+      // so no rank is left waiting.
       [lossSum = 0, top1 = 0, top5 = 0, count = 0] = await world.allReduceSum([lossSum, top1, top5, count]);
     }
     return { loss: count ? lossSum / count : 0, top1: count ? top1 / count : 0, top5: count ? top5 / count : 0, count, aborted };
