@@ -178,6 +178,15 @@ describe('data-parallel training (mpiexec -n 2)', () => {
     expect(r.stdout).not.toMatch(/not reached/);
   });
 
+  it('an uncaught error outside fit stops every rank, with its stack', (ctx) => {
+    need(ctx, mpiMissing, 'multi-process runs');
+    const r = run('uncaught.mjs', {}, { ranks: 2 });
+    expect(r.status).not.toBe(0);
+    expect(r.seconds).toBeLessThan(60);
+    expect(r.stderr).toMatch(/resnet-wgpu: rank 1 failed: Error: deliberate uncaught error\n\s+at .*uncaught\.mjs/);
+    expect(r.stdout).not.toMatch(/not reached/);
+  });
+
   it('evaluation sharded over 2 ranks equals one process: top-1/top-5 exactly, loss to 1e-6', (ctx) => {
     need(ctx, mpiMissing, 'multi-process evaluation');
     const two = run('evaluate.mjs', {}, { ranks: 2 });
