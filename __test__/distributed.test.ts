@@ -169,6 +169,21 @@ describe('data-parallel training (mpiexec -n 2)', () => {
     }
   });
 
+  it('resuming on fewer ranks keeps the step count and the schedule at the same epochs', (ctx) => {
+    need(ctx, mpiMissing, 'multi-process training');
+    const dir = tempDir('resnet-wgpu-dist-');
+    // Epoch 1 on 2 ranks x 16: 10 global steps of 32; the paper's first milestone (50% of 2 epochs) at step 10.
+    expectSuccess(run('resume.mjs', { leg: 'first', out: dir }, { ranks: 2 }));
+    // Epoch 2 alone with 16 a step: 20 steps, the first half before the 75% milestone, the rest after.
+    const alone = run('resume.mjs', { leg: 'second', out: dir });
+    expectSuccess(alone);
+    const [r] = jsonLines<{ ranks: number; start: number; end: number; lrs: number[] }>(alone);
+    expect(r).toMatchObject({ ranks: 1, start: 10, end: 30 });
+    expect(r?.lrs).toHaveLength(20);
+    expect(r?.lrs.slice(0, 10).every((lr) => Math.abs(lr - 0.01) < 1e-12)).toBe(true);
+    expect(r?.lrs.slice(10).every((lr) => Math.abs(lr - 0.001) < 1e-12)).toBe(true);
+  });
+
   it('a rank that throws at step 3 stops every rank within 60 s, naming rank 1', (ctx) => {
     need(ctx, mpiMissing, 'multi-process training');
     const r = run('fail.mjs', {}, { ranks: 2 });

@@ -171,7 +171,8 @@ export function resolveSchedule(schedule: ScheduleOption, totalSteps?: number, s
         const total = need('a multistep schedule given as fractions');
         return {
           kind: 'multistep',
-          milestones: schedule.fractions.map((f) => startStep + Math.round(f * total)),
+          // A milestone before step 0 (a run resumed with more steps per epoch) has passed.
+          milestones: schedule.fractions.map((f) => Math.max(0, startStep + Math.round(f * total))),
           gamma: schedule.gamma,
         };
       }

@@ -149,8 +149,9 @@ export interface FitOptions {
    * rank, that rank stops every rank (`world.abort`) with `resnet-wgpu: rank R failed: ...`.
    *
    * Resuming: load the same checkpoint on every rank and pass `initialEpoch`, as alone. On a
-   * different number of ranks the weights, momentum, step count and the schedule's position carry
-   * over exactly; the data order and which images share a step do not (the global batch changes).
+   * different number of ranks the weights, momentum and step count carry over exactly, and
+   * relative schedules keep their milestones at the same epochs of the run; the data order and
+   * which images share a step do not (the global batch changes).
    */
   distributed?: World;
   /**
@@ -239,7 +240,9 @@ async function train(model: Model, dataset: AnyDataset, options: FitOptions, wor
   }
   const optimizerOptions = sgd({ ...options.optimizer, ...(options.schedule ? { schedule: options.schedule } : {}) });
   // Where this run's step 0 was: relative schedules are placed there, so a resumed run keeps them.
-  const runStart = Math.max(0, model.step - initialEpoch * batchesPerEpoch);
+  // Negative when the run resumes with more steps per epoch than it had (fewer ranks, a smaller
+  // batch): the milestones then still fall at the same epochs of the run.
+  const runStart = model.step - initialEpoch * batchesPerEpoch;
   const schedule = resolveSchedule(optimizerOptions.schedule, totalSteps, runStart);
   const optimizer = model.setOptimizer({ ...optimizerOptions, schedule }, { totalSteps });
   model.normalization = normalization;
