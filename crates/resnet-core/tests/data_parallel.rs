@@ -304,27 +304,32 @@ fn synchronised_batch_norm_equals_the_whole_batch(dev: Device) {
 }
 
 fn main() {
-    let mut cases = Vec::new();
-    cases.extend(harness::each_device(
-        "without_batch_norm_two_ranks_train_like_one_process",
-        without_batch_norm_two_ranks_train_like_one_process,
-    ));
-    cases.extend(harness::each_device(
-        "uneven_shares_without_overlap_train_like_one_process",
-        uneven_shares_without_overlap_train_like_one_process,
-    ));
-    cases.extend(harness::each_device(
-        "synchronised_batch_norm_trains_like_one_process",
-        synchronised_batch_norm_trains_like_one_process,
-    ));
-    cases.extend(harness::each_device(
-        "per_rank_batch_norm_keeps_every_rank_identical",
-        per_rank_batch_norm_keeps_every_rank_identical,
-    ));
-    cases.extend(harness::each_device(
-        "synchronised_batch_norm_equals_the_whole_batch",
-        synchronised_batch_norm_equals_the_whole_batch,
-    ));
+    let on_each_device: [(&str, fn(Device)); 5] = [
+        (
+            "without_batch_norm_two_ranks_train_like_one_process",
+            without_batch_norm_two_ranks_train_like_one_process,
+        ),
+        (
+            "uneven_shares_without_overlap_train_like_one_process",
+            uneven_shares_without_overlap_train_like_one_process,
+        ),
+        (
+            "synchronised_batch_norm_trains_like_one_process",
+            synchronised_batch_norm_trains_like_one_process,
+        ),
+        (
+            "per_rank_batch_norm_keeps_every_rank_identical",
+            per_rank_batch_norm_keeps_every_rank_identical,
+        ),
+        (
+            "synchronised_batch_norm_equals_the_whole_batch",
+            synchronised_batch_norm_equals_the_whole_batch,
+        ),
+    ];
+    let mut cases: Vec<_> = on_each_device
+        .into_iter()
+        .flat_map(|(name, test)| harness::each_device(name, test))
+        .collect();
     cases.push(harness::cpu(
         "ranks_that_build_different_models_are_refused",
         ranks_that_build_different_models_are_refused,
