@@ -303,8 +303,11 @@ fn synchronised_batch_norm_equals_the_whole_batch(dev: Device) {
     }
 }
 
+/// A check run once per device.
+type DeviceCase = (&'static str, fn(Device));
+
 fn main() {
-    let on_each_device: [(&str, fn(Device)); 5] = [
+    let on_each_device: [DeviceCase; 5] = [
         (
             "without_batch_norm_two_ranks_train_like_one_process",
             without_batch_norm_two_ranks_train_like_one_process,

@@ -38,7 +38,9 @@ fn trained(spec: &ResNetSpec, seed: u64) -> Model {
 
 /// Everything a probe must leave alone: the state dict (parameters, running statistics,
 /// counters), the step, which parameters hold a gradient, and the predictions.
-fn snapshot(m: &Model, images: &[f32], shape: [usize; 4]) -> (Vec<NamedTensor>, u64, Vec<Option<Vec<f32>>>, Vec<f32>) {
+type Snapshot = (Vec<NamedTensor>, u64, Vec<Option<Vec<f32>>>, Vec<f32>);
+
+fn snapshot(m: &Model, images: &[f32], shape: [usize; 4]) -> Snapshot {
     let grads = m
         .parameters()
         .iter()
