@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::autograd::backward_with;
-use crate::backend::LogitsLayout;
+use crate::backend::{Backend, Storage};
 use crate::distributed::reducer::{plan_buckets, GradReducer};
 use crate::distributed::{Communicator, WorldInfo};
 use crate::error::{Error, Result};
@@ -21,7 +21,6 @@ use crate::tensor::Tensor;
 
 use super::checkpoint::describe;
 use super::context::ctx_synced;
-use super::readback::read_scalars;
 use super::{Model, TrainStats};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -130,9 +129,7 @@ impl Model {
             bytes.extend(momentum.iter().map(|m| m.is_some() as u8));
             let mut storages: Vec<_> = tensors.iter().map(Tensor::storage).collect();
             storages.extend(momentum.iter().flatten().cloned());
-            for v in be.download_many(&storages.iter().collect::<Vec<_>>())? {
-                bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-            }
+            bytes.extend(host_bytes(be, &storages)?);
         }
         let bytes = comm.broadcast_bytes(bytes, 0)?;
         if comm.rank() == 0 {
@@ -189,13 +186,11 @@ impl Model {
         if buffers.is_empty() {
             return Ok(());
         }
-        let mut bytes = Vec::new();
-        if comm.rank() == 0 {
-            let storages: Vec<_> = buffers.iter().map(Tensor::storage).collect();
-            for v in be.download_many(&storages.iter().collect::<Vec<_>>())? {
-                bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-            }
-        }
+        let bytes = if comm.rank() == 0 {
+            host_bytes(be, &buffers.iter().map(Tensor::storage).collect::<Vec<_>>())?
+        } else {
+            Vec::new()
+        };
         let bytes = comm.broadcast_bytes(bytes, 0)?;
         if comm.rank() != 0 {
             let mut r = Reader { bytes: &bytes, at: 0 };
@@ -239,21 +234,10 @@ impl Model {
         if !options.sync_batch_norm {
             self.sync_buffers(&comm)?;
         }
-        let be = self.device.backend();
-        let layout = LogitsLayout {
-            n: n_local,
-            classes: self.net.spec.num_classes,
-        };
-        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, 1)?)?;
-        let [loss_value, hits] = read_scalars([&loss.storage(), &hits], self.device)?;
+        let (loss_value, hits) = self.loss_and_hits(&logits, &y, &loss)?;
         let global = comm.all_reduce_sum_f64(vec![loss_value as f64 * n_local as f64, hits as f64])?;
         let mean_loss = (global[0] / total) as f32;
-        if !mean_loss.is_finite() {
-            return Err(Error::invalid(format!(
-                "training diverged: the loss over all ranks is {mean_loss} at step {} (lower the learning rate)",
-                self.step()
-            )));
-        }
+        self.check_converging(mean_loss, " over all ranks")?;
         Ok(TrainStats {
             loss: mean_loss,
             correct: global[1].round() as usize,
@@ -262,6 +246,16 @@ impl Model {
             step: self.step(),
         })
     }
+}
+
+/// The values of `storages`, side by side as little-endian bytes, in one download.
+fn host_bytes(be: &dyn Backend, storages: &[Storage]) -> Result<Vec<u8>> {
+    Ok(be
+        .download_many(&storages.iter().collect::<Vec<_>>())?
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect())
 }
 
 /// Reads back what `broadcast_state` wrote, refusing a short buffer.

@@ -66,19 +66,8 @@ impl Model {
         let lr = self.optimizer.lr();
         self.optimizer.step()?;
         self.optimizer.zero_grad();
-        let be = self.device.backend();
-        let layout = LogitsLayout {
-            n: shape[0],
-            classes: self.net.spec.num_classes,
-        };
-        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, 1)?)?;
-        let [loss_value, hits] = read_scalars([&loss.storage(), &hits], self.device)?;
-        if !loss_value.is_finite() {
-            return Err(Error::invalid(format!(
-                "training diverged: the loss is {loss_value} at step {} (lower the learning rate)",
-                self.step()
-            )));
-        }
+        let (loss_value, hits) = self.loss_and_hits(&logits, &y, &loss)?;
+        self.check_converging(loss_value, "")?;
         Ok(TrainStats {
             loss: loss_value,
             correct: hits.round() as usize,
@@ -86,6 +75,29 @@ impl Model {
             lr,
             step: self.step(),
         })
+    }
+
+    /// A training step's mean loss and top-1 hits, in one download.
+    pub(super) fn loss_and_hits(&self, logits: &Tensor, labels: &Tensor, loss: &Tensor) -> Result<(f32, f32)> {
+        let be = self.device.backend();
+        let layout = LogitsLayout {
+            n: logits.shape()[0],
+            classes: self.net.spec.num_classes,
+        };
+        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &labels.storage(), &layout, 1)?)?;
+        let [loss_value, hits] = read_scalars([&loss.storage(), &hits], self.device)?;
+        Ok((loss_value, hits))
+    }
+
+    /// Refuses a non-finite loss (`scope` says whose: "" or " over all ranks").
+    pub(super) fn check_converging(&self, loss: f32, scope: &str) -> Result<()> {
+        if loss.is_finite() {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "training diverged: the loss{scope} is {loss} at step {} (lower the learning rate)",
+            self.step()
+        )))
     }
 
     /// Logits [N, classes] in eval mode.
