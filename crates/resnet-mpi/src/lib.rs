@@ -223,8 +223,11 @@ fn init() -> Res<WorldInfoC> {
         )
     };
     let mut provided: c_int = single;
+    // FUNNELED, the level the communication thread needs, not MULTIPLE: asking for more than we
+    // use puts MPICH and UCX on their multi-threaded paths (locks, a multi-threaded UCX worker)
+    // for nothing. `abort` from another thread stays outside that level (see there).
     // SAFETY: null argc/argv are allowed (MPI 2+); `provided` is a valid int to write.
-    let rc = unsafe { ffi::MPI_Init_thread(std::ptr::null_mut(), std::ptr::null_mut(), multiple, &mut provided) };
+    let rc = unsafe { ffi::MPI_Init_thread(std::ptr::null_mut(), std::ptr::null_mut(), funneled, &mut provided) };
     check(rc, "MPI_Init_thread")?;
     // MPI guarantees single < funneled < serialized < multiple.
     let level = match provided {
@@ -292,7 +295,7 @@ fn init() -> Res<WorldInfoC> {
     Ok(info)
 }
 
-/// Initialises MPI (MPI_Init_thread asking for MPI_THREAD_MULTIPLE, accepting FUNNELED or better)
+/// Initialises MPI (MPI_Init_thread asking for MPI_THREAD_FUNNELED, accepting FUNNELED or better)
 /// and writes where this process sits. Calling it again on the same thread returns the same.
 ///
 /// # Safety
