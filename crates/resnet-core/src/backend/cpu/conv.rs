@@ -26,6 +26,68 @@ fn valid_columns(g: &ConvGeometry, j: usize) -> (usize, usize) {
 /// Writes one image's [c_in*kh*kw, oh*ow] patch matrix into columns `offset..offset+oh*ow` of a
 /// row-major matrix with `ld` columns (so several images can share one wide matrix).
 fn im2col(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, offset: usize) {
+    if keeps_size(g) {
+        return im2col_same_size(x, g, col, ld, offset);
+    }
+    im2col_general(x, g, col, ld, offset);
+}
+
+/// Stride 1 with "same" padding: the output plane has the input's size (every 3x3 convolution
+/// of a ResNet but the downsampling ones, and the data gradients computed as convolutions).
+fn keeps_size(g: &ConvGeometry) -> bool {
+    g.stride == 1 && g.oh == g.h && g.ow == g.w
+}
+
+/// `im2col` for `keeps_size` geometries. Patch row (c, i, j) is then input plane c shifted by
+/// the constant (i - p) * w + (j - p): one long copy, then zeros where the shift crossed the
+/// border (whole rows at the top or bottom, one or two columns at the sides). The general path
+/// copies row by row, and at CIFAR sizes (rows of 8..32 floats) the per-row calls cost more than
+/// the copying.
+fn im2col_same_size(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, offset: usize) {
+    let (h, w) = (g.h, g.w);
+    let plane_len = h * w;
+    let p = g.padding as isize;
+    for c in 0..g.c_in {
+        let plane = &x[c * plane_len..(c + 1) * plane_len];
+        for i in 0..g.kh {
+            let dy = i as isize - p;
+            // Output rows whose input row oy + dy lies inside the image.
+            let first_row = (-dy).clamp(0, h as isize) as usize;
+            let end_row = (h as isize - dy).clamp(first_row as isize, h as isize) as usize;
+            for j in 0..g.kw {
+                let dx = j as isize - p;
+                let row = &mut col[((c * g.kh + i) * g.kw + j) * ld + offset..][..plane_len];
+                if first_row == end_row || dx.unsigned_abs() >= w {
+                    row.fill(0.0);
+                    continue;
+                }
+                let (start, end) = (first_row * w, end_row * w);
+                row[..start].fill(0.0);
+                row[end..].fill(0.0);
+                // out[d] = plane[d + shift] for every valid (row, column); the copy is clamped to
+                // the plane, and what it leaves out or wraps into lies in a border column, which
+                // is zeroed below.
+                let shift = dy * w as isize + dx;
+                let lo = (start as isize).max(-shift) as usize;
+                let hi = ((end as isize).min(plane_len as isize - shift)).max(lo as isize) as usize;
+                row[start..lo].fill(0.0);
+                row[hi..end].fill(0.0);
+                let src = (lo as isize + shift) as usize;
+                row[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
+                // Element by element: the border is 1 or 2 floats a row, where a fill is a call.
+                let border = dx.unsigned_abs();
+                let columns = if dx < 0 { 0..border } else { w - border..w };
+                for out in row[start..end].chunks_exact_mut(w) {
+                    for x in columns.clone() {
+                        out[x] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn im2col_general(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, offset: usize) {
     let (oh, ow) = (g.oh, g.ow);
     let p = g.padding as isize;
     for c in 0..g.c_in {
@@ -364,6 +426,43 @@ mod tests {
             .collect()
     }
 
+    /// The shifted-plane im2col writes exactly what the row-by-row one writes, on every
+    /// same-size geometry, including planes narrower than the kernel.
+    #[test]
+    fn same_size_im2col_equals_the_general_one() {
+        let mut checked = 0;
+        for &(c, h, w, k) in &[
+            (3, 7, 5, 3),
+            (2, 1, 1, 3),
+            (2, 1, 6, 3),
+            (2, 5, 1, 3),
+            (1, 2, 2, 5),
+            (2, 6, 9, 5),
+            (4, 8, 8, 1),
+            (1, 3, 4, 7),
+            (16, 32, 32, 3),
+        ] {
+            let g = ConvGeometry::new(&[1, c, h, w], &[2, c, k, k], 1, (k - 1) / 2).unwrap();
+            assert!(keeps_size(&g), "{g:?}");
+            let x = values(c * h * w, 7);
+            // Two images side by side, so `ld` and `offset` are exercised; NaN shows a gap.
+            let ld = 2 * h * w + 3;
+            let mut fast = vec![f32::NAN; c * k * k * ld];
+            let mut general = fast.clone();
+            for offset in [0, h * w + 1] {
+                im2col_same_size(&x, &g, &mut fast, ld, offset);
+                im2col_general(&x, &g, &mut general, ld, offset);
+            }
+            assert_eq!(
+                fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                general.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{g:?}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 9);
+    }
+
     #[test]
     fn forward_matches_the_definition_on_awkward_shapes() {
         for &(n, c, h, w, o, k, s, p) in &[
@@ -374,6 +473,8 @@ mod tests {
             (1, 2, 11, 10, 2, 7, 2, 3),
             (5, 1, 5, 5, 2, 3, 1, 0),
             (2, 3, 4, 4, 2, 5, 3, 2),
+            (2, 3, 6, 7, 4, 5, 1, 2),
+            (3, 2, 1, 4, 3, 3, 1, 1),
         ] {
             let g = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
             let x = values(n * c * h * w, 1);
