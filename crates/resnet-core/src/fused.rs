@@ -30,16 +30,17 @@ pub fn batch_norm_act(
     if let Some(r) = residual {
         check_same_shape("batch_norm2d_add_act", x, r)?;
     }
-    let (y, stats, synced) = batch_norm_forward(x, bn)?;
-    if let Some(tap) = tap {
-        tap(&Tensor::from_storage(y.clone(), x.shape())?);
-    }
-    let be = y.device().backend();
-    let out = match residual {
-        Some(r) => be.add_activation(&y, &r.storage(), act)?,
-        None => be.activation(&y, act)?,
+    let residual_storage = residual.map(|r| r.storage());
+    let (out, stats, synced) = match tap {
+        // Nobody needs the normalised tensor: the backend may add and activate in the same pass.
+        None => batch_norm_forward(x, bn, Some((residual_storage.as_ref(), act)))?,
+        Some(tap) => {
+            let (y, stats, synced) = batch_norm_forward(x, bn, None)?;
+            tap(&Tensor::from_storage(y.clone(), x.shape())?);
+            let out = y.device().backend().epilogue(y, residual_storage.as_ref(), act)?;
+            (out, stats, synced)
+        }
     };
-    drop(y);
     Ok(Tensor::from_op(
         out,
         x.shape().to_vec(),

@@ -92,9 +92,17 @@ pub struct BatchNormArgs<'a> {
     pub eps: f32,
 }
 
+/// What follows batch norm in the same kernel: an optional residual add, then an activation.
+pub(crate) type BatchNormEpilogue<'a> = (Option<&'a Storage>, Activation);
+
 /// Batch norm's output storage and saved statistics (running statistics updated in `Train`),
-/// not yet recorded: `batch_norm2d` records it alone, `fused::batch_norm_act` with what follows.
-pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Storage, BatchStats, Option<SyncedBatch>)> {
+/// not yet recorded: `batch_norm2d` records it alone, `fused::batch_norm_act` with what follows
+/// (passed as `epilogue`, which the output then has had applied).
+pub(crate) fn batch_norm_forward(
+    x: &Tensor,
+    a: &BatchNormArgs,
+    epilogue: Option<BatchNormEpilogue>,
+) -> Result<(Storage, BatchStats, Option<SyncedBatch>)> {
     let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
     let (s, c) = (x.shape(), layout.c);
     for (name, p) in [
@@ -121,13 +129,21 @@ pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Stora
                 format!("training needs more than one value per channel, got input {s:?} (use eval mode for a single 1x1 sample)"),
             ));
         }
-        let (y, stats, synced) = match a.sync {
-            None => {
+        let (y, stats, synced) = match (a.sync, epilogue) {
+            (None, None) => {
                 let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, &layout, a.eps)?;
                 (y, stats, None)
             }
-            Some(comm) => {
+            (None, Some((residual, act))) => {
+                let (y, stats) = be.batch_norm_train_act(&xs, &gamma, &beta, &layout, a.eps, residual, act)?;
+                (y, stats, None)
+            }
+            (Some(comm), epilogue) => {
                 let (y, stats, synced) = sync_bn::forward(be, &xs, (&gamma, &beta), &layout, a.eps, comm)?;
+                let y = match epilogue {
+                    Some((residual, act)) => be.epilogue(y, residual, act)?,
+                    None => y,
+                };
                 (y, stats, Some(synced))
             }
         };
@@ -144,12 +160,16 @@ pub(crate) fn batch_norm_forward(x: &Tensor, a: &BatchNormArgs) -> Result<(Stora
         Ok((y, stats, synced))
     } else {
         let stats = be.batch_norm_frozen_stats(&a.running_mean.storage(), &a.running_var.storage(), a.eps)?;
-        Ok((be.batch_norm_apply(&xs, &gamma, &beta, &stats, &layout)?, stats, None))
+        let y = match epilogue {
+            Some((residual, act)) => be.batch_norm_apply_act(&xs, &gamma, &beta, &stats, &layout, residual, act)?,
+            None => be.batch_norm_apply(&xs, &gamma, &beta, &stats, &layout)?,
+        };
+        Ok((y, stats, None))
     }
 }
 
 pub fn batch_norm2d(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
-    let (y, stats, synced) = batch_norm_forward(x, a)?;
+    let (y, stats, synced) = batch_norm_forward(x, a, None)?;
     Ok(Tensor::from_op(
         y,
         x.shape().to_vec(),

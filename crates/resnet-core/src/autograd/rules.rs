@@ -48,13 +48,33 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
             synced,
             residual,
             act,
-        } => {
-            let g = be.activation_backward(&out.storage(), gy, *act)?;
-            batch_norm_backward(be, (x, gamma, beta), (stats, *source, synced.as_ref()), &g, &mut grads)?;
-            if let Some(r) = residual {
-                grads.push((r.clone(), g));
+        } => match (residual, synced) {
+            // Nothing else needs the gradient before the activation: the backend may take gy
+            // back through it inside batch norm's passes instead of writing it out.
+            (None, None) => {
+                let layout = ChannelLayout::of_nchw("batch_norm2d", x.shape())?;
+                let (dx, dgamma, dbeta) = be.batch_norm_act_backward(
+                    &x.storage(),
+                    &out.storage(),
+                    gy,
+                    &gamma.storage(),
+                    stats,
+                    &layout,
+                    *source,
+                    *act,
+                )?;
+                grads.push((x.clone(), dx));
+                grads.push((gamma.clone(), dgamma));
+                grads.push((beta.clone(), dbeta));
             }
-        }
+            _ => {
+                let g = be.activation_backward(&out.storage(), gy, *act)?;
+                batch_norm_backward(be, (x, gamma, beta), (stats, *source, synced.as_ref()), &g, &mut grads)?;
+                if let Some(r) = residual {
+                    grads.push((r.clone(), g));
+                }
+            }
+        },
         Op::Activation { x, act } => {
             grads.push((x.clone(), be.activation_backward(&out.storage(), gy, *act)?));
         }

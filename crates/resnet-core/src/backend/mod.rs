@@ -339,6 +339,61 @@ pub trait Backend: Send + Sync {
         layout: &ChannelLayout,
         source: StatsSource,
     ) -> Result<(Storage, Storage, Storage)>;
+    /// `act(batch_norm_train(x) [+ residual])`: what a ResNet runs after most convolutions. A
+    /// backend may fuse it into one pass (the CPU does); by default it is the separate kernels.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_act(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        layout: &ChannelLayout,
+        eps: f32,
+        residual: Option<&Storage>,
+        act: Activation,
+    ) -> Result<(Storage, BatchStats)> {
+        let (y, stats) = self.batch_norm_train(x, gamma, beta, layout, eps)?;
+        Ok((self.epilogue(y, residual, act)?, stats))
+    }
+    /// `act(batch_norm_apply(x) [+ residual])`, fusable as `batch_norm_train_act`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_apply_act(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        stats: &BatchStats,
+        layout: &ChannelLayout,
+        residual: Option<&Storage>,
+        act: Activation,
+    ) -> Result<Storage> {
+        let y = self.batch_norm_apply(x, gamma, beta, stats, layout)?;
+        self.epilogue(y, residual, act)
+    }
+    /// The residual add and activation after batch norm, as separate kernels.
+    fn epilogue(&self, y: Storage, residual: Option<&Storage>, act: Activation) -> Result<Storage> {
+        match residual {
+            Some(r) => self.add_activation(&y, r, act),
+            None => self.activation(&y, act),
+        }
+    }
+    /// `batch_norm_backward` of `out = act(batch_norm(x))` given d(loss)/d(out): the activation's
+    /// backward first, which a backend may fuse into batch norm's passes (the CPU does).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_act_backward(
+        &self,
+        x: &Storage,
+        out: &Storage,
+        gy: &Storage,
+        gamma: &Storage,
+        stats: &BatchStats,
+        layout: &ChannelLayout,
+        source: StatsSource,
+        act: Activation,
+    ) -> Result<(Storage, Storage, Storage)> {
+        let g = self.activation_backward(out, gy, act)?;
+        self.batch_norm_backward(x, &g, gamma, stats, layout, source)
+    }
     /// Folds a batch's statistics into the running ones, with the unbiased variance as PyTorch.
     fn update_running_stats(
         &self,

@@ -193,7 +193,7 @@ impl Backend for CpuBackend {
         let x = data(x)?;
         let (mean, var) = norm::channel_stats(x, layout);
         let invstd = norm::invstd(&var, eps);
-        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, layout)?;
+        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, layout, None)?;
         Ok((
             store(y)?,
             BatchStats {
@@ -228,7 +228,86 @@ impl Backend for CpuBackend {
             data(&stats.mean)?,
             data(&stats.invstd)?,
             layout,
+            None,
         )?)
+    }
+
+    fn batch_norm_train_act(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        layout: &ChannelLayout,
+        eps: f32,
+        residual: Option<&Storage>,
+        act: Activation,
+    ) -> Result<(Storage, BatchStats)> {
+        let x = data(x)?;
+        let (mean, var) = norm::channel_stats(x, layout);
+        let invstd = norm::invstd(&var, eps);
+        let residual = residual.map(data).transpose()?;
+        let y = norm::apply(
+            x,
+            data(gamma)?,
+            data(beta)?,
+            &mean,
+            &invstd,
+            layout,
+            Some((residual, act)),
+        )?;
+        Ok((
+            store(y)?,
+            BatchStats {
+                mean: store(mean)?,
+                var: store(var)?,
+                invstd: store(invstd)?,
+            },
+        ))
+    }
+
+    fn batch_norm_apply_act(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        stats: &BatchStats,
+        layout: &ChannelLayout,
+        residual: Option<&Storage>,
+        act: Activation,
+    ) -> Result<Storage> {
+        let residual = residual.map(data).transpose()?;
+        store(norm::apply(
+            data(x)?,
+            data(gamma)?,
+            data(beta)?,
+            data(&stats.mean)?,
+            data(&stats.invstd)?,
+            layout,
+            Some((residual, act)),
+        )?)
+    }
+
+    fn batch_norm_act_backward(
+        &self,
+        x: &Storage,
+        out: &Storage,
+        gy: &Storage,
+        gamma: &Storage,
+        stats: &BatchStats,
+        layout: &ChannelLayout,
+        source: StatsSource,
+        act: Activation,
+    ) -> Result<(Storage, Storage, Storage)> {
+        let (dx, dgamma, dbeta) = norm::backward(
+            data(x)?,
+            data(gy)?,
+            data(gamma)?,
+            (data(&stats.mean)?, data(&stats.invstd)?),
+            layout,
+            source,
+            Some((data(out)?, act)),
+        )?;
+        Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
     }
 
     fn batch_norm_backward(
@@ -247,6 +326,7 @@ impl Backend for CpuBackend {
             (data(&stats.mean)?, data(&stats.invstd)?),
             layout,
             source,
+            None,
         )?;
         Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
     }

@@ -2,7 +2,8 @@
 //! channel per task, in a fixed order: deterministic), the elementwise parts run per plane.
 
 use super::buffers::CpuBuffer;
-use crate::backend::{ChannelLayout, StatsSource};
+use super::{activate, activate_grad};
+use crate::backend::{Activation, ChannelLayout, StatsSource};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -34,7 +35,10 @@ pub fn invstd(var: &[f32], eps: f32) -> Vec<f32> {
     var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect()
 }
 
-/// y = (x - mean) * invstd * gamma + beta, plane by plane.
+/// y = act((x - mean) * invstd * gamma + beta [+ residual]) when `epilogue` is
+/// `Some((residual, act))`, else the plain normalisation; plane by plane. The same float
+/// operations in the same order as normalising, then adding and activating in separate passes,
+/// so the results are identical, without writing and reading back the normalised tensor.
 pub fn apply(
     x: &[f32],
     gamma: &[f32],
@@ -42,6 +46,7 @@ pub fn apply(
     mean: &[f32],
     invstd: &[f32],
     layout: &ChannelLayout,
+    epilogue: Option<(Option<&[f32]>, Activation)>,
 ) -> Result<CpuBuffer> {
     let &ChannelLayout { c, hw, .. } = layout;
     let mut y = CpuBuffer::try_uninit(x.len())?;
@@ -52,13 +57,36 @@ pub fn apply(
             let ch = plane % c;
             let scale = invstd[ch] * gamma[ch];
             let shift = beta[ch] - mean[ch] * scale;
-            yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift);
+            match epilogue {
+                None => yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift),
+                Some((residual, act)) => {
+                    let rp = residual.map(|r| &r[plane * hw..(plane + 1) * hw]);
+                    // ReLU spelled out so the loop vectorises; the others go through `activate`.
+                    match act {
+                        Activation::Relu => normalise_plane(yp, xp, rp, scale, shift, |v| v.max(0.0)),
+                        _ => normalise_plane(yp, xp, rp, scale, shift, |v| activate(v, act)),
+                    }
+                }
+            }
         });
     Ok(y)
 }
 
+fn normalise_plane(yp: &mut [f32], xp: &[f32], rp: Option<&[f32]>, scale: f32, shift: f32, act: impl Fn(f32) -> f32) {
+    match rp {
+        None => yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = act(v * scale + shift)),
+        Some(rp) => yp
+            .iter_mut()
+            .zip(xp)
+            .zip(rp)
+            .for_each(|((o, &v), &r)| *o = act(v * scale + shift + r)),
+    }
+}
+
 /// (dx, dgamma, dbeta). With batch statistics the mean and variance are functions of x and
-/// contribute to dx; with running statistics dx is a per-channel scaling of dy.
+/// contribute to dx; with running statistics dx is a per-channel scaling of dy. With
+/// `through = Some((out, act))`, `gy` is the gradient of `out = act(batch_norm(x))` and is taken
+/// back through the activation as it is read, instead of in a pass of its own (same values).
 pub fn backward(
     x: &[f32],
     gy: &[f32],
@@ -66,6 +94,47 @@ pub fn backward(
     (mean, invstd): (&[f32], &[f32]),
     layout: &ChannelLayout,
     source: StatsSource,
+    through: Option<(&[f32], Activation)>,
+) -> Result<(CpuBuffer, Vec<f32>, Vec<f32>)> {
+    let stats = (mean, invstd);
+    match through {
+        // `gy` stands in for the unused activation output.
+        None => backward_with(x, gy, gy, gamma, stats, layout, source, |_, g| g),
+        Some((out, Activation::Relu)) => {
+            backward_with(
+                x,
+                gy,
+                out,
+                gamma,
+                stats,
+                layout,
+                source,
+                |y, g| {
+                    if y > 0.0 {
+                        g
+                    } else {
+                        0.0
+                    }
+                },
+            )
+        }
+        Some((out, act)) => backward_with(x, gy, out, gamma, stats, layout, source, |y, g| {
+            activate_grad(y, g, act)
+        }),
+    }
+}
+
+/// `backward` reading dy as `dy(out, gy)` element by element.
+#[allow(clippy::too_many_arguments)]
+fn backward_with(
+    x: &[f32],
+    gy: &[f32],
+    out: &[f32],
+    gamma: &[f32],
+    (mean, invstd): (&[f32], &[f32]),
+    layout: &ChannelLayout,
+    source: StatsSource,
+    dy: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<(CpuBuffer, Vec<f32>, Vec<f32>)> {
     let &ChannelLayout { n, c, hw } = layout;
     let sums: Vec<(f64, f64)> = (0..c)
@@ -74,7 +143,8 @@ pub fn backward(
             let (mut sum_gy, mut sum_gy_xc) = (0.0f64, 0.0f64);
             for i in 0..n {
                 let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                for (&g, &v) in gy[r.clone()].iter().zip(&x[r]) {
+                for ((&g, &y), &v) in gy[r.clone()].iter().zip(&out[r.clone()]).zip(&x[r]) {
+                    let g = dy(y, g);
                     sum_gy += g as f64;
                     sum_gy_xc += g as f64 * (v - mean[ch]) as f64;
                 }
@@ -94,16 +164,111 @@ pub fn backward(
         let ch = plane % c;
         let r = plane * hw..(plane + 1) * hw;
         let k = gamma[ch] * invstd[ch];
+        let (gp, yp) = (&gy[r.clone()], &out[r.clone()]);
         if source == StatsSource::Batch {
             // dx = k * (dy - mean(dy) - xhat * mean(dy * xhat))
             let mean_gy = dbeta[ch] / count;
             let proj = dgamma[ch] / count * invstd[ch];
-            for ((d, &g), &v) in dp.iter_mut().zip(&gy[r.clone()]).zip(&x[r]) {
-                *d = k * (g - mean_gy - (v - mean[ch]) * proj);
+            for (((d, &g), &y), &v) in dp.iter_mut().zip(gp).zip(yp).zip(&x[r]) {
+                *d = k * (dy(y, g) - mean_gy - (v - mean[ch]) * proj);
             }
         } else {
-            dp.iter_mut().zip(&gy[r]).for_each(|(d, &g)| *d = k * g);
+            for ((d, &g), &y) in dp.iter_mut().zip(gp).zip(yp) {
+                *d = k * dy(y, g);
+            }
         }
     });
     Ok((dx, dgamma, dbeta))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::{Activation, Backend, ChannelLayout, StatsSource, Storage};
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 7) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    fn bits(be: &CpuBackend, s: &Storage) -> Vec<u32> {
+        be.download(s).unwrap().iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// The fused batch norm + (residual) + activation kernels give bit for bit what the separate
+    /// kernels give, forward (batch and running statistics) and backward, for every activation.
+    #[test]
+    fn fused_batch_norm_activation_equals_the_separate_kernels() {
+        let be = CpuBackend;
+        let mut cases = 0;
+        for &(n, c, h, w) in &[(3, 5, 7, 3), (2, 1, 1, 2), (1, 4, 5, 5), (4, 3, 2, 9)] {
+            let layout = ChannelLayout { n, c, hw: h * w };
+            let len = n * c * h * w;
+            let x = be
+                .upload(&values(len, 1).iter().map(|v| v * 3.0 + 0.5).collect::<Vec<_>>())
+                .unwrap();
+            let residual = be.upload(&values(len, 2)).unwrap();
+            let gy = be.upload(&values(len, 3)).unwrap();
+            let gamma = be
+                .upload(&values(c, 4).iter().map(|v| v + 1.5).collect::<Vec<_>>())
+                .unwrap();
+            let beta = be.upload(&values(c, 5)).unwrap();
+            for act in [Activation::Relu, Activation::Tanh, Activation::Sigmoid] {
+                for with_residual in [false, true] {
+                    let r = with_residual.then_some(&residual);
+                    let (y, stats) = be.batch_norm_train(&x, &gamma, &beta, &layout, 1e-5).unwrap();
+                    let separate = match r {
+                        Some(r) => be.add_activation(&y, r, act).unwrap(),
+                        None => be.activation(&y, act).unwrap(),
+                    };
+                    let (fused, fused_stats) = be
+                        .batch_norm_train_act(&x, &gamma, &beta, &layout, 1e-5, r, act)
+                        .unwrap();
+                    assert_eq!(bits(&be, &fused), bits(&be, &separate), "train {act:?} {layout:?}");
+                    assert_eq!(bits(&be, &fused_stats.invstd), bits(&be, &stats.invstd));
+
+                    let applied = be.batch_norm_apply(&x, &gamma, &beta, &stats, &layout).unwrap();
+                    let separate_eval = match r {
+                        Some(r) => be.add_activation(&applied, r, act).unwrap(),
+                        None => be.activation(&applied, act).unwrap(),
+                    };
+                    let fused_eval = be
+                        .batch_norm_apply_act(&x, &gamma, &beta, &stats, &layout, r, act)
+                        .unwrap();
+                    assert_eq!(
+                        bits(&be, &fused_eval),
+                        bits(&be, &separate_eval),
+                        "eval {act:?} {layout:?}"
+                    );
+                    cases += 1;
+                }
+                for source in [StatsSource::Batch, StatsSource::Running] {
+                    let (out, stats) = be
+                        .batch_norm_train_act(&x, &gamma, &beta, &layout, 1e-5, None, act)
+                        .unwrap();
+                    let g = be.activation_backward(&out, &gy, act).unwrap();
+                    let separate = be.batch_norm_backward(&x, &g, &gamma, &stats, &layout, source).unwrap();
+                    let fused = be
+                        .batch_norm_act_backward(&x, &out, &gy, &gamma, &stats, &layout, source, act)
+                        .unwrap();
+                    for (a, b) in [
+                        (&fused.0, &separate.0),
+                        (&fused.1, &separate.1),
+                        (&fused.2, &separate.2),
+                    ] {
+                        assert_eq!(bits(&be, a), bits(&be, b), "backward {act:?} {source:?} {layout:?}");
+                    }
+                    // ReLU's mask did cut something, so the comparison is not vacuous.
+                    if act == Activation::Relu {
+                        let plain = be
+                            .batch_norm_backward(&x, &gy, &gamma, &stats, &layout, source)
+                            .unwrap();
+                        assert_ne!(bits(&be, &plain.0), bits(&be, &separate.0));
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 24);
+    }
 }
