@@ -1,6 +1,6 @@
 // End to end: the CLI, the example, and a plain script using the addon exiting by itself.
 import { spawnSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -52,6 +52,22 @@ describe('resnet-wgpu CLI', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('layer3.2');
     expect(r.stdout).toContain('Total params: 269,722');
+  });
+
+  it('info names the CPU, its threads and the GEMM kernel this CPU runs', () => {
+    const r = cli(['info']);
+    expect(r.status).toBe(0);
+    const line = /^CPU: (.+), (\d+) threads\n {2}f32 GEMM kernel: (.+) \(chosen at run time\)$/m.exec(r.stdout);
+    expect(line, r.stdout).not.toBeNull();
+    const [, , threads, kernel] = line as RegExpExecArray;
+    expect(Number(threads)).toBeGreaterThan(0);
+    expect(['AVX-512 (x86-v4)', 'AVX2+FMA (x86-v3)', 'NEON', 'scalar fallback']).toContain(kernel);
+    // Cross-checked against the kernel's own account of the CPU, independently of Rust's detection.
+    if (process.arch === 'x64' && existsSync('/proc/cpuinfo')) {
+      const flags = readFileSync('/proc/cpuinfo', 'utf8');
+      const want = /\bavx512f\b/.test(flags) ? 'AVX-512 (x86-v4)' : /\bfma\b/.test(flags) ? 'AVX2+FMA (x86-v3)' : 'scalar fallback';
+      expect(kernel).toBe(want);
+    }
   });
 
   it('errors print one line and exit 1', () => {

@@ -846,6 +846,7 @@ module.exports.NativeViewScore = nativeBinding.NativeViewScore
 module.exports.NativeWorld = nativeBinding.NativeWorld
 module.exports.adaptersInfo = nativeBinding.adaptersInfo
 module.exports.checkFolderTransform = nativeBinding.checkFolderTransform
+module.exports.cpuInfo = nativeBinding.cpuInfo
 module.exports.decodeImage = nativeBinding.decodeImage
 module.exports.encodeImage = nativeBinding.encodeImage
 module.exports.OnCorruptName = nativeBinding.OnCorruptName

@@ -306,6 +306,12 @@ export interface AugmentOptions {
  */
 export declare function checkFolderTransform(transform: FolderTransformOptions): void
 
+/**
+ * The CPU the CPU backend computes on: its model, thread count and the f32 GEMM kernel chosen at
+ * run time (`resnet-wgpu info`). Starts the CPU thread pool, so comes after `setCpuThreads`.
+ */
+export declare function cpuInfo(): string
+
 /** A decoded image: RGBA pixels, row-major. */
 export interface DecodedImage {
   data: Uint8Array

@@ -247,8 +247,12 @@ export function program(): Command {
     .action((flags: { checkpoint: string; out: string }) => exportWeights(flags));
   cmd
     .command('info')
-    .description('list GPU adapters, their backend, driver, limits and features, and which device is used and why; and whether the MPI plugin is found')
+    .description(
+      'list the CPU (model, threads, GEMM kernel), the GPU adapters, their backend, driver, limits and features, ' +
+        'and which device is used and why; and whether the MPI plugin is found',
+    )
     .action(() => {
+      console.log(native.cpuInfo());
       console.log(native.adaptersInfo());
       // Only looked up: initialising MPI here would need a launcher.
       const plugin = distributed.locatePlugin();

@@ -18,3 +18,10 @@ mod tensor;
 pub fn adapters_info() -> String {
     resnet_core::backend::adapters_info()
 }
+
+/// The CPU the CPU backend computes on: its model, thread count and the f32 GEMM kernel chosen at
+/// run time (`resnet-wgpu info`). Starts the CPU thread pool, so comes after `setCpuThreads`.
+#[napi_derive::napi]
+pub fn cpu_info() -> String {
+    resnet_core::backend::cpu::gemm::kernel_report().to_string()
+}

@@ -2,6 +2,7 @@
 //! as strided views so transposes cost nothing.
 
 use gemm::Parallelism;
+use std::fmt;
 
 /// A strided read-only matrix view: element (i, j) is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
@@ -109,6 +110,135 @@ pub fn gemm(dst: &mut [f32], a: MatView, b: MatView, accumulate: bool, threads: 
     }
 }
 
+/// The f32 microkernel family `gemm` runs on this CPU. gemm chooses it once per process, at run
+/// time (its `gemm_def!` in gemm-common 0.19), so one binary serves every x86-64 machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// 16-wide f32 FMA (pulp's `V4`); compiled in only through gemm's `x86-v4` feature.
+    Avx512,
+    /// 8-wide f32 FMA (pulp's `V3`).
+    Avx2Fma,
+    /// 4-wide f32 on ARM.
+    Neon,
+    /// WebAssembly's 128-bit SIMD.
+    Simd128,
+    /// gemm's portable kernel.
+    Scalar,
+}
+
+impl Kernel {
+    /// The kernel gemm takes, decided exactly as its dispatcher does: std's run-time detection of
+    /// `avx512f` first, then of `fma`, else the scalar kernel; the same macro `feature_detected!`
+    /// gemm-common uses, so the two cannot disagree. There is no switch to force a weaker kernel
+    /// (gemm and pulp read no environment variable), so the fallbacks are named, not exercised here.
+    pub fn detect() -> Kernel {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                Kernel::Avx512
+            } else if std::arch::is_x86_feature_detected!("fma") {
+                Kernel::Avx2Fma
+            } else {
+                Kernel::Scalar
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                Kernel::Neon
+            } else {
+                Kernel::Scalar
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            // gemm's own switch there, not a CPU feature.
+            if gemm::get_wasm_simd128() {
+                Kernel::Simd128
+            } else {
+                Kernel::Scalar
+            }
+        }
+        #[cfg(not(any(
+            target_arch = "x86",
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "wasm32"
+        )))]
+        {
+            Kernel::Scalar
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx512 => "AVX-512 (x86-v4)",
+            Kernel::Avx2Fma => "AVX2+FMA (x86-v3)",
+            Kernel::Neon => "NEON",
+            Kernel::Simd128 => "WebAssembly SIMD128",
+            Kernel::Scalar => "scalar fallback",
+        }
+    }
+}
+
+/// What the CPU backend computes with: for `resnet-wgpu info`.
+#[derive(Clone, Debug)]
+pub struct KernelReport {
+    pub kernel: Kernel,
+    /// The processor's brand string, or the architecture where the CPU does not name itself.
+    pub cpu: String,
+    /// rayon's global pool, which the CPU backend and gemm's `Parallelism::Rayon(0)` share.
+    pub threads: usize,
+}
+
+/// The kernel, CPU and thread count of this process. Reading the thread count starts rayon's
+/// global pool, as the first CPU work would: call `set_cpu_threads` before this, not after.
+pub fn kernel_report() -> KernelReport {
+    KernelReport {
+        kernel: Kernel::detect(),
+        cpu: cpu_name().unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+        threads: rayon::current_num_threads(),
+    }
+}
+
+impl fmt::Display for KernelReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CPU: {}, {} threads\n  f32 GEMM kernel: {} (chosen at run time)",
+            self.cpu,
+            self.threads,
+            self.kernel.name()
+        )
+    }
+}
+
+/// The brand string from CPUID leaves 0x8000_0002..=0x8000_0004 (no OS interface needed).
+#[cfg(target_arch = "x86_64")]
+fn cpu_name() -> Option<String> {
+    use std::arch::x86_64::__cpuid;
+    #[allow(unused_unsafe)] // __cpuid became a safe fn in newer toolchains
+    // SAFETY: CPUID exists on every x86-64 CPU; leaf 0x8000_0000 says which extended leaves do.
+    let regs = |leaf: u32| unsafe { __cpuid(leaf) };
+    if regs(0x8000_0000).eax < 0x8000_0004 {
+        return None;
+    }
+    let bytes: Vec<u8> = (0x8000_0002..=0x8000_0004u32)
+        .flat_map(|leaf| {
+            let r = regs(leaf);
+            [r.eax, r.ebx, r.ecx, r.edx].into_iter().flat_map(u32::to_le_bytes)
+        })
+        .collect();
+    let name = String::from_utf8_lossy(&bytes);
+    let name = name.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!name.is_empty()).then(|| name.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_name() -> Option<String> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +280,36 @@ mod tests {
         );
         let want_acc: Vec<f32> = want.iter().map(|v| v + 1.0).collect();
         assert_eq!(c2, want_acc);
+    }
+
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    #[test]
+    fn report_names_the_kernel_this_cpu_supports() {
+        let report = kernel_report();
+        let want = if std::arch::is_x86_feature_detected!("avx512f") {
+            Kernel::Avx512
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            Kernel::Avx2Fma
+        } else {
+            Kernel::Scalar
+        };
+        assert_eq!(report.kernel, want);
+        assert!(report.threads >= 1);
+        assert!(!report.cpu.is_empty());
+        let text = report.to_string();
+        assert!(text.contains(&format!("f32 GEMM kernel: {}", want.name())), "{text}");
+        assert!(text.contains(&format!("{} threads", report.threads)), "{text}");
+    }
+
+    /// Without gemm's `x86-v4` feature its AVX-512 kernels are not compiled in and an AVX-512 CPU
+    /// runs the AVX2 ones, while `Kernel::detect` would still say AVX-512.
+    #[test]
+    fn the_avx512_kernels_are_compiled_in() {
+        let manifest = include_str!("../../../Cargo.toml");
+        let line = manifest
+            .lines()
+            .find(|l| l.starts_with("gemm "))
+            .expect("a gemm dependency");
+        assert!(line.contains("\"x86-v4\""), "{line}");
     }
 }
