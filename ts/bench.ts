@@ -166,6 +166,8 @@ async function main(): Promise<void> {
   let torchMissing: string | undefined = values['no-torch'] ? 'PyTorch skipped (--no-torch)' : undefined;
   const rows: { config: BenchConfig; ours: Figures; theirs: TorchFigures | string }[] = [];
   for (const config of suite) {
+    // The table comes at the end; a long run says where it is.
+    process.stderr.write(`measuring ${label(config)} ...\n`);
     const ours = oursInChild<Figures>('--worker-config', config, childArgs());
     const theirs = torchMissing ?? torchFigures(config, timing, threads);
     if (typeof theirs === 'string') torchMissing = theirs;
@@ -182,6 +184,7 @@ async function main(): Promise<void> {
     console.log('\nPhase breakdown: CPU only (GPU calls return before their work is done); run with --device cpu.');
     return;
   }
+  process.stderr.write(`profiling ${label(phaseConfig)} ...\n`);
   const ours = oursInChild<Phases>('--worker-phases', phaseConfig, childArgs());
   phasesTable(phaseConfig, ours, torchMissing ?? torchPhases(phaseConfig, timing, threads, profileSteps));
 }
