@@ -440,6 +440,36 @@ export declare const enum OnCorruptName {
 }
 
 /**
+ * What `profileTake` returns. `otherSeconds`: wall time outside backend calls (autograd, the
+ * tape, freeing storages, the binding and whatever JS ran meanwhile).
+ */
+export interface PhaseProfile {
+  wallSeconds: number
+  otherSeconds: number
+  phases: Array<PhaseTime>
+}
+
+/** Seconds and backend calls of one phase since `profileStart`. */
+export interface PhaseTime {
+  /**
+   * "conv forward", "conv data grad", "conv weight grad", "bn forward", "bn backward",
+   * "elementwise", "pooling", "loss", "linear", "optimizer" or "alloc/copy".
+   */
+  phase: string
+  seconds: number
+  calls: number
+}
+
+/** Starts timing every CPU backend call of this process, by phase (earlier sums are dropped). */
+export declare function profileStart(): void
+
+/**
+ * Stops timing and returns the sums since `profileStart`. Throws if GPU work ran meanwhile (the
+ * profile times CPU kernels only: GPU calls return before their work is done).
+ */
+export declare function profileTake(): PhaseProfile
+
+/**
  * Takes GPU adapter `index` for device 'gpu' (by default local rank k takes adapter k). Must
  * come before the first GPU use.
  */

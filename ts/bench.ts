@@ -1,14 +1,21 @@
 /**
- * `npm run bench`: ResNet training and inference throughput (images per second, median step,
- * random data) and peak memory, printed beside PyTorch's figures for the same network with the
- * same thread count, measured in the same run, as ratios. Timings only: tests never assert on time.
+ * `npm run bench`: where we stand against PyTorch on the CPU, in one run. Training and inference
+ * throughput (images per second, median step after warm-up, random data) and peak RSS, ours and
+ * PyTorch's for the same network with the same thread count, as ratios, for ResNet-20 (3x32x32
+ * and 1x28x28, batch 128), ResNet-56 (3x32x32, batch 128) and ResNet-18 (3x112x112, batch 32).
+ * Then a per-phase breakdown of one ResNet-20 training step (convolution forward, its gradients,
+ * batch norm, elementwise, pooling, loss, linear, optimizer, copies, other) beside PyTorch's
+ * profiler grouped the same way: the rows where ours costs more locate the gap. Every figure is
+ * measured in its own child process (peak RSS is per configuration). Timings only: tests never
+ * assert on time.
  *
  * PyTorch is used where a Python with `torch` is found (`$TORCH_PYTHON`, else `python3`); the
- * network is the anchor's (`../shared/anchors/torch_resnet.py`: projection shortcuts, so ours
- * uses option B here to match it parameter for parameter).
+ * CIFAR networks are the anchor's (`../shared/anchors/torch_resnet.py`: projection shortcuts, so
+ * ours uses option B to match it parameter for parameter), ResNet-18 is torchvision's.
  *
- * Usage: `node dist/bench.js [--steps N] [--batch N] [--depth N] [--size N] [--channels N]
- * [--device cpu|auto|gpu] [--no-torch]`
+ * Usage: `node dist/bench.js [--quick] [--steps N] [--device cpu|auto|gpu] [--no-torch]`: the
+ * suite above. With any of `--net cifar|imagenet --depth N --size N --channels N --batch N`: that
+ * one configuration (defaults ResNet-20, 3x32x32, batch 128), and `--phases` adds its breakdown.
  *
  * `--ranks N`: the data-parallel bench instead (`bench-distributed.ts`: all-reduce times, a
  * ResNet-20 CPU step with batch 64 per rank (or `--batch`) with and without overlap, scaling
@@ -17,109 +24,173 @@
  * @module
  */
 
-import { spawnSync } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import {
+  label,
+  measureOurs,
+  oursInChild,
+  profileOurs,
+  python,
+  torchFigures,
+  torchPhases,
+  type BenchConfig,
+  type Figures,
+  type Phases,
+  type Timing,
+  type TorchFigures,
+} from './bench-measure.js';
 import { benchWorker, distributedBench } from './bench-distributed.js';
-import { Model, type DeviceName } from './model.js';
-import { resnet } from './spec.js';
+import type { DeviceName } from './model.js';
 
 const { values } = parseArgs({
   options: {
     steps: { type: 'string', default: '7' },
+    quick: { type: 'boolean', default: false },
+    net: { type: 'string', default: 'cifar' },
     batch: { type: 'string', default: '128' },
     depth: { type: 'string', default: '20' },
     size: { type: 'string', default: '32' },
     channels: { type: 'string', default: '3' },
     device: { type: 'string', default: 'cpu' },
+    phases: { type: 'boolean', default: false },
     'no-torch': { type: 'boolean', default: false },
     ranks: { type: 'string' },
     // Internal: one measurement run of the data-parallel bench, and its thread count.
     worker: { type: 'boolean', default: false },
     threads: { type: 'string' },
+    // Internal: one configuration's figures (or phase breakdown) in a child process, as JSON.
+    'worker-config': { type: 'string' },
+    'worker-phases': { type: 'string' },
+    warmup: { type: 'string' },
   },
 });
-const steps = Number(values.steps);
+const steps = Number(values.quick && !process.argv.includes('--steps') ? 3 : values.steps);
 const batch = Number(values.batch);
-const depth = Number(values.depth);
-const size = Number(values.size);
-const channels = Number(values.channels);
 const threads = availableParallelism();
+const device = values.device as DeviceName;
+const timing: Timing = { steps, warmup: values.warmup !== undefined ? Number(values.warmup) : values.quick ? 1 : 2 };
+/** Training steps under the profilers (after the warm-up). */
+const profileSteps = values.quick ? 2 : 3;
 
-interface Figures {
-  trainImgPerSec: number;
-  inferImgPerSec: number;
+const SUITE: BenchConfig[] = [
+  { net: 'cifar', depth: 20, channels: 3, size: 32, batch: 128 },
+  { net: 'cifar', depth: 20, channels: 1, size: 28, batch: 128 },
+  { net: 'cifar', depth: 56, channels: 3, size: 32, batch: 128 },
+  { net: 'imagenet', depth: 18, channels: 3, size: 112, batch: 32 },
+];
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be an integer >= 1, got ${String(v)}`);
+  return v;
 }
 
-function randomBatch(): { images: Float32Array; labels: Int32Array } {
-  let state = 12345;
-  const random = (): number => {
-    state = (state * 1103515245 + 12345) % 2147483648;
-    return state / 2147483648;
+function singleConfig(): BenchConfig {
+  const net = values.net;
+  if (net !== 'cifar' && net !== 'imagenet') throw new Error(`--net must be 'cifar' or 'imagenet', got '${net}'`);
+  // --net imagenet alone means ResNet-18 at 112x112, batch 32 (the suite's).
+  const given = (flag: string): boolean => process.argv.includes(`--${flag}`);
+  const imagenet = net === 'imagenet';
+  return {
+    net,
+    depth: positiveInt('depth', imagenet && !given('depth') ? 18 : Number(values.depth)),
+    channels: positiveInt('channels', Number(values.channels)),
+    size: positiveInt('size', imagenet && !given('size') ? 112 : Number(values.size)),
+    batch: positiveInt('batch', imagenet && !given('batch') ? 32 : batch),
   };
-  const images = Float32Array.from({ length: batch * channels * size * size }, () => random() * 2 - 1);
-  const labels = Int32Array.from({ length: batch }, () => Math.floor(random() * 10));
-  return { images, labels };
 }
 
-/** Median seconds of `steps` runs after two warm-up runs. */
-async function medianSeconds(run: () => Promise<unknown>): Promise<number> {
-  for (let i = 0; i < 2; i++) await run();
-  const times: number[] = [];
-  for (let i = 0; i < steps; i++) {
-    const t0 = performance.now();
-    await run();
-    times.push((performance.now() - t0) / 1000);
+const ms = (s: number): string => (s * 1000).toFixed(1);
+const pad = (s: string, n: number): string => s.padStart(n);
+
+function figuresTable(rows: { config: BenchConfig; ours: Figures; theirs: TorchFigures | string }[]): void {
+  const ratio = (a: number, b: number | undefined): string => (b === undefined ? '-' : `${(a / b).toFixed(2)}x`);
+  const num = (v: number | undefined, digits = 1): string => (v === undefined ? '-' : v.toFixed(digits));
+  console.log(
+    `${'img/s (median step)'.padEnd(26)}${pad('train ours', 11)}${pad('PyTorch', 9)}${pad('ratio', 8)}` +
+      `${pad('infer ours', 12)}${pad('PyTorch', 9)}${pad('ratio', 8)}${pad('peak RSS ours', 15)}${pad('PyTorch', 9)}`,
+  );
+  for (const { config, ours, theirs } of rows) {
+    const t = typeof theirs === 'string' ? undefined : theirs;
+    console.log(
+      `${label(config).padEnd(26)}${pad(num(ours.trainImgPerSec), 11)}${pad(num(t?.trainImgPerSec), 9)}` +
+        `${pad(ratio(ours.trainImgPerSec, t?.trainImgPerSec), 8)}${pad(num(ours.inferImgPerSec), 12)}` +
+        `${pad(num(t?.inferImgPerSec), 9)}${pad(ratio(ours.inferImgPerSec, t?.inferImgPerSec), 8)}` +
+        `${pad(`${num(ours.peakRssMiB, 0)} MiB`, 15)}${pad(t === undefined ? '-' : `${num(t.peakRssMiB, 0)} MiB`, 9)}`,
+    );
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] ?? Number.NaN;
+  console.log('ratio = ours / PyTorch images per second (below 1: we are slower); peak RSS of each child process.');
 }
 
-async function ours(): Promise<Figures> {
-  const spec = resnet.cifar({ depth, shortcut: 'B', inChannels: channels, numClasses: 10 });
-  const model = Model.create(spec, { seed: 0, device: values.device as DeviceName });
-  model.setOptimizer({ lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
-  const { images, labels } = randomBatch();
-  const shape = [batch, channels, size, size] as const;
-  const train = await medianSeconds(() => model.trainStep(images, labels, shape));
-  const infer = await medianSeconds(() => model.predict(images, shape));
-  model.dispose();
-  return { trainImgPerSec: batch / train, inferImgPerSec: batch / infer };
-}
-
-function torch(): (Figures & { version: string }) | string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const script = join(here, '..', 'scripts', 'torch_cpu_bench.py');
-  const python = process.env['TORCH_PYTHON'] ?? 'python3';
-  const args = [script, String(threads), String(depth), String(batch), String(channels), String(size)];
-  const r = spawnSync(python, args, { encoding: 'utf8' });
-  if (r.status !== 0) {
-    const why = (r.stderr || r.error?.message || '').trim().split('\n').pop();
-    return `PyTorch not measured (${python}: ${why ?? 'failed'}); set TORCH_PYTHON to a Python with torch`;
+/** Our phases beside PyTorch's, ms per step; PyTorch's convolution backward is one op for both gradients. */
+function phasesTable(config: BenchConfig, ours: Phases, theirs: Phases | string): void {
+  const t = typeof theirs === 'string' ? undefined : theirs;
+  console.log(`\nPhase breakdown, ${label(config)} training step (ms per step, ${profileSteps} profiled steps each)`);
+  console.log(`${'phase'.padEnd(30)}${pad('ours', 9)}${pad('calls', 7)}${pad('PyTorch', 9)}${pad('ours/PT', 9)}${pad('ours-PT', 9)}`);
+  const row = (name: string, a: number, b: number | undefined, calls?: number): void => {
+    const cells = b === undefined ? [pad('-', 9), pad('-', 9), pad('-', 9)] : [
+      pad(ms(b), 9),
+      pad(b > 0 ? `${(a / b).toFixed(2)}x` : '-', 9),
+      pad(ms(a - b), 9),
+    ];
+    console.log(`${name.padEnd(30)}${pad(ms(a), 9)}${pad(calls === undefined ? '' : calls.toFixed(0), 7)}${cells.join('')}`);
+  };
+  const mine = (p: string): number => ours.phases[p] ?? 0;
+  const theirsOf = (p: string): number | undefined => (t === undefined ? undefined : (t.phases[p] ?? 0));
+  const calls = (p: string): number | undefined => ours.calls?.[p];
+  row('conv forward', mine('conv forward'), theirsOf('conv forward'), calls('conv forward'));
+  row('conv backward (data+weight)', mine('conv data grad') + mine('conv weight grad'), theirsOf('conv backward'));
+  row('  conv data grad', mine('conv data grad'), undefined, calls('conv data grad'));
+  row('  conv weight grad', mine('conv weight grad'), undefined, calls('conv weight grad'));
+  for (const p of ['bn forward', 'bn backward', 'elementwise', 'pooling', 'loss', 'linear', 'optimizer', 'alloc/copy']) {
+    row(p, mine(p), theirsOf(p), calls(p));
   }
-  const line = r.stdout.trim().split('\n').pop() ?? '{}';
-  const j = JSON.parse(line) as { torch: string; train_img_s: number; infer_img_s: number };
-  return { version: j.torch, trainImgPerSec: j.train_img_s, inferImgPerSec: j.infer_img_s };
+  row('other (autograd, framework)', ours.otherSeconds, t?.otherSeconds);
+  row('step (profiled wall)', ours.wallSeconds, t?.wallSeconds);
+  console.log(
+    'ours/PT above 1: that phase costs us more. "other": wall time outside the phases (ours: autograd, tape,\n' +
+      'freeing, binding; PyTorch: autograd engine, Python, the profiler). PyTorch computes both convolution\n' +
+      'gradients in one op, so its backward is one row. Self CPU times of its ops, grouped by the outermost op.',
+  );
+  if (typeof theirs === 'string') console.log(theirs);
 }
 
 async function main(): Promise<void> {
+  positiveInt('steps', timing.steps);
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  console.log(`ResNet-${depth} (option B), batch ${batch}, ${channels}x${size}x${size}, device ${values.device}, ${threads} threads, ${cpu}`);
-  const mine = await ours();
-  const peakMiB = process.resourceUsage().maxRSS / 1024;
-  console.log(`resnet-wgpu  train ${mine.trainImgPerSec.toFixed(1)} img/s   infer ${mine.inferImgPerSec.toFixed(1)} img/s   peak RSS ${peakMiB.toFixed(0)} MiB`);
-  const theirs = values['no-torch'] ? 'PyTorch skipped (--no-torch)' : torch();
-  if (typeof theirs === 'string') {
-    console.log(theirs);
-  } else {
-    const ratio = (a: number, b: number): string => (a / b).toFixed(2);
-    console.log(`PyTorch ${theirs.version}  train ${theirs.trainImgPerSec.toFixed(1)} img/s   infer ${theirs.inferImgPerSec.toFixed(1)} img/s`);
-    console.log(
-      `ratio (ours / PyTorch, same machine, same run): train ${ratio(mine.trainImgPerSec, theirs.trainImgPerSec)}x   infer ${ratio(mine.inferImgPerSec, theirs.inferImgPerSec)}x`,
-    );
+  const suite = ['net', 'depth', 'size', 'channels', 'batch'].some((f) => process.argv.includes(`--${f}`)) ? [singleConfig()] : SUITE;
+  console.log(
+    `resnet-wgpu bench: device ${device}, ${threads} threads, ${cpu}; median of ${timing.steps} steps after ${timing.warmup} warm-up` +
+      (values['no-torch'] ? '' : `; PyTorch from ${python}`),
+  );
+  let torchMissing: string | undefined = values['no-torch'] ? 'PyTorch skipped (--no-torch)' : undefined;
+  const rows: { config: BenchConfig; ours: Figures; theirs: TorchFigures | string }[] = [];
+  for (const config of suite) {
+    // The table comes at the end; a long run says where it is.
+    process.stderr.write(`measuring ${label(config)} ...\n`);
+    const ours = oursInChild<Figures>('--worker-config', config, childArgs());
+    const theirs = torchMissing ?? torchFigures(config, timing, threads);
+    if (typeof theirs === 'string') torchMissing = theirs;
+    rows.push({ config, ours, theirs });
   }
+  figuresTable(rows);
+  const versions = rows.map((r) => r.theirs).find((t): t is TorchFigures => typeof t !== 'string');
+  if (versions !== undefined) console.log(`PyTorch ${versions.version}, same machine, same thread count, same run.`);
+  if (torchMissing !== undefined) console.log(torchMissing);
+
+  const phaseConfig = suite === SUITE ? SUITE[0] : values.phases ? suite[0] : undefined;
+  if (phaseConfig === undefined) return;
+  if (device !== 'cpu') {
+    console.log('\nPhase breakdown: CPU only (GPU calls return before their work is done); run with --device cpu.');
+    return;
+  }
+  process.stderr.write(`profiling ${label(phaseConfig)} ...\n`);
+  const ours = oursInChild<Phases>('--worker-phases', phaseConfig, childArgs());
+  phasesTable(phaseConfig, ours, torchMissing ?? torchPhases(phaseConfig, timing, threads, profileSteps));
+}
+
+function childArgs(): string[] {
+  return ['--steps', String(timing.steps), '--warmup', String(timing.warmup), '--device', device, ...(values.quick ? ['--quick'] : [])];
 }
 
 if (values.worker || values.ranks !== undefined) {
@@ -132,6 +203,12 @@ if (values.worker || values.ranks !== undefined) {
   if (!Number.isInteger(options.ranks) || options.ranks < 1) throw new Error(`--ranks must be an integer >= 1, got ${values.ranks}`);
   if (values.worker) await benchWorker(options, values.threads === undefined ? undefined : Number(values.threads));
   else distributedBench(options);
+} else if (values['worker-config'] !== undefined) {
+  const config = JSON.parse(values['worker-config']) as BenchConfig;
+  console.log(JSON.stringify(await measureOurs(config, timing, device)));
+} else if (values['worker-phases'] !== undefined) {
+  const config = JSON.parse(values['worker-phases']) as BenchConfig;
+  console.log(JSON.stringify(await profileOurs(config, timing.warmup, profileSteps)));
 } else {
   await main();
 }

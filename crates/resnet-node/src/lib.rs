@@ -10,6 +10,7 @@ mod errors;
 mod job;
 mod model;
 mod optim;
+mod profile;
 mod tensor;
 
 /// The GPU adapters wgpu can see, their limits and features, and which device 'gpu'/'auto' use

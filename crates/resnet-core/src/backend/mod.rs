@@ -5,6 +5,7 @@
 
 pub mod cpu;
 mod geometry;
+pub mod profile;
 #[cfg(feature = "gpu")]
 pub mod wgpu;
 
@@ -25,7 +26,11 @@ pub enum Device {
 }
 
 impl Device {
+    /// The device's kernels; while `profile` is on, the same kernels behind a timer.
     pub fn backend(self) -> &'static dyn Backend {
+        if profile::is_on() {
+            return profile::wrapped(self);
+        }
         match self {
             Device::Cpu => &cpu::CpuBackend,
             #[cfg(feature = "gpu")]
