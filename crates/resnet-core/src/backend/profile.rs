@@ -342,6 +342,61 @@ impl Backend for Profiled {
         })
     }
 
+    // The fused batch-norm kernels count as batch norm: the activation they absorb is a few
+    // percent of their pass.
+    fn batch_norm_train_act(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        layout: &ChannelLayout,
+        eps: f32,
+        residual: Option<&Storage>,
+        act: Activation,
+    ) -> Result<(Storage, BatchStats)> {
+        self.time(Phase::BnForward, || {
+            self.inner
+                .batch_norm_train_act(x, gamma, beta, layout, eps, residual, act)
+        })
+    }
+
+    fn batch_norm_apply_act(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        stats: &BatchStats,
+        layout: &ChannelLayout,
+        residual: Option<&Storage>,
+        act: Activation,
+    ) -> Result<Storage> {
+        self.time(Phase::BnForward, || {
+            self.inner
+                .batch_norm_apply_act(x, gamma, beta, stats, layout, residual, act)
+        })
+    }
+
+    fn epilogue(&self, y: Storage, residual: Option<&Storage>, act: Activation) -> Result<Storage> {
+        self.time(Phase::Elementwise, || self.inner.epilogue(y, residual, act))
+    }
+
+    fn batch_norm_act_backward(
+        &self,
+        x: &Storage,
+        out: &Storage,
+        gy: &Storage,
+        gamma: &Storage,
+        stats: &BatchStats,
+        layout: &ChannelLayout,
+        source: StatsSource,
+        act: Activation,
+    ) -> Result<(Storage, Storage, Storage)> {
+        self.time(Phase::BnBackward, || {
+            self.inner
+                .batch_norm_act_backward(x, out, gy, gamma, stats, layout, source, act)
+        })
+    }
+
     fn update_running_stats(
         &self,
         running_mean: &mut Storage,
