@@ -255,8 +255,7 @@ fn a_misshapen_residual_is_an_error(dev: Device) {
     let x = Tensor::from_vec(&vec![0.5; 2 * 3 * 8 * 8], &[2, 3, 8, 8], dev).unwrap();
     let r = Tensor::from_vec(&vec![0.0; 2 * 16 * 8 * 7], &[2, 16, 8, 7], dev).unwrap();
     let e = resnet_core::autograd::no_grad(|| conv.forward_inference(&x, m.net().bn1.as_ref(), Some(&r), None))
-        .err()
-        .expect("a misshapen residual must be refused");
+        .expect_err("a misshapen residual must be refused");
     assert!(e.to_string().contains("[2, 16, 8, 7]"), "{e}");
 }
 
