@@ -5,7 +5,7 @@
 use crate::autograd::{self, Op};
 use crate::backend::{Device, Storage};
 use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
@@ -17,6 +17,10 @@ struct Inner {
     id: usize,
     shape: Vec<usize>,
     storage: RwLock<Storage>,
+    /// Bumped whenever the values change in place (`update_storage`, `set_storage`): what is
+    /// derived from them and cached (batch norm folded into a convolution's weights) compares
+    /// versions to know it is stale, whoever made the change (optimiser, loader, a custom loop).
+    version: AtomicU64,
     /// The op that produced this tensor, kept only while gradients are being recorded.
     op: Option<Op>,
     requires_grad: bool,
@@ -30,6 +34,7 @@ impl Tensor {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape,
             storage: RwLock::new(storage),
+            version: AtomicU64::new(0),
             op,
             requires_grad,
             grad: Mutex::new(None),
@@ -95,9 +100,16 @@ impl Tensor {
         self.0.storage.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// How many times the values have been changed in place (see `Inner::version`).
+    pub fn version(&self) -> u64 {
+        self.0.version.load(Ordering::Acquire)
+    }
+
     /// Runs `f` on the storage in place (optimiser steps, running statistics).
     pub fn update_storage<R>(&self, f: impl FnOnce(&mut Storage) -> Result<R>) -> Result<R> {
         let mut guard = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
+        // Bumped even when `f` fails: it may have changed some values before failing.
+        self.0.version.fetch_add(1, Ordering::AcqRel);
         f(&mut guard)
     }
 
@@ -114,7 +126,9 @@ impl Tensor {
                 ),
             ));
         }
-        *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = storage;
+        let mut guard = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
+        self.0.version.fetch_add(1, Ordering::AcqRel);
+        *guard = storage;
         Ok(())
     }
 

@@ -308,6 +308,28 @@ pub trait Backend: Send + Sync {
 
     // Convolution: NCHW input, OIHW weight, every size in `ConvGeometry`.
     fn conv2d(&self, x: &Storage, w: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Result<Storage>;
+    /// `act(conv2d(x, w, bias) [+ residual])` for inference (nothing is kept for backward):
+    /// with batch norm folded into `w` and `bias`, one call is a whole conv-BN-act(-add) chain.
+    /// `residual` has the output's shape; `act` None means none. This default composes the
+    /// unfused kernels; a backend overrides it to apply the bias, the addition and the activation
+    /// while each output block is still in cache.
+    fn conv2d_fused(
+        &self,
+        x: &Storage,
+        w: &Storage,
+        bias: Option<&Storage>,
+        residual: Option<&Storage>,
+        act: Option<Activation>,
+        g: &ConvGeometry,
+    ) -> Result<Storage> {
+        let y = self.conv2d(x, w, bias, g)?;
+        match (residual, act) {
+            (None, None) => Ok(y),
+            (None, Some(act)) => self.activation(&y, act),
+            (Some(r), None) => self.add(&y, r),
+            (Some(r), Some(act)) => self.add_activation(&y, r, act),
+        }
+    }
     fn conv2d_backward_data(&self, gy: &Storage, w: &Storage, g: &ConvGeometry) -> Result<Storage>;
     fn conv2d_backward_weight(&self, x: &Storage, gy: &Storage, g: &ConvGeometry) -> Result<Storage>;
     /// Sum of an NCHW tensor over N, H and W: the bias gradient.

@@ -106,6 +106,9 @@ impl Shortcut {
             Shortcut::None => None,
             Shortcut::Identity => Some(x.clone()),
             Shortcut::ZeroPad { c_out, stride } => Some(ops::shortcut_a(h, *c_out, *stride)?),
+            Shortcut::Projection { conv, bn } if ctx.inference() => {
+                Some(conv.forward_inference(h, bn.as_ref(), None, None)?)
+            }
             Shortcut::Projection { conv, bn } => {
                 let z = conv.forward(h)?;
                 Some(match bn {
@@ -248,6 +251,9 @@ impl Block {
     fn forward_original(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let missing = || crate::Error::Internal("a block without convolutions".into());
         let (last, inner) = self.convs.split_last().ok_or_else(missing)?;
+        if ctx.inference() {
+            return self.forward_inference(x, inner, last, ctx);
+        }
         let mut y = x.clone();
         for (i, conv_bn) in inner.iter().enumerate() {
             let z = conv_bn.conv.forward(&y)?;
@@ -258,6 +264,18 @@ impl Block {
         let out = self.bn_act(inner.len(), last, &z, shortcut.as_ref(), ctx)?;
         self.shortcut.report(shortcut.as_ref(), ctx, &self.name);
         Ok(out)
+    }
+
+    /// `forward_original` on the inference path (`nn::fold`): each conv-BN-act, and the last
+    /// conv-BN with the join, one backend call; no response is reported (there is no hook).
+    fn forward_inference(&self, x: &Tensor, inner: &[ConvBn], last: &ConvBn, ctx: &Ctx) -> Result<Tensor> {
+        let mut y = x.clone();
+        for ConvBn { conv, bn, .. } in inner {
+            y = conv.forward_inference(&y, bn.as_ref(), None, Some(self.act))?;
+        }
+        let shortcut = self.shortcut.forward(x, x, ctx)?;
+        last.conv
+            .forward_inference(&y, last.bn.as_ref(), shortcut.as_ref(), Some(self.act))
     }
 
     /// `act(bn(z) [+ residual])` after convolution `i` of an original block (`act(z [+
@@ -279,7 +297,8 @@ impl Block {
     }
 
     /// BN-act-conv, ..., + shortcut (without batch norm: act-conv, ...; see the module's
-    /// documentation).
+    /// documentation). Also the inference path: batch norm before a convolution, with the
+    /// activation between them, does not fold into it (see `nn::fold`).
     fn forward_pre_activation(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let mut h = None;
         let mut y = x.clone();

@@ -1,6 +1,7 @@
 //! The parameterised layers: Conv2d, BatchNorm2d, Linear. Each owns its tensors and lists them
 //! under torchvision's names.
 
+use super::fold::{self as fold_bn, FoldCache};
 use super::init::Init;
 use super::{Ctx, Entry, Visitor};
 use crate::backend::{Activation, ConvGeometry, Device};
@@ -15,6 +16,8 @@ pub struct Conv2d {
     pub bias: Option<Tensor>,
     pub stride: usize,
     pub padding: usize,
+    /// The weights with the following batch norm folded in, for the inference path.
+    folded: FoldCache,
 }
 
 impl Conv2d {
@@ -37,11 +40,28 @@ impl Conv2d {
             bias: None,
             stride,
             padding,
+            folded: FoldCache::default(),
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
+    }
+
+    /// `act(bn(conv(x)) [+ residual])` on the inference path (see `nn::fold`): batch norm (eval)
+    /// folded into this convolution, everything after it in the convolution's epilogue.
+    pub fn forward_inference(
+        &self,
+        x: &Tensor,
+        bn: Option<&BatchNorm2d>,
+        residual: Option<&Tensor>,
+        act: Option<Activation>,
+    ) -> Result<Tensor> {
+        fold_bn::conv_bn_act(self, bn, x, residual, act)
+    }
+
+    pub(super) fn fold_cache(&self) -> &FoldCache {
+        &self.folded
     }
 
     /// The kernel's (square) size: 1, 3 or 7.

@@ -1,6 +1,7 @@
 //! Modules: layers, residual blocks and the ResNet built from a spec, with torchvision's names.
 
 mod blocks;
+mod fold;
 mod footprint;
 mod init;
 mod layers;
@@ -54,6 +55,13 @@ impl Ctx<'_> {
 
     pub fn eval() -> Self {
         Ctx::default()
+    }
+
+    /// Whether the pass may take the inference path (`nn::fold`: batch norm folded into the
+    /// convolutions, one call per conv-BN-act-add): running statistics, nothing recorded for
+    /// autograd, and no hook (it wants the batch-norm outputs, which that path never makes).
+    pub(crate) fn inference(&self) -> bool {
+        self.bn_mode == BnMode::Eval && self.response_hook.is_none() && !crate::autograd::is_grad_enabled()
     }
 
     /// Reports a response to the hook, if there is one.

@@ -97,9 +97,16 @@ impl ResNet {
     /// A CIFAR pre-activation net: the bare convolution. Otherwise conv-BN-act (conv-act without
     /// batch norm), then the max pool of an ImageNet stem.
     fn stem(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let bare = self.spec.pre_activation && self.spec.stem == Stem::Cifar;
+        if ctx.inference() {
+            // conv-BN-act in one call (a pre-activation ImageNet stem is conv-BN-act too).
+            let act = (!bare).then_some(self.act);
+            let y = self.conv1.forward_inference(x, self.bn1.as_ref(), None, act)?;
+            return self.stem_pool(y);
+        }
         let z = self.conv1.forward(x)?;
         let k = self.conv1.kernel();
-        if self.spec.pre_activation && self.spec.stem == Stem::Cifar {
+        if bare {
             ctx.report(|| "conv1".into(), k, &z);
             return Ok(z);
         }
@@ -115,6 +122,10 @@ impl ResNet {
             }
             Some(bn) => bn.forward_act(&z, ctx, None, self.act, ctx.tap(&report))?,
         };
+        self.stem_pool(y)
+    }
+
+    fn stem_pool(&self, y: Tensor) -> Result<Tensor> {
         match self.spec.stem {
             Stem::Cifar => Ok(y),
             Stem::Imagenet => ops::max_pool2d(&y, 3, 2, 1),

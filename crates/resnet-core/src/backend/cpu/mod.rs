@@ -95,6 +95,7 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> R
     Ok(out)
 }
 
+#[inline]
 fn activate(v: f32, act: Activation) -> f32 {
     match act {
         Activation::Relu => v.max(0.0),
@@ -156,8 +157,34 @@ impl Backend for CpuBackend {
     }
 
     fn conv2d(&self, x: &Storage, w: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Result<Storage> {
-        let b = bias.map(data).transpose()?;
-        store(conv::forward(data(x)?, data(w)?, b, g)?)
+        self.conv2d_fused(x, w, bias, None, None, g)
+    }
+
+    fn conv2d_fused(
+        &self,
+        x: &Storage,
+        w: &Storage,
+        bias: Option<&Storage>,
+        residual: Option<&Storage>,
+        act: Option<Activation>,
+        g: &ConvGeometry,
+    ) -> Result<Storage> {
+        let epilogue = conv::Epilogue {
+            bias: bias.map(data).transpose()?,
+            residual: residual.map(data).transpose()?,
+            act,
+        };
+        // The epilogue indexes both by the geometry: a mismatch must be an error, not a panic.
+        let out_len = g.n * g.c_out * g.oh * g.ow;
+        if epilogue.bias.is_some_and(|b| b.len() != g.c_out) || epilogue.residual.is_some_and(|r| r.len() != out_len) {
+            return Err(Error::Internal(format!(
+                "conv2d: bias of {:?} values (want {}), residual of {:?} (want {out_len})",
+                epilogue.bias.map(<[f32]>::len),
+                g.c_out,
+                epilogue.residual.map(<[f32]>::len)
+            )));
+        }
+        store(conv::forward(data(x)?, data(w)?, &epilogue, g)?)
     }
 
     fn conv2d_backward_data(&self, gy: &Storage, w: &Storage, g: &ConvGeometry) -> Result<Storage> {
