@@ -342,6 +342,21 @@ impl Backend for Profiled {
         })
     }
 
+    // Inference's convolution with batch norm folded in and its epilogue: conv forward.
+    fn conv2d_fused(
+        &self,
+        x: &Storage,
+        w: &Storage,
+        bias: Option<&Storage>,
+        residual: Option<&Storage>,
+        act: Option<Activation>,
+        g: &ConvGeometry,
+    ) -> Result<Storage> {
+        self.time(Phase::ConvForward, || {
+            self.inner.conv2d_fused(x, w, bias, residual, act, g)
+        })
+    }
+
     // The fused batch-norm kernels count as batch norm: the activation they absorb is a few
     // percent of their pass.
     fn batch_norm_train_act(
