@@ -14,7 +14,7 @@ use common::batch;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resnet_core::io::checkpoint::TensorData;
-use resnet_core::nn::{ActivationKind, BlockKind, BottleneckStride, Ctx, ResNetSpec, ShortcutOption, StageSpec};
+use resnet_core::nn::{ActivationKind, BottleneckStride, Ctx, ResNetSpec, ShortcutOption};
 use resnet_core::optim::{Sgd, SgdConfig};
 use resnet_core::{ops, Device, Model, Tensor};
 
@@ -89,27 +89,8 @@ fn cifar(shortcut: ShortcutOption, plain: bool, c: usize) -> ResNetSpec {
     ResNetSpec::cifar(8, shortcut, plain, c, CLASSES).unwrap()
 }
 
-/// A small ImageNet-style bottleneck net: 7x7/2 stem, max pool, two stages (1x1 and 3x3 stride
-/// placement both used).
 fn bottleneck(stride: BottleneckStride, shortcut: ShortcutOption) -> ResNetSpec {
-    let mut spec = ResNetSpec::imagenet(50, shortcut, 3, CLASSES).unwrap();
-    spec.stem_width = 8;
-    spec.bottleneck_stride = stride;
-    spec.stages = vec![
-        StageSpec {
-            block: BlockKind::Bottleneck,
-            count: 1,
-            width: 4,
-            stride: 1,
-        },
-        StageSpec {
-            block: BlockKind::Bottleneck,
-            count: 2,
-            width: 8,
-            stride: 2,
-        },
-    ];
-    spec
+    common::small_bottleneck_net(shortcut, stride, CLASSES)
 }
 
 fn cifar_options_a_b_c(dev: Device) {

@@ -1,12 +1,13 @@
 //! Whole training steps on the GPU against the CPU: the same losses step by step, a buffer pool
 //! that stops growing, and checkpoints that move between devices.
 
+mod common;
 mod gpu_common;
 mod harness;
 
 use gpu_common::{assert_close_tol, values};
 use resnet_core::backend::gpu_memory_stats;
-use resnet_core::nn::{BlockKind, ResNetSpec, ShortcutOption, StageSpec, Stem};
+use resnet_core::nn::{BottleneckStride, ResNetSpec, ShortcutOption};
 use resnet_core::{Device, Model};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -23,24 +24,7 @@ fn batch(n: usize, c: usize, hw: usize, classes: usize, seed: u32) -> (Vec<f32>,
 /// A small ImageNet-style net: 7x7 stride-2 stem, max pool, bottlenecks with projection
 /// shortcuts (1x1 stride-2 convolutions), a Linear head.
 fn small_bottleneck_net() -> ResNetSpec {
-    let mut spec = ResNetSpec::imagenet(50, ShortcutOption::B, 3, 7).unwrap();
-    spec.stem = Stem::Imagenet;
-    spec.stem_width = 8;
-    spec.stages = vec![
-        StageSpec {
-            block: BlockKind::Bottleneck,
-            count: 1,
-            width: 4,
-            stride: 1,
-        },
-        StageSpec {
-            block: BlockKind::Bottleneck,
-            count: 2,
-            width: 8,
-            stride: 2,
-        },
-    ];
-    spec
+    common::small_bottleneck_net(ShortcutOption::B, BottleneckStride::Conv3x3, 7)
 }
 
 fn same_losses(dev: Device, spec: ResNetSpec, n: usize, hw: usize, steps: usize) {

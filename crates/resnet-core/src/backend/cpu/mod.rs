@@ -119,6 +119,82 @@ fn activate_grad(y: f32, g: f32, act: Activation) -> f32 {
     }
 }
 
+/// Batch norm with the batch's statistics, then `epilogue` (residual add, activation) in the
+/// same pass when given.
+fn batch_norm_train(
+    x: &Storage,
+    (gamma, beta): (&Storage, &Storage),
+    layout: &ChannelLayout,
+    eps: f32,
+    epilogue: Option<(Option<&Storage>, Activation)>,
+) -> Result<(Storage, BatchStats)> {
+    let x = data(x)?;
+    let (mean, var) = norm::channel_stats(x, layout);
+    let invstd = norm::invstd(&var, eps);
+    let epilogue = match epilogue {
+        Some((residual, act)) => Some((residual.map(data).transpose()?, act)),
+        None => None,
+    };
+    let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, layout, epilogue)?;
+    Ok((
+        store(y)?,
+        BatchStats {
+            mean: store(mean)?,
+            var: store(var)?,
+            invstd: store(invstd)?,
+        },
+    ))
+}
+
+/// Batch norm with given statistics, then `epilogue` in the same pass when given.
+fn batch_norm_apply(
+    x: &Storage,
+    (gamma, beta): (&Storage, &Storage),
+    stats: &BatchStats,
+    layout: &ChannelLayout,
+    epilogue: Option<(Option<&Storage>, Activation)>,
+) -> Result<Storage> {
+    let epilogue = match epilogue {
+        Some((residual, act)) => Some((residual.map(data).transpose()?, act)),
+        None => None,
+    };
+    store(norm::apply(
+        data(x)?,
+        data(gamma)?,
+        data(beta)?,
+        data(&stats.mean)?,
+        data(&stats.invstd)?,
+        layout,
+        epilogue,
+    )?)
+}
+
+/// Batch norm's backward, taking `gy` back through the activation that produced `out` first
+/// when `through` is given.
+fn batch_norm_backward(
+    x: &Storage,
+    gy: &Storage,
+    gamma: &Storage,
+    stats: &BatchStats,
+    (layout, source): (&ChannelLayout, StatsSource),
+    through: Option<(&Storage, Activation)>,
+) -> Result<(Storage, Storage, Storage)> {
+    let through = match through {
+        Some((out, act)) => Some((data(out)?, act)),
+        None => None,
+    };
+    let (dx, dgamma, dbeta) = norm::backward(
+        data(x)?,
+        data(gy)?,
+        data(gamma)?,
+        (data(&stats.mean)?, data(&stats.invstd)?),
+        layout,
+        source,
+        through,
+    )?;
+    Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
+}
+
 impl Backend for CpuBackend {
     fn device(&self) -> Device {
         Device::Cpu
@@ -217,18 +293,7 @@ impl Backend for CpuBackend {
         layout: &ChannelLayout,
         eps: f32,
     ) -> Result<(Storage, BatchStats)> {
-        let x = data(x)?;
-        let (mean, var) = norm::channel_stats(x, layout);
-        let invstd = norm::invstd(&var, eps);
-        let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, layout, None)?;
-        Ok((
-            store(y)?,
-            BatchStats {
-                mean: store(mean)?,
-                var: store(var)?,
-                invstd: store(invstd)?,
-            },
-        ))
+        batch_norm_train(x, (gamma, beta), layout, eps, None)
     }
 
     fn batch_norm_frozen_stats(&self, running_mean: &Storage, running_var: &Storage, eps: f32) -> Result<BatchStats> {
@@ -248,15 +313,7 @@ impl Backend for CpuBackend {
         stats: &BatchStats,
         layout: &ChannelLayout,
     ) -> Result<Storage> {
-        store(norm::apply(
-            data(x)?,
-            data(gamma)?,
-            data(beta)?,
-            data(&stats.mean)?,
-            data(&stats.invstd)?,
-            layout,
-            None,
-        )?)
+        batch_norm_apply(x, (gamma, beta), stats, layout, None)
     }
 
     fn batch_norm_train_act(
@@ -269,27 +326,7 @@ impl Backend for CpuBackend {
         residual: Option<&Storage>,
         act: Activation,
     ) -> Result<(Storage, BatchStats)> {
-        let x = data(x)?;
-        let (mean, var) = norm::channel_stats(x, layout);
-        let invstd = norm::invstd(&var, eps);
-        let residual = residual.map(data).transpose()?;
-        let y = norm::apply(
-            x,
-            data(gamma)?,
-            data(beta)?,
-            &mean,
-            &invstd,
-            layout,
-            Some((residual, act)),
-        )?;
-        Ok((
-            store(y)?,
-            BatchStats {
-                mean: store(mean)?,
-                var: store(var)?,
-                invstd: store(invstd)?,
-            },
-        ))
+        batch_norm_train(x, (gamma, beta), layout, eps, Some((residual, act)))
     }
 
     fn batch_norm_apply_act(
@@ -302,16 +339,7 @@ impl Backend for CpuBackend {
         residual: Option<&Storage>,
         act: Activation,
     ) -> Result<Storage> {
-        let residual = residual.map(data).transpose()?;
-        store(norm::apply(
-            data(x)?,
-            data(gamma)?,
-            data(beta)?,
-            data(&stats.mean)?,
-            data(&stats.invstd)?,
-            layout,
-            Some((residual, act)),
-        )?)
+        batch_norm_apply(x, (gamma, beta), stats, layout, Some((residual, act)))
     }
 
     fn batch_norm_act_backward(
@@ -325,16 +353,7 @@ impl Backend for CpuBackend {
         source: StatsSource,
         act: Activation,
     ) -> Result<(Storage, Storage, Storage)> {
-        let (dx, dgamma, dbeta) = norm::backward(
-            data(x)?,
-            data(gy)?,
-            data(gamma)?,
-            (data(&stats.mean)?, data(&stats.invstd)?),
-            layout,
-            source,
-            Some((data(out)?, act)),
-        )?;
-        Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
+        batch_norm_backward(x, gy, gamma, stats, (layout, source), Some((out, act)))
     }
 
     fn batch_norm_backward(
@@ -346,16 +365,7 @@ impl Backend for CpuBackend {
         layout: &ChannelLayout,
         source: StatsSource,
     ) -> Result<(Storage, Storage, Storage)> {
-        let (dx, dgamma, dbeta) = norm::backward(
-            data(x)?,
-            data(gy)?,
-            data(gamma)?,
-            (data(&stats.mean)?, data(&stats.invstd)?),
-            layout,
-            source,
-            None,
-        )?;
-        Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
+        batch_norm_backward(x, gy, gamma, stats, (layout, source), None)
     }
 
     fn update_running_stats(
