@@ -52,8 +52,25 @@ interface Run {
   seconds: number;
 }
 
+/**
+ * Whether a rank of the job died of SIGSEGV. An open bug (README, Status): about one `mpiexec`
+ * job in 30 to 60 loses a rank to a segmentation fault inside Node (V8 or libuv internals, a
+ * corrupted heap), with the release addon only, cause not yet found. Such a job is run once more
+ * and the crash is printed; a second crash, or any other failure, fails the test.
+ */
+function rankCrashed(r: Run): boolean {
+  return r.status === 11 || /signal 11|Segmentation fault/.test(r.stdout + r.stderr);
+}
+
 /** Runs a script under `mpiexec -n ranks`, or alone (plain node) when `ranks` is undefined. */
 function run(script: string, config: object, options: { ranks?: number; env?: Record<string, string>; timeout?: number } = {}): Run {
+  const first = runOnce(script, config, options);
+  if (options.ranks === undefined || !rankCrashed(first)) return first;
+  console.warn(`KNOWN BUG (open): a rank of ${script} died of SIGSEGV; running the job once more.\n${first.stdout}\n${first.stderr}`);
+  return runOnce(script, config, options);
+}
+
+function runOnce(script: string, config: object, options: { ranks?: number; env?: Record<string, string>; timeout?: number }): Run {
   const args = [join(SCRIPTS, script), JSON.stringify(config)];
   const [command, argv] = options.ranks === undefined ? [process.execPath, args] : ['mpiexec', ['-n', String(options.ranks), process.execPath, ...args]];
   const started = performance.now();
