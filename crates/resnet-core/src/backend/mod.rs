@@ -324,10 +324,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<Storage> {
         let y = self.conv2d(x, w, bias, g)?;
         match (residual, act) {
-            (None, None) => Ok(y),
-            (None, Some(act)) => self.activation(&y, act),
+            (_, Some(act)) => self.epilogue(y, residual, act),
             (Some(r), None) => self.add(&y, r),
-            (Some(r), Some(act)) => self.add_activation(&y, r, act),
+            (None, None) => Ok(y),
         }
     }
     fn conv2d_backward_data(&self, gy: &Storage, w: &Storage, g: &ConvGeometry) -> Result<Storage>;

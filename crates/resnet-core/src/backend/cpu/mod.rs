@@ -14,6 +14,7 @@ use super::{
     RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
 };
 use crate::error::{Error, Result};
+use crate::ops::BatchNormEpilogue;
 use gemm::{MatView, Threads};
 use ndarray::{ArrayView2, Axis};
 use rayon::prelude::*;
@@ -119,6 +120,13 @@ fn activate_grad(y: f32, g: f32, act: Activation) -> f32 {
     }
 }
 
+/// Batch norm's epilogue with the residual's storage as a slice.
+fn epilogue_data(epilogue: Option<BatchNormEpilogue>) -> Result<Option<norm::Epilogue>> {
+    epilogue
+        .map(|(residual, act)| Ok((residual.map(data).transpose()?, act)))
+        .transpose()
+}
+
 /// Batch norm with the batch's statistics, then `epilogue` (residual add, activation) in the
 /// same pass when given.
 fn batch_norm_train(
@@ -126,15 +134,12 @@ fn batch_norm_train(
     (gamma, beta): (&Storage, &Storage),
     layout: &ChannelLayout,
     eps: f32,
-    epilogue: Option<(Option<&Storage>, Activation)>,
+    epilogue: Option<BatchNormEpilogue>,
 ) -> Result<(Storage, BatchStats)> {
     let x = data(x)?;
     let (mean, var) = norm::channel_stats(x, layout);
     let invstd = norm::invstd(&var, eps);
-    let epilogue = match epilogue {
-        Some((residual, act)) => Some((residual.map(data).transpose()?, act)),
-        None => None,
-    };
+    let epilogue = epilogue_data(epilogue)?;
     let y = norm::apply(x, data(gamma)?, data(beta)?, &mean, &invstd, layout, epilogue)?;
     Ok((
         store(y)?,
@@ -152,12 +157,9 @@ fn batch_norm_apply(
     (gamma, beta): (&Storage, &Storage),
     stats: &BatchStats,
     layout: &ChannelLayout,
-    epilogue: Option<(Option<&Storage>, Activation)>,
+    epilogue: Option<BatchNormEpilogue>,
 ) -> Result<Storage> {
-    let epilogue = match epilogue {
-        Some((residual, act)) => Some((residual.map(data).transpose()?, act)),
-        None => None,
-    };
+    let epilogue = epilogue_data(epilogue)?;
     store(norm::apply(
         data(x)?,
         data(gamma)?,

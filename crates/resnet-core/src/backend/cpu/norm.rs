@@ -35,6 +35,9 @@ pub fn invstd(var: &[f32], eps: f32) -> Vec<f32> {
     var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect()
 }
 
+/// What follows the normalisation in the same pass: an optional residual, then an activation.
+pub type Epilogue<'a> = (Option<&'a [f32]>, Activation);
+
 /// y = act((x - mean) * invstd * gamma + beta [+ residual]) when `epilogue` is
 /// `Some((residual, act))`, else the plain normalisation; plane by plane. The same float
 /// operations in the same order as normalising, then adding and activating in separate passes,
@@ -46,7 +49,7 @@ pub fn apply(
     mean: &[f32],
     invstd: &[f32],
     layout: &ChannelLayout,
-    epilogue: Option<(Option<&[f32]>, Activation)>,
+    epilogue: Option<Epilogue>,
 ) -> Result<CpuBuffer> {
     let &ChannelLayout { c, hw, .. } = layout;
     let mut y = CpuBuffer::try_uninit(x.len())?;
