@@ -167,6 +167,7 @@ async function start(options: InitOptions): Promise<World> {
   if (typeof (native as { NativeWorld?: unknown }).NativeWorld !== 'function') {
     throw new Error('resnet-wgpu: this build of the native addon has no distributed support; rebuild it (npm run build:native)');
   }
+  keepUcxOutOfTheHeap();
   const nativeWorld = await native.NativeWorld.init(where.path, timeout);
   const world = new MpiWorld(nativeWorld);
   natives.set(world, nativeWorld);
@@ -188,6 +189,21 @@ async function start(options: InitOptions): Promise<World> {
     world.abort(1, `resnet-wgpu: rank ${world.rank} failed: ${error instanceof Error ? error.message : String(error)}`);
   }
   return world;
+}
+
+/**
+ * Turns off UCX's memory events (`UCX_MEM_EVENTS=no`) unless the user set them. UCX (under MPICH's
+ * ch4:ucx and Open MPI's pml/ucx) otherwise patches glibc's mmap/munmap/brk/sbrk/madvise in place
+ * during MPI_Init and tests the patches by moving the program break up one page and back down.
+ * MPI_Init runs on the communication thread while Node's main thread keeps allocating from the
+ * brk heap, so that "back down" can cut off the page the main thread just got: a later access to
+ * it is a segmentation fault inside V8 or libuv (seen in one `mpiexec` job in 30 to 100). The
+ * events only feed UCX's registration cache, which shared memory and TCP do not need; on
+ * InfiniBand a user may set `UCX_MEM_EVENTS=yes` to get it back. Set here, on the main thread and
+ * before the plugin loads: UCX reads its options when the plugin brings it in.
+ */
+function keepUcxOutOfTheHeap(): void {
+  process.env['UCX_MEM_EVENTS'] ??= 'no';
 }
 
 /**

@@ -193,6 +193,9 @@ fn mpiexec(mode: &str, limit: Duration) -> (Option<std::process::ExitStatus>, St
         .env(CHILD_ENV, mode)
         .env(PLUGIN_ENV, plugin_path())
         .env("RESNET_MPI_CHUNK_BYTES", "1000")
+        // As distributed.init does for Node: UCX's memory hooks move the program break from the
+        // thread that initialises MPI while other threads allocate (see MpiPlugin::load).
+        .env("UCX_MEM_EVENTS", "no")
         // Open MPI refuses root without these (MPICH ignores them); CI runs as root.
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")

@@ -155,6 +155,13 @@ fn call(what: &str, f: impl FnOnce(ErrBuf) -> i32) -> Result<()> {
 
 impl MpiPlugin {
     /// Loads the plugin at `path` and checks that it speaks `ABI_VERSION`. Initialises nothing.
+    ///
+    /// A process whose other threads allocate while MPI initialises must start with
+    /// `UCX_MEM_EVENTS=no` when its MPI runs over UCX (MPICH's ch4:ucx, Open MPI's pml/ucx): UCX
+    /// otherwise patches glibc's memory calls during MPI_Init and tests them by moving the program
+    /// break up a page and back from the initialising thread, which can unmap a page another
+    /// thread's malloc just took. It is read when UCX loads, so it cannot be set from here safely
+    /// (setenv races the other threads); Node's `distributed.init` sets it on its main thread.
     pub fn load(path: &Path) -> Result<Arc<MpiPlugin>> {
         if !path.is_file() {
             return Err(Error::Distributed(format!(
