@@ -7,23 +7,49 @@
 use resnet_core::backend::cpu::gemm::{gemm, kernel_report, MatView, Threads};
 use std::time::Instant;
 
-/// One GEMM as the convolutions issue it: `dst[m, n] = a[m, k] . b[k, n]`; for the weight gradient
-/// `b` is the patch matrix's transpose (stored as [n, k]) and the product accumulates.
+/// One GEMM as the convolutions issue it: `dst[m, n] = a[m, k] . b[k, n]`, `b` stored as [n, k]
+/// when `b_transposed`; the weight gradient's products accumulate.
 struct Shape {
     what: &'static str,
     m: usize,
     k: usize,
     n: usize,
     b_transposed: bool,
+    accumulate: bool,
 }
 
-const fn shape(what: &'static str, m: usize, k: usize, n: usize, b_transposed: bool) -> Shape {
+const fn shape(what: &'static str, m: usize, k: usize, n: usize) -> Shape {
     Shape {
         what,
         m,
         k,
         n,
-        b_transposed,
+        b_transposed: false,
+        accumulate: false,
+    }
+}
+
+/// The weight gradient as conv.rs computes it: `dW^T[k, c_out] += P[k, cols] . dY^T[cols, c_out]`.
+const fn weight_grad(what: &'static str, c_out: usize, cols: usize, k: usize) -> Shape {
+    Shape {
+        what,
+        m: k,
+        k: cols,
+        n: c_out,
+        b_transposed: false,
+        accumulate: true,
+    }
+}
+
+/// The orientation it replaced, `dW[c_out, k] += dY[c_out, cols] . P[k, cols]^T`, for comparison.
+const fn weight_grad_before(what: &'static str, c_out: usize, cols: usize, k: usize) -> Shape {
+    Shape {
+        what,
+        m: c_out,
+        k: cols,
+        n: k,
+        b_transposed: true,
+        accumulate: true,
     }
 }
 
@@ -32,17 +58,20 @@ const fn shape(what: &'static str, m: usize, k: usize, n: usize, b_transposed: b
 /// the weight gradient takes 8 images per GEMM (N*H*W = 8192, 2048, 512 summed over); the
 /// stride-2 data gradient multiplies W^T by one image's output gradient.
 const SHAPES: &[Shape] = &[
-    shape("fwd stem      C=3  ->16, 32x32", 16, 27, 1024, false),
-    shape("fwd stage1    C=16 ->16, 32x32", 16, 144, 1024, false),
-    shape("fwd stage2/s2 C=16 ->32, 16x16", 32, 144, 512, false),
-    shape("fwd stage2    C=32 ->32, 16x16", 32, 288, 512, false),
-    shape("fwd stage3/s2 C=32 ->64, 8x8", 64, 288, 512, false),
-    shape("fwd stage3    C=64 ->64, 8x8", 64, 576, 512, false),
-    shape("dW  stage1    16 x 144, 8 img", 16, 8192, 144, true),
-    shape("dW  stage2    32 x 288, 8 img", 32, 2048, 288, true),
-    shape("dW  stage3    64 x 576, 8 img", 64, 512, 576, true),
-    shape("dX  stage2/s2 W^T . dY, 16x16", 144, 32, 256, false),
-    shape("dX  stage3/s2 W^T . dY, 8x8", 288, 64, 64, false),
+    shape("fwd stem      C=3  ->16, 32x32", 16, 27, 1024),
+    shape("fwd stage1    C=16 ->16, 32x32", 16, 144, 1024),
+    shape("fwd stage2/s2 C=16 ->32, 16x16", 32, 144, 512),
+    shape("fwd stage2    C=32 ->32, 16x16", 32, 288, 512),
+    shape("fwd stage3/s2 C=32 ->64, 8x8", 64, 288, 512),
+    shape("fwd stage3    C=64 ->64, 8x8", 64, 576, 512),
+    weight_grad("dW^T stage1  144 x 16, 8 img", 16, 8192, 144),
+    weight_grad("dW^T stage2  288 x 32, 8 img", 32, 2048, 288),
+    weight_grad("dW^T stage3  576 x 64, 8 img", 64, 512, 576),
+    weight_grad_before("(before) dW stage1 16 x 144", 16, 8192, 144),
+    weight_grad_before("(before) dW stage2 32 x 288", 32, 2048, 288),
+    weight_grad_before("(before) dW stage3 64 x 576", 64, 512, 576),
+    shape("dX  stage2/s2 W^T . dY, 16x16", 144, 32, 256),
+    shape("dX  stage3/s2 W^T . dY, 8x8", 288, 64, 64),
 ];
 
 /// Deterministic values in [-1, 1), so runs compare like with like.
@@ -73,13 +102,13 @@ fn measure(s: &Shape, threads: Threads, seconds: f64) -> f64 {
     // Calls per timed batch: enough that the clock's resolution does not matter.
     let reps = ((2e6 / flop).ceil() as usize).max(1);
     for _ in 0..reps {
-        gemm(&mut c, av, bv, s.b_transposed, threads);
+        gemm(&mut c, av, bv, s.accumulate, threads);
     }
     let (mut best, start) = (f64::INFINITY, Instant::now());
     while start.elapsed().as_secs_f64() < seconds {
         let t = Instant::now();
         for _ in 0..reps {
-            gemm(&mut c, av, bv, s.b_transposed, threads);
+            gemm(&mut c, av, bv, s.accumulate, threads);
         }
         best = best.min(t.elapsed().as_secs_f64() / reps as f64);
     }
