@@ -414,7 +414,12 @@ pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Result<CpuBuf
             for (slot, &i) in batch.iter().enumerate() {
                 im2col(&x[i * in_len..(i + 1) * in_len], g, &mut patches, cols, slot * hw);
                 let gyi = &gy[i * g.c_out * hw..(i + 1) * g.c_out * hw];
-                transpose_into(gyi, g.c_out, hw, &mut grads_t[slot * hw * g.c_out..(slot + 1) * hw * g.c_out]);
+                transpose_into(
+                    gyi,
+                    g.c_out,
+                    hw,
+                    &mut grads_t[slot * hw * g.c_out..(slot + 1) * hw * g.c_out],
+                );
             }
             gemm(
                 &mut gw_t,
