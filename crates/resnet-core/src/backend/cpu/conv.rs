@@ -391,7 +391,7 @@ const MAX_WEIGHT_GRAD_COLUMNS: usize = 8192;
 /// The weight gradient, `dW[c_out, k] = sum over images of dY[c_out, hw] . P[k, hw]^T`, computed
 /// transposed: `dW^T[k, c_out] += P[k, cols] . dY^T[cols, c_out]`, with dY copied in transposed.
 /// Both operands then stream along the GEMM's inner dimension the way its packing wants, which
-/// measured 2.1-2.4x the GFLOP/s of the untransposed product on ResNet-20's shapes (AVX-512,
+/// measured 2.2-3.2x the one-thread GFLOP/s of the untransposed product on ResNet-20's shapes (AVX-512,
 /// `examples/gemm_shapes.rs`); the [k, c_out] result is transposed once at the end.
 pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Result<CpuBuffer> {
     let (in_len, hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
