@@ -1,6 +1,5 @@
 // Shared test fixtures: a seeded RNG, random datasets and a small network that trains fast.
 import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -59,8 +58,11 @@ export function learnableDataset(n: number, seed: number, size = 12, classes = 4
   return Dataset.fromArrays({ images, labels, channels: 1, height: size, width: size, numClasses: classes });
 }
 
+/** A fresh directory inside the run's scratch directory, which global-setup.ts removes at the end. */
 export function tempDir(prefix = 'resnet-wgpu-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const scratch = process.env.RESNET_WGPU_TEST_TMP;
+  if (scratch === undefined) throw new Error('RESNET_WGPU_TEST_TMP is unset: run the tests through vitest (global-setup.ts)');
+  return mkdtempSync(join(scratch, prefix));
 }
 
 /** Whether device 'auto' finds a hardware GPU on this machine (software adapters don't count). */
