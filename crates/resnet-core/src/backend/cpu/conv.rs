@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::memory::{self, try_vec};
 use rayon::prelude::*;
 
+mod direct;
+
 /// The error for per-thread scratch that could not be allocated inside a parallel loop (where the
 /// allocation's own error cannot travel): names the bytes one buffer needed.
 fn scratch_oom(floats: usize) -> Error {
@@ -310,6 +312,11 @@ fn forward_group(
 /// The forward convolution, each output finished by `epilogue` (see [`Epilogue`]). The caller has
 /// checked the bias and residual lengths against `g`.
 pub fn forward(x: &[f32], w: &[f32], epilogue: &Epilogue, g: &ConvGeometry) -> Result<CpuBuffer> {
+    if direct_allowed() {
+        if let Some(y) = direct::forward(x, w, epilogue, g) {
+            return y;
+        }
+    }
     let (out_hw, k) = (g.oh * g.ow, patch_len(g));
     let mut y = CpuBuffer::try_uninit(g.n * g.c_out * out_hw)?;
     if y.is_empty() {
@@ -323,6 +330,13 @@ pub fn forward(x: &[f32], w: &[f32], epilogue: &Epilogue, g: &ConvGeometry) -> R
         forward_group(x, w, g, i * group, out, scratch, threads, epilogue)
     })?;
     Ok(y)
+}
+
+/// `RESNET_WGPU_CPU_CONV=im2col` keeps every convolution on im2col + GEMM: for benchmarking one
+/// path against the other in the same build.
+fn direct_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var("RESNET_WGPU_CPU_CONV").map_or(true, |v| v != "im2col"))
 }
 
 /// For stride 1 the data gradient is itself a convolution: of dy with the kernel flipped and its
@@ -468,7 +482,7 @@ mod tests {
     use super::*;
 
     /// Direct definition of convolution, the reference the fast path must equal.
-    fn reference(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    pub(super) fn reference(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
         let mut y = vec![0.0; g.n * g.c_out * g.oh * g.ow];
         for n in 0..g.n {
             for o in 0..g.c_out {
@@ -496,7 +510,7 @@ mod tests {
         y
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    pub(super) fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
             .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
             .collect()
@@ -564,7 +578,7 @@ mod tests {
     }
 
     /// The epilogue on every path (one image per GEMM, pointwise straight into the output, several
-    /// images side by side with a partial last group) equals the unfused sequence exactly: the
+    /// images side by side with a partial last group, the direct kernel) equals the unfused sequence exactly: the
     /// same sums in the same order.
     #[test]
     fn epilogue_equals_bias_residual_and_activation_applied_afterwards() {
@@ -573,6 +587,9 @@ mod tests {
             (3, 2, 9, 9, 5, 1, 1, 0),
             (9, 3, 4, 4, 6, 3, 1, 1),
             (11, 4, 3, 5, 3, 1, 2, 0),
+            // The direct kernel, images in parallel and (batch 1) channel blocks in parallel.
+            (5, 3, 8, 8, 6, 3, 1, 1),
+            (1, 3, 8, 8, 10, 3, 1, 1),
         ] {
             let g = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
             let x = values(n * c * h * w, 3);

@@ -1,0 +1,54 @@
+//! Milliseconds per forward convolution of the CPU backend on the stride-1 "same" shapes of
+//! ResNet-20 (batch 128) and ResNet-18 at 112x112 (batch 32): run it twice, once as is and once
+//! with `RESNET_WGPU_CPU_CONV=im2col`, to see where the direct kernel beats im2col + GEMM.
+//! `cargo run --profile profiling -p resnet-core --no-default-features --example conv_paths -- [seconds]`
+
+use resnet_core::backend::cpu::{CpuBackend, CpuBuffer};
+use resnet_core::backend::{Backend, ConvGeometry, Storage};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// (what, batch, channels in, side, channels out, kernel)
+const SHAPES: &[(&str, usize, usize, usize, usize, usize)] = &[
+    ("resnet20 stem 3x32", 128, 3, 32, 16, 3),
+    ("resnet20 stem 1x28", 128, 1, 28, 16, 3),
+    ("resnet20 stage1", 128, 16, 32, 16, 3),
+    ("resnet20 stage2", 128, 32, 16, 32, 3),
+    ("resnet20 stage3", 128, 64, 8, 64, 3),
+    ("resnet20 stage1 1x28", 128, 16, 28, 16, 3),
+    ("resnet20 stage3 1x28", 128, 64, 7, 64, 3),
+    ("resnet18 stage1 @112", 32, 64, 28, 64, 3),
+    ("resnet18 stage2 @112", 32, 128, 14, 128, 3),
+    ("resnet18 stage3 @112", 32, 256, 7, 256, 3),
+    ("resnet18 stage4 @112", 32, 512, 4, 512, 3),
+    ("batch 1, stage2", 1, 32, 16, 32, 3),
+];
+
+fn storage(len: usize, seed: u32) -> Storage {
+    let v: Vec<f32> = (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 9) as f32 / 8388608.0 - 0.5)
+        .collect();
+    Storage::Cpu(Arc::new(CpuBuffer::from_vec(v)))
+}
+
+fn main() {
+    let seconds: f64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0.5);
+    let path = std::env::var("RESNET_WGPU_CPU_CONV").unwrap_or_else(|_| "default".into());
+    println!("path: {path}");
+    for &(what, n, c, side, o, k) in SHAPES {
+        let g = ConvGeometry::new(&[n, c, side, side], &[o, c, k, k], 1, k / 2).unwrap();
+        let x = storage(n * c * side * side, 1);
+        let w = storage(o * c * k * k, 2);
+        CpuBackend.conv2d(&x, &w, None, &g).unwrap();
+        let (mut runs, start) = (0u32, Instant::now());
+        let mut best = f64::INFINITY;
+        while start.elapsed().as_secs_f64() < seconds || runs < 3 {
+            let t = Instant::now();
+            CpuBackend.conv2d(&x, &w, None, &g).unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+            runs += 1;
+        }
+        let gflop = 2.0 * (n * o * side * side * c * k * k) as f64 / 1e9;
+        println!("{what:<24} {:>8.3} ms  {:>6.1} GFLOP/s", best * 1e3, gflop / best);
+    }
+}

@@ -1,0 +1,356 @@
+//! Direct convolution for stride-1 "same" geometries on AVX-512: every 3x3 convolution of a ResNet
+//! but the downsampling ones, and (through the flipped-kernel form) their data gradients.
+//!
+//! Why not im2col: with 16-64 output channels each patch value feeds only that many FMAs, so
+//! writing the 9x-larger patch matrix and then packing it for the GEMM cost about as much as the
+//! arithmetic (a profile of ResNet-20's step: im2col and copies ~30%, microkernels ~44%).
+//!
+//! How: the image is copied once into zero-padded planes of width `wp = w + kw - 1`. In that layout
+//! output position `q = y*wp + x` reads input `q + i*wp + j` for tap (i, j): every tap is the same
+//! plane shifted by a constant, so 16 consecutive outputs are one unaligned vector load per input
+//! channel and tap, whatever the plane's width. The `wp - w` columns per row that fall in the
+//! padding are computed and thrown away (6% at 32 wide, 20% at 8). A register tile holds `OB`
+//! output channels x `T` vectors; weights are packed so each tap's `OB` values are adjacent.
+//!
+//! Sums run over input channels, then taps in (i, j) order, in one f32 accumulator per output:
+//! not the GEMM's order, so results differ from the im2col path in the last bits (the tests bound
+//! it), but are the same on every run and thread count.
+
+use super::{for_each_chunk, keeps_size, Epilogue};
+use crate::backend::cpu::buffers::CpuBuffer;
+use crate::backend::cpu::gemm::Threads;
+use crate::backend::ConvGeometry;
+use crate::error::Result;
+use crate::memory::try_vec;
+use rayon::prelude::*;
+
+/// Floats per vector.
+const LANES: usize = 16;
+/// Output channels per register tile.
+const MAX_OB: usize = 8;
+/// Vectors per register tile: `MAX_OB * MAX_T` accumulators + `MAX_T` inputs fit 32 registers.
+const MAX_T: usize = 3;
+
+/// Whether this CPU runs the direct kernel (AVX-512F, detected at run time, so a prebuilt binary
+/// runs everywhere and falls back to im2col elsewhere).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Geometries the direct kernel computes, and where it is measured to beat im2col + GEMM.
+pub fn suits(g: &ConvGeometry) -> bool {
+    g.stride == 1 && keeps_size(g) && !g.is_pointwise() && g.kh == g.kw && fills_vectors(g)
+}
+
+/// Whether at least 70% of the lanes computed are outputs kept. Tiny planes leave most lanes in
+/// the padding: `examples/conv_paths.rs` measured ResNet-18's 4x4 planes (32 lanes for 16
+/// outputs) at half im2col's speed, 7x7 (64 for 49) even, 8x8 (80 for 64) 1.4x faster.
+fn fills_vectors(g: &ConvGeometry) -> bool {
+    let lanes = Plan::new(g).vectors * LANES;
+    10 * g.h * g.w >= 7 * lanes
+}
+
+/// The layout of one padded image and of the outputs computed from it.
+#[derive(Clone, Copy)]
+struct Plan {
+    /// Padded row width.
+    wp: usize,
+    /// Floats per padded plane.
+    plane: usize,
+    /// Floats of one padded image, with slack for the last vector's overreach.
+    image: usize,
+    /// Output vectors per plane (covering `h * wp` positions).
+    vectors: usize,
+}
+
+impl Plan {
+    fn new(g: &ConvGeometry) -> Plan {
+        let wp = g.w + g.kw - 1;
+        let plane = (g.h + g.kh - 1) * wp;
+        let vectors = (g.h * wp).div_ceil(LANES);
+        // The last vector reads up to `vectors*16 - 1 + (kh-1)*wp + kw-1` into the last plane.
+        let overreach = (vectors * LANES + (g.kh - 1) * wp + g.kw - 1).saturating_sub(plane);
+        Plan {
+            wp,
+            plane,
+            image: g.c_in * plane + overreach,
+            vectors,
+        }
+    }
+
+    /// Floats of one block's outputs, `MAX_OB` rows of `vectors * 16`.
+    fn block_out(&self) -> usize {
+        MAX_OB * self.vectors * LANES
+    }
+}
+
+/// The output channels in blocks of 8, then 4, 2, 1: (first channel, width).
+fn blocks(c_out: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut o = 0;
+    for width in [8, 4, 2, 1] {
+        while c_out - o >= width {
+            out.push((o, width));
+            o += width;
+        }
+    }
+    out
+}
+
+/// Weights as, per block, [c_in][tap][width]: the values one tap broadcasts are adjacent.
+fn pack_weights(w: &[f32], g: &ConvGeometry) -> Result<Vec<f32>> {
+    let taps = g.kh * g.kw;
+    let mut packed = try_vec(w.len(), 0.0f32, "packed convolution weights")?;
+    let mut at = 0;
+    for (o0, width) in blocks(g.c_out) {
+        for c in 0..g.c_in {
+            for tap in 0..taps {
+                for ob in 0..width {
+                    packed[at] = w[((o0 + ob) * g.c_in + c) * taps + tap];
+                    at += 1;
+                }
+            }
+        }
+    }
+    Ok(packed)
+}
+
+/// Copies one image into zero-padded planes (`padded` has `plan.image` floats).
+fn pad_image(x: &[f32], g: &ConvGeometry, plan: &Plan, padded: &mut [f32]) {
+    let (top, left) = ((g.kh - 1) / 2, (g.kw - 1) / 2);
+    padded.fill(0.0);
+    for c in 0..g.c_in {
+        let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let dst = &mut padded[c * plan.plane..(c + 1) * plan.plane];
+        for (y, row) in src.chunks_exact(g.w).enumerate() {
+            dst[(y + top) * plan.wp + left..][..g.w].copy_from_slice(row);
+        }
+    }
+}
+
+/// The forward convolution of `suits` geometries on AVX-512, or `None` where this CPU lacks it.
+pub fn forward(x: &[f32], w: &[f32], epilogue: &Epilogue, g: &ConvGeometry) -> Option<Result<CpuBuffer>> {
+    if !available() || !suits(g) {
+        return None;
+    }
+    Some(forward_avx512(x, w, epilogue, g))
+}
+
+fn forward_avx512(x: &[f32], w: &[f32], epilogue: &Epilogue, g: &ConvGeometry) -> Result<CpuBuffer> {
+    let plan = Plan::new(g);
+    let hw = g.h * g.w;
+    let mut y = CpuBuffer::try_uninit(g.n * g.c_out * hw)?;
+    if y.is_empty() {
+        return Ok(y);
+    }
+    let packed = pack_weights(w, g)?;
+    let blocks = blocks(g.c_out);
+    let in_len = g.c_in * hw;
+    let img_len = g.c_out * hw;
+    let one_image = |i: usize, out: &mut [f32], padded: &mut [f32], block_out: &mut [f32], threads: Threads| {
+        pad_image(&x[i * in_len..(i + 1) * in_len], g, &plan, padded);
+        let padded = &*padded;
+        if threads == Threads::Single {
+            let mut packed_at = 0;
+            for &(o0, width) in &blocks {
+                let wk = &packed[packed_at..packed_at + g.c_in * g.kh * g.kw * width];
+                packed_at += wk.len();
+                run_block(padded, wk, width, g, &plan, block_out);
+                copy_valid(block_out, width, g, &plan, &mut out[o0 * hw..(o0 + width) * hw]);
+            }
+        } else {
+            // Too few images to fill the cores: the blocks of this one run in parallel.
+            let mut parts = Vec::with_capacity(blocks.len());
+            let (mut rest, mut packed_rest) = (&mut out[..], &packed[..]);
+            for &(_, width) in &blocks {
+                let (o, r) = rest.split_at_mut(width * hw);
+                let (wk, pr) = packed_rest.split_at(g.c_in * g.kh * g.kw * width);
+                parts.push((o, wk, width));
+                rest = r;
+                packed_rest = pr;
+            }
+            parts.into_par_iter().for_each_init(
+                || vec![0.0f32; plan.block_out()],
+                |scratch, (o, wk, width)| {
+                    run_block(padded, wk, width, g, &plan, scratch);
+                    copy_valid(scratch, width, g, &plan, o);
+                },
+            );
+        }
+        epilogue.apply(out, g, i);
+    };
+    for_each_chunk(
+        &mut y,
+        img_len,
+        plan.image + plan.block_out(),
+        |i, out, scratch, threads| {
+            let (padded, block_out) = scratch.split_at_mut(plan.image);
+            one_image(i, out, padded, block_out, threads);
+        },
+    )?;
+    Ok(y)
+}
+
+/// `out[ob][q]` for one block of `width` channels, every vector of the plane.
+fn run_block(padded: &[f32], wk: &[f32], width: usize, g: &ConvGeometry, plan: &Plan, out: &mut [f32]) {
+    assert!(padded.len() >= plan.image && out.len() >= width * plan.vectors * LANES);
+    assert_eq!(wk.len(), g.c_in * g.kh * g.kw * width);
+    let offsets: Vec<usize> = (0..g.kh)
+        .flat_map(|i| (0..g.kw).map(move |j| i * plan.wp + j))
+        .collect();
+    let stride = plan.vectors * LANES;
+    let mut v = 0;
+    while v < plan.vectors {
+        let t = (plan.vectors - v).min(MAX_T);
+        let at = v * LANES;
+        // SAFETY: `available()` checked AVX-512F. Reads: input channel c reads
+        // `c*plane + at + offset + 16*t' + lane` with at + 16*t' + lane < vectors*16 and
+        // offset <= (kh-1)*wp + kw-1, which `Plan::image` covers. Writes: `ob*stride + at + 16*t'
+        // + lane < width*stride`, asserted above. The weights are `c_in*taps*width` floats.
+        unsafe {
+            let (x, o) = (padded.as_ptr().add(at), out.as_mut_ptr().add(at));
+            let args = (x, plan.plane, g.c_in, &offsets[..], wk.as_ptr(), o, stride);
+            match (width, t) {
+                (8, 3) => tile::<8, 3>(args),
+                (8, 2) => tile::<8, 2>(args),
+                (8, _) => tile::<8, 1>(args),
+                (4, 3) => tile::<4, 3>(args),
+                (4, 2) => tile::<4, 2>(args),
+                (4, _) => tile::<4, 1>(args),
+                (2, 3) => tile::<2, 3>(args),
+                (2, 2) => tile::<2, 2>(args),
+                (2, _) => tile::<2, 1>(args),
+                (_, 3) => tile::<1, 3>(args),
+                (_, 2) => tile::<1, 2>(args),
+                (_, _) => tile::<1, 1>(args),
+            }
+        }
+        v += t;
+    }
+}
+
+/// (input at the tile, plane stride, input channels, tap offsets, packed weights, output at the
+/// tile, output row stride)
+type TileArgs<'a> = (*const f32, usize, usize, &'a [usize], *const f32, *mut f32, usize);
+
+/// One register tile: `OB` channels x `T` vectors of 16 outputs, summed over every input channel
+/// and tap.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const OB: usize, const T: usize>((x, plane, c_in, offsets, w, out, stride): TileArgs) {
+    use std::arch::x86_64::*;
+    const { assert!(OB <= MAX_OB && T <= MAX_T) };
+    let mut acc = [[_mm512_setzero_ps(); T]; OB];
+    let mut wp = w;
+    for c in 0..c_in {
+        let base = x.add(c * plane);
+        for &off in offsets {
+            let src = base.add(off);
+            let mut v = [_mm512_setzero_ps(); T];
+            for (t, v) in v.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(src.add(t * LANES));
+            }
+            for row in acc.iter_mut() {
+                let wv = _mm512_set1_ps(*wp);
+                wp = wp.add(1);
+                for (a, v) in row.iter_mut().zip(&v) {
+                    *a = _mm512_fmadd_ps(*v, wv, *a);
+                }
+            }
+        }
+    }
+    for (ob, row) in acc.iter().enumerate() {
+        for (t, a) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.add(ob * stride + t * LANES), *a);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile<const OB: usize, const T: usize>(_: TileArgs) {
+    unreachable!("the direct convolution runs only where available() found AVX-512")
+}
+
+/// The valid columns of a block's padded-width outputs, into `out` ([width, h*w]).
+fn copy_valid(block_out: &[f32], width: usize, g: &ConvGeometry, plan: &Plan, out: &mut [f32]) {
+    let stride = plan.vectors * LANES;
+    for ob in 0..width {
+        let src = &block_out[ob * stride..];
+        let dst = &mut out[ob * g.h * g.w..(ob + 1) * g.h * g.w];
+        for (y, row) in dst.chunks_exact_mut(g.w).enumerate() {
+            row.copy_from_slice(&src[y * plan.wp..y * plan.wp + g.w]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{reference, values};
+    use super::*;
+
+    #[test]
+    fn tiny_planes_stay_on_im2col() {
+        let geometry = |side: usize| ConvGeometry::new(&[2, 8, side, side], &[8, 8, 3, 3], 1, 1).unwrap();
+        assert!(!suits(&geometry(4)));
+        assert!(!suits(&geometry(1)));
+        assert!(suits(&geometry(7)));
+        assert!(suits(&geometry(8)));
+        assert!(suits(&geometry(32)));
+    }
+
+    #[test]
+    fn blocks_cover_every_channel_once() {
+        for c_out in 1..40 {
+            let b = blocks(c_out);
+            assert_eq!(b.iter().map(|&(_, w)| w).sum::<usize>(), c_out);
+            for pair in b.windows(2) {
+                assert_eq!(pair[0].0 + pair[0].1, pair[1].0);
+            }
+        }
+    }
+
+    /// Against the definition, on widths that leave partial vectors and tiles, channel counts
+    /// that leave every block width, batch 1 (blocks in parallel) and larger batches (images in
+    /// parallel), and 5x5 and 7x7 kernels.
+    #[test]
+    fn equals_the_definition() {
+        if !available() {
+            eprintln!("no AVX-512F here: the direct kernel is not used, nothing to compare");
+            return;
+        }
+        let mut checked = 0;
+        for &(n, c, h, w, o, k) in &[
+            (1, 3, 7, 13, 15, 3),
+            (3, 2, 9, 9, 5, 3),
+            (1, 16, 32, 32, 16, 3),
+            (4, 5, 8, 8, 11, 3),
+            (1, 4, 13, 12, 9, 5),
+            (1, 2, 20, 20, 4, 7),
+            (5, 7, 4, 6, 16, 3),
+        ] {
+            let g = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], 1, (k - 1) / 2).unwrap();
+            assert!(suits(&g), "{g:?}");
+            let x = values(n * c * h * w, 11);
+            let wt = values(o * c * k * k, 12);
+            let got = forward_avx512(&x, &wt, &Epilogue::default(), &g).unwrap();
+            let want = reference(&x, &wt, &g);
+            assert_eq!(got.len(), want.len());
+            let terms = (c * k * k) as f32;
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 * terms * (1.0 + b.abs()),
+                    "{g:?} at {i}: {a} vs {b}"
+                );
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 7);
+    }
+}
