@@ -1,4 +1,4 @@
-//! Milliseconds per forward convolution of the CPU backend on the stride-1 "same" shapes of
+//! Milliseconds per forward convolution and per weight gradient of the CPU backend on the stride-1 "same" shapes of
 //! ResNet-20 (batch 128) and ResNet-18 at 112x112 (batch 32): run it twice, once as is and once
 //! with `RESNET_WGPU_CPU_CONV=im2col`, to see where the direct kernel beats im2col + GEMM.
 //! `cargo run --profile profiling -p resnet-core --no-default-features --example conv_paths -- [seconds]`
@@ -31,6 +31,19 @@ fn storage(len: usize, seed: u32) -> Storage {
     Storage::Cpu(Arc::new(CpuBuffer::from_vec(v)))
 }
 
+/// The fastest of the runs made in about `seconds` (at least 3, after one warm-up).
+fn best_of(seconds: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let (mut runs, start, mut best) = (0u32, Instant::now(), f64::INFINITY);
+    while start.elapsed().as_secs_f64() < seconds || runs < 3 {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        runs += 1;
+    }
+    best
+}
+
 fn main() {
     let seconds: f64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0.5);
     let path = std::env::var("RESNET_WGPU_CPU_CONV").unwrap_or_else(|_| "default".into());
@@ -39,16 +52,20 @@ fn main() {
         let g = ConvGeometry::new(&[n, c, side, side], &[o, c, k, k], 1, k / 2).unwrap();
         let x = storage(n * c * side * side, 1);
         let w = storage(o * c * k * k, 2);
-        CpuBackend.conv2d(&x, &w, None, &g).unwrap();
-        let (mut runs, start) = (0u32, Instant::now());
-        let mut best = f64::INFINITY;
-        while start.elapsed().as_secs_f64() < seconds || runs < 3 {
-            let t = Instant::now();
-            CpuBackend.conv2d(&x, &w, None, &g).unwrap();
-            best = best.min(t.elapsed().as_secs_f64());
-            runs += 1;
-        }
+        let gy = storage(n * o * side * side, 3);
         let gflop = 2.0 * (n * o * side * side * c * k * k) as f64 / 1e9;
-        println!("{what:<24} {:>8.3} ms  {:>6.1} GFLOP/s", best * 1e3, gflop / best);
+        let forward = best_of(seconds, || {
+            CpuBackend.conv2d(&x, &w, None, &g).unwrap();
+        });
+        let weight = best_of(seconds, || {
+            CpuBackend.conv2d_backward_weight(&x, &gy, &g).unwrap();
+        });
+        println!(
+            "{what:<24} forward {:>8.3} ms {:>6.1} GFLOP/s   weight grad {:>8.3} ms {:>6.1} GFLOP/s",
+            forward * 1e3,
+            gflop / forward,
+            weight * 1e3,
+            gflop / weight
+        );
     }
 }

@@ -408,6 +408,11 @@ const MAX_WEIGHT_GRAD_COLUMNS: usize = 8192;
 /// measured 2.2-3.2x the one-thread GFLOP/s of the untransposed product on ResNet-20's shapes (AVX-512,
 /// `examples/gemm_shapes.rs`); the [k, c_out] result is transposed once at the end.
 pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Result<CpuBuffer> {
+    if direct_allowed() {
+        if let Some(gw) = direct::backward_weight(x, gy, g, images_per_chunk(g.n)) {
+            return gw;
+        }
+    }
     let (in_len, hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
     let w_len = g.c_out * k;
     let chunk = images_per_chunk(g.n);
