@@ -47,6 +47,7 @@ const gpuMissing =
 
 interface Run {
   status: number | null;
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
   seconds: number;
@@ -65,11 +66,17 @@ function run(script: string, config: object, options: { ranks?: number; env?: Re
     killSignal: 'SIGTERM',
     env: { ...process.env, ...options.env },
   });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr, seconds: (performance.now() - started) / 1000 };
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, seconds: (performance.now() - started) / 1000 };
+}
+
+/** Everything a run left behind, for an assertion's message: a failed check shows why. */
+function report(r: Pick<Run, 'status' | 'signal' | 'stdout' | 'stderr'> & { seconds?: number }): string {
+  const took = r.seconds === undefined ? '' : `, ${r.seconds.toFixed(1)} s`;
+  return `exit ${r.status}, signal ${r.signal}${took}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 }
 
 function expectSuccess(r: Run): void {
-  expect(r.status, `exit ${r.status}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`).toBe(0);
+  expect(r.status, report(r)).toBe(0);
 }
 
 /** The JSON lines a run printed. */
@@ -188,18 +195,18 @@ describe('data-parallel training (mpiexec -n 2)', () => {
     need(ctx, mpiMissing, 'multi-process training');
     const r = run('fail.mjs', {}, { ranks: 2 });
     expect(r.status, r.stderr).not.toBe(0);
-    expect(r.seconds).toBeLessThan(60);
-    expect(r.stderr).toMatch(/resnet-wgpu: rank 1 failed: deliberate failure at step 3/);
-    expect(r.stdout).not.toMatch(/not reached/);
+    expect(r.seconds, report(r)).toBeLessThan(60);
+    expect(r.stderr, report(r)).toMatch(/resnet-wgpu: rank 1 failed: deliberate failure at step 3/);
+    expect(r.stdout, report(r)).not.toMatch(/not reached/);
   });
 
   it('an uncaught error outside fit stops every rank, with its stack', (ctx) => {
     need(ctx, mpiMissing, 'multi-process runs');
     const r = run('uncaught.mjs', {}, { ranks: 2 });
-    expect(r.status).not.toBe(0);
-    expect(r.seconds).toBeLessThan(60);
-    expect(r.stderr).toMatch(/resnet-wgpu: rank 1 failed: Error: deliberate uncaught error\n\s+at .*uncaught\.mjs/);
-    expect(r.stdout).not.toMatch(/not reached/);
+    expect(r.status, report(r)).not.toBe(0);
+    expect(r.seconds, report(r)).toBeLessThan(60);
+    expect(r.stderr, report(r)).toMatch(/resnet-wgpu: rank 1 failed: Error: deliberate uncaught error\n\s+at .*uncaught\.mjs/);
+    expect(r.stdout, report(r)).not.toMatch(/not reached/);
   });
 
   it('evaluation sharded over 2 ranks equals one process: top-1/top-5 exactly, loss to 1e-6', (ctx) => {
@@ -232,11 +239,11 @@ describe('data-parallel training (mpiexec -n 2)', () => {
       timeout: 120_000,
       killSignal: 'SIGTERM',
     });
-    expectSuccess({ status: r.status, stdout: r.stdout, stderr: r.stderr, seconds: (performance.now() - started) / 1000 });
-    expect(r.stdout).toMatch(/batch 32 per rank x 2 ranks = 64, synchronised batch norm/);
+    expectSuccess({ status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, seconds: (performance.now() - started) / 1000 });
+    expect(r.stdout, report(r)).toMatch(/batch 32 per rank x 2 ranks = 64, synchronised batch norm/);
     expect(r.stdout.split('\n').filter((l) => l.startsWith('final: '))).toHaveLength(1);
-    expect(r.stdout).toMatch(/test: loss=[\d.]+ top1=[\d.]+ top5=[\d.]+ \(256 images\)/);
-    expect(r.stdout).toMatch(/steps=4 /);
+    expect(r.stdout, report(r)).toMatch(/test: loss=[\d.]+ top1=[\d.]+ top5=[\d.]+ \(256 images\)/);
+    expect(r.stdout, report(r)).toMatch(/steps=4 /);
     expect(existsSync(out)).toBe(true);
   });
 
@@ -260,18 +267,18 @@ describe('data-parallel training (mpiexec -n 2)', () => {
   it('ranks with different specs are refused at the start, naming the ranks', (ctx) => {
     need(ctx, mpiMissing, 'multi-process training');
     const r = run('refuse.mjs', { differ: 'spec' }, { ranks: 2 });
-    expect(r.status).not.toBe(0);
-    expect(r.seconds).toBeLessThan(60);
-    expect(r.stderr).toMatch(/resnet-wgpu: rank [01] failed: distributed: rank\(s\) 1 differ from rank 0 in the model spec/);
-    expect(r.stdout).not.toMatch(/not reached/);
+    expect(r.status, report(r)).not.toBe(0);
+    expect(r.seconds, report(r)).toBeLessThan(60);
+    expect(r.stderr, report(r)).toMatch(/resnet-wgpu: rank [01] failed: distributed: rank\(s\) 1 differ from rank 0 in the model spec/);
+    expect(r.stdout, report(r)).not.toMatch(/not reached/);
   });
 
   it('ranks with different training sets are refused at the start, saying what differs', (ctx) => {
     need(ctx, mpiMissing, 'multi-process training');
     const r = run('refuse.mjs', { differ: 'data' }, { ranks: 2 });
-    expect(r.status).not.toBe(0);
-    expect(r.stderr).toMatch(/the 2 ranks disagree on training images \((96 on rank 1|128 on rank 0)\)/);
-    expect(r.stdout).not.toMatch(/not reached/);
+    expect(r.status, report(r)).not.toBe(0);
+    expect(r.stderr, report(r)).toMatch(/the 2 ranks disagree on training images \((96 on rank 1|128 on rank 0)\)/);
+    expect(r.stdout, report(r)).not.toMatch(/not reached/);
   });
 });
 
@@ -343,7 +350,7 @@ describe('distributed.init without a launcher', () => {
       ['--input-type=module', '-e', `import { distributed } from ${JSON.stringify(join(ROOT, 'dist', 'index.js'))}; await distributed.init();`],
       { encoding: 'utf8', timeout: 60_000, env: { ...process.env, PMI_RANK: '0', PMI_SIZE: '1', RESNET_WGPU_MPI_PLUGIN: '/nowhere/libresnet_mpi.so' } },
     );
-    expect(r.status).not.toBe(0);
-    expect(r.stderr).toMatch(/MPI plugin is missing: \/nowhere\/libresnet_mpi\.so/);
+    expect(r.status, report(r)).not.toBe(0);
+    expect(r.stderr, report(r)).toMatch(/MPI plugin is missing: \/nowhere\/libresnet_mpi\.so/);
   });
 });
