@@ -118,8 +118,7 @@ impl NativeWorld {
     /// Prints `message` to stderr and stops every rank (MPI_Abort with `code`). Never returns.
     #[napi]
     pub fn abort(&self, code: i32, message: String) {
-        eprintln!("{message}");
-        self.plugin.abort(code)
+        self.plugin.abort_with_message(code, &message)
     }
 
     /// Orderly MPI_Finalize on the communication thread; later collectives fail. Idempotent.
