@@ -5,58 +5,93 @@ use crate::backend::PoolGeometry;
 use crate::error::Result;
 use rayon::prelude::*;
 
-/// Index in the plane of each window's maximum (the first one on ties, as PyTorch), or None for a
-/// window that lies entirely in the padding.
-fn window_argmax(plane: &[f32], g: &PoolGeometry, oy: usize, ox: usize) -> Option<usize> {
-    let mut best: Option<(usize, f32)> = None;
-    for i in 0..g.kernel {
-        let iy = (oy * g.stride + i) as isize - g.padding as isize;
-        if iy < 0 || iy >= g.h as isize {
-            continue;
+/// `v` if it beats `best` or is NaN: PyTorch's rule, so a window holding a NaN yields NaN.
+#[inline(always)]
+fn pick(best: f32, v: f32) -> f32 {
+    if v > best || v.is_nan() {
+        v
+    } else {
+        best
+    }
+}
+
+/// The input range `[lo, hi)` of window `o` along an axis of length `len` (empty when the window
+/// lies entirely in the padding).
+fn span(o: usize, g: &PoolGeometry, len: usize) -> (usize, usize) {
+    let start = (o * g.stride) as isize - g.padding as isize;
+    let lo = start.clamp(0, len as isize) as usize;
+    let hi = (start + g.kernel as isize).clamp(lo as isize, len as isize) as usize;
+    (lo, hi)
+}
+
+/// Every window's maximum of one plane, -inf for a window entirely in the padding. Separable:
+/// the maximum along each input row first (`rows`, h x ow), then down the columns, so the
+/// second pass runs over whole output rows and vectorises; the per-window scan with bounds
+/// checks it replaced cost ~250 cycles an output on ResNet-18's stem.
+fn plane_max(plane: &[f32], g: &PoolGeometry, rows: &mut [f32], out: &mut [f32]) {
+    for (src, dst) in plane.chunks_exact(g.w).zip(rows.chunks_exact_mut(g.ow)) {
+        for (ox, d) in dst.iter_mut().enumerate() {
+            let (lo, hi) = span(ox, g, g.w);
+            *d = src[lo..hi].iter().fold(f32::NEG_INFINITY, |m, &v| pick(m, v));
         }
-        for j in 0..g.kernel {
-            let ix = (ox * g.stride + j) as isize - g.padding as isize;
-            if ix < 0 || ix >= g.w as isize {
-                continue;
-            }
-            let idx = iy as usize * g.w + ix as usize;
-            let v = plane[idx];
-            match best {
-                Some((_, b)) if !(v > b || v.is_nan()) => {}
-                _ => best = Some((idx, v)),
+    }
+    for (oy, dst) in out.chunks_exact_mut(g.ow).enumerate() {
+        let (lo, hi) = span(oy, g, g.h);
+        dst.fill(f32::NEG_INFINITY);
+        for row in rows.chunks_exact(g.ow).take(hi).skip(lo) {
+            dst.iter_mut().zip(row).for_each(|(d, &r)| *d = pick(*d, r));
+        }
+    }
+}
+
+/// The index in the plane that window (oy, ox), whose maximum is `m`, takes its value from:
+/// the first element equal to `m` in row-major order, or the last NaN when `m` is NaN (the
+/// element the running `pick` ends on). None for a window entirely in the padding.
+fn source_of(plane: &[f32], g: &PoolGeometry, oy: usize, ox: usize, m: f32) -> Option<usize> {
+    let ((y0, y1), (x0, x1)) = (span(oy, g, g.h), span(ox, g, g.w));
+    let mut last_nan = None;
+    for iy in y0..y1 {
+        for ix in x0..x1 {
+            let v = plane[iy * g.w + ix];
+            if m.is_nan() {
+                if v.is_nan() {
+                    last_nan = Some(iy * g.w + ix);
+                }
+            } else if v == m {
+                return Some(iy * g.w + ix);
             }
         }
     }
-    best.map(|(i, _)| i)
+    last_nan
 }
 
 pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Result<CpuBuffer> {
     let (in_hw, out_hw) = (g.h * g.w, g.oh * g.ow);
     let mut y = CpuBuffer::try_uninit(g.n * g.c * out_hw)?;
-    y.par_chunks_mut(out_hw).enumerate().for_each(|(p, yp)| {
-        let plane = &x[p * in_hw..(p + 1) * in_hw];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                yp[oy * g.ow + ox] = window_argmax(plane, g, oy, ox).map_or(f32::NEG_INFINITY, |i| plane[i]);
-            }
-        }
-    });
+    y.par_chunks_mut(out_hw).enumerate().for_each_init(
+        || vec![0.0f32; g.h * g.ow],
+        |rows, (p, yp)| plane_max(&x[p * in_hw..(p + 1) * in_hw], g, rows, yp),
+    );
     Ok(y)
 }
 
 pub fn max_pool2d_backward(x: &[f32], gy: &[f32], g: &PoolGeometry) -> Result<CpuBuffer> {
     let (in_hw, out_hw) = (g.h * g.w, g.oh * g.ow);
     let mut gx = CpuBuffer::try_zeroed(x.len())?;
-    gx.par_chunks_mut(in_hw).enumerate().for_each(|(p, gp)| {
-        let plane = &x[p * in_hw..(p + 1) * in_hw];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                if let Some(i) = window_argmax(plane, g, oy, ox) {
-                    gp[i] += gy[p * out_hw + oy * g.ow + ox];
+    gx.par_chunks_mut(in_hw).enumerate().for_each_init(
+        || (vec![0.0f32; g.h * g.ow], vec![0.0f32; out_hw]),
+        |(rows, maxima), (p, gp)| {
+            let plane = &x[p * in_hw..(p + 1) * in_hw];
+            plane_max(plane, g, rows, maxima);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    if let Some(i) = source_of(plane, g, oy, ox, maxima[oy * g.ow + ox]) {
+                        gp[i] += gy[p * out_hw + oy * g.ow + ox];
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     Ok(gx)
 }
 
@@ -74,4 +109,87 @@ pub fn global_avg_pool_backward(gy: &[f32], hw: usize) -> Result<CpuBuffer> {
         .zip(gy.par_iter())
         .for_each(|(p, &g)| p.fill(g / hw as f32));
     Ok(gx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition: each window scanned in row-major order with `pick`, remembering where the
+    /// running maximum came from.
+    fn window_argmax(plane: &[f32], g: &PoolGeometry, oy: usize, ox: usize) -> Option<usize> {
+        let mut best: Option<(usize, f32)> = None;
+        for i in 0..g.kernel {
+            let iy = (oy * g.stride + i) as isize - g.padding as isize;
+            for j in 0..g.kernel {
+                let ix = (ox * g.stride + j) as isize - g.padding as isize;
+                if iy < 0 || iy >= g.h as isize || ix < 0 || ix >= g.w as isize {
+                    continue;
+                }
+                let idx = iy as usize * g.w + ix as usize;
+                match best {
+                    Some((_, b)) if pick(b, plane[idx]).to_bits() == b.to_bits() && !plane[idx].is_nan() => {}
+                    _ => best = Some((idx, plane[idx])),
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Values on a coarse grid (many ties), with NaNs and infinities sprinkled in.
+    fn awkward_values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let r = (i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 20;
+                match r % 53 {
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    2 => f32::INFINITY,
+                    k => (k % 7) as f32 - 3.0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn separable_maximum_and_its_source_equal_the_window_scan() {
+        for &(n, c, h, w, k, s, p) in &[
+            (2, 3, 112, 112, 3, 2, 1),
+            (1, 2, 7, 9, 3, 2, 1),
+            (2, 2, 5, 5, 2, 2, 0),
+            (1, 1, 6, 4, 3, 1, 1),
+            (1, 3, 9, 11, 4, 3, 2),
+            (3, 1, 1, 1, 3, 2, 1),
+        ] {
+            let g = PoolGeometry::new(&[n, c, h, w], k, s, p).unwrap();
+            let x = awkward_values(n * c * h * w, 5);
+            let gy: Vec<f32> = (0..n * c * g.oh * g.ow).map(|i| 1.0 + (i % 13) as f32).collect();
+            let y = max_pool2d(&x, &g).unwrap();
+            let gx = max_pool2d_backward(&x, &gy, &g).unwrap();
+            let mut want_gx = vec![0.0f32; x.len()];
+            for plane in 0..n * c {
+                let xp = &x[plane * h * w..(plane + 1) * h * w];
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let o = plane * g.oh * g.ow + oy * g.ow + ox;
+                        let src = window_argmax(xp, &g, oy, ox);
+                        let want = src.map_or(f32::NEG_INFINITY, |i| xp[i]);
+                        assert_eq!(
+                            y[o].to_bits(),
+                            want.to_bits(),
+                            "{g:?} window ({oy}, {ox}) of plane {plane}"
+                        );
+                        if let Some(i) = src {
+                            want_gx[plane * h * w + i] += gy[o];
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                gx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want_gx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{g:?}"
+            );
+        }
+    }
 }
