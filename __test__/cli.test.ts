@@ -10,8 +10,8 @@ import { ROOT, hasHardwareGpu, tempDir } from './helpers.js';
 
 const CLI = join(ROOT, 'dist', 'cli.js');
 
-function cli(args: string[], timeout = 120_000): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout });
+function cli(args: string[], env: Record<string, string> = {}, timeout = 120_000): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout, env: { ...process.env, ...env } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -68,6 +68,10 @@ describe('resnet-wgpu CLI', () => {
       const want = /\bavx512f\b/.test(flags) ? 'AVX-512 (x86-v4)' : /\bfma\b/.test(flags) ? 'AVX2+FMA (x86-v3)' : 'scalar fallback';
       expect(kernel).toBe(want);
     }
+    // The direct convolution kernels need AVX-512, and RESNET_WGPU_CPU_CONV=im2col turns them off.
+    const avx512 = kernel === 'AVX-512 (x86-v4)';
+    expect(r.stdout).toMatch(avx512 ? /^ {2}convolutions: direct AVX-512 kernels/m : /^ {2}convolutions: im2col \+ GEMM$/m);
+    if (avx512) expect(cli(['info'], { RESNET_WGPU_CPU_CONV: 'im2col' }).stdout).toMatch(/^ {2}convolutions: im2col \+ GEMM$/m);
   });
 
   it('errors print one line and exit 1', () => {

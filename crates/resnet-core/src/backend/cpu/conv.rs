@@ -332,6 +332,11 @@ pub fn forward(x: &[f32], w: &[f32], epilogue: &Epilogue, g: &ConvGeometry) -> R
     Ok(y)
 }
 
+/// Whether the direct AVX-512 kernels take the shapes they suit (for `info`'s CPU report).
+pub(crate) fn direct_kernels_active() -> bool {
+    direct_allowed() && direct::available()
+}
+
 /// `RESNET_WGPU_CPU_CONV=im2col` keeps every convolution on im2col + GEMM: for benchmarking one
 /// path against the other in the same build.
 fn direct_allowed() -> bool {

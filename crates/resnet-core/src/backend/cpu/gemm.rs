@@ -189,6 +189,9 @@ pub struct KernelReport {
     pub cpu: String,
     /// rayon's global pool, which the CPU backend and gemm's `Parallelism::Rayon(0)` share.
     pub threads: usize,
+    /// Whether stride-1 convolutions run the direct AVX-512 kernels (`conv/direct.rs`): on
+    /// AVX-512 CPUs unless `RESNET_WGPU_CPU_CONV=im2col`.
+    pub direct_convolutions: bool,
 }
 
 /// The kernel, CPU and thread count of this process. Reading the thread count starts rayon's
@@ -198,6 +201,7 @@ pub fn kernel_report() -> KernelReport {
         kernel: Kernel::detect(),
         cpu: cpu_name().unwrap_or_else(|| std::env::consts::ARCH.to_string()),
         threads: rayon::current_num_threads(),
+        direct_convolutions: super::conv::direct_kernels_active(),
     }
 }
 
@@ -205,10 +209,15 @@ impl fmt::Display for KernelReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "CPU: {}, {} threads\n  f32 GEMM kernel: {} (chosen at run time)",
+            "CPU: {}, {} threads\n  f32 GEMM kernel: {} (chosen at run time)\n  convolutions: {}",
             self.cpu,
             self.threads,
-            self.kernel.name()
+            self.kernel.name(),
+            if self.direct_convolutions {
+                "direct AVX-512 kernels for stride-1 'same' ones and 3x3 weight gradients with up to 32 output channels, im2col + GEMM for the rest"
+            } else {
+                "im2col + GEMM"
+            }
         )
     }
 }
@@ -299,6 +308,12 @@ mod tests {
         let text = report.to_string();
         assert!(text.contains(&format!("f32 GEMM kernel: {}", want.name())), "{text}");
         assert!(text.contains(&format!("{} threads", report.threads)), "{text}");
+        // This test binary does not set RESNET_WGPU_CPU_CONV, so AVX-512 means the direct kernels.
+        assert_eq!(report.direct_convolutions, want == Kernel::Avx512);
+        assert!(
+            text.contains("convolutions: direct AVX-512") == (want == Kernel::Avx512),
+            "{text}"
+        );
     }
 
     /// Without gemm's `x86-v4` feature its AVX-512 kernels are not compiled in and an AVX-512 CPU
