@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { Dataset, Model, resnet, type ResNetSpec } from '../ts/index.js';
+import { TEST_TMP_ENV } from './global-setup.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
@@ -60,8 +61,8 @@ export function learnableDataset(n: number, seed: number, size = 12, classes = 4
 
 /** A fresh directory inside the run's scratch directory, which global-setup.ts removes at the end. */
 export function tempDir(prefix = 'resnet-wgpu-test-'): string {
-  const scratch = process.env.RESNET_WGPU_TEST_TMP;
-  if (scratch === undefined) throw new Error('RESNET_WGPU_TEST_TMP is unset: run the tests through vitest (global-setup.ts)');
+  const scratch = process.env[TEST_TMP_ENV];
+  if (scratch === undefined) throw new Error(`${TEST_TMP_ENV} is unset: run the tests through vitest (global-setup.ts)`);
   return mkdtempSync(join(scratch, prefix));
 }
 

@@ -455,22 +455,32 @@ pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Result<CpuBuf
         }
         Ok(gw_t)
     };
-    let partials: Vec<CpuBuffer> = if threads == Threads::Single {
+    let gw_t = sum_in_chunk_order(chunks, threads == Threads::Single, w_len, partial)?;
+    let mut gw = CpuBuffer::try_uninit(w_len)?;
+    transpose_into(&gw_t, k, g.c_out, &mut gw);
+    Ok(gw)
+}
+
+/// The sum of `partial(0..chunks)` (buffers of `len` floats), added in chunk order whether the
+/// chunks ran in parallel or not, so a weight gradient's bits do not depend on the thread count.
+fn sum_in_chunk_order<F>(chunks: usize, parallel: bool, len: usize, partial: F) -> Result<CpuBuffer>
+where
+    F: Fn(usize) -> Result<CpuBuffer> + Sync + Send,
+{
+    let partials: Vec<CpuBuffer> = if parallel {
         (0..chunks).into_par_iter().map(partial).collect::<Result<_>>()?
     } else {
         (0..chunks).map(partial).collect::<Result<_>>()?
     };
     let mut iter = partials.into_iter();
-    let mut gw_t = match iter.next() {
+    let mut sum = match iter.next() {
         Some(first) => first,
-        None => CpuBuffer::try_zeroed(w_len)?,
+        None => CpuBuffer::try_zeroed(len)?,
     };
     for p in iter {
-        gw_t.iter_mut().zip(p.iter()).for_each(|(a, b)| *a += b);
+        sum.iter_mut().zip(p.iter()).for_each(|(a, b)| *a += b);
     }
-    let mut gw = CpuBuffer::try_uninit(w_len)?;
-    transpose_into(&gw_t, k, g.c_out, &mut gw);
-    Ok(gw)
+    Ok(sum)
 }
 
 /// `dst[cols, rows] = src[rows, cols]^T`, in square tiles so both sides stay in cache lines.

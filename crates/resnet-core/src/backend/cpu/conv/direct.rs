@@ -17,7 +17,7 @@
 //! not the GEMM's order, so results differ from the im2col path in the last bits (the tests bound
 //! it), but are the same on every run and thread count.
 
-use super::{for_each_chunk, keeps_size, Epilogue};
+use super::{for_each_chunk, keeps_size, sum_in_chunk_order, Epilogue};
 use crate::backend::cpu::buffers::CpuBuffer;
 use crate::backend::cpu::gemm::Threads;
 use crate::backend::ConvGeometry;
@@ -160,35 +160,33 @@ fn forward_avx512(x: &[f32], w: &[f32], epilogue: &Epilogue, g: &ConvGeometry) -
     let blocks = blocks(g.c_out);
     let in_len = g.c_in * hw;
     let img_len = g.c_out * hw;
+    let offsets: Vec<usize> = (0..g.kh)
+        .flat_map(|i| (0..g.kw).map(move |j| i * plan.wp + j))
+        .collect();
     let one_image = |i: usize, out: &mut [f32], padded: &mut [f32], block_out: &mut [f32], threads: Threads| {
         pad_image(&x[i * in_len..(i + 1) * in_len], g, &plan, padded);
         let padded = &*padded;
+        // Each block's output channels and packed weights.
+        let mut parts = Vec::with_capacity(blocks.len());
+        let (mut rest, mut packed_rest) = (&mut out[..], &packed[..]);
+        for &(_, width) in &blocks {
+            let (o, r) = rest.split_at_mut(width * hw);
+            let (wk, pr) = packed_rest.split_at(g.c_in * g.kh * g.kw * width);
+            parts.push((o, wk, width));
+            rest = r;
+            packed_rest = pr;
+        }
+        let run = |(o, wk, width): (&mut [f32], &[f32], usize), scratch: &mut [f32]| {
+            run_block(padded, wk, width, g, &plan, &offsets, scratch);
+            copy_valid(scratch, width, g, &plan, o);
+        };
         if threads == Threads::Single {
-            let mut packed_at = 0;
-            for &(o0, width) in &blocks {
-                let wk = &packed[packed_at..packed_at + g.c_in * g.kh * g.kw * width];
-                packed_at += wk.len();
-                run_block(padded, wk, width, g, &plan, block_out);
-                copy_valid(block_out, width, g, &plan, &mut out[o0 * hw..(o0 + width) * hw]);
-            }
+            parts.into_iter().for_each(|part| run(part, block_out));
         } else {
             // Too few images to fill the cores: the blocks of this one run in parallel.
-            let mut parts = Vec::with_capacity(blocks.len());
-            let (mut rest, mut packed_rest) = (&mut out[..], &packed[..]);
-            for &(_, width) in &blocks {
-                let (o, r) = rest.split_at_mut(width * hw);
-                let (wk, pr) = packed_rest.split_at(g.c_in * g.kh * g.kw * width);
-                parts.push((o, wk, width));
-                rest = r;
-                packed_rest = pr;
-            }
-            parts.into_par_iter().for_each_init(
-                || vec![0.0f32; plan.block_out()],
-                |scratch, (o, wk, width)| {
-                    run_block(padded, wk, width, g, &plan, scratch);
-                    copy_valid(scratch, width, g, &plan, o);
-                },
-            );
+            parts
+                .into_par_iter()
+                .for_each_init(|| vec![0.0f32; plan.block_out()], |scratch, part| run(part, scratch));
         }
         epilogue.apply(out, g, i);
     };
@@ -205,12 +203,19 @@ fn forward_avx512(x: &[f32], w: &[f32], epilogue: &Epilogue, g: &ConvGeometry) -
 }
 
 /// `out[ob][q]` for one block of `width` channels, every vector of the plane.
-fn run_block(padded: &[f32], wk: &[f32], width: usize, g: &ConvGeometry, plan: &Plan, out: &mut [f32]) {
+/// `offsets` are the taps' shifts in the padded plane, row by row: `i*wp + j`.
+fn run_block(
+    padded: &[f32],
+    wk: &[f32],
+    width: usize,
+    g: &ConvGeometry,
+    plan: &Plan,
+    offsets: &[usize],
+    out: &mut [f32],
+) {
     assert!(padded.len() >= plan.image && out.len() >= width * plan.vectors * LANES);
     assert_eq!(wk.len(), g.c_in * g.kh * g.kw * width);
-    let offsets: Vec<usize> = (0..g.kh)
-        .flat_map(|i| (0..g.kw).map(move |j| i * plan.wp + j))
-        .collect();
+    assert!(offsets.len() == g.kh * g.kw && offsets.iter().all(|&o| o < (g.kh - 1) * plan.wp + g.kw));
     let stride = plan.vectors * LANES;
     let taps = offsets.len();
     // Input channels in groups whose weights (8 x 32 x 9 floats, 9 KB) stay in L1 across every
@@ -231,16 +236,7 @@ fn run_block(padded: &[f32], wk: &[f32], width: usize, g: &ConvGeometry, plan: &
             // are `channels*taps*width` floats.
             unsafe {
                 let (x, o) = (padded.as_ptr().add(c0 * plan.plane + at), out.as_mut_ptr().add(at));
-                let args = (
-                    x,
-                    plan.plane,
-                    channels,
-                    &offsets[..],
-                    weights.as_ptr(),
-                    o,
-                    stride,
-                    resume,
-                );
+                let args = (x, plan.plane, channels, offsets, weights.as_ptr(), o, stride, resume);
                 match (width, t) {
                     (8, 3) => tile::<8, 3>(args),
                     (8, 2) => tile::<8, 2>(args),
@@ -423,11 +419,12 @@ fn backward_weight_avx512(x: &[f32], gy: &[f32], g: &ConvGeometry, images_per_ch
         );
         let mut gw = CpuBuffer::try_uninit(w_len)?;
         let (xs, gs) = (&*xs, &*gs);
+        let c_blocks = widths(g.c_in, &[6, 4, 2, 1]);
         let per_block = |o0: usize, out: &mut [f32]| {
             let width = out.len() / (g.c_in * WG_TAPS);
             for t in 0..WG_TAPS {
                 let offset = (t / 3) * stack.wp + t % 3;
-                for (c0, c_width) in widths(g.c_in, &[6, 4, 2, 1]) {
+                for &(c0, c_width) in &c_blocks {
                     let mut sums = [[0.0f32; WG_CB]; WG_OB];
                     weight_grad_tile(xs, gs, &stack, (o0, width), (c0, c_width), offset, &mut sums);
                     for (ob, row) in sums.iter().take(width).enumerate() {
@@ -453,20 +450,7 @@ fn backward_weight_avx512(x: &[f32], gy: &[f32], g: &ConvGeometry, images_per_ch
         }
         Ok(gw)
     };
-    let partials: Vec<CpuBuffer> = if in_chunks_parallel {
-        (0..chunks).into_par_iter().map(partial).collect::<Result<_>>()?
-    } else {
-        (0..chunks).map(partial).collect::<Result<_>>()?
-    };
-    let mut iter = partials.into_iter();
-    let mut gw = match iter.next() {
-        Some(first) => first,
-        None => CpuBuffer::try_zeroed(w_len)?,
-    };
-    for p in iter {
-        gw.iter_mut().zip(p.iter()).for_each(|(a, b)| *a += b);
-    }
-    Ok(gw)
+    sum_in_chunk_order(chunks, in_chunks_parallel, w_len, partial)
 }
 
 /// `sums[ob][cb]` = the dot product of gradient channel `o0 + ob` with input channel `c0 + cb`
