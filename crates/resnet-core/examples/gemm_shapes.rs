@@ -72,6 +72,14 @@ const SHAPES: &[Shape] = &[
     weight_grad_before("(before) dW stage3 64 x 576", 64, 512, 576),
     shape("dX  stage2/s2 W^T . dY, 16x16", 144, 32, 256),
     shape("dX  stage3/s2 W^T . dY, 8x8", 288, 64, 64),
+    weight_grad("R18 dW^T s4 4608x512, 32 img", 512, 512, 4608),
+    weight_grad_before("R18 dW s4 512x4608, 32 img", 512, 512, 4608),
+    weight_grad("R18 dW^T s4 4608x512, 4 img", 512, 64, 4608),
+    weight_grad("R18 dW^T s3 2304x256, 32 img", 256, 1568, 2304),
+    weight_grad_before("R18 dW s3 256x2304, 32 img", 256, 1568, 2304),
+    shape("R18 fwd s4 512x4608 . 512", 512, 4608, 512),
+    shape("R18 fwd s3 256x2304 . 784", 256, 2304, 784),
+    shape("R18 fwd s1 64x576 . 784", 64, 576, 784),
 ];
 
 /// Deterministic values in [-1, 1), so runs compare like with like.

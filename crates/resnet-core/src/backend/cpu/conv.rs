@@ -11,6 +11,7 @@ use crate::backend::{Activation, ConvGeometry};
 use crate::error::{Error, Result};
 use crate::memory::{self, try_vec};
 use rayon::prelude::*;
+use std::ops::Range;
 
 mod direct;
 
@@ -28,13 +29,97 @@ fn valid_columns(g: &ConvGeometry, j: usize) -> (usize, usize) {
     (first, last)
 }
 
-/// Writes one image's [c_in*kh*kw, oh*ow] patch matrix into columns `offset..offset+oh*ow` of a
-/// row-major matrix with `ld` columns (so several images can share one wide matrix).
-fn im2col(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, offset: usize) {
+/// The patch rows of input channels `channels` only, the first of them written to `col`'s row 0.
+fn im2col_channels(x: &[f32], g: &ConvGeometry, channels: Range<usize>, col: &mut [f32], ld: usize, offset: usize) {
     if keeps_size(g) {
-        return im2col_same_size(x, g, col, ld, offset);
+        return im2col_same_size(x, g, channels, col, ld, offset);
     }
-    im2col_general(x, g, col, ld, offset);
+    im2col_general(x, g, channels, col, ld, offset);
+}
+
+/// The patch matrix [c_in*kh*kw, images.len()*oh*ow] of several images side by side (columns
+/// `slot*oh*ow..` for `images[slot]`), filled by all cores in blocks of input channels when
+/// `threads` is `All`: with one multi-threaded GEMM after it, a serial fill would leave the other
+/// cores idle (13% of a ResNet-18 weight gradient on the 4x4 plane).
+fn im2col_images(x: &[f32], g: &ConvGeometry, images: Range<usize>, patches: &mut [f32], threads: Threads) {
+    let (in_len, hw, taps) = (g.c_in * g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let cols = images.len() * hw;
+    let table = gather_table(g);
+    let fill = |c0: usize, rows: &mut [f32]| {
+        let channels = c0..(c0 + rows.len() / (taps * cols)).min(g.c_in);
+        for (slot, i) in images.clone().enumerate() {
+            let image = &x[i * in_len..(i + 1) * in_len];
+            match &table {
+                Some(t) => im2col_gather(image, g, t, channels.clone(), rows, cols, slot * hw),
+                None => im2col_channels(image, g, channels.clone(), rows, cols, slot * hw),
+            }
+        }
+    };
+    let patches = &mut patches[..patch_len(g) * cols];
+    if threads == Threads::Single || rayon::current_num_threads() == 1 || g.c_in < 2 {
+        return fill(0, patches);
+    }
+    let per_task = g.c_in.div_ceil(4 * rayon::current_num_threads()).max(1);
+    patches
+        .par_chunks_mut(per_task * taps * cols)
+        .enumerate()
+        .for_each(|(b, rows)| fill(b * per_task, rows));
+}
+
+/// Output planes this small (ResNet-18's 7x7 and 4x4 stages) are gathered through a table: the
+/// row-wise copies and border fills cost a few calls per row of 4..8 floats, more than the copying.
+const GATHER_MAX_OUTPUTS: usize = 64;
+
+/// For each tap (i, j) and output position, the input position it reads, or `h*w` (an appended
+/// zero) where it falls in the padding; None where the plane is not small enough to gain.
+fn gather_table(g: &ConvGeometry) -> Option<Vec<u32>> {
+    let out = g.oh * g.ow;
+    if out > GATHER_MAX_OUTPUTS || g.kh * g.kw == 1 {
+        return None;
+    }
+    let zero = (g.h * g.w) as u32;
+    let mut table = Vec::with_capacity(g.kh * g.kw * out);
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let iy = (oy * g.stride + i) as isize - g.padding as isize;
+                    let ix = (ox * g.stride + j) as isize - g.padding as isize;
+                    let inside = (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
+                    table.push(if inside {
+                        (iy as usize * g.w + ix as usize) as u32
+                    } else {
+                        zero
+                    });
+                }
+            }
+        }
+    }
+    Some(table)
+}
+
+/// `im2col_channels` through a `gather_table`.
+fn im2col_gather(
+    x: &[f32],
+    g: &ConvGeometry,
+    table: &[u32],
+    channels: Range<usize>,
+    col: &mut [f32],
+    ld: usize,
+    offset: usize,
+) {
+    let (plane_len, out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let mut padded = vec![0.0f32; plane_len + 1];
+    let c0 = channels.start;
+    for c in channels {
+        padded[..plane_len].copy_from_slice(&x[c * plane_len..(c + 1) * plane_len]);
+        for (t, sources) in table.chunks_exact(out).enumerate() {
+            let row = &mut col[((c - c0) * taps + t) * ld + offset..][..out];
+            for (o, &src) in row.iter_mut().zip(sources) {
+                *o = padded[src as usize];
+            }
+        }
+    }
 }
 
 /// Stride 1 with "same" padding: the output plane has the input's size (every 3x3 convolution
@@ -48,11 +133,12 @@ fn keeps_size(g: &ConvGeometry) -> bool {
 /// border (whole rows at the top or bottom, one or two columns at the sides). The general path
 /// copies row by row, and at CIFAR sizes (rows of 8..32 floats) the per-row calls cost more than
 /// the copying.
-fn im2col_same_size(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, offset: usize) {
+fn im2col_same_size(x: &[f32], g: &ConvGeometry, channels: Range<usize>, col: &mut [f32], ld: usize, offset: usize) {
     let (h, w) = (g.h, g.w);
     let plane_len = h * w;
     let p = g.padding as isize;
-    for c in 0..g.c_in {
+    let c0 = channels.start;
+    for c in channels {
         let plane = &x[c * plane_len..(c + 1) * plane_len];
         for i in 0..g.kh {
             let dy = i as isize - p;
@@ -61,7 +147,7 @@ fn im2col_same_size(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, off
             let end_row = (h as isize - dy).clamp(first_row as isize, h as isize) as usize;
             for j in 0..g.kw {
                 let dx = j as isize - p;
-                let row = &mut col[((c * g.kh + i) * g.kw + j) * ld + offset..][..plane_len];
+                let row = &mut col[(((c - c0) * g.kh + i) * g.kw + j) * ld + offset..][..plane_len];
                 if first_row == end_row || dx.unsigned_abs() >= w {
                     row.fill(0.0);
                     continue;
@@ -92,14 +178,15 @@ fn im2col_same_size(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, off
     }
 }
 
-fn im2col_general(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, offset: usize) {
+fn im2col_general(x: &[f32], g: &ConvGeometry, channels: Range<usize>, col: &mut [f32], ld: usize, offset: usize) {
     let (oh, ow) = (g.oh, g.ow);
     let p = g.padding as isize;
-    for c in 0..g.c_in {
+    let c0 = channels.start;
+    for c in channels {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = &mut col[((c * g.kh + i) * g.kw + j) * ld + offset..][..oh * ow];
+                let row = &mut col[(((c - c0) * g.kh + i) * g.kw + j) * ld + offset..][..oh * ow];
                 let (first, last) = valid_columns(g, j);
                 for (oy, out) in row.chunks_exact_mut(ow).enumerate() {
                     let iy = (oy * g.stride + i) as isize - p;
@@ -128,14 +215,14 @@ fn im2col_general(x: &[f32], g: &ConvGeometry, col: &mut [f32], ld: usize, offse
 }
 
 /// Adds the patch matrix back onto one image's gradient (the adjoint of `im2col`).
-fn col2im(col: &[f32], g: &ConvGeometry, gx: &mut [f32]) {
+fn col2im(col: &[f32], g: &ConvGeometry, gx: &mut [f32], ld: usize, offset: usize) {
     let (oh, ow) = (g.oh, g.ow);
     let p = g.padding as isize;
     for c in 0..g.c_in {
         let plane = &mut gx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = &col[((c * g.kh + i) * g.kw + j) * oh * ow..][..oh * ow];
+                let row = &col[((c * g.kh + i) * g.kw + j) * ld + offset..][..oh * ow];
                 for oy in 0..oh {
                     let iy = (oy * g.stride + i) as isize - p;
                     if iy < 0 || iy >= g.h as isize {
@@ -284,15 +371,7 @@ fn forward_group(
     }
     let cols = count * hw;
     let (patches, wide) = scratch.split_at_mut(k * cols);
-    for i in 0..count {
-        im2col(
-            &x[(first + i) * in_len..(first + i + 1) * in_len],
-            g,
-            patches,
-            cols,
-            i * hw,
-        );
-    }
+    im2col_images(x, g, first..first + count, patches, threads);
     if count == 1 {
         gemm(out, wv, MatView::new(patches, k, cols), false, threads);
         epilogue.apply(out, g, first);
@@ -360,16 +439,19 @@ fn backward_data_as_convolution(gy: &[f32], w: &[f32], g: &ConvGeometry) -> Opti
         Ok(v) => v,
         Err(e) => return Some(Err(e)),
     };
-    for o in 0..g.c_out {
-        for c in 0..g.c_in {
-            for i in 0..kh {
-                for j in 0..kw {
-                    flipped[((c * g.c_out + o) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] =
-                        w[((o * g.c_in + c) * kh + i) * kw + j];
+    // Written in order on all cores (ResNet-18's last stage flips 2.4M weights per step).
+    let taps = kh * kw;
+    flipped
+        .par_chunks_mut(g.c_out * taps)
+        .enumerate()
+        .for_each(|(c, per_input)| {
+            for (o, out) in per_input.chunks_exact_mut(taps).enumerate() {
+                let src = &w[(o * g.c_in + c) * taps..][..taps];
+                for (d, &v) in out.iter_mut().zip(src.iter().rev()) {
+                    *d = v;
                 }
             }
-        }
-    }
+        });
     Some(forward(gy, &flipped, &Epilogue::default(), &tg))
 }
 
@@ -383,16 +465,37 @@ pub fn backward_data(gy: &[f32], w: &[f32], g: &ConvGeometry) -> Result<CpuBuffe
     if gx.is_empty() {
         return Ok(gx);
     }
-    let pointwise = g.is_pointwise();
-    let scratch_len = if pointwise { 0 } else { k * out_hw };
-    for_each_chunk(&mut gx, in_len, scratch_len, |i, gxi, col, threads| {
-        let gyi = MatView::new(&gy[i * g.c_out * out_hw..(i + 1) * g.c_out * out_hw], g.c_out, out_hw);
-        let wt = MatView::transposed(w, k, g.c_out);
-        if pointwise {
-            gemm(gxi, wt, gyi, false, threads);
+    if g.is_pointwise() {
+        for_each_chunk(&mut gx, in_len, 0, |i, gxi, _, threads| {
+            let gyi = MatView::new(&gy[i * g.c_out * out_hw..(i + 1) * g.c_out * out_hw], g.c_out, out_hw);
+            gemm(gxi, MatView::transposed(w, k, g.c_out), gyi, false, threads);
+        })?;
+        return Ok(gx);
+    }
+    // Several images' output gradients side by side, as the forward pass does: one image of a
+    // downsampling layer's 4x4 or 7x7 output is a GEMM 16 or 49 columns wide.
+    let group = images_per_gemm(g);
+    let cols = group * out_hw;
+    let scratch_len = k * cols + if group > 1 { g.c_out * cols } else { 0 };
+    for_each_chunk(&mut gx, group * in_len, scratch_len, |i, gx_group, scratch, threads| {
+        let (first, count) = (i * group, gx_group.len() / in_len);
+        let cols = count * out_hw;
+        let (col, side_by_side) = scratch.split_at_mut(k * cols);
+        let gy_group = &gy[first * g.c_out * out_hw..(first + count) * g.c_out * out_hw];
+        let gy_view = if count == 1 {
+            MatView::new(gy_group, g.c_out, out_hw)
         } else {
-            gemm(col, wt, gyi, false, threads);
-            col2im(col, g, gxi);
+            let side_by_side = &mut side_by_side[..g.c_out * cols];
+            for (img, planes) in gy_group.chunks_exact(g.c_out * out_hw).enumerate() {
+                for (o, plane) in planes.chunks_exact(out_hw).enumerate() {
+                    side_by_side[o * cols + img * out_hw..][..out_hw].copy_from_slice(plane);
+                }
+            }
+            MatView::new(side_by_side, g.c_out, cols)
+        };
+        gemm(col, MatView::transposed(w, k, g.c_out), gy_view, false, threads);
+        for (img, gxi) in gx_group.chunks_exact_mut(in_len).enumerate() {
+            col2im(col, g, gxi, cols, img * out_hw);
         }
     })?;
     Ok(gx)
@@ -418,9 +521,16 @@ pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Result<CpuBuf
             return gw;
         }
     }
-    let (in_len, hw, k) = (g.c_in * g.h * g.w, g.oh * g.ow, patch_len(g));
+    let (hw, k) = (g.oh * g.ow, patch_len(g));
     let w_len = g.c_out * k;
-    let chunk = images_per_chunk(g.n);
+    // A wide layer's partial sums are megabytes each: with a handful of images per chunk, writing
+    // and adding them costs more than the products (ResNet-18's 4x4 stage ran at a third of the
+    // GEMM's rate). Its whole batch is one chunk of multi-threaded GEMMs instead.
+    let chunk = if w_len >= WIDE_WEIGHT_FLOATS {
+        g.n.max(1)
+    } else {
+        images_per_chunk(g.n)
+    };
     let chunks = g.n.div_ceil(chunk);
     let per_gemm = (MAX_WEIGHT_GRAD_COLUMNS / hw.max(1)).clamp(1, chunk);
     let threads = if chunks >= rayon::current_num_threads() {
@@ -429,27 +539,32 @@ pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Result<CpuBuf
         Threads::All
     };
     let partial = |c: usize| -> Result<CpuBuffer> {
-        let mut gw_t = CpuBuffer::try_zeroed(w_len)?;
+        let mut gw_t = CpuBuffer::try_uninit(w_len)?;
         let mut patches = CpuBuffer::try_uninit(k * per_gemm * hw)?;
         let mut grads_t = CpuBuffer::try_uninit(per_gemm * hw * g.c_out)?;
-        let images: Vec<usize> = (c * chunk..((c + 1) * chunk).min(g.n)).collect();
-        for batch in images.chunks(per_gemm) {
+        let images = c * chunk..((c + 1) * chunk).min(g.n);
+        for (b, first) in images.clone().step_by(per_gemm).enumerate() {
+            let batch = first..(first + per_gemm).min(images.end);
             let cols = batch.len() * hw;
-            for (slot, &i) in batch.iter().enumerate() {
-                im2col(&x[i * in_len..(i + 1) * in_len], g, &mut patches, cols, slot * hw);
-                let gyi = &gy[i * g.c_out * hw..(i + 1) * g.c_out * hw];
-                transpose_into(
-                    gyi,
-                    g.c_out,
-                    hw,
-                    &mut grads_t[slot * hw * g.c_out..(slot + 1) * hw * g.c_out],
-                );
+            im2col_images(x, g, batch.clone(), &mut patches, threads);
+            let transpose_image = |(slot, dst): (usize, &mut [f32])| {
+                let i = batch.start + slot;
+                transpose_into(&gy[i * g.c_out * hw..(i + 1) * g.c_out * hw], g.c_out, hw, dst);
+            };
+            let grads_t = &mut grads_t[..cols * g.c_out];
+            if threads == Threads::All {
+                grads_t
+                    .par_chunks_mut(hw * g.c_out)
+                    .enumerate()
+                    .for_each(transpose_image);
+            } else {
+                grads_t.chunks_mut(hw * g.c_out).enumerate().for_each(transpose_image);
             }
             gemm(
                 &mut gw_t,
                 MatView::new(&patches[..k * cols], k, cols),
-                MatView::new(&grads_t[..cols * g.c_out], cols, g.c_out),
-                true,
+                MatView::new(grads_t, cols, g.c_out),
+                b > 0,
                 threads,
             );
         }
@@ -457,9 +572,12 @@ pub fn backward_weight(x: &[f32], gy: &[f32], g: &ConvGeometry) -> Result<CpuBuf
     };
     let gw_t = sum_in_chunk_order(chunks, threads == Threads::Single, w_len, partial)?;
     let mut gw = CpuBuffer::try_uninit(w_len)?;
-    transpose_into(&gw_t, k, g.c_out, &mut gw);
+    transpose_into_par(&gw_t, k, g.c_out, &mut gw);
     Ok(gw)
 }
+
+/// Weight gradients of at least this many floats (1 MiB) count as wide; see `backward_weight`.
+const WIDE_WEIGHT_FLOATS: usize = 1 << 18;
 
 /// The sum of `partial(0..chunks)` (buffers of `len` floats), added in chunk order whether the
 /// chunks ran in parallel or not, so a weight gradient's bits do not depend on the thread count.
@@ -483,15 +601,34 @@ where
     Ok(sum)
 }
 
-/// `dst[cols, rows] = src[rows, cols]^T`, in square tiles so both sides stay in cache lines.
+/// `dst[cols, rows] = src[rows, cols]^T`, in square tiles so both sides stay in cache lines; each
+/// tile is written a destination row at a time (strided scalar stores stalled on the store buffer).
 fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    transpose_columns(src, rows, cols, 0, &mut dst[..rows * cols]);
+}
+
+/// `transpose_into` on all cores, in blocks of destination rows.
+fn transpose_into_par(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const BLOCK: usize = 64;
+    dst[..rows * cols]
+        .par_chunks_mut(BLOCK * rows.max(1))
+        .enumerate()
+        .for_each(|(b, part)| transpose_columns(src, rows, cols, b * BLOCK, part));
+}
+
+/// Rows `c0..` of `src^T` (that is, columns `c0..` of `src`), as many as `dst` holds.
+fn transpose_columns(src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32]) {
     const TILE: usize = 16;
+    if rows == 0 {
+        return;
+    }
+    let count = dst.len() / rows;
     for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
+        let r1 = (r0 + TILE).min(rows);
+        for (c, out) in dst.chunks_exact_mut(rows).enumerate().take(count) {
+            let column = c0 + c;
+            for (r, d) in (r0..r1).zip(&mut out[r0..r1]) {
+                *d = src[r * cols + column];
             }
         }
     }
@@ -536,41 +673,125 @@ mod tests {
             .collect()
     }
 
-    /// The shifted-plane im2col writes exactly what the row-by-row one writes, on every
-    /// same-size geometry, including planes narrower than the kernel.
+    /// The shifted-plane im2col and the gather table write exactly what the row-by-row one writes,
+    /// on every geometry they take (planes narrower than the kernel, stride 2, padding wider than
+    /// the plane), for a whole image or for a range of its channels.
     #[test]
-    fn same_size_im2col_equals_the_general_one() {
+    fn every_im2col_writes_what_the_general_one_writes() {
         let mut checked = 0;
-        for &(c, h, w, k) in &[
-            (3, 7, 5, 3),
-            (2, 1, 1, 3),
-            (2, 1, 6, 3),
-            (2, 5, 1, 3),
-            (1, 2, 2, 5),
-            (2, 6, 9, 5),
-            (4, 8, 8, 1),
-            (1, 3, 4, 7),
-            (16, 32, 32, 3),
+        for &(c, h, w, k, stride, pad) in &[
+            (3, 7, 5, 3, 1, 1),
+            (2, 1, 1, 3, 1, 1),
+            (2, 1, 6, 3, 1, 1),
+            (2, 5, 1, 3, 1, 1),
+            (1, 2, 2, 5, 1, 2),
+            (2, 6, 9, 5, 1, 2),
+            (4, 8, 8, 1, 1, 0),
+            (1, 3, 4, 7, 1, 3),
+            (16, 32, 32, 3, 1, 1),
+            (5, 7, 7, 3, 2, 1),
+            (3, 9, 6, 7, 2, 3),
+            (2, 4, 4, 3, 1, 1),
+            (3, 3, 5, 5, 3, 4),
         ] {
-            let g = ConvGeometry::new(&[1, c, h, w], &[2, c, k, k], 1, (k - 1) / 2).unwrap();
-            assert!(keeps_size(&g), "{g:?}");
+            let g = ConvGeometry::new(&[1, c, h, w], &[2, c, k, k], stride, pad).unwrap();
             let x = values(c * h * w, 7);
-            // Two images side by side, so `ld` and `offset` are exercised; NaN shows a gap.
-            let ld = 2 * h * w + 3;
-            let mut fast = vec![f32::NAN; c * k * k * ld];
-            let mut general = fast.clone();
-            for offset in [0, h * w + 1] {
-                im2col_same_size(&x, &g, &mut fast, ld, offset);
-                im2col_general(&x, &g, &mut general, ld, offset);
+            let hw = g.oh * g.ow;
+            let table = gather_table(&g);
+            for channels in [0..c, c / 2..c] {
+                // Two images side by side, so `ld` and `offset` are exercised; NaN shows a gap.
+                let ld = 2 * hw + 3;
+                let rows = channels.len() * k * k * ld;
+                let mut general = vec![f32::NAN; rows];
+                let (mut same, mut gathered) = (general.clone(), general.clone());
+                for offset in [0, hw + 1] {
+                    im2col_general(&x, &g, channels.clone(), &mut general, ld, offset);
+                    if keeps_size(&g) {
+                        im2col_same_size(&x, &g, channels.clone(), &mut same, ld, offset);
+                    }
+                    if let Some(t) = &table {
+                        im2col_gather(&x, &g, t, channels.clone(), &mut gathered, ld, offset);
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                if keeps_size(&g) {
+                    assert_eq!(bits(&same), bits(&general), "same size {g:?} {channels:?}");
+                    checked += 1;
+                }
+                if table.is_some() {
+                    assert_eq!(bits(&gathered), bits(&general), "gather {g:?} {channels:?}");
+                    checked += 1;
+                }
             }
-            assert_eq!(
-                fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                general.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{g:?}"
-            );
-            checked += 1;
         }
-        assert_eq!(checked, 9);
+        assert_eq!(checked, 42);
+    }
+
+    /// The gradients by definition, in f64: (dX, dW) of `sum(y * gy)`.
+    fn reference_gradients(x: &[f32], w: &[f32], gy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f32>) {
+        let mut gx = vec![0.0f64; x.len()];
+        let mut gw = vec![0.0f64; w.len()];
+        for n in 0..g.n {
+            for o in 0..g.c_out {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let d = gy[((n * g.c_out + o) * g.oh + oy) * g.ow + ox] as f64;
+                        for c in 0..g.c_in {
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let iy = (oy * g.stride + i) as isize - g.padding as isize;
+                                    let ix = (ox * g.stride + j) as isize - g.padding as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                                        let xi = ((n * g.c_in + c) * g.h + iy as usize) * g.w + ix as usize;
+                                        let wi = ((o * g.c_in + c) * g.kh + i) * g.kw + j;
+                                        gx[xi] += d * w[wi] as f64;
+                                        gw[wi] += d * x[xi] as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+        (f(gx), f(gw))
+    }
+
+    /// Both gradients against the definition where the paths differ: several images per GEMM with
+    /// a partial last group (small outputs, batch 9 or 17), the gather table, stride 2, 1x1 stride
+    /// 2, the flipped-kernel data gradient, and a weight gradient wide enough for one whole-batch
+    /// chunk (>= WIDE_WEIGHT_FLOATS), batch 1 included.
+    #[test]
+    fn gradients_match_the_definition_on_every_path() {
+        for &(n, c, h, w, o, k, s, p) in &[
+            (9, 3, 7, 7, 5, 3, 2, 1),
+            (17, 4, 4, 4, 6, 3, 1, 1),
+            (9, 2, 9, 9, 3, 1, 2, 0),
+            (1, 2, 11, 10, 2, 7, 2, 3),
+            (3, 5, 6, 7, 4, 3, 1, 1),
+            (2, 3, 5, 5, 2, 5, 3, 2),
+            (3, 200, 3, 3, 160, 3, 1, 1),
+            (1, 160, 4, 3, 200, 3, 2, 1),
+        ] {
+            let g = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
+            let x = values(n * c * h * w, 1);
+            let wt = values(o * c * k * k, 2);
+            let gy = values(n * o * g.oh * g.ow, 3);
+            let (want_x, want_w) = reference_gradients(&x, &wt, &gy, &g);
+            let got_x = backward_data(&gy, &wt, &g).unwrap();
+            let got_w = backward_weight(&x, &gy, &g).unwrap();
+            assert_eq!(got_x.len(), want_x.len());
+            assert_eq!(got_w.len(), want_w.len());
+            // Sums of up to 4,600 products of values in [-1, 1).
+            let tol = 1e-5 * (c * k * k).max(n * g.oh * g.ow) as f32;
+            for (a, b) in got_x.iter().zip(&want_x) {
+                assert!((a - b).abs() <= tol * (1.0 + b.abs()), "dX {g:?}: {a} vs {b}");
+            }
+            for (a, b) in got_w.iter().zip(&want_w) {
+                assert!((a - b).abs() <= tol * (1.0 + b.abs()), "dW {g:?}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]
