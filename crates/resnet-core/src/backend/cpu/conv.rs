@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 mod direct;
+mod phases;
 
 /// The error for per-thread scratch that could not be allocated inside a parallel loop (where the
 /// allocation's own error cannot travel): names the bytes one buffer needed.
@@ -33,6 +34,9 @@ fn valid_columns(g: &ConvGeometry, j: usize) -> (usize, usize) {
 fn im2col_channels(x: &[f32], g: &ConvGeometry, channels: Range<usize>, col: &mut [f32], ld: usize, offset: usize) {
     if keeps_size(g) {
         return im2col_same_size(x, g, channels, col, ld, offset);
+    }
+    if phases::suits(g) {
+        return phases::im2col(x, g, channels, col, ld, offset);
     }
     im2col_general(x, g, channels, col, ld, offset);
 }
@@ -216,6 +220,14 @@ fn im2col_general(x: &[f32], g: &ConvGeometry, channels: Range<usize>, col: &mut
 
 /// Adds the patch matrix back onto one image's gradient (the adjoint of `im2col`).
 fn col2im(col: &[f32], g: &ConvGeometry, gx: &mut [f32], ld: usize, offset: usize) {
+    if phases::suits(g) {
+        return phases::col2im(col, g, gx, ld, offset);
+    }
+    col2im_rows(col, g, gx, ld, offset);
+}
+
+/// `col2im` row by row: a strided scatter where the stride exceeds 1.
+fn col2im_rows(col: &[f32], g: &ConvGeometry, gx: &mut [f32], ld: usize, offset: usize) {
     let (oh, ow) = (g.oh, g.ow);
     let p = g.padding as isize;
     for c in 0..g.c_in {
@@ -673,7 +685,8 @@ mod tests {
             .collect()
     }
 
-    /// The shifted-plane im2col and the gather table write exactly what the row-by-row one writes,
+    /// The shifted-plane im2col, the gather table and the phase planes write exactly what the
+    /// row-by-row im2col writes,
     /// on every geometry they take (planes narrower than the kernel, stride 2, padding wider than
     /// the plane), for a whole image or for a range of its channels.
     #[test]
@@ -703,9 +716,12 @@ mod tests {
                 let ld = 2 * hw + 3;
                 let rows = channels.len() * k * k * ld;
                 let mut general = vec![f32::NAN; rows];
-                let (mut same, mut gathered) = (general.clone(), general.clone());
+                let (mut same, mut gathered, mut phased) = (general.clone(), general.clone(), general.clone());
                 for offset in [0, hw + 1] {
                     im2col_general(&x, &g, channels.clone(), &mut general, ld, offset);
+                    if phases::suits(&g) {
+                        phases::im2col(&x, &g, channels.clone(), &mut phased, ld, offset);
+                    }
                     if keeps_size(&g) {
                         im2col_same_size(&x, &g, channels.clone(), &mut same, ld, offset);
                     }
@@ -722,9 +738,36 @@ mod tests {
                     assert_eq!(bits(&gathered), bits(&general), "gather {g:?} {channels:?}");
                     checked += 1;
                 }
+                if phases::suits(&g) {
+                    assert_eq!(bits(&phased), bits(&general), "phases {g:?} {channels:?}");
+                    checked += 1;
+                }
             }
         }
-        assert_eq!(checked, 42);
+        assert_eq!(checked, 48);
+    }
+
+    /// Onto a zeroed gradient (as `backward_data` calls it), the phase-plane col2im adds the same
+    /// values in the same order as the row-by-row scatter: bit for bit the same gradient, on
+    /// strides 2 and 3, padding wider than the stride, odd planes.
+    #[test]
+    fn phase_col2im_equals_the_row_scatter_bit_for_bit() {
+        for &(c, h, w, k, stride, pad) in &[
+            (5, 7, 7, 3, 2, 1),
+            (3, 9, 6, 7, 2, 3),
+            (3, 3, 5, 5, 3, 4),
+            (2, 8, 8, 3, 2, 0),
+        ] {
+            let g = ConvGeometry::new(&[1, c, h, w], &[2, c, k, k], stride, pad).unwrap();
+            assert!(phases::suits(&g));
+            let ld = 2 * g.oh * g.ow + 1;
+            let col = values(c * k * k * ld, 9);
+            let (mut phased, mut rows) = (vec![0.0; c * h * w], vec![0.0; c * h * w]);
+            phases::col2im(&col, &g, &mut phased, ld, g.oh * g.ow);
+            col2im_rows(&col, &g, &mut rows, ld, g.oh * g.ow);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&phased), bits(&rows), "{g:?}");
+        }
     }
 
     /// The gradients by definition, in f64: (dX, dW) of `sum(y * gy)`.
