@@ -24,53 +24,85 @@ fn span(o: usize, g: &PoolGeometry, len: usize) -> (usize, usize) {
     (lo, hi)
 }
 
-/// Every window's maximum of one plane, -inf for a window entirely in the padding. Separable:
-/// the maximum along each input row first (`rows`, h x ow), then down the columns, so the
-/// second pass runs over whole output rows and vectorises; the per-window scan with bounds
-/// checks it replaced cost ~250 cycles an output on ResNet-18's stem.
-fn plane_max(plane: &[f32], g: &PoolGeometry, rows: &mut [f32], out: &mut [f32]) {
-    for (src, dst) in plane.chunks_exact(g.w).zip(rows.chunks_exact_mut(g.ow)) {
-        for (ox, d) in dst.iter_mut().enumerate() {
+/// Every window's maximum of one plane, -inf for a window entirely in the padding, and the index
+/// in the plane it came from (`NONE` there). Separable: the maximum along each input row first
+/// (`rows`, h x ow, with its column in `row_cols`), then down the columns over whole output rows,
+/// which vectorises; the per-window scan with bounds checks it replaced cost ~250 cycles an output
+/// on ResNet-18's stem. Both passes keep the window scan's choice: `pick` takes a later value only
+/// if it is larger or NaN, so the first maximum of the first row holding it wins (row-major first)
+/// and, for NaN, the last NaN of the last row holding one (where the scan ends).
+fn plane_max(plane: &[f32], g: &PoolGeometry, scratch: &mut RowScratch, out: &mut [f32], source: &mut [u32]) {
+    let RowScratch { rows, row_cols } = scratch;
+    for ((src, dst), cols) in plane
+        .chunks_exact(g.w)
+        .zip(rows.chunks_exact_mut(g.ow))
+        .zip(row_cols.chunks_exact_mut(g.ow))
+    {
+        for ((ox, d), c) in dst.iter_mut().enumerate().zip(cols.iter_mut()) {
             let (lo, hi) = span(ox, g, g.w);
-            *d = src[lo..hi].iter().fold(f32::NEG_INFINITY, |m, &v| pick(m, v));
+            let (mut best, mut at) = (f32::NEG_INFINITY, NONE);
+            for (x, &v) in src.iter().enumerate().take(hi).skip(lo) {
+                if v > best || v.is_nan() {
+                    (best, at) = (v, x as u32);
+                }
+            }
+            (*d, *c) = (best, at);
         }
     }
-    for (oy, dst) in out.chunks_exact_mut(g.ow).enumerate() {
+    for ((oy, dst), from) in out
+        .chunks_exact_mut(g.ow)
+        .enumerate()
+        .zip(source.chunks_exact_mut(g.ow))
+    {
         let (lo, hi) = span(oy, g, g.h);
         dst.fill(f32::NEG_INFINITY);
-        for row in rows.chunks_exact(g.ow).take(hi).skip(lo) {
-            dst.iter_mut().zip(row).for_each(|(d, &r)| *d = pick(*d, r));
+        from.fill(NONE);
+        for iy in lo..hi {
+            let (row, cols) = (&rows[iy * g.ow..][..g.ow], &row_cols[iy * g.ow..][..g.ow]);
+            let base = (iy * g.w) as u32;
+            for (((d, f), &r), &c) in dst.iter_mut().zip(from.iter_mut()).zip(row).zip(cols) {
+                if r > *d || r.is_nan() {
+                    *d = r;
+                    *f = base + c;
+                }
+            }
+        }
+        // A window whose values are all -inf takes its first element, as the scan does.
+        for (ox, (d, f)) in dst.iter().zip(from.iter_mut()).enumerate() {
+            if *f == NONE && *d == f32::NEG_INFINITY && lo < hi {
+                let (x0, x1) = span(ox, g, g.w);
+                if x0 < x1 {
+                    *f = (lo * g.w + x0) as u32;
+                }
+            }
         }
     }
 }
 
-/// The index in the plane that window (oy, ox), whose maximum is `m`, takes its value from:
-/// the first element equal to `m` in row-major order, or the last NaN when `m` is NaN (the
-/// element the running `pick` ends on). None for a window entirely in the padding.
-fn source_of(plane: &[f32], g: &PoolGeometry, oy: usize, ox: usize, m: f32) -> Option<usize> {
-    let ((y0, y1), (x0, x1)) = (span(oy, g, g.h), span(ox, g, g.w));
-    let mut last_nan = None;
-    for iy in y0..y1 {
-        for ix in x0..x1 {
-            let v = plane[iy * g.w + ix];
-            if m.is_nan() {
-                if v.is_nan() {
-                    last_nan = Some(iy * g.w + ix);
-                }
-            } else if v == m {
-                return Some(iy * g.w + ix);
-            }
+/// No source: a window entirely in the padding.
+const NONE: u32 = u32::MAX;
+
+/// One task's scratch for `plane_max`: the row maxima and the columns they came from.
+struct RowScratch {
+    rows: Vec<f32>,
+    row_cols: Vec<u32>,
+}
+
+impl RowScratch {
+    fn new(g: &PoolGeometry) -> RowScratch {
+        RowScratch {
+            rows: vec![0.0; g.h * g.ow],
+            row_cols: vec![0; g.h * g.ow],
         }
     }
-    last_nan
 }
 
 pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Result<CpuBuffer> {
     let (in_hw, out_hw) = (g.h * g.w, g.oh * g.ow);
     let mut y = CpuBuffer::try_uninit(g.n * g.c * out_hw)?;
     y.par_chunks_mut(out_hw).enumerate().for_each_init(
-        || vec![0.0f32; g.h * g.ow],
-        |rows, (p, yp)| plane_max(&x[p * in_hw..(p + 1) * in_hw], g, rows, yp),
+        || (RowScratch::new(g), vec![0u32; out_hw]),
+        |(scratch, source), (p, yp)| plane_max(&x[p * in_hw..(p + 1) * in_hw], g, scratch, yp, source),
     );
     Ok(y)
 }
@@ -79,15 +111,12 @@ pub fn max_pool2d_backward(x: &[f32], gy: &[f32], g: &PoolGeometry) -> Result<Cp
     let (in_hw, out_hw) = (g.h * g.w, g.oh * g.ow);
     let mut gx = CpuBuffer::try_zeroed(x.len())?;
     gx.par_chunks_mut(in_hw).enumerate().for_each_init(
-        || (vec![0.0f32; g.h * g.ow], vec![0.0f32; out_hw]),
-        |(rows, maxima), (p, gp)| {
-            let plane = &x[p * in_hw..(p + 1) * in_hw];
-            plane_max(plane, g, rows, maxima);
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    if let Some(i) = source_of(plane, g, oy, ox, maxima[oy * g.ow + ox]) {
-                        gp[i] += gy[p * out_hw + oy * g.ow + ox];
-                    }
+        || (RowScratch::new(g), vec![0.0f32; out_hw], vec![0u32; out_hw]),
+        |(scratch, maxima, source), (p, gp)| {
+            plane_max(&x[p * in_hw..(p + 1) * in_hw], g, scratch, maxima, source);
+            for (&i, &d) in source.iter().zip(&gy[p * out_hw..(p + 1) * out_hw]) {
+                if i != NONE {
+                    gp[i as usize] += d;
                 }
             }
         },
@@ -162,7 +191,13 @@ mod tests {
             (3, 1, 1, 1, 3, 2, 1),
         ] {
             let g = PoolGeometry::new(&[n, c, h, w], k, s, p).unwrap();
-            let x = awkward_values(n * c * h * w, 5);
+            let mut x = awkward_values(n * c * h * w, 5);
+            // The first plane mostly -inf: windows of nothing but -inf take their first element.
+            for (i, v) in x.iter_mut().take(h * w).enumerate() {
+                if i % 11 != 0 {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
             let gy: Vec<f32> = (0..n * c * g.oh * g.ow).map(|i| 1.0 + (i % 13) as f32).collect();
             let y = max_pool2d(&x, &g).unwrap();
             let gx = max_pool2d_backward(&x, &gy, &g).unwrap();
