@@ -5,78 +5,111 @@ use crate::backend::PoolGeometry;
 use crate::error::Result;
 use rayon::prelude::*;
 
-/// `v` if it beats `best` or is NaN: PyTorch's rule, so a window holding a NaN yields NaN.
-#[inline(always)]
-fn pick(best: f32, v: f32) -> f32 {
-    if v > best || v.is_nan() {
-        v
-    } else {
-        best
+/// Every window's maximum of one plane, -inf for a window entirely in the padding, and the index
+/// in the plane it came from (`NONE` there). Separable: the maxima along each input row first
+/// (`rows`, h x ow, with their columns in `row_cols`), then down the columns; each pass goes tap
+/// by tap over whole rows of outputs, reading contiguous runs (a strided row is first split into
+/// its phases), with selects instead of branches, so both vectorise (a per-window scan cost ~250
+/// cycles an output on ResNet-18's stem). Both keep the window scan's choice: a later value is
+/// taken only if larger or NaN, so the first maximum of the first row holding it wins (row-major
+/// first), for NaN the last NaN of the last row holding one (where the scan ends), and a window of
+/// nothing but -inf keeps its first element.
+fn plane_max(plane: &[f32], g: &PoolGeometry, scratch: &mut RowScratch, out: &mut [f32], source: &mut [u32]) {
+    let RowScratch {
+        rows,
+        row_cols,
+        phases,
+        first_columns,
+    } = scratch;
+    let (s, p) = (g.stride, g.padding as isize);
+    let phase_len = g.w.div_ceil(s);
+    for ((src, best), at) in plane
+        .chunks_exact(g.w)
+        .zip(rows.chunks_exact_mut(g.ow))
+        .zip(row_cols.chunks_exact_mut(g.ow))
+    {
+        let src = if s == 1 {
+            src
+        } else {
+            for (b, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
+                for (d, &v) in phase.iter_mut().zip(src.iter().skip(b).step_by(s)) {
+                    *d = v;
+                }
+            }
+            &phases[..]
+        };
+        best.fill(f32::NEG_INFINITY);
+        at.copy_from_slice(first_columns);
+        for j in 0..g.kernel {
+            let (first, last) = taps_inside(g, j, g.w, g.ow);
+            if first == last {
+                continue;
+            }
+            // Input column x = ox*s + j - p lies in phase (j - p) mod s at ox + (j - p) div s.
+            let t = j as isize - p;
+            let (phase, shift) = (t.rem_euclid(s as isize) as usize, t.div_euclid(s as isize));
+            let run = &src[phase * if s == 1 { 0 } else { phase_len }..];
+            let run = &run[(first as isize + shift) as usize..][..last - first];
+            let x0 = (first as isize * s as isize + t) as u32;
+            for (k, ((b, a), &v)) in best[first..last]
+                .iter_mut()
+                .zip(&mut at[first..last])
+                .zip(run)
+                .enumerate()
+            {
+                take_if_better(b, a, v, x0 + (k * s) as u32);
+            }
+        }
+    }
+    out.fill(f32::NEG_INFINITY);
+    source.fill(NONE);
+    for (oy, (dst, from)) in out
+        .chunks_exact_mut(g.ow)
+        .zip(source.chunks_exact_mut(g.ow))
+        .enumerate()
+    {
+        let (first, last) = window(oy, g.stride, g.padding, g.kernel, g.h);
+        for iy in first..last {
+            let (row, cols) = (&rows[iy * g.ow..][..g.ow], &row_cols[iy * g.ow..][..g.ow]);
+            let base = (iy * g.w) as u32;
+            for (((d, f), &r), &c) in dst.iter_mut().zip(from.iter_mut()).zip(row).zip(cols) {
+                // The first row's value stands (a window of -inf keeps its first element);
+                // a row window entirely in the padding (NONE) offers nothing.
+                let take = ((c != NONE) & ((iy == first) | (r > *d) | r.is_nan())) as u32;
+                let keep = take.wrapping_sub(1);
+                *d = f32::from_bits((r.to_bits() & !keep) | (d.to_bits() & keep));
+                *f = (base.wrapping_add(c) & !keep) | (*f & keep);
+            }
+        }
     }
 }
 
 /// The input range `[lo, hi)` of window `o` along an axis of length `len` (empty when the window
 /// lies entirely in the padding).
-fn span(o: usize, g: &PoolGeometry, len: usize) -> (usize, usize) {
-    let start = (o * g.stride) as isize - g.padding as isize;
+fn window(o: usize, stride: usize, padding: usize, kernel: usize, len: usize) -> (usize, usize) {
+    let start = (o * stride) as isize - padding as isize;
     let lo = start.clamp(0, len as isize) as usize;
-    let hi = (start + g.kernel as isize).clamp(lo as isize, len as isize) as usize;
+    let hi = (start + kernel as isize).clamp(lo as isize, len as isize) as usize;
     (lo, hi)
 }
 
-/// Every window's maximum of one plane, -inf for a window entirely in the padding, and the index
-/// in the plane it came from (`NONE` there). Separable: the maximum along each input row first
-/// (`rows`, h x ow, with its column in `row_cols`), then down the columns over whole output rows,
-/// which vectorises; the per-window scan with bounds checks it replaced cost ~250 cycles an output
-/// on ResNet-18's stem. Both passes keep the window scan's choice: `pick` takes a later value only
-/// if it is larger or NaN, so the first maximum of the first row holding it wins (row-major first)
-/// and, for NaN, the last NaN of the last row holding one (where the scan ends).
-fn plane_max(plane: &[f32], g: &PoolGeometry, scratch: &mut RowScratch, out: &mut [f32], source: &mut [u32]) {
-    let RowScratch { rows, row_cols } = scratch;
-    for ((src, dst), cols) in plane
-        .chunks_exact(g.w)
-        .zip(rows.chunks_exact_mut(g.ow))
-        .zip(row_cols.chunks_exact_mut(g.ow))
-    {
-        for ((ox, d), c) in dst.iter_mut().enumerate().zip(cols.iter_mut()) {
-            let (lo, hi) = span(ox, g, g.w);
-            let (mut best, mut at) = (f32::NEG_INFINITY, NONE);
-            for (x, &v) in src.iter().enumerate().take(hi).skip(lo) {
-                if v > best || v.is_nan() {
-                    (best, at) = (v, x as u32);
-                }
-            }
-            (*d, *c) = (best, at);
-        }
-    }
-    for ((oy, dst), from) in out
-        .chunks_exact_mut(g.ow)
-        .enumerate()
-        .zip(source.chunks_exact_mut(g.ow))
-    {
-        let (lo, hi) = span(oy, g, g.h);
-        dst.fill(f32::NEG_INFINITY);
-        from.fill(NONE);
-        for iy in lo..hi {
-            let (row, cols) = (&rows[iy * g.ow..][..g.ow], &row_cols[iy * g.ow..][..g.ow]);
-            let base = (iy * g.w) as u32;
-            for (((d, f), &r), &c) in dst.iter_mut().zip(from.iter_mut()).zip(row).zip(cols) {
-                if r > *d || r.is_nan() {
-                    *d = r;
-                    *f = base + c;
-                }
-            }
-        }
-        // A window whose values are all -inf takes its first element, as the scan does.
-        for (ox, (d, f)) in dst.iter().zip(from.iter_mut()).enumerate() {
-            if *f == NONE && *d == f32::NEG_INFINITY && lo < hi {
-                let (x0, x1) = span(ox, g, g.w);
-                if x0 < x1 {
-                    *f = (lo * g.w + x0) as u32;
-                }
-            }
-        }
-    }
+/// Outputs `first..last` along an axis whose tap `t` (input `o*stride + t - padding`) lies
+/// inside the input's `len`.
+fn taps_inside(g: &PoolGeometry, t: usize, len: usize, out_len: usize) -> (usize, usize) {
+    let (p, s) = (g.padding as isize, g.stride as isize);
+    let first = ((p - t as isize).max(0) as usize).div_ceil(g.stride).min(out_len);
+    let last = ((len as isize + p - t as isize + s - 1) / s).clamp(first as isize, out_len as isize) as usize;
+    (first, last)
+}
+
+/// The window scan's step along a row: take `v` (from `at`) if it is larger, or NaN.
+#[inline(always)]
+fn take_if_better(best: &mut f32, source: &mut u32, v: f32, at: u32) {
+    // Masks, not `if`: LLVM turns selects on floats back into branches here.
+    let take = ((v > *best) | v.is_nan()) as u32;
+    let keep = take.wrapping_sub(1);
+    *best = f32::from_bits((v.to_bits() & !keep) | (best.to_bits() & keep));
+    *source = (at & !keep) | (*source & keep);
 }
 
 /// No source: a window entirely in the padding.
@@ -86,6 +119,11 @@ const NONE: u32 = u32::MAX;
 struct RowScratch {
     rows: Vec<f32>,
     row_cols: Vec<u32>,
+    /// One input row split into its `stride` phases.
+    phases: Vec<f32>,
+    /// Each output column's first input column (`NONE` for a window in the padding): where a
+    /// window of nothing but -inf takes its value from.
+    first_columns: Vec<u32>,
 }
 
 impl RowScratch {
@@ -93,6 +131,17 @@ impl RowScratch {
         RowScratch {
             rows: vec![0.0; g.h * g.ow],
             row_cols: vec![0; g.h * g.ow],
+            phases: vec![0.0; g.stride * g.w.div_ceil(g.stride)],
+            first_columns: (0..g.ow)
+                .map(|ox| {
+                    let (first, last) = window(ox, g.stride, g.padding, g.kernel, g.w);
+                    if first < last {
+                        first as u32
+                    } else {
+                        NONE
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -143,6 +192,15 @@ pub fn global_avg_pool_backward(gy: &[f32], hw: usize) -> Result<CpuBuffer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PyTorch's rule: `v` if it beats `best` or is NaN, so a window holding a NaN yields NaN.
+    fn pick(best: f32, v: f32) -> f32 {
+        if v > best || v.is_nan() {
+            v
+        } else {
+            best
+        }
+    }
 
     /// The definition: each window scanned in row-major order with `pick`, remembering where the
     /// running maximum came from.
