@@ -1,6 +1,6 @@
 // End to end: the CLI, the example, and a plain script using the addon exiting by itself.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -18,6 +18,15 @@ function cli(args: string[], env: Record<string, string> = {}, timeout = 120_000
 describe('resnet-wgpu CLI', () => {
   const dir = tempDir();
   const out = join(dir, 'runs', 'cli.safetensors');
+
+  it('runs as the Quick start runs it: `npx resnet-wgpu` from the clone', () => {
+    // npx executes dist/cli.js itself, so the build must leave it executable (tsc does not).
+    expect(statSync(CLI).mode & 0o111).toBe(0o111);
+    const r = spawnSync('npx', ['--no-install', 'resnet-wgpu', '--help'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+    expect(r.stderr).not.toMatch(/Permission denied/);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: resnet-wgpu /);
+  });
 
   it('train --limit 512 --epochs 1: progress, a final line, a checkpoint', () => {
     const r = cli(['train', '--limit', '512', '--epochs', '1', '--out', out, '--seed', '1']);
