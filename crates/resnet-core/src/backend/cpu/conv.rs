@@ -24,10 +24,7 @@ fn scratch_oom(floats: usize) -> Error {
 
 /// Output columns `first..last` whose input column `ox*stride + j - padding` lies inside the image.
 fn valid_columns(g: &ConvGeometry, j: usize) -> (usize, usize) {
-    let (p, s) = (g.padding as isize, g.stride as isize);
-    let first = ((p - j as isize).max(0) as usize).div_ceil(g.stride).min(g.ow);
-    let last = ((g.w as isize + p - j as isize + s - 1) / s).clamp(first as isize, g.ow as isize) as usize;
-    (first, last)
+    super::taps_inside(j, g.stride, g.padding, g.w, g.ow)
 }
 
 /// The patch rows of input channels `channels` only, the first of them written to `col`'s row 0.
@@ -686,9 +683,8 @@ mod tests {
     }
 
     /// The shifted-plane im2col, the gather table and the phase planes write exactly what the
-    /// row-by-row im2col writes,
-    /// on every geometry they take (planes narrower than the kernel, stride 2, padding wider than
-    /// the plane), for a whole image or for a range of its channels.
+    /// row-by-row im2col writes, on every geometry they take (planes narrower than the kernel,
+    /// stride 2, padding wider than the plane), for a whole image or for a range of its channels.
     #[test]
     fn every_im2col_writes_what_the_general_one_writes() {
         let mut checked = 0;

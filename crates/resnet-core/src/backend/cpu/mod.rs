@@ -97,6 +97,15 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> R
 }
 
 #[inline]
+/// Along one axis of a strided, padded window (convolution or pooling): the outputs `first..last`
+/// whose tap `t` (input `o*stride + t - padding`) lies inside the input's `len`.
+fn taps_inside(t: usize, stride: usize, padding: usize, len: usize, out_len: usize) -> (usize, usize) {
+    let (p, s) = (padding as isize, stride as isize);
+    let first = ((p - t as isize).max(0) as usize).div_ceil(stride).min(out_len);
+    let last = ((len as isize + p - t as isize + s - 1) / s).clamp(first as isize, out_len as isize) as usize;
+    (first, last)
+}
+
 fn activate(v: f32, act: Activation) -> f32 {
     match act {
         Activation::Relu => v.max(0.0),

@@ -41,15 +41,15 @@ fn plane_max(plane: &[f32], g: &PoolGeometry, scratch: &mut RowScratch, out: &mu
         best.fill(f32::NEG_INFINITY);
         at.copy_from_slice(first_columns);
         for j in 0..g.kernel {
-            let (first, last) = taps_inside(g, j, g.w, g.ow);
+            let (first, last) = super::taps_inside(j, g.stride, g.padding, g.w, g.ow);
             if first == last {
                 continue;
             }
             // Input column x = ox*s + j - p lies in phase (j - p) mod s at ox + (j - p) div s.
             let t = j as isize - p;
             let (phase, shift) = (t.rem_euclid(s as isize) as usize, t.div_euclid(s as isize));
-            let run = &src[phase * if s == 1 { 0 } else { phase_len }..];
-            let run = &run[(first as isize + shift) as usize..][..last - first];
+            // With stride 1 the phase is 0 and `phase_len` the row.
+            let run = &src[phase * phase_len + (first as isize + shift) as usize..][..last - first];
             let x0 = (first as isize * s as isize + t) as u32;
             for (k, ((b, a), &v)) in best[first..last]
                 .iter_mut()
@@ -91,15 +91,6 @@ fn window(o: usize, stride: usize, padding: usize, kernel: usize, len: usize) ->
     let lo = start.clamp(0, len as isize) as usize;
     let hi = (start + kernel as isize).clamp(lo as isize, len as isize) as usize;
     (lo, hi)
-}
-
-/// Outputs `first..last` along an axis whose tap `t` (input `o*stride + t - padding`) lies
-/// inside the input's `len`.
-fn taps_inside(g: &PoolGeometry, t: usize, len: usize, out_len: usize) -> (usize, usize) {
-    let (p, s) = (g.padding as isize, g.stride as isize);
-    let first = ((p - t as isize).max(0) as usize).div_ceil(g.stride).min(out_len);
-    let last = ((len as isize + p - t as isize + s - 1) / s).clamp(first as isize, out_len as isize) as usize;
-    (first, last)
 }
 
 /// The window scan's step along a row: take `v` (from `at`) if it is larger, or NaN.
