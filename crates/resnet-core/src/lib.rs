@@ -17,6 +17,7 @@ pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod precision;
 pub mod tensor;
 
 pub use backend::Device;

@@ -23,7 +23,7 @@ fn expect_rank(op: &'static str, t: &Tensor, rank: usize, what: &str) -> Result<
 
 /// 2-d convolution, NCHW input, OIHW weight, square stride and padding, optional bias [O].
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
-    let g = ConvGeometry::new(x.shape(), w.shape(), stride, padding)?;
+    let g = ConvGeometry::new(x.shape(), w.shape(), stride, padding)?.with_precision(crate::precision::current());
     if let Some(b) = bias {
         if b.shape() != [g.c_out] {
             return Err(Error::shape(
@@ -291,6 +291,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         n: m,
         transpose_a: false,
         transpose_b: true,
+        precision: crate::precision::current(),
     };
     let mut y = be.matmul(&xs, &ws, &product)?;
     if let Some(b) = bias {
@@ -303,6 +304,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
             x: x.clone(),
             w: w.clone(),
             bias: bias.cloned(),
+            precision: product.precision,
         },
     ))
 }

@@ -6,11 +6,12 @@
 mod gpu_common;
 mod harness;
 
-use gpu_common::{assert_close, both, cpu, down, values};
+use gpu_common::{assert_close, assert_close_tol, both, cpu, down, values, worst_error};
 use resnet_core::backend::{
-    Activation, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry, RowLayout,
-    RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
+    Activation, Backend, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry,
+    RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
 };
+use resnet_core::precision::Precision;
 use resnet_core::Device;
 
 fn upload_download_and_zeros_round_trip(dev: Device) {
@@ -154,6 +155,111 @@ fn convolution_gradients_match_the_cpu(dev: Device) {
     }
 }
 
+/// Values as the mixed GEMMs see them: rounded to f16 (nearest, ties to even) and back.
+fn to_half(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// Checks a mixed-precision result three ways: within the f16 tolerance (2e-2) of the
+/// fp32 result; within fp32 tolerance of fp32 arithmetic on the f16-rounded operands (so f16
+/// rounding of the operands is the only difference: the sums are f32); and measurably off the
+/// fp32 result (so the f16 path really ran).
+fn check_mixed(what: &str, mixed: &[f32], on_rounded: &[f32], fp32: &[f32]) {
+    assert_close_tol(&format!("{what}: mixed vs fp32"), mixed, fp32, 2e-2);
+    assert_close_tol(
+        &format!("{what}: mixed vs fp32 on f16-rounded operands"),
+        mixed,
+        on_rounded,
+        1e-4,
+    );
+    let (_, off) = worst_error(what, mixed, fp32);
+    assert!(
+        off > 1e-5,
+        "{what}: mixed equals fp32 to {off:.1e}: were the operands rounded at all?"
+    );
+}
+
+fn mixed_precision_gemms_round_only_their_operands(dev: Device) {
+    // CI's lavapipe offers SHADER_F16 (wgpu 30): this test must run, not pass by skipping.
+    resnet_core::backend::check_mixed_precision(dev).expect("this adapter cannot run precision 'mixed'");
+    let g = dev.backend();
+    // The awkward shapes, plus a long reduction (split-K partials) and ResNet-sized channels.
+    let extra: &[ConvShape] = &[(16, 5, 20, 20, 6, 3, 1, 1), (2, 64, 14, 14, 128, 3, 2, 1)];
+    for (i, &(n, c, h, w, o, k, s, p)) in CONV_SHAPES.iter().chain(extra).enumerate() {
+        let geo = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
+        let mixed = geo.with_precision(Precision::Mixed);
+        let (x, wt) = (
+            values(n * c * h * w, 70 + i as u32),
+            values(o * c * k * k, 80 + i as u32),
+        );
+        let (bias, gy) = (
+            values(o, 90 + i as u32),
+            values(n * o * geo.oh * geo.ow, 100 + i as u32),
+        );
+        let (hx, hw, hgy) = (to_half(&x), to_half(&wt), to_half(&gy));
+        let up = |v: &[f32]| g.upload(v).unwrap();
+        let on_cpu = |v: &[f32]| cpu().upload(v).unwrap();
+        let what = format!("{geo:?}");
+        check_mixed(
+            &format!("conv2d + bias {what}"),
+            &down(&g.conv2d(&up(&x), &up(&wt), Some(&up(&bias)), &mixed).unwrap()),
+            &down(
+                &cpu()
+                    .conv2d(&on_cpu(&hx), &on_cpu(&hw), Some(&on_cpu(&bias)), &geo)
+                    .unwrap(),
+            ),
+            &down(
+                &cpu()
+                    .conv2d(&on_cpu(&x), &on_cpu(&wt), Some(&on_cpu(&bias)), &geo)
+                    .unwrap(),
+            ),
+        );
+        check_mixed(
+            &format!("conv2d_backward_data {what}"),
+            &down(&g.conv2d_backward_data(&up(&gy), &up(&wt), &mixed).unwrap()),
+            &down(&cpu().conv2d_backward_data(&on_cpu(&hgy), &on_cpu(&hw), &geo).unwrap()),
+            &down(&cpu().conv2d_backward_data(&on_cpu(&gy), &on_cpu(&wt), &geo).unwrap()),
+        );
+        check_mixed(
+            &format!("conv2d_backward_weight {what}"),
+            &down(&g.conv2d_backward_weight(&up(&x), &up(&gy), &mixed).unwrap()),
+            &down(&cpu().conv2d_backward_weight(&on_cpu(&hx), &on_cpu(&hgy), &geo).unwrap()),
+            &down(&cpu().conv2d_backward_weight(&on_cpu(&x), &on_cpu(&gy), &geo).unwrap()),
+        );
+        // The CPU computes in fp32 only and says so.
+        let refused = cpu()
+            .conv2d(&on_cpu(&x), &on_cpu(&wt), None, &mixed)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("precision 'mixed'"), "{refused}");
+    }
+    for &(m, k, n) in &[(7usize, 13usize, 5usize), (33, 300, 129), (130, 17, 257)] {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let (a, b) = (values(m * k, (m * 3 + k) as u32), values(k * n, (n * 5 + k) as u32));
+            let geo = |precision| MatmulGeometry {
+                m,
+                k,
+                n,
+                transpose_a: ta,
+                transpose_b: tb,
+                precision,
+            };
+            let run = |be: &dyn Backend, a: &[f32], b: &[f32], p| {
+                down(
+                    &be.matmul(&be.upload(a).unwrap(), &be.upload(b).unwrap(), &geo(p))
+                        .unwrap(),
+                )
+            };
+            check_mixed(
+                &format!("matmul {m}x{k}x{n} ta={ta} tb={tb}"),
+                &run(g, &a, &b, Precision::Mixed),
+                &run(cpu(), &to_half(&a), &to_half(&b), Precision::Fp32),
+                &run(cpu(), &a, &b, Precision::Fp32),
+            );
+        }
+    }
+}
+
 fn weight_gradient_with_a_long_reduction_is_split_and_summed(dev: Device) {
     let g = dev.backend();
     // n*oh*ow = 6400: split-K partials, added in reduce.wgsl.
@@ -185,6 +291,7 @@ fn matmul_bias_and_row_sums_match_the_cpu(dev: Device) {
                 n,
                 transpose_a: ta,
                 transpose_b: tb,
+                precision: Precision::Fp32,
             };
             assert_close(
                 &format!("matmul {m}x{k}x{n} ta={ta} tb={tb}"),
@@ -396,7 +503,12 @@ fn option_a_shortcut_matches_the_cpu(dev: Device) {
 fn sgd_update_matches_the_cpu(dev: Device) {
     let g = dev.backend();
     let len = 1001;
-    for (momentum, nesterov, weight_decay) in [(0.0f32, false, 0.0f32), (0.9, false, 1e-4), (0.9, true, 5e-4)] {
+    // The middle case unscales its gradients as a mixed-precision step does.
+    for (momentum, nesterov, weight_decay, grad_scale) in [
+        (0.0f32, false, 0.0f32, 1.0f32),
+        (0.9, false, 1e-4, 1.0 / 1024.0),
+        (0.9, true, 5e-4, 1.0),
+    ] {
         let (mut gp, mut cp) = both(g, &values(len, 1));
         let (mut gb, mut cb): (Storage, Storage) = (g.zeros(len).unwrap(), cpu().zeros(len).unwrap());
         for step in 0..3 {
@@ -407,6 +519,7 @@ fn sgd_update_matches_the_cpu(dev: Device) {
                 weight_decay,
                 nesterov,
                 first_step: step == 0,
+                grad_scale,
             };
             let saved = gp.clone();
             let saved_values = down(&saved);
@@ -460,6 +573,10 @@ fn main() {
         harness::gpu(
             "matmul_bias_and_row_sums_match_the_cpu",
             matmul_bias_and_row_sums_match_the_cpu,
+        ),
+        harness::gpu(
+            "mixed_precision_gemms_round_only_their_operands",
+            mixed_precision_gemms_round_only_their_operands,
         ),
         harness::gpu("batch_norm_matches_the_cpu", batch_norm_matches_the_cpu),
         harness::gpu("pooling_matches_the_cpu", pooling_matches_the_cpu),

@@ -4,6 +4,7 @@ use crate::backend::{
     Activation, BatchStats, ChannelLayout, ConvGeometry, PoolGeometry, ShortcutGeometry, StatsSource, Storage,
 };
 use crate::distributed::SyncedBatch;
+use crate::precision::Precision;
 use crate::tensor::Tensor;
 
 pub enum Op {
@@ -64,6 +65,8 @@ pub enum Op {
         x: Tensor,
         w: Tensor,
         bias: Option<Tensor>,
+        /// The forward GEMM's precision, which the backward GEMMs keep.
+        precision: Precision,
     },
     Reshape {
         x: Tensor,
@@ -83,7 +86,7 @@ pub enum Op {
 impl Op {
     pub fn inputs(&self) -> Vec<&Tensor> {
         match self {
-            Op::Conv2d { x, w, bias, .. } | Op::Linear { x, w, bias } => {
+            Op::Conv2d { x, w, bias, .. } | Op::Linear { x, w, bias, .. } => {
                 let mut v = vec![x, w];
                 v.extend(bias.iter());
                 v

@@ -96,7 +96,7 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
         Op::GlobalAvgPool { x, layout } => {
             grads.push((x.clone(), be.global_avg_pool_backward(gy, layout)?));
         }
-        Op::Linear { x, w, bias } => {
+        Op::Linear { x, w, bias, precision } => {
             let (n, k) = (x.shape()[0], x.shape()[1]);
             let m = w.shape()[0];
             if x.requires_grad() {
@@ -107,6 +107,7 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
                     n: k,
                     transpose_a: false,
                     transpose_b: false,
+                    precision: *precision,
                 };
                 grads.push((x.clone(), be.matmul(gy, &w.storage(), &g)?));
             }
@@ -118,6 +119,7 @@ pub(super) fn backward(op: &Op, out: &Tensor, gy: &Storage) -> Result<Vec<(Tenso
                     n: k,
                     transpose_a: true,
                     transpose_b: false,
+                    precision: *precision,
                 };
                 grads.push((w.clone(), be.matmul(gy, &x.storage(), &g)?));
             }

@@ -2,6 +2,7 @@
 //! counter. Named fields instead of loose integers, so two dimensions cannot be swapped silently.
 
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 
 /// Everything a convolution kernel needs to know about its operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub struct ConvGeometry {
     pub padding: usize,
     pub oh: usize,
     pub ow: usize,
+    /// The GEMM's operand precision (`Mixed`: f16 operands, f32 sums).
+    pub precision: Precision,
 }
 
 impl ConvGeometry {
@@ -56,7 +59,13 @@ impl ConvGeometry {
             padding,
             oh: (h + 2 * padding - kh) / stride + 1,
             ow: (wd + 2 * padding - kw) / stride + 1,
+            precision: Precision::Fp32,
         })
+    }
+
+    /// The same convolution computed in `precision`.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        ConvGeometry { precision, ..self }
     }
 
     pub fn out_shape(&self) -> [usize; 4] {
@@ -240,6 +249,8 @@ pub struct MatmulGeometry {
     pub n: usize,
     pub transpose_a: bool,
     pub transpose_b: bool,
+    /// The GEMM's operand precision (`Mixed`: f16 operands, f32 sums).
+    pub precision: Precision,
 }
 
 /// A row-major matrix of `rows` x `cols` (dense layers' activations and their gradients).

@@ -133,6 +133,19 @@ pub fn adapters_info() -> String {
     return "GPU support: not built (the `gpu` feature is off); device 'auto' uses the CPU".to_string();
 }
 
+/// Whether `device` can train and infer in precision 'mixed' (f16 GEMM operands); the error says
+/// what it lacks.
+pub fn check_mixed_precision(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => Err(Error::invalid(
+            "precision 'mixed' needs a GPU (f16 operands on tensor cores or in f16 shaders); \
+             the CPU backend computes in fp32: use precision 'fp32' or device 'gpu'",
+        )),
+        #[cfg(feature = "gpu")]
+        Device::Gpu => self::wgpu::check_mixed_precision(),
+    }
+}
+
 /// Which GPU adapter device 'gpu' takes, by index (see `wgpu::prefer_adapter`); before first use.
 pub fn prefer_gpu_adapter(index: usize) -> Result<()> {
     #[cfg(feature = "gpu")]
@@ -246,6 +259,9 @@ pub struct SgdStep {
     pub nesterov: bool,
     /// PyTorch seeds the momentum buffer with the first gradient instead of decaying from zero.
     pub first_step: bool,
+    /// What the gradient is multiplied by first: 1 / the loss scale in mixed precision (a power
+    /// of two, so exact), 1 otherwise (and then the gradient is used as it is).
+    pub grad_scale: f32,
 }
 
 /// Batch-norm statistics of one training forward pass, saved for backward.

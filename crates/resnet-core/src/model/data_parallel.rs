@@ -65,6 +65,11 @@ impl Model {
                 "data parallel: the bucket size must be at least 4 bytes",
             ));
         }
+        if self.precision() != crate::precision::Precision::Fp32 {
+            return Err(Error::invalid(
+                "data parallel: precision 'mixed' is not available in data-parallel training yet; use precision 'fp32'",
+            ));
+        }
         self.check_ranks_agree(&comm, &options)?;
         let params: Vec<Tensor> = self.parameters().into_iter().map(|(_, t)| t).collect();
         let buckets = plan_buckets(&params, options.bucket_cap_bytes);
@@ -244,6 +249,8 @@ impl Model {
             batch: total.round() as usize,
             lr,
             step: self.step(),
+            loss_scale: None,
+            skipped: false,
         })
     }
 }

@@ -33,7 +33,8 @@ use crate::backend::Device;
 use crate::error::Result;
 use crate::memory;
 use crate::nn::{LayerSummary, ResNet, ResNetSpec};
-use crate::optim::{Sgd, SgdConfig};
+use crate::optim::{LossScaler, Sgd, SgdConfig};
+use crate::precision::Precision;
 use crate::tensor::Tensor;
 
 use context::{ctx, mode};
@@ -44,6 +45,8 @@ pub struct Model {
     optimizer: Sgd,
     /// Set while training data-parallel across ranks.
     data_parallel: Option<data_parallel::DataParallel>,
+    /// Set in mixed precision: the loss scale of the next step.
+    scaler: Option<LossScaler>,
 }
 
 impl Model {
@@ -62,7 +65,43 @@ impl Model {
             device,
             optimizer,
             data_parallel: None,
+            scaler: None,
         })
+    }
+
+    /// Computes the convolutions and the classifier in `precision` from now on. `Mixed` needs a
+    /// GPU with half-precision shaders; it starts dynamic loss scaling at `GradScaler`'s 2^16.
+    /// The weights stay f32 either way, so a checkpoint does not depend on the precision.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision == Precision::Mixed {
+            crate::backend::check_mixed_precision(self.device)?;
+            if self.data_parallel.is_some() {
+                return Err(crate::error::Error::invalid(
+                    "precision 'mixed' is not available in data-parallel training yet; use precision 'fp32'",
+                ));
+            }
+        }
+        if precision != self.net.precision {
+            self.scaler = (precision == Precision::Mixed).then(LossScaler::default);
+        }
+        self.net.precision = precision;
+        Ok(())
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.net.precision
+    }
+
+    /// The loss scaler of mixed precision (None in fp32).
+    pub fn loss_scaler(&self) -> Option<&LossScaler> {
+        self.scaler.as_ref()
+    }
+
+    /// Restores a saved loss scaler (mixed precision only).
+    pub fn restore_loss_scaler(&mut self, scaler: LossScaler) {
+        if self.scaler.is_some() {
+            self.scaler = Some(scaler);
+        }
     }
 
     pub fn spec(&self) -> &ResNetSpec {

@@ -12,8 +12,9 @@ use crate::tensor::Tensor;
 use super::context::ctx;
 use super::readback::read_scalars;
 use super::Model;
-use crate::backend::LogitsLayout;
+use crate::backend::{LogitsLayout, Storage};
 use crate::nn::BnMode;
+use crate::optim::{LossScaler, ScaledStep};
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TrainStats {
@@ -23,8 +24,13 @@ pub struct TrainStats {
     pub batch: usize,
     /// The rate this step used.
     pub lr: f32,
-    /// Optimiser steps taken so far, this one included.
+    /// Optimiser steps taken so far, this one included (a skipped step is not counted).
     pub step: u64,
+    /// Mixed precision: the loss scale this step used (None in fp32).
+    pub loss_scale: Option<f32>,
+    /// Mixed precision: the gradients overflowed, so the weights were left alone and the scale
+    /// halved (as `GradScaler` skips `optimizer.step()`).
+    pub skipped: bool,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Default)]
@@ -57,6 +63,9 @@ impl Model {
     }
 
     fn train_step_checked(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
+        if self.scaler.is_some() {
+            return self.train_step_scaled(images, shape, labels);
+        }
         let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
         let x = Tensor::from_vec(images, &shape, self.device)?;
         self.optimizer.zero_grad();
@@ -74,7 +83,65 @@ impl Model {
             batch: shape[0],
             lr,
             step: self.step(),
+            loss_scale: None,
+            skipped: false,
         })
+    }
+
+    /// The mixed-precision step: backward from the loss times the scale, then the update on the
+    /// gradients divided by it, unless any gradient is inf or NaN (then no update, a lower scale).
+    /// The overflow check is read back with the loss and hits: one wait for the GPU, as in fp32.
+    fn train_step_scaled(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
+        let scale = self.scaler.as_ref().map_or(1.0, LossScaler::scale);
+        let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
+        let x = Tensor::from_vec(images, &shape, self.device)?;
+        self.optimizer.zero_grad();
+        let logits = self.net.forward(&x, &ctx(BnMode::Train, None))?;
+        let loss = ops::cross_entropy(&logits, &y)?;
+        ops::scale(&loss, scale)?.backward()?;
+        let lr = self.optimizer.lr();
+        let be = self.device.backend();
+        let layout = LogitsLayout {
+            n: shape[0],
+            classes: self.net.spec.num_classes,
+        };
+        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, 1)?)?;
+        let check = self.gradient_sum()?;
+        let [loss_value, hits, check] = read_scalars([&loss.storage(), &hits, &check], self.device)?;
+        let decision = match self.scaler.as_mut() {
+            Some(s) => s.update(check.is_finite()),
+            None => ScaledStep::Apply,
+        };
+        if decision == ScaledStep::Apply {
+            self.optimizer.step_unscaling(1.0 / scale)?;
+        }
+        self.optimizer.zero_grad();
+        self.check_converging(loss_value, "")?;
+        Ok(TrainStats {
+            loss: loss_value,
+            correct: hits.round() as usize,
+            batch: shape[0],
+            lr,
+            step: self.step(),
+            loss_scale: Some(scale),
+            skipped: decision == ScaledStep::Skip,
+        })
+    }
+
+    /// The sum of every gradient: finite exactly when no gradient holds an inf or a NaN (or when
+    /// the sum itself overflows f32, and then the gradients are too large to apply anyway).
+    fn gradient_sum(&self) -> Result<Storage> {
+        let be = self.device.backend();
+        let mut total: Option<Storage> = None;
+        for (_, p) in self.net.parameters() {
+            let Some(g) = p.grad_storage() else { continue };
+            let s = be.sum_all(&g)?;
+            total = Some(match total {
+                Some(t) => be.add(&t, &s)?,
+                None => s,
+            });
+        }
+        total.ok_or_else(|| Error::Internal("a training step left no gradient".into()))
     }
 
     /// A training step's mean loss and top-1 hits, in one download.

@@ -110,7 +110,7 @@ pub fn conv_bn_act(
     residual: Option<&Tensor>,
     act: Option<Activation>,
 ) -> Result<Tensor> {
-    let g = conv.geometry(x.shape())?;
+    let g = conv.geometry(x.shape())?.with_precision(crate::precision::current());
     if let Some(r) = residual {
         if r.shape() != g.out_shape() {
             return Err(Error::shape(

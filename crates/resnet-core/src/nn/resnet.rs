@@ -12,6 +12,7 @@ use super::{Ctx, Entry, Visitor};
 use crate::backend::{Activation, ConvGeometry, Device, PoolGeometry};
 use crate::error::{Error, Result};
 use crate::ops;
+use crate::precision::{autocast, Precision};
 use crate::tensor::Tensor;
 use serde::Serialize;
 
@@ -25,6 +26,8 @@ pub struct ResNet {
     pub bn_final: Option<BatchNorm2d>,
     pub fc: Linear,
     act: Activation,
+    /// The arithmetic of every convolution and the classifier (batch norm stays f32).
+    pub precision: Precision,
 }
 
 /// One row of `summary()`.
@@ -91,6 +94,7 @@ impl ResNet {
             bn_final,
             fc,
             act,
+            precision: Precision::Fp32,
         })
     }
 
@@ -135,6 +139,10 @@ impl ResNet {
     /// The output of every stage (C2..C5 for the ImageNet nets), for use as a backbone. In a
     /// pre-activation net these are the blocks' sums, before `bn_final` and its activation.
     pub fn stage_outputs(&self, x: &Tensor, ctx: &Ctx) -> Result<Vec<Tensor>> {
+        autocast(self.precision, || self.stage_outputs_cast(x, ctx))
+    }
+
+    fn stage_outputs_cast(&self, x: &Tensor, ctx: &Ctx) -> Result<Vec<Tensor>> {
         self.check_input(x)?;
         let mut y = self.stem(x, ctx)?;
         let mut outs = Vec::new();
@@ -163,7 +171,8 @@ impl ResNet {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        self.fc.forward(&self.features(x, ctx)?)
+        let features = self.features(x, ctx)?;
+        autocast(self.precision, || self.fc.forward(&features))
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {

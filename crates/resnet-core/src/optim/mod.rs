@@ -1,7 +1,10 @@
-//! SGD with momentum, weight decay and Nesterov, and the learning-rate schedules of the recipes.
+//! SGD with momentum, weight decay and Nesterov, the learning-rate schedules of the recipes, and
+//! the loss scaling of mixed-precision training.
 
+mod loss_scale;
 mod schedule;
 mod sgd;
 
+pub use loss_scale::{LossScaler, ScaledStep};
 pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};

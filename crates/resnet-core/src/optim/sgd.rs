@@ -171,6 +171,11 @@ impl Sgd {
 
     /// Applies one update to every parameter that has a gradient, then advances the schedule.
     pub fn step(&mut self) -> Result<()> {
+        self.step_unscaling(1.0)
+    }
+
+    /// [`Sgd::step`] on gradients multiplied by `grad_scale` first (1 / the loss scale).
+    pub fn step_unscaling(&mut self, grad_scale: f32) -> Result<()> {
         let lr = self.lr();
         // Every missing momentum buffer first: when memory runs out here no parameter has moved
         // (and the buffers made so far are dropped again).
@@ -208,6 +213,7 @@ impl Sgd {
                 weight_decay: self.config.weight_decay,
                 nesterov: self.config.nesterov,
                 first_step,
+                grad_scale,
             };
             p.update_storage(|ps| be.sgd_update(ps, &grad, b, &s))?;
         }

@@ -31,6 +31,18 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 }
 
 pub fn assert_close_tol(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let (i, err) = worst_error(what, got, want);
+    assert!(
+        err <= tol,
+        "{what}: element {i}: gpu {} vs cpu {} (relative error {err:.2e})",
+        got[i],
+        want[i]
+    );
+}
+
+/// The element with the largest error in [`assert_close`]'s measure, and that error; panics on a
+/// length mismatch or a NaN where `want` has none.
+pub fn worst_error(what: &str, got: &[f32], want: &[f32]) -> (usize, f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len().max(1) as f64).sqrt() as f32;
     let mut worst = (0usize, 0.0f32);
@@ -44,13 +56,7 @@ pub fn assert_close_tol(what: &str, got: &[f32], want: &[f32], tol: f32) {
             worst = (i, err);
         }
     }
-    let (i, err) = worst;
-    assert!(
-        err <= tol,
-        "{what}: element {i}: gpu {} vs cpu {} (relative error {err:.2e})",
-        got[i],
-        want[i]
-    );
+    worst
 }
 
 /// Host values onto both backends.

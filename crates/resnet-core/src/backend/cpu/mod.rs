@@ -15,6 +15,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::ops::BatchNormEpilogue;
+use crate::precision::Precision;
 use gemm::{MatView, Threads};
 use ndarray::{ArrayView2, Axis};
 use rayon::prelude::*;
@@ -206,6 +207,16 @@ fn batch_norm_backward(
     Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
 }
 
+/// The CPU kernels compute in f32 only (`Model` refuses 'mixed' on the CPU before any op runs).
+fn fp32_only(precision: Precision) -> Result<()> {
+    match precision {
+        Precision::Fp32 => Ok(()),
+        Precision::Mixed => Err(Error::invalid(
+            "precision 'mixed' runs on a GPU only (f16 operands); the CPU backend computes in fp32",
+        )),
+    }
+}
+
 impl Backend for CpuBackend {
     fn device(&self) -> Device {
         Device::Cpu
@@ -256,6 +267,7 @@ impl Backend for CpuBackend {
         act: Option<Activation>,
         g: &ConvGeometry,
     ) -> Result<Storage> {
+        fp32_only(g.precision)?;
         let epilogue = conv::Epilogue {
             bias: bias.map(data).transpose()?,
             residual: residual.map(data).transpose()?,
@@ -275,10 +287,12 @@ impl Backend for CpuBackend {
     }
 
     fn conv2d_backward_data(&self, gy: &Storage, w: &Storage, g: &ConvGeometry) -> Result<Storage> {
+        fp32_only(g.precision)?;
         store(conv::backward_data(data(gy)?, data(w)?, g)?)
     }
 
     fn conv2d_backward_weight(&self, x: &Storage, gy: &Storage, g: &ConvGeometry) -> Result<Storage> {
+        fp32_only(g.precision)?;
         store(conv::backward_weight(data(x)?, data(gy)?, g)?)
     }
 
@@ -420,7 +434,9 @@ impl Backend for CpuBackend {
             n,
             transpose_a,
             transpose_b,
+            precision,
         } = g;
+        fp32_only(precision)?;
         let (a, b) = (data(a)?, data(b)?);
         let av = if transpose_a {
             MatView::transposed(a, m, k)
@@ -503,6 +519,7 @@ impl Backend for CpuBackend {
         }
         // PyTorch's SGD, term for term (dampening 0).
         let step = |(pv, (&gv, bv)): (&mut f32, (&f32, &mut f32))| {
+            let gv = if s.grad_scale == 1.0 { gv } else { gv * s.grad_scale };
             let d = gv + s.weight_decay * *pv;
             if s.momentum != 0.0 {
                 *bv = if s.first_step { d } else { s.momentum * *bv + d };

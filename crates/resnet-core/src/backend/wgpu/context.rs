@@ -77,7 +77,7 @@ fn instance() -> wgpu::Instance {
     if std::env::var_os("NODEVICE_SELECT").is_none() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
-    wgpu::Instance::new(&wgpu::InstanceDescriptor {
+    wgpu::Instance::new(wgpu::InstanceDescriptor {
         // Vulkan, Metal, DX12: the compute-capable native APIs. GL has no storage buffers worth the name.
         backends: wgpu::Backends::PRIMARY.with_env(),
         // No validation layers unless asked for through WGPU_* variables: tests and release alike.
@@ -89,8 +89,13 @@ fn instance() -> wgpu::Instance {
             for_resource_creation: Some(95),
             for_device_loss: None,
         },
-        ..Default::default()
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
     })
+}
+
+/// Every adapter of the native APIs (wgpu's `WGPU_BACKEND` may narrow them).
+fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY.with_env()))
 }
 
 fn is_hardware(t: wgpu::DeviceType) -> bool {
@@ -210,15 +215,13 @@ fn wanted_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
     l.max_uniform_buffer_binding_size = adapter.max_uniform_buffer_binding_size;
     l.min_uniform_buffer_offset_alignment = adapter.min_uniform_buffer_offset_alignment;
     l.min_storage_buffer_offset_alignment = adapter.min_storage_buffer_offset_alignment;
-    l.min_subgroup_size = adapter.min_subgroup_size;
-    l.max_subgroup_size = adapter.max_subgroup_size;
     l
 }
 
 impl GpuContext {
     fn create() -> std::result::Result<GpuContext, String> {
         let instance = instance();
-        let (adapter, reason) = choose(instance.enumerate_adapters(wgpu::Backends::PRIMARY.with_env()))?;
+        let (adapter, reason) = choose(adapters(&instance))?;
         let info = adapter.get_info();
         let device_memory = device_local_heap(&adapter);
         let adapter_limits = adapter.limits();
@@ -229,6 +232,7 @@ impl GpuContext {
             label: Some("resnet-wgpu"),
             required_features: features,
             required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -253,12 +257,13 @@ impl GpuContext {
     /// Installs the error sink. Called once, right after the context is in its static: wgpu's
     /// default handler panics, and a kernel bug must be an `Err`, not an abort of the host process.
     fn install_error_handler(&'static self) {
-        self.device.on_uncaptured_error(Box::new(move |e| {
-            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(e.to_string());
-            }
-        }));
+        self.device
+            .on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+                let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some(e.to_string());
+                }
+            }));
     }
 
     /// Returns (and keeps) the first wgpu error seen, if any.
@@ -281,7 +286,7 @@ pub struct AdapterReport {
     pub backend: String,
     pub device_type: String,
     pub driver: String,
-    pub max_storage_buffer_binding_size: u32,
+    pub max_storage_buffer_binding_size: u64,
     pub max_buffer_size: u64,
     pub max_compute_workgroup_storage_size: u32,
     pub max_compute_invocations_per_workgroup: u32,
@@ -301,8 +306,7 @@ pub struct GpuReport {
 }
 
 pub fn report() -> GpuReport {
-    let adapters: Vec<AdapterReport> = instance()
-        .enumerate_adapters(wgpu::Backends::PRIMARY.with_env())
+    let reports: Vec<AdapterReport> = adapters(&instance())
         .iter()
         .map(|a| {
             let (i, l, f) = (a.get_info(), a.limits(), a.features());
@@ -326,13 +330,13 @@ pub fn report() -> GpuReport {
             Some(c.describe()),
             format!("in use: {}; optional features enabled: {:?}", c.reason, c.features),
         ),
-        None => match choose(instance().enumerate_adapters(wgpu::Backends::PRIMARY.with_env())) {
+        None => match choose(adapters(&instance())) {
             Ok((a, why)) => (Some(describe(&a.get_info())), why),
             Err(e) => (None, e),
         },
     };
     GpuReport {
-        adapters,
+        adapters: reports,
         selected,
         reason,
     }

@@ -45,6 +45,11 @@ pub fn init() -> Result<()> {
     context().map(|_| ())
 }
 
+/// Whether this GPU can compute in precision 'mixed'; the error names what the adapter lacks.
+pub fn check_mixed_precision() -> Result<()> {
+    kernels::gemm::check_half(context()?)
+}
+
 /// The adapters wgpu sees, with their limits and features, and which one `gpu` uses and why.
 pub fn report() -> GpuReport {
     context::report()
@@ -348,6 +353,7 @@ impl Backend for WgpuBackend {
             n,
             transpose_a,
             transpose_b,
+            precision,
         } = g;
         store(gemm::matmul(
             context()?,
@@ -355,6 +361,7 @@ impl Backend for WgpuBackend {
             gpu(b)?,
             (m, k, n),
             (transpose_a, transpose_b),
+            precision,
         )?)
     }
 

@@ -29,14 +29,25 @@ pub struct Pipelines {
     cache: Mutex<HashMap<String, Arc<Kernel>>>,
 }
 
-/// Replaces the value of each named `const` declaration.
+/// Replaces the value of each named `const` declaration, or the type of each named `alias`. WGSL
+/// allows f16 only after an `enable f16;` that precedes every declaration, so a variant that makes
+/// an alias `f16` gets that directive in front (and needs an adapter with `SHADER_F16`).
 pub fn specialize(source: &str, consts: &[(&'static str, String)]) -> Result<String> {
     let mut out = source.to_string();
+    let mut needs_f16 = false;
     for (name, value) in consts {
+        let alias = format!("alias {name} =");
+        if let Some(start) = find_declaration(&out, &alias) {
+            let end = start
+                + out[start..]
+                    .find(';')
+                    .ok_or_else(|| Error::Internal(format!("WGSL alias {name} unterminated")))?;
+            needs_f16 |= value == "f16";
+            out.replace_range(start..=end, &format!("alias {name} = {value};"));
+            continue;
+        }
         let prefix = format!("const {name}:");
-        let start = out
-            .find(&prefix)
-            .filter(|&i| i == 0 || out.as_bytes()[i - 1] == b'\n')
+        let start = find_declaration(&out, &prefix)
             .ok_or_else(|| Error::Internal(format!("WGSL constant {name} not found")))?;
         let end = start
             + out[start..]
@@ -54,7 +65,18 @@ pub fn specialize(source: &str, consts: &[(&'static str, String)]) -> Result<Str
         };
         out.replace_range(start..=end, &format!("const {name}: {ty} = {literal};"));
     }
+    if needs_f16 {
+        out.insert_str(0, "enable f16;\n");
+    }
     Ok(out)
+}
+
+/// Where a declaration beginning `prefix` starts a line.
+fn find_declaration(source: &str, prefix: &str) -> Option<usize> {
+    source
+        .match_indices(prefix)
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || source.as_bytes()[i - 1] == b'\n')
 }
 
 /// Runtime bounds checks and loop bounding in the generated code, unless asked for with
@@ -78,7 +100,7 @@ impl Pipelines {
             return Ok(k.clone());
         }
         let source = specialize(spec.source, spec.consts)?;
-        ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         // SAFETY: every kernel bounds-checks its own global memory accesses and every loop has a
         // bound; the tests run each kernel on awkward shapes against the CPU backend.
         let module = unsafe {
@@ -101,7 +123,7 @@ impl Pipelines {
             },
             cache: None,
         });
-        if let Some(e) = pollster::block_on(ctx.device.pop_error_scope()) {
+        if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Internal(format!("compiling WGSL kernel {key}: {e}")));
         }
         let layout = pipeline.get_bind_group_layout(0);
@@ -131,5 +153,19 @@ mod tests {
             "const BM: u32 = 32u;\nconst BN: u32 = 64u;\nconst X: f32 = 2.5;\nfn f() -> u32 { return BM; }\n"
         );
         assert!(specialize(src, &[("NOPE", "1".into())]).is_err());
+    }
+
+    #[test]
+    fn an_f16_alias_enables_f16() {
+        let src = "alias Operand = f32;\nconst BM: u32 = 128u;\nvar<workgroup> a: array<Operand, BM>;\n";
+        assert_eq!(
+            specialize(src, &[("BM", "64".into())]).unwrap(),
+            src.replace("128u", "64u")
+        );
+        let out = specialize(src, &[("Operand", "f16".into())]).unwrap();
+        assert_eq!(
+            out,
+            "enable f16;\nalias Operand = f16;\nconst BM: u32 = 128u;\nvar<workgroup> a: array<Operand, BM>;\n"
+        );
     }
 }

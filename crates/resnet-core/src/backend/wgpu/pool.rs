@@ -154,9 +154,9 @@ pub fn too_large(bytes: u64, what: &str, limit: u64, name: &str) -> Error {
 
 /// Runs `f` inside an out-of-memory error scope: None when wgpu reported out of memory.
 pub fn oom_scoped<T>(ctx: &GpuContext, f: impl FnOnce() -> T) -> Option<T> {
-    ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let value = f();
-    match pollster::block_on(ctx.device.pop_error_scope()) {
+    match pollster::block_on(scope.pop()) {
         None => Some(value),
         Some(_) => None,
     }

@@ -189,7 +189,7 @@ pub fn dispatch(
 pub fn sync(ctx: &GpuContext) -> Result<()> {
     recorder(ctx).submit(ctx);
     ctx.device
-        .poll(wgpu::PollType::Wait)
+        .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
     ctx.check_error()
 }
@@ -264,14 +264,16 @@ pub fn read_many(ctx: &GpuContext, srcs: &[&GpuStorage]) -> Result<Vec<Vec<f32>>
         let _ = tx.send(res);
     });
     ctx.device
-        .poll(wgpu::PollType::Wait)
+        .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
     ctx.check_error()?;
     rx.recv()
         .map_err(|_| Error::Device("the GPU never answered a readback".into()))?
         .map_err(|e| Error::Device(format!("reading back from the GPU: {e}")))?;
     let out = {
-        let mapped = staging.get_mapped_range(..);
+        let mapped = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Device(format!("reading back from the GPU: {e}")))?;
         let all = bytemuck::cast_slice::<u8, f32>(&mapped);
         let mut start = 0;
         lens.iter()

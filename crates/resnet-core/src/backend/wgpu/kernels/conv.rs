@@ -112,6 +112,7 @@ pub fn forward(
         inputs: &[("x", x), ("wt", w), ("bias", bias_or_unused)],
         output: "y",
         output_len: g.n * g.c_out * g.oh * g.ow,
+        precision: g.precision,
     };
     run(ctx, &CONV_FORWARD, g, launch, bias.is_some())
 }
@@ -124,6 +125,7 @@ pub fn backward_data(ctx: &GpuContext, gy: &GpuStorage, w: &GpuStorage, g: &Conv
         inputs: &[("gy", gy), ("wt", w)],
         output: "gx",
         output_len: g.n * g.c_in * g.h * g.w,
+        precision: g.precision,
     };
     run(ctx, &CONV_BACKWARD_DATA, g, launch, false)
 }
@@ -137,6 +139,7 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuStorage, gy: &GpuStorage, g: &Co
         inputs: &[("x", x), ("gy", gy)],
         output: "partial",
         output_len: m * n,
+        precision: g.precision,
     };
     run(ctx, &CONV_BACKWARD_WEIGHT, g, launch, false)
 }

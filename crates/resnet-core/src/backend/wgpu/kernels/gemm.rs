@@ -6,7 +6,8 @@ use super::uniform::Uniform;
 use super::{output, read, read_write, reduce, to_u32, uniform, Family};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::precision::Precision;
 
 /// The shared GEMM loop and, for families whose reduction cursor is plain k, its cursors.
 pub const TILE_LOOP: &str = include_str!("gemm_tile.wgsl");
@@ -178,6 +179,29 @@ pub struct Gemm<'a> {
     pub inputs: &'a [(&'a str, &'a GpuStorage)],
     pub output: &'static str,
     pub output_len: usize,
+    /// `Mixed`: both operands are rounded to f16 in the tiles (the products and sums stay f32).
+    pub precision: Precision,
+}
+
+/// Whether the adapter can run the mixed-precision GEMMs (f16 in shaders); the error says what
+/// it lacks.
+pub fn check_half(ctx: &GpuContext) -> Result<()> {
+    if ctx.features.contains(wgpu::Features::SHADER_F16) {
+        return Ok(());
+    }
+    Err(Error::Device(format!(
+        "precision 'mixed' needs half-precision shaders (wgpu's SHADER_F16), which {} does not offer; \
+         use precision 'fp32'",
+        ctx.describe()
+    )))
+}
+
+/// The tile type of a precision, as a variant (`Operand` is f32 unless replaced).
+fn operand_type(ctx: &GpuContext, precision: Precision) -> Result<Option<(&'static str, String)>> {
+    match precision {
+        Precision::Fp32 => Ok(None),
+        Precision::Mixed => check_half(ctx).map(|()| Some(("Operand", "f16".to_string()))),
+    }
 }
 
 /// Runs `g` through `family`, whose parameters `params` builds from the chosen shape. When the
@@ -201,6 +225,7 @@ pub fn run<P: Uniform>(
     let out = output(ctx, splits * g.output_len)?;
     let mut variant = g.variant;
     variant.extend(tile.consts());
+    variant.extend(operand_type(ctx, g.precision)?);
     let shape = GemmShape {
         m: to_u32(m)?,
         n: to_u32(n)?,
@@ -248,6 +273,7 @@ pub fn matmul(
     b: &GpuStorage,
     (m, k, n): (usize, usize, usize),
     (transpose_a, transpose_b): (bool, bool),
+    precision: Precision,
 ) -> Result<GpuStorage> {
     let variant = vec![
         ("TRANS_A", transpose_a.to_string()),
@@ -261,6 +287,7 @@ pub fn matmul(
         inputs: &[("ma", a), ("mb", b)],
         output: "mc",
         output_len: m * n,
+        precision,
     };
     run(ctx, &MATMUL, g, |s| MatmulParams {
         m: s.m,

@@ -18,6 +18,9 @@
 // share one thing: with k fast they all sit at the same k (one k-state, several rows), otherwise
 // in the same row or column (one row, several k-states) -- few registers for addressing.
 // PREFETCH: issue the next tile's loads before multiplying the current one.
+// Operand: the type the tiles are held in. f16 (mixed precision, on adapters with SHADER_F16)
+// rounds both operands to half precision, as PyTorch's autocast does; the products and their sums
+// stay f32 (an f16 x f16 product is exact in f32), so only the operands lose bits.
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -25,6 +28,7 @@ const BK: u32 = 8u;
 const TM: u32 = 8u;
 const TN: u32 = 8u;
 const PREFETCH: bool = true;
+alias Operand = f32;
 
 const TY: u32 = BM / TM;
 const TX: u32 = BN / TN;
@@ -37,8 +41,8 @@ const A_KS: u32 = select(A_LOADS, 1u, A_K_FAST);
 const B_COLS: u32 = select(1u, B_LOADS, B_K_FAST);
 const B_KS: u32 = select(B_LOADS, 1u, B_K_FAST);
 
-var<workgroup> As: array<f32, BK * BM>;
-var<workgroup> Bs: array<f32, BK * BN>;
+var<workgroup> As: array<Operand, BK * BM>;
+var<workgroup> Bs: array<Operand, BK * BN>;
 
 @compute @workgroup_size(THREADS)
 fn main(
@@ -142,12 +146,12 @@ fn main(
         }
         for (var i = 0u; i < A_LOADS; i++) {
             if (lid + i * THREADS < BM * BK) {
-                As[a_slot[i]] = a_reg[i];
+                As[a_slot[i]] = Operand(a_reg[i]);
             }
         }
         for (var i = 0u; i < B_LOADS; i++) {
             if (lid + i * THREADS < BN * BK) {
-                Bs[b_slot[i]] = b_reg[i];
+                Bs[b_slot[i]] = Operand(b_reg[i]);
             }
         }
         workgroupBarrier();
@@ -168,10 +172,10 @@ fn main(
         }
         for (var kk = 0u; kk < BK; kk++) {
             for (var i = 0u; i < TM; i++) {
-                a[i] = As[kk * BM + ty + i * TY];
+                a[i] = f32(As[kk * BM + ty + i * TY]);
             }
             for (var j = 0u; j < TN; j++) {
-                b[j] = Bs[kk * BN + tx + j * TX];
+                b[j] = f32(Bs[kk * BN + tx + j * TX]);
             }
             for (var i = 0u; i < TM; i++) {
                 for (var j = 0u; j < TN; j++) {

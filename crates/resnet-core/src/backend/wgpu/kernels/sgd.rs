@@ -15,6 +15,7 @@ uniform! {
         nesterov: u32,
         /// The momentum buffer starts as the first gradient (PyTorch), not decayed from zero.
         first_step: u32,
+        grad_scale: f32,
     }
 }
 
@@ -41,6 +42,7 @@ pub fn step(
         weight_decay: s.weight_decay,
         nesterov: s.nesterov as u32,
         first_step: s.first_step as u32,
+        grad_scale: s.grad_scale,
     };
     SGD.launch_each(
         ctx,

@@ -1,5 +1,5 @@
 // SGD as PyTorch defines it (dampening 0), fused: weight decay, momentum, Nesterov and the step
-// in one pass over the parameter, in place.
+// in one pass over the parameter, in place. A mixed-precision step first unscales the gradient.
 
 @compute @workgroup_size(WG)
 fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -8,7 +8,11 @@ fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     let p = param[i];
-    let d = grad[i] + P.weight_decay * p;
+    var g = grad[i];
+    if (P.grad_scale != 1.0) {
+        g = g * P.grad_scale;
+    }
+    let d = g + P.weight_decay * p;
     if (P.momentum != 0.0) {
         var b = d;
         if (P.first_step == 0u) {
