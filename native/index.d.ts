@@ -129,6 +129,13 @@ export declare class NativeModel {
   step(): number
   /** Per-layer rows (name, kind, outputShape, params, macs) for an h x w input, as JSON. */
   summary(height: number, width: number): string
+  /**
+   * Computes the convolutions and the classifier in `precision` ('fp32' or 'mixed') from now
+   * on; 'mixed' is refused, naming what is missing, on the CPU and on GPUs without f16 shaders.
+   */
+  setPrecision(precision: string): void
+  /** 'fp32' or 'mixed'. */
+  precision(): string
   /** Replaces the optimizer (SGD config JSON: lr, momentum, weightDecay, nesterov, schedule). */
   configureOptimizer(configJson: string): void
   /**
@@ -500,6 +507,10 @@ export interface TrainStats {
   batch: number
   lr: number
   step: number
+  /** Mixed precision: the loss scale this step used (absent in fp32). */
+  lossScale?: number
+  /** Mixed precision: the gradients overflowed, so the step was skipped and the scale halved. */
+  skipped: boolean
 }
 
 /** Training transform of an image folder, before the random flip. */

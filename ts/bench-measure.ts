@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Model, type DeviceName } from './model.js';
+import { Model, type DeviceName, type Precision } from './model.js';
 import { native } from './native.js';
 import { resnet, type ImagenetDepth, type ResNetSpec } from './spec.js';
 
@@ -80,15 +80,15 @@ async function medianSeconds(t: Timing, run: () => Promise<unknown>): Promise<nu
   return times[Math.floor(times.length / 2)] ?? Number.NaN;
 }
 
-function model(c: BenchConfig, device: DeviceName): Model {
-  const m = Model.create(spec(c), { seed: 0, device });
+function model(c: BenchConfig, device: DeviceName, precision: Precision = 'fp32'): Model {
+  const m = Model.create(spec(c), { seed: 0, device, precision });
   m.setOptimizer({ lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
   return m;
 }
 
 /** In this process: our training and inference throughput (the child's side of `oursInChild`). */
-export async function measureOurs(c: BenchConfig, t: Timing, device: DeviceName): Promise<Figures> {
-  const m = model(c, device);
+export async function measureOurs(c: BenchConfig, t: Timing, device: DeviceName, precision: Precision = 'fp32'): Promise<Figures> {
+  const m = model(c, device, precision);
   const { images, labels } = randomBatch(c);
   const shape = [c.batch, c.channels, c.size, c.size] as const;
   const train = await medianSeconds(t, () => m.trainStep(images, labels, shape));

@@ -13,7 +13,7 @@
  * CIFAR networks are the anchor's (`../shared/anchors/torch_resnet.py`: projection shortcuts, so
  * ours uses option B to match it parameter for parameter), ResNet-18 is torchvision's.
  *
- * Usage: `node dist/bench.js [--quick] [--steps N] [--device cpu|auto|gpu] [--no-torch]`: the
+ * Usage: `node dist/bench.js [--quick] [--steps N] [--device cpu|auto|gpu] [--precision fp32|mixed] [--no-torch]`: the
  * suite above. With any of `--net cifar|imagenet --depth N --size N --channels N --batch N`: that
  * one configuration (defaults ResNet-20, 3x32x32, batch 128), and `--phases` adds its breakdown.
  *
@@ -41,7 +41,7 @@ import {
   type TorchFigures,
 } from './bench-measure.js';
 import { benchWorker, distributedBench } from './bench-distributed.js';
-import type { DeviceName } from './model.js';
+import type { DeviceName, Precision } from './model.js';
 
 const { values } = parseArgs({
   options: {
@@ -55,6 +55,8 @@ const { values } = parseArgs({
     size: { type: 'string', default: '32' },
     channels: { type: 'string', default: '3' },
     device: { type: 'string', default: 'cpu' },
+    // Ours only: 'mixed' needs a GPU (PyTorch's side stays fp32 on the CPU).
+    precision: { type: 'string', default: 'fp32' },
     phases: { type: 'boolean', default: false },
     'no-torch': { type: 'boolean', default: false },
     ranks: { type: 'string' },
@@ -71,6 +73,8 @@ const steps = Number(values.quick && !process.argv.includes('--steps') ? 3 : val
 const batch = Number(values.batch);
 const threads = availableParallelism();
 const device = values.device as DeviceName;
+if (values.precision !== 'fp32' && values.precision !== 'mixed') throw new Error(`--precision must be 'fp32' or 'mixed', got '${values.precision}'`);
+const precision: Precision = values.precision;
 const timing: Timing = { steps, warmup: values.warmup !== undefined ? Number(values.warmup) : values.quick ? 1 : 2 };
 /** Training steps under the profilers (after the warm-up). */
 const profileSteps = values.quick ? 2 : 3;
@@ -176,7 +180,7 @@ async function main(): Promise<void> {
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   const suite = ['net', 'depth', 'size', 'channels', 'batch'].some((f) => process.argv.includes(`--${f}`)) ? [singleConfig()] : SUITE;
   console.log(
-    `resnet-wgpu bench: device ${device}, ${threads} threads, ${cpu}; median of ${timing.steps} steps after ${timing.warmup} warm-up, ` +
+    `resnet-wgpu bench: device ${device}${precision === 'mixed' ? ' (ours in precision mixed)' : ''}, ${threads} threads, ${cpu}; median of ${timing.steps} steps after ${timing.warmup} warm-up, ` +
       `best of ${rounds} alternating rounds` +
       (values['no-torch'] ? '' : `; PyTorch from ${python}`),
   );
@@ -214,7 +218,10 @@ async function main(): Promise<void> {
 }
 
 function childArgs(): string[] {
-  return ['--steps', String(timing.steps), '--warmup', String(timing.warmup), '--device', device, ...(values.quick ? ['--quick'] : [])];
+  return [
+    ...['--steps', String(timing.steps), '--warmup', String(timing.warmup), '--device', device, '--precision', precision],
+    ...(values.quick ? ['--quick'] : []),
+  ];
 }
 
 if (values.worker || values.ranks !== undefined) {
@@ -229,7 +236,7 @@ if (values.worker || values.ranks !== undefined) {
   else distributedBench(options);
 } else if (values['worker-config'] !== undefined) {
   const config = JSON.parse(values['worker-config']) as BenchConfig;
-  console.log(JSON.stringify(await measureOurs(config, timing, device)));
+  console.log(JSON.stringify(await measureOurs(config, timing, device, precision)));
 } else if (values['worker-phases'] !== undefined) {
   const config = JSON.parse(values['worker-phases']) as BenchConfig;
   console.log(JSON.stringify(await profileOurs(config, timing.warmup, profileSteps)));

@@ -22,6 +22,12 @@ export function positiveNumber(value: string): number {
   return n;
 }
 
+/** `--precision fp32|mixed`, default fp32. */
+export const precisionOption = (): Option =>
+  new Option('--precision <precision>', "GEMM arithmetic: fp32, or mixed (f16 operands, f32 sums, loss scaling; needs a GPU)")
+    .choices(['fp32', 'mixed'])
+    .default('fp32');
+
 /** `--device cpu|auto|gpu`, default auto. */
 export const deviceOption = (): Option =>
   new Option('--device <device>', 'where to run').choices(['cpu', 'auto', 'gpu']).default('auto');

@@ -10,14 +10,14 @@ import { Command, Option } from 'commander';
 
 import { datasets, type Dataset } from './data.js';
 import { native } from './native.js';
-import { Model, type DeviceName } from './model.js';
+import { Model, type DeviceName, type Precision } from './model.js';
 import { schedules } from './optim.js';
 import { classifyImages } from './predict.js';
 import { resnet, type ResNetSpec, type ShortcutOption } from './spec.js';
 import { fit } from './trainer.js';
 import { Progress } from './progress.js';
 import { experimentCommand } from './experiments/cli.js';
-import { deviceOption, int, positiveNumber } from './cli-options.js';
+import { deviceOption, int, positiveNumber, precisionOption } from './cli-options.js';
 import { prepareOutputFile } from './output-path.js';
 import * as distributed from './distributed.js';
 
@@ -43,6 +43,7 @@ interface TrainFlags {
   augment: boolean;
   limit?: number;
   device: DeviceName;
+  precision: Precision;
   shortcut: ShortcutOption;
   distributed: boolean;
   syncBn: boolean;
@@ -68,13 +69,14 @@ async function train(flags: TrainFlags): Promise<number> {
   const trainSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'train' }), flags.limit);
   const testSet = limit(await datasets.fashionMnist({ dir: flags.data, split: 'test' }), flags.limit);
   const spec = cifarSpec(flags.model, flags.depth, trainSet.channels, trainSet.numClasses, flags.shortcut);
-  const model = Model.create(spec, { seed: flags.seed, device: flags.device });
+  const model = Model.create(spec, { seed: flags.seed, device: flags.device, precision: flags.precision });
   const ranks = world?.isDistributed === true ? world.size : 1;
   say(
     `${model.name} (${model.numParameters.toLocaleString('en-US')} parameters) on Fashion-MNIST: ` +
       `${trainSet.length} train / ${testSet.length} test images, ${flags.epochs} epoch(s), batch ${flags.batchSize}` +
       (ranks > 1 ? ` per rank x ${ranks} ranks = ${flags.batchSize * ranks}${flags.syncBn ? ', synchronised batch norm' : ''}` : '') +
-      `, lr ${flags.lr} (/10 at 50% and 75%), shortcut ${flags.shortcut}, augment ${flags.augment ? 'on' : 'off'}`,
+      `, lr ${flags.lr} (/10 at 50% and 75%), shortcut ${flags.shortcut}, augment ${flags.augment ? 'on' : 'off'}` +
+      (flags.precision === 'mixed' ? ', mixed precision' : ''),
   );
   if (world !== undefined) say(`distributed: ${world.size} rank(s), ${world.library.split('\n')[0] ?? ''}`);
 
@@ -140,7 +142,7 @@ async function train(flags: TrainFlags): Promise<number> {
   say(
     `final: loss=${(last.loss.at(-1) ?? NaN).toFixed(4)} train_acc=${(last.acc.at(-1) ?? NaN).toFixed(4)} ` +
       `test_loss=${test.loss.toFixed(4)} test_acc=${test.top1.toFixed(4)} test_top5=${test.top5.toFixed(4)} ` +
-      `steps=${history.steps} img_per_sec=${lastImgPerSec.toFixed(1)} seconds=${seconds.toFixed(1)} ` +
+      `steps=${history.steps}${history.skippedSteps > 0 ? ` skipped_steps=${history.skippedSteps}` : ''} img_per_sec=${lastImgPerSec.toFixed(1)} seconds=${seconds.toFixed(1)} ` +
       `aborted=${history.aborted} checkpoint=${out}`,
   );
   model.dispose();
@@ -218,6 +220,7 @@ export function program(): Command {
     .option('--limit <n>', 'use only the first N images of each split (quick runs, tests)', int('limit', 1))
     .addOption(shortcutOption('B'))
     .addOption(deviceOption())
+    .addOption(precisionOption())
     .option(
       '--distributed',
       'data-parallel over the ranks of `mpiexec -n N` (batch size per rank; rank 0 prints and saves; local rank k uses GPU k)',

@@ -32,6 +32,7 @@ export {
   Model,
   type CreateOptions,
   type DeviceName,
+  type Precision,
   type EvaluateResult,
   type LayerRow,
   type LayerResponse,

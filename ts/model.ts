@@ -32,12 +32,24 @@ import * as check from './validate.js';
  */
 export type DeviceName = 'cpu' | 'gpu' | 'auto';
 
+/**
+ * The arithmetic of the convolutions and the classifier. `'fp32'` (the default) computes in f32
+ * throughout. `'mixed'` works like PyTorch's automatic mixed precision: the GEMMs take f16
+ * operands and sum in f32; batch norm, the loss, the optimizer and the weights stay f32, and the
+ * loss is scaled dynamically (as `GradScaler` does: a step whose gradients overflow is skipped and
+ * the scale halved). `'mixed'` needs a GPU with f16 shaders; elsewhere it throws, naming what is
+ * missing (`npx resnet-wgpu info` says what each adapter offers).
+ */
+export type Precision = 'fp32' | 'mixed';
+
 /** Options of {@link Model.create}. */
 export interface CreateOptions {
   /** Seeds the weight initialisation (default 0): the same seed gives the same weights. */
   seed?: number;
   /** Default `'auto'`. */
   device?: DeviceName;
+  /** Default `'fp32'`. */
+  precision?: Precision;
 }
 
 /** An NCHW shape. */
@@ -57,8 +69,12 @@ export interface TrainStepResult {
    * the update applies widened to 0.10000000149011612.
    */
   lr: number;
-  /** Optimizer steps taken so far, this one included. */
+  /** Optimizer steps taken so far, this one included (a skipped step is not counted). */
   step: number;
+  /** Precision `'mixed'`: the loss scale this step used; `null` in `'fp32'`. */
+  lossScale: number | null;
+  /** Precision `'mixed'`: the gradients overflowed, so the weights were left as they were and the scale halved. */
+  skipped: boolean;
 }
 
 /** Result of {@link Model.evaluate}: means over the dataset. */
@@ -256,16 +272,21 @@ export class Model {
 
   /** A freshly initialised model (He init, seeded). */
   static create(spec: ResNetSpec, options: CreateOptions = {}): Model {
-    return new Model(new native.NativeModel(JSON.stringify(spec), options.seed ?? 0, options.device ?? 'auto'));
+    const model = new Model(new native.NativeModel(JSON.stringify(spec), options.seed ?? 0, options.device ?? 'auto'));
+    if (options.precision !== undefined) model.setPrecision(options.precision);
+    return model;
   }
 
   /**
    * A model rebuilt from a checkpoint written by {@link Model.save}: architecture, weights,
    * buffers, optimizer state, step count and normalisation.
    */
-  static async load(path: string, options: { device?: DeviceName } = {}): Promise<Model> {
+  static async load(path: string, options: { device?: DeviceName; precision?: Precision } = {}): Promise<Model> {
     const nativeModel = await native.NativeModel.load(path, options.device ?? 'auto');
-    return new Model(nativeModel, nativeModel.checkpointMetadata());
+    const model = new Model(nativeModel, nativeModel.checkpointMetadata());
+    // A mixed run's checkpoint holds its loss scale: it is taken up again here.
+    if (options.precision !== undefined) model.setPrecision(options.precision);
+    return model;
   }
 
   /** The architecture (a copy). */
@@ -304,6 +325,20 @@ export class Model {
    */
   memoryStats(): { liveBytes: number; peakBytes: number } | null {
     return this.#native.memoryStats() ?? null;
+  }
+
+  /** The arithmetic of the convolutions and the classifier (see {@link Precision}). */
+  get precision(): Precision {
+    return this.#native.precision() === 'mixed' ? 'mixed' : 'fp32';
+  }
+
+  /**
+   * Computes in `precision` from now on. The weights stay f32 either way, so checkpoints,
+   * evaluation and export do not depend on it. Throws on the CPU and on a GPU without f16 shaders
+   * when `precision` is `'mixed'`. Like {@link Model.setOptimizer} it does not wait for queued calls.
+   */
+  setPrecision(precision: Precision): void {
+    this.#native.setPrecision(check.oneOf('setPrecision', 'precision', precision, ['fp32', 'mixed'] as const));
   }
 
   /** Whether {@link Model.dispose} has been called. */
@@ -357,7 +392,16 @@ export class Model {
       b.loaded !== undefined ? this.#native.trainBatch(b.loaded) : this.#native.trainStep(b.images, b.shape, b.labels),
     );
     this.#noteInputSize(b.shape, true);
-    return { loss: s.loss, acc: s.batch > 0 ? s.correct / s.batch : 0, correct: s.correct, batch: s.batch, lr: s.lr, step: s.step };
+    return {
+      loss: s.loss,
+      acc: s.batch > 0 ? s.correct / s.batch : 0,
+      correct: s.correct,
+      batch: s.batch,
+      lr: s.lr,
+      step: s.step,
+      lossScale: s.lossScale ?? null,
+      skipped: s.skipped,
+    };
   }
 
   /**

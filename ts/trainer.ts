@@ -16,7 +16,7 @@ import {
 import { reportAborted, type AbortSignalLike } from './abort.js';
 import type { World } from './distributed.js';
 import { agreeOnRun, failRank } from './distributed-fit.js';
-import type { Model } from './model.js';
+import type { Model, Precision } from './model.js';
 import { resolveSchedule, sgd, type ScheduleOption, type SgdConfig, type SgdOptions } from './optim.js';
 
 /** Logs passed to `onBatchEnd`. */
@@ -34,6 +34,10 @@ export interface BatchLogs {
   /** Images in this batch. */
   size: number;
   epoch: number;
+  /** Precision `'mixed'`: the loss scale this step used (`null` in `'fp32'`). */
+  lossScale: number | null;
+  /** Precision `'mixed'`: the step was skipped because its gradients overflowed. */
+  skipped: boolean;
 }
 
 /** Logs passed to `onEpochEnd`. */
@@ -111,6 +115,11 @@ export interface FitOptions {
   signal?: AbortSignalLike;
   /** Seeds shuffling and augmentation (default 0). */
   seed?: number;
+  /**
+   * Sets the model's precision for this run and after (see {@link Precision}); left out, the
+   * model keeps its own (`'fp32'` unless created or loaded with another).
+   */
+  precision?: Precision;
   /**
    * The epoch to start from (default 0), to resume a run: `epochs` stays the run's total, the
    * loader draws epoch `initialEpoch`'s shuffle and augmentation, and relative schedules keep the
@@ -195,6 +204,8 @@ export interface History {
   aborted: boolean;
   /** Optimizer steps taken in this run. */
   steps: number;
+  /** Precision `'mixed'`: batches whose step was skipped because their gradients overflowed (not in `steps`). */
+  skippedSteps: number;
   /** Normalisation used (also stored on the model). */
   normalization: Normalization;
 }
@@ -221,6 +232,7 @@ async function train(model: Model, dataset: AnyDataset, options: FitOptions, wor
   if (iterations !== undefined && (!Number.isInteger(iterations) || iterations < 1)) {
     throw new Error(`iterations must be a positive integer, got ${iterations}`);
   }
+  if (options.precision !== undefined) model.setPrecision(options.precision);
   const normalization = resolveNormalization(options.normalize, dataset);
   const loader = new DataLoader(dataset, {
     batchSize: options.batchSize ?? 128,
@@ -272,6 +284,7 @@ async function train(model: Model, dataset: AnyDataset, options: FitOptions, wor
     history: { loss: [], acc: [], valLoss: [], valAcc: [] },
     aborted: false,
     steps: 0,
+    skippedSteps: 0,
     normalization,
   };
   await callbacks.onTrainBegin?.({ epochs, batchesPerEpoch, totalSteps, optimizer });
@@ -296,9 +309,10 @@ async function train(model: Model, dataset: AnyDataset, options: FitOptions, wor
       lossSum += s.loss * s.batch;
       correct += s.correct;
       seen += s.batch;
-      history.steps++;
+      if (s.skipped) history.skippedSteps++;
+      else history.steps++;
       const seconds = (performance.now() - started) / 1000;
-      await callbacks.onBatchEnd?.(history.steps, {
+      await callbacks.onBatchEnd?.(history.steps + history.skippedSteps, {
         loss: s.loss,
         acc: s.acc,
         lr: s.lr,
@@ -306,6 +320,8 @@ async function train(model: Model, dataset: AnyDataset, options: FitOptions, wor
         batch: batchIndex++,
         size: s.batch,
         epoch,
+        lossScale: s.lossScale,
+        skipped: s.skipped,
       });
     }
     if (history.aborted || (await stopRequested())) {

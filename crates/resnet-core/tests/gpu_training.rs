@@ -8,6 +8,8 @@ mod harness;
 use gpu_common::{assert_close_tol, values};
 use resnet_core::backend::gpu_memory_stats;
 use resnet_core::nn::{BottleneckStride, ResNetSpec, ShortcutOption};
+use resnet_core::optim::LossScaler;
+use resnet_core::precision::Precision;
 use resnet_core::{Device, Model};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -136,8 +138,136 @@ fn a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu(dev: Device) {
     );
 }
 
+/// The first `n` Fashion-MNIST training images, normalised, in batches of `batch`.
+fn fashion_mnist_batches(n: usize, batch: usize) -> Vec<(Vec<f32>, [usize; 4], Vec<i32>)> {
+    use resnet_core::data::idx::{read_fashion_mnist, DEFAULT_FASHION_MNIST_DIR};
+    let train = read_fashion_mnist(
+        std::path::Path::new(DEFAULT_FASHION_MNIST_DIR),
+        resnet_core::data::Split::Train,
+    )
+    .expect("Fashion-MNIST (scripts/setup.sh installs it)");
+    let pixels = 28 * 28;
+    (0..n / batch)
+        .map(|b| {
+            let range = b * batch..(b + 1) * batch;
+            let images = train.images[range.start * pixels..range.end * pixels]
+                .iter()
+                .map(|&v| (v as f32 / 255.0 - 0.286) / 0.353)
+                .collect();
+            let labels = train.labels[range].iter().map(|&l| l as i32).collect();
+            (images, [batch, 1, 28, 28], labels)
+        })
+        .collect()
+}
+
+/// Mixed precision trains like fp32: ResNet-20 on 128 Fashion-MNIST images, two epochs of batch
+/// 16, from the same initial weights. The f16 operands shift each step's loss a little, so the
+/// curves are held to follow each other, and the mixed one to fall as far.
+fn mixed_precision_tracks_the_fp32_loss_curve(dev: Device) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ResNetSpec::cifar(20, ShortcutOption::A, false, 1, 10).unwrap();
+    let batches = fashion_mnist_batches(128, 16);
+    let curve = |precision| {
+        let mut model = Model::new(spec.clone(), 11, dev).unwrap();
+        // A gentle rate: at 0.1 this tiny run's loss jumps about, and the two curves with it.
+        let sgd = resnet_core::optim::SgdConfig {
+            lr: 0.02,
+            ..Default::default()
+        };
+        model.configure_optimizer(sgd).unwrap();
+        model.set_precision(precision).unwrap();
+        let mut losses = Vec::new();
+        let started = std::time::Instant::now();
+        for _epoch in 0..2 {
+            for (images, shape, labels) in &batches {
+                let s = model.train_step(images, *shape, labels).unwrap();
+                assert!(
+                    !s.skipped,
+                    "{precision} step {} skipped at scale {:?}",
+                    s.step, s.loss_scale
+                );
+                assert_eq!(s.loss_scale.is_some(), precision == Precision::Mixed);
+                losses.push(s.loss);
+            }
+        }
+        eprintln!("{precision}: {} steps in {:.1?}", losses.len(), started.elapsed());
+        losses
+    };
+    let fp32 = curve(Precision::Fp32);
+    let mixed = curve(Precision::Mixed);
+    eprintln!("fp32 losses:  {fp32:.4?}\nmixed losses: {mixed:.4?}");
+    assert!(
+        (mixed[0] - fp32[0]).abs() <= 2e-3 * fp32[0],
+        "first step: {} vs {}",
+        mixed[0],
+        fp32[0]
+    );
+    for (i, (m, f)) in mixed.iter().zip(&fp32).enumerate() {
+        assert!((m - f).abs() <= 0.1 * f.max(0.5), "step {i}: mixed {m} vs fp32 {f}");
+    }
+    let last_epoch = |l: &[f32]| l[8..].iter().sum::<f32>() / 8.0;
+    let (m, f) = (last_epoch(&mixed), last_epoch(&fp32));
+    assert!(m < 0.8 * mixed[0], "mixed precision did not learn: {} -> {m}", mixed[0]);
+    assert!(
+        (m - f).abs() <= 0.05 * f,
+        "last epoch's mean loss: mixed {m} vs fp32 {f}"
+    );
+}
+
+/// A step whose scaled gradients overflow f16 changes nothing but the scale, as `GradScaler`'s
+/// skipped `optimizer.step()`: every parameter, buffer and momentum value stays, the step count
+/// too, and the scale halves; the next steps train again.
+fn an_overflowing_step_is_skipped_and_the_scale_halved(dev: Device) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap();
+    let mut model = Model::new(spec, 4, dev).unwrap();
+    model.set_precision(Precision::Mixed).unwrap();
+    let (images, shape, labels) = batch(8, 3, 8, 10, 1);
+    let first = model.train_step(&images, shape, &labels).unwrap();
+    assert_eq!((first.skipped, first.loss_scale, first.step), (false, Some(65536.0), 1));
+    // 2^24 times the loss gradient (up to 1/8 a logit) is far past f16's 65504.
+    model.resume_loss_scaler(LossScaler::restored(16_777_216.0, 0).unwrap());
+    let state = |m: &Model| {
+        let mut all: Vec<Vec<f32>> = m.parameters().iter().map(|(_, t)| t.to_vec().unwrap()).collect();
+        for b in m.momentum_buffers().iter().flatten() {
+            all.push(b.device().backend().download(b).unwrap());
+        }
+        all
+    };
+    let before = state(&model);
+    let (images, shape, labels) = batch(8, 3, 8, 10, 2);
+    let skipped = model.train_step(&images, shape, &labels).unwrap();
+    assert!(skipped.skipped, "{skipped:?}");
+    assert_eq!(skipped.step, 1, "a skipped step is not counted");
+    assert_eq!(model.loss_scaler().unwrap().scale(), 8_388_608.0);
+    assert!(
+        before == state(&model),
+        "a skipped step changed the parameters or momentum"
+    );
+    let mut scale = 8_388_608.0;
+    for i in 0..16 {
+        let s = model.train_step(&images, shape, &labels).unwrap();
+        assert!(s.loss.is_finite());
+        if !s.skipped {
+            assert!(state(&model) != before, "an applied step left the weights as they were");
+            return;
+        }
+        scale *= 0.5;
+        assert_eq!(model.loss_scaler().unwrap().scale(), scale, "step {i}");
+    }
+    panic!("16 steps in a row overflowed");
+}
+
 fn main() {
     harness::run([
+        harness::gpu(
+            "mixed_precision_tracks_the_fp32_loss_curve",
+            mixed_precision_tracks_the_fp32_loss_curve,
+        ),
+        harness::gpu(
+            "an_overflowing_step_is_skipped_and_the_scale_halved",
+            an_overflowing_step_is_skipped_and_the_scale_halved,
+        ),
         harness::gpu(
             "resnet20_trains_like_the_cpu_for_five_steps",
             resnet20_trains_like_the_cpu_for_five_steps,

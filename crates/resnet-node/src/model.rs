@@ -12,6 +12,7 @@ use resnet_core::data::Batch;
 use resnet_core::model::{torchvision_depth, DataParallelOptions, Model, ViewScore};
 use resnet_core::nn::ResNetSpec;
 use resnet_core::optim::SgdConfig;
+use resnet_core::precision::Precision;
 use resnet_core::Device;
 
 use crate::convert::{count, parse_device, parse_seed, shape4};
@@ -53,6 +54,10 @@ pub struct TrainStats {
     pub batch: u32,
     pub lr: f64,
     pub step: i64,
+    /// Mixed precision: the loss scale this step used (absent in fp32).
+    pub loss_scale: Option<f64>,
+    /// Mixed precision: the gradients overflowed, so the step was skipped and the scale halved.
+    pub skipped: bool,
 }
 
 /// Sums over one evaluated batch (divide by `count` for means).
@@ -186,6 +191,24 @@ impl NativeModel {
             let (height, width) = (count("summary", "height", height)?, count("summary", "width", width)?);
             let rows = with_model(&self.inner, |m| m.summary(height, width))?;
             serde_json::to_string(&rows).map_err(|e| Error::from_reason(format!("summary: {e}")))
+        })
+    }
+
+    /// Computes the convolutions and the classifier in `precision` ('fp32' or 'mixed') from now
+    /// on; 'mixed' is refused, naming what is missing, on the CPU and on GPUs without f16 shaders.
+    #[napi]
+    pub fn set_precision(&self, precision: String) -> Result<()> {
+        guard("setPrecision", || {
+            let p = Precision::parse(&precision).map_err(js_error)?;
+            with_model(&self.inner, |m| m.set_precision(p))
+        })
+    }
+
+    /// 'fp32' or 'mixed'.
+    #[napi]
+    pub fn precision(&self) -> Result<String> {
+        guard("precision", || {
+            with_model(&self.inner, |m| Ok(m.precision().to_string()))
         })
     }
 
@@ -466,14 +489,18 @@ impl NativeModel {
         job("trainStep", move || {
             with_model(&model, |m| {
                 let s = m.train_step(&batch.images, batch.shape, &batch.labels)?;
-                // The rate as configured (f64), not the f32 the update used widened (0.10000000149...).
-                let lr = m.optimizer_config().reported_lr(s.step.saturating_sub(1));
+                // The rate as configured (f64), not the f32 the update used widened (0.10000000149...);
+                // a skipped step did not advance the count, so its rate is the next one's.
+                let attempted = if s.skipped { s.step } else { s.step.saturating_sub(1) };
+                let lr = m.optimizer_config().reported_lr(attempted);
                 Ok(TrainStats {
                     loss: s.loss as f64,
                     correct: s.correct as u32,
                     batch: s.batch as u32,
                     lr,
                     step: s.step as i64,
+                    loss_scale: s.loss_scale.map(f64::from),
+                    skipped: s.skipped,
                 })
             })
         })

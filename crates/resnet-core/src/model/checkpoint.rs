@@ -10,7 +10,7 @@ use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{self, NamedTensor, TensorData};
 use crate::nn::{Entry, ResNetSpec};
-use crate::optim::SgdConfig;
+use crate::optim::{LossScaler, SgdConfig};
 
 use super::Model;
 
@@ -118,6 +118,9 @@ impl Model {
             serde_json::to_string(&self.optimizer.config).unwrap_or_default(),
         );
         m.insert("step".into(), self.step().to_string());
+        if let Some(scaler) = self.loss_scaler() {
+            m.insert("lossScaler".into(), serde_json::to_string(scaler).unwrap_or_default());
+        }
         m
     }
 
@@ -190,6 +193,13 @@ impl Model {
             .map_err(|e| Error::checkpoint(path, e.to_string()))?;
         if let Some(cfg) = meta.get("optimizer").and_then(|j| SgdConfig::from_json(j).ok()) {
             self.optimizer.config = cfg;
+        }
+        if let Some(json) = meta.get("lossScaler") {
+            let scaler = serde_json::from_str::<LossScaler>(json)
+                .ok()
+                .and_then(|s| LossScaler::restored(s.scale(), s.clean_steps()))
+                .ok_or_else(|| Error::checkpoint(path, format!("its loss scaler {json} is not a valid one")))?;
+            self.resume_loss_scaler(scaler);
         }
         let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
         let by_name: BTreeMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();

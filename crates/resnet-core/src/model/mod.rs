@@ -47,6 +47,9 @@ pub struct Model {
     data_parallel: Option<data_parallel::DataParallel>,
     /// Set in mixed precision: the loss scale of the next step.
     scaler: Option<LossScaler>,
+    /// A checkpoint's loss scaler, taken up when the precision becomes mixed (a resumed run goes
+    /// on at the scale it had reached).
+    resumed_scaler: Option<LossScaler>,
 }
 
 impl Model {
@@ -66,6 +69,7 @@ impl Model {
             optimizer,
             data_parallel: None,
             scaler: None,
+            resumed_scaler: None,
         })
     }
 
@@ -82,7 +86,7 @@ impl Model {
             }
         }
         if precision != self.net.precision {
-            self.scaler = (precision == Precision::Mixed).then(LossScaler::default);
+            self.scaler = (precision == Precision::Mixed).then(|| self.resumed_scaler.clone().unwrap_or_default());
         }
         self.net.precision = precision;
         Ok(())
@@ -97,11 +101,12 @@ impl Model {
         self.scaler.as_ref()
     }
 
-    /// Restores a saved loss scaler (mixed precision only).
-    pub fn restore_loss_scaler(&mut self, scaler: LossScaler) {
+    /// Takes up a saved loss scaler: now in mixed precision, or when the precision becomes mixed.
+    pub fn resume_loss_scaler(&mut self, scaler: LossScaler) {
         if self.scaler.is_some() {
-            self.scaler = Some(scaler);
+            self.scaler = Some(scaler.clone());
         }
+        self.resumed_scaler = Some(scaler);
     }
 
     pub fn spec(&self) -> &ResNetSpec {
@@ -139,6 +144,11 @@ impl Model {
 
     pub fn step(&self) -> u64 {
         self.optimizer.step_count()
+    }
+
+    /// The optimiser's momentum buffers, in parameter order (None before a parameter's first step).
+    pub fn momentum_buffers(&self) -> &[Option<crate::backend::Storage>] {
+        self.optimizer.momentum_buffers()
     }
 
     pub fn parameters(&self) -> Vec<(String, Tensor)> {

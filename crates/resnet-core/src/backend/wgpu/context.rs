@@ -294,6 +294,44 @@ pub struct AdapterReport {
     pub device_memory: Option<u64>,
     pub subgroup: bool,
     pub shader_f16: bool,
+    /// The f16 x f16 -> f32 cooperative-matrix shapes the driver reports (`MxNxK`), where wgpu's
+    /// experimental cooperative matrices are offered; empty elsewhere.
+    pub cooperative_matrix_f16: Vec<String>,
+}
+
+impl AdapterReport {
+    /// How precision 'mixed' runs here: tensor-core shapes exist, f16 shaders, or not at all.
+    pub fn mixed_precision(&self) -> String {
+        if !self.shader_f16 {
+            return "no (no f16 shaders)".into();
+        }
+        if self.cooperative_matrix_f16.is_empty() {
+            "yes, f16 operands in the tiled GEMM (no cooperative matrices)".into()
+        } else {
+            format!(
+                "yes, f16 operands in the tiled GEMM (cooperative matrices f16->f32: {}; not used yet)",
+                self.cooperative_matrix_f16.join(", ")
+            )
+        }
+    }
+}
+
+/// The f16 x f16 -> f32 cooperative-matrix configurations of an adapter, as `MxNxK`.
+fn cooperative_f16_shapes(adapter: &wgpu::Adapter) -> Vec<String> {
+    if !adapter
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    {
+        return Vec::new();
+    }
+    let mut shapes: Vec<String> = adapter
+        .cooperative_matrix_properties()
+        .iter()
+        .filter(|p| p.ab_type == wgpu::CooperativeScalarType::F16 && p.cr_type == wgpu::CooperativeScalarType::F32)
+        .map(|p| format!("{}x{}x{}", p.m_size, p.n_size, p.k_size))
+        .collect();
+    shapes.dedup();
+    shapes
 }
 
 /// Every adapter wgpu can see, and which one `gpu`/`auto` would use and why.
@@ -322,6 +360,7 @@ pub fn report() -> GpuReport {
                 device_memory: device_local_heap(a),
                 subgroup: f.contains(wgpu::Features::SUBGROUP),
                 shader_f16: f.contains(wgpu::Features::SHADER_F16),
+                cooperative_matrix_f16: cooperative_f16_shapes(a),
             }
         })
         .collect();
@@ -353,7 +392,8 @@ impl std::fmt::Display for GpuReport {
             writeln!(
                 f,
                 "  {} [{} {}] driver: {}\n    device memory {}, max storage binding {} MiB, max buffer {} MiB, \
-                 workgroup memory {} KiB, {} invocations/workgroup, subgroups: {}, f16: {}",
+                 workgroup memory {} KiB, {} invocations/workgroup, subgroups: {}, f16: {}\n    \
+                 precision 'mixed': {}",
                 a.name,
                 a.backend,
                 a.device_type,
@@ -365,7 +405,8 @@ impl std::fmt::Display for GpuReport {
                 a.max_compute_workgroup_storage_size >> 10,
                 a.max_compute_invocations_per_workgroup,
                 a.subgroup,
-                a.shader_f16
+                a.shader_f16,
+                a.mixed_precision()
             )?;
         }
         match &self.selected {

@@ -1,0 +1,208 @@
+/**
+ * `npm run bench:gpu`: ours on the GPU beside PyTorch on the same GPU, in one run. For ResNet-20
+ * and ResNet-56 (3x32x32) and ResNet-50 (224x224), batch 128: training and inference img/s and
+ * the buffer pool's peak bytes, ours in fp32 and in precision 'mixed', beside PyTorch fp32, TF32
+ * and bf16 autocast (`scripts/torch_gpu_bench.py`), as ratios. Each of our configurations runs in
+ * its own child process (so each pool's peak is its own). Before timing, a mixed model's logits
+ * are compared with fp32 ones from the same weights, and its first training step must be finite
+ * and not skipped: a kernel that runs fast but wrong on this driver shows here.
+ *
+ * Usage: `node dist/bench-gpu.js [--smoke] [--no-torch] [--steps N] [--warmup N] [--json FILE]`.
+ * `--smoke` runs tiny networks instead (a check of the script itself on lavapipe:
+ * `RESNET_WGPU_ADAPTER=llvmpipe`). `scripts/device-check.sh` runs it on a lent GPU machine.
+ * Timings only: tests never assert on time.
+ *
+ * @module
+ */
+
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { label, python, type BenchConfig } from './bench-measure.js';
+import { Model, type Precision } from './model.js';
+import { native } from './native.js';
+import { resnet, type ImagenetDepth, type ResNetSpec } from './spec.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+const { values } = parseArgs({
+  options: {
+    smoke: { type: 'boolean', default: false },
+    'no-torch': { type: 'boolean', default: false },
+    steps: { type: 'string' },
+    warmup: { type: 'string' },
+    json: { type: 'string' },
+    // Internal: one configuration and precision in a child process, as JSON.
+    worker: { type: 'string' },
+  },
+});
+const steps = Number(values.steps ?? (values.smoke ? 2 : 10));
+const warmup = Number(values.warmup ?? (values.smoke ? 1 : 3));
+
+const SUITE: BenchConfig[] = values.smoke
+  ? [
+      { net: 'cifar', depth: 8, channels: 3, size: 16, batch: 8 },
+      { net: 'imagenet', depth: 50, channels: 3, size: 32, batch: 2 },
+    ]
+  : [
+      { net: 'cifar', depth: 20, channels: 3, size: 32, batch: 128 },
+      { net: 'cifar', depth: 56, channels: 3, size: 32, batch: 128 },
+      { net: 'imagenet', depth: 50, channels: 3, size: 224, batch: 128 },
+    ];
+const PRECISIONS: Precision[] = ['fp32', 'mixed'];
+
+/** One configuration's figures, ours. */
+interface GpuFigures {
+  trainImgPerSec: number;
+  inferImgPerSec: number;
+  /** The buffer pool's peak bytes in use over training and inference, MiB. */
+  peakMiB: number;
+  /** Mixed only: max |mixed - fp32| over the RMS of the fp32 logits, same weights and batch. */
+  logitError?: number;
+}
+
+interface TorchRow {
+  config: BenchConfig;
+  train_fp32: number;
+  train_tf32: number;
+  train_bf16: number;
+  infer_fp32: number;
+  infer_bf16: number;
+  peak_train_mib_fp32: number;
+}
+
+// Ours as `bench.ts` builds them: option B for CIFAR (the anchor's projections), 10 classes.
+function spec(c: BenchConfig): ResNetSpec {
+  return c.net === 'cifar'
+    ? resnet.cifar({ depth: c.depth, shortcut: 'B', inChannels: c.channels, numClasses: 10 })
+    : resnet.imagenet({ depth: c.depth as ImagenetDepth, inChannels: c.channels, numClasses: 10 });
+}
+
+function batchOf(c: BenchConfig): { images: Float32Array; labels: Int32Array; shape: [number, number, number, number] } {
+  let state = 12345;
+  const random = (): number => {
+    state = (state * 1103515245 + 12345) % 2147483648;
+    return state / 2147483648;
+  };
+  const images = Float32Array.from({ length: c.batch * c.channels * c.size * c.size }, () => random() * 2 - 1);
+  const labels = Int32Array.from({ length: c.batch }, () => Math.floor(random() * 10));
+  return { images, labels, shape: [c.batch, c.channels, c.size, c.size] };
+}
+
+async function median(run: () => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < warmup; i++) await run();
+  const times: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now();
+    await run(); // both calls read a result back: the GPU has finished when they resolve
+    times.push((performance.now() - t0) / 1000);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)] ?? Number.NaN;
+}
+
+/** In this process: one configuration in one precision. */
+async function measure(c: BenchConfig, precision: Precision): Promise<GpuFigures> {
+  const model = Model.create(spec(c), { seed: 0, device: 'gpu' });
+  if (model.device !== 'gpu') throw new Error('bench:gpu: no GPU');
+  model.setOptimizer({ lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
+  const { images, labels, shape } = batchOf(c);
+  let logitError: number | undefined;
+  if (precision === 'mixed') {
+    const fp32 = await model.predict(images, shape);
+    model.setPrecision('mixed');
+    const mixed = await model.predict(images, shape);
+    const rms = Math.sqrt(fp32.reduce((s, v) => s + v * v, 0) / fp32.length);
+    logitError = mixed.reduce((m, v, i) => Math.max(m, Math.abs(v - (fp32[i] ?? 0))), 0) / rms;
+    const first = await model.trainStep(images, labels, shape);
+    if (!Number.isFinite(first.loss) || first.skipped) throw new Error(`a mixed step on ${label(c)} gave ${JSON.stringify(first)}`);
+  }
+  const train = await median(() => model.trainStep(images, labels, shape));
+  const infer = await median(() => model.predict(images, shape));
+  const peak = model.memoryStats()?.peakBytes ?? Number.NaN;
+  model.dispose();
+  return { trainImgPerSec: c.batch / train, inferImgPerSec: c.batch / infer, peakMiB: peak / 2 ** 20, ...(logitError === undefined ? {} : { logitError }) };
+}
+
+function inChild(c: BenchConfig, precision: Precision): GpuFigures | string {
+  const args = [join(here, 'bench-gpu.js'), '--worker', JSON.stringify({ c, precision }), '--steps', String(steps), '--warmup', String(warmup)];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 24 });
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  if (r.status !== 0 || !last.startsWith('{')) return `failed (exit ${r.status ?? r.signal}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`;
+  return JSON.parse(last) as GpuFigures;
+}
+
+function torchRows(): { version: string; gpu: string; rows: TorchRow[] } | string {
+  if (values['no-torch']) return 'PyTorch skipped (--no-torch)';
+  const script = join(here, '..', 'scripts', 'torch_gpu_bench.py');
+  const r = spawnSync(python, [script, JSON.stringify(SUITE), '--steps', String(steps), '--warmup', String(warmup)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 1 << 24,
+  });
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  if (r.status !== 0 || !last.startsWith('{')) return `PyTorch not measured (${python} exited ${r.status ?? r.signal})`;
+  const j = JSON.parse(last) as { torch: string; gpu: string; rows: TorchRow[] };
+  return { version: j.torch, gpu: j.gpu, rows: j.rows };
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const adapter = native.adaptersInfo().split('\n').find((l) => l.startsWith("device 'gpu' uses")) ?? 'no GPU';
+  console.log(`resnet-wgpu bench:gpu, ${new Date().toISOString().slice(0, 10)}: ${adapter}; median of ${steps} steps after ${warmup} warm-up`);
+  const ours = SUITE.map((c) => {
+    const byPrecision = new Map<Precision, GpuFigures | string>();
+    for (const p of PRECISIONS) {
+      process.stderr.write(`measuring ours: ${label(c)} ${p} ...\n`);
+      byPrecision.set(p, inChild(c, p));
+    }
+    return { c, byPrecision };
+  });
+  process.stderr.write('measuring PyTorch ...\n');
+  const torch = torchRows();
+  const num = (v: number | undefined): string => (v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(0).padStart(7));
+  const ratio = (a: number | undefined, b: number | undefined): string =>
+    a === undefined || b === undefined || !(b > 0) ? '    -' : `${(a / b).toFixed(2)}x`;
+  console.log(typeof torch === 'string' ? torch : `PyTorch ${torch.version} on ${torch.gpu}, same run`);
+  for (const { c, byPrecision } of ours) {
+    const t = typeof torch === 'string' ? undefined : torch.rows.find((r) => JSON.stringify(r.config) === JSON.stringify(c));
+    const f32 = byPrecision.get('fp32');
+    const mix = byPrecision.get('mixed');
+    console.log(`\n${label(c)}`);
+    for (const [name, f] of [['fp32', f32], ['mixed', mix]] as const) {
+      if (typeof f === 'string' || f === undefined) {
+        console.log(`  ours ${name}: ${f ?? 'not run'}`);
+        continue;
+      }
+      const trainVs = name === 'fp32' ? [['PT fp32', t?.train_fp32]] : [['PT TF32', t?.train_tf32], ['PT bf16', t?.train_bf16]];
+      const inferVs = name === 'fp32' ? [['PT fp32', t?.infer_fp32]] : [['PT fp32', t?.infer_fp32], ['PT bf16', t?.infer_bf16]];
+      console.log(
+        `  ours ${name.padEnd(5)} train ${num(f.trainImgPerSec)} img/s (${trainVs.map(([n, v]) => `${ratio(f.trainImgPerSec, v as number | undefined)} ${String(n)}`).join(', ')})` +
+          `, infer ${num(f.inferImgPerSec)} img/s (${inferVs.map(([n, v]) => `${ratio(f.inferImgPerSec, v as number | undefined)} ${String(n)}`).join(', ')})` +
+          `, peak ${num(f.peakMiB)} MiB (${ratio(f.peakMiB, t?.peak_train_mib_fp32)} PT fp32 train)` +
+          (f.logitError === undefined ? '' : `, logits vs fp32 ${f.logitError.toExponential(1)}`),
+      );
+    }
+    if (t !== undefined) {
+      console.log(
+        `  PyTorch    train fp32 ${num(t.train_fp32)}, TF32 ${num(t.train_tf32)}, bf16 ${num(t.train_bf16)}; infer fp32 ${num(t.infer_fp32)}, bf16 ${num(t.infer_bf16)} img/s; ` +
+          `peak ${num(t.peak_train_mib_fp32)} MiB (fp32 train)`,
+      );
+    }
+  }
+  console.log(`\nratios: ours / PyTorch img/s (above 1: we are faster); peak: our pool's peak bytes in use / PyTorch's max_memory_allocated (below 1: we use less). ${((performance.now() - started) / 1000).toFixed(0)} s in all.`);
+  if (values.json !== undefined) {
+    const rows = ours.map(({ c, byPrecision }) => ({ config: c, fp32: byPrecision.get('fp32'), mixed: byPrecision.get('mixed') }));
+    writeFileSync(values.json, JSON.stringify({ date: new Date().toISOString(), adapter, ours: rows, torch }, null, 1));
+  }
+}
+
+if (values.worker !== undefined) {
+  const { c, precision } = JSON.parse(values.worker) as { c: BenchConfig; precision: Precision };
+  console.log(JSON.stringify(await measure(c, precision)));
+} else {
+  await main();
+}
