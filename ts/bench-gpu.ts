@@ -45,7 +45,7 @@ const warmup = Number(values.warmup ?? (values.smoke ? 1 : 3));
 const SUITE: BenchConfig[] = values.smoke
   ? [
       { net: 'cifar', depth: 8, channels: 3, size: 16, batch: 8 },
-      { net: 'imagenet', depth: 50, channels: 3, size: 32, batch: 2 },
+      { net: 'imagenet', depth: 18, channels: 3, size: 64, batch: 2 },
     ]
   : [
       { net: 'cifar', depth: 20, channels: 3, size: 32, batch: 128 },
@@ -62,6 +62,8 @@ interface GpuFigures {
   peakMiB: number;
   /** Mixed only: max |mixed - fp32| over the RMS of the fp32 logits, same weights and batch. */
   logitError?: number;
+  /** Mixed only: steps skipped (overflow) before the first applied one, from the scale 2^16. */
+  skippedSteps?: number;
 }
 
 interface TorchRow {
@@ -111,20 +113,33 @@ async function measure(c: BenchConfig, precision: Precision): Promise<GpuFigures
   model.setOptimizer({ lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
   const { images, labels, shape } = batchOf(c);
   let logitError: number | undefined;
+  let skippedSteps: number | undefined;
   if (precision === 'mixed') {
     const fp32 = await model.predict(images, shape);
     model.setPrecision('mixed');
     const mixed = await model.predict(images, shape);
     const rms = Math.sqrt(fp32.reduce((s, v) => s + v * v, 0) / fp32.length);
     logitError = mixed.reduce((m, v, i) => Math.max(m, Math.abs(v - (fp32[i] ?? 0))), 0) / rms;
-    const first = await model.trainStep(images, labels, shape);
-    if (!Number.isFinite(first.loss) || first.skipped) throw new Error(`a mixed step on ${label(c)} gave ${JSON.stringify(first)}`);
+    // GradScaler's first scale (2^16) may overflow at first, as in PyTorch: it halves until a step applies.
+    skippedSteps = 0;
+    for (;;) {
+      const s = await model.trainStep(images, labels, shape);
+      if (!Number.isFinite(s.loss)) throw new Error(`a mixed step on ${label(c)} gave ${JSON.stringify(s)}`);
+      if (!s.skipped) break;
+      if (++skippedSteps >= 24) throw new Error(`24 mixed steps in a row overflowed on ${label(c)}`);
+    }
   }
   const train = await median(() => model.trainStep(images, labels, shape));
   const infer = await median(() => model.predict(images, shape));
   const peak = model.memoryStats()?.peakBytes ?? Number.NaN;
   model.dispose();
-  return { trainImgPerSec: c.batch / train, inferImgPerSec: c.batch / infer, peakMiB: peak / 2 ** 20, ...(logitError === undefined ? {} : { logitError }) };
+  return {
+    trainImgPerSec: c.batch / train,
+    inferImgPerSec: c.batch / infer,
+    peakMiB: peak / 2 ** 20,
+    ...(logitError === undefined ? {} : { logitError }),
+    ...(skippedSteps === undefined ? {} : { skippedSteps }),
+  };
 }
 
 function inChild(c: BenchConfig, precision: Precision): GpuFigures | string {
@@ -183,7 +198,8 @@ async function main(): Promise<void> {
         `  ours ${name.padEnd(5)} train ${num(f.trainImgPerSec)} img/s (${trainVs.map(([n, v]) => `${ratio(f.trainImgPerSec, v as number | undefined)} ${String(n)}`).join(', ')})` +
           `, infer ${num(f.inferImgPerSec)} img/s (${inferVs.map(([n, v]) => `${ratio(f.inferImgPerSec, v as number | undefined)} ${String(n)}`).join(', ')})` +
           `, peak ${num(f.peakMiB)} MiB (${ratio(f.peakMiB, t?.peak_train_mib_fp32)} PT fp32 train)` +
-          (f.logitError === undefined ? '' : `, logits vs fp32 ${f.logitError.toExponential(1)}`),
+          (f.logitError === undefined ? '' : `, logits vs fp32 ${f.logitError.toExponential(1)}`) +
+          (f.skippedSteps ? `, ${f.skippedSteps} first step(s) skipped (overflow)` : ''),
       );
     }
     if (t !== undefined) {
