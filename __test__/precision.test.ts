@@ -21,6 +21,19 @@ describe('precision', () => {
     model.dispose();
   });
 
+  it("the CLI's --precision: checked by commander, and 'mixed' on the CPU refused before any work", () => {
+    const cli = (args: string[]): { status: number | null; stderr: string } => {
+      const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+      return { status: r.status, stderr: r.stderr };
+    };
+    const bad = cli(['train', '--precision', 'fp16']);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--precision.*fp16.*Allowed choices are fp32, mixed/s);
+    const onCpu = cli(['train', '--device', 'cpu', '--precision', 'mixed', '--limit', '10', '--out', join(tempDir(), 'x.safetensors')]);
+    expect(onCpu.status).toBe(1);
+    expect(onCpu.stderr).toMatch(/precision 'mixed' needs a GPU/);
+  });
+
   // CI installs lavapipe (scripts/setup.sh), which offers f16 shaders: there the mixed path runs.
   const lavapipe = existsSync('/usr/share/vulkan/icd.d/lvp_icd.x86_64.json');
   it.runIf(lavapipe || process.env['CI'] !== undefined)(

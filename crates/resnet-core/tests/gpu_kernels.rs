@@ -155,6 +155,50 @@ fn convolution_gradients_match_the_cpu(dev: Device) {
     }
 }
 
+/// The inference convolution: bias, residual and activation in the GEMM's store, or after the
+/// split-K sum for a long reduction over few tiles (the last shape).
+fn fused_convolution_matches_the_cpu(dev: Device) {
+    let g = dev.backend();
+    let split: &[ConvShape] = &[(1, 512, 4, 4, 512, 3, 1, 1)];
+    let acts = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::Tanh),
+        Some(Activation::Sigmoid),
+    ];
+    for (i, &(n, c, h, w, o, k, s, p)) in CONV_SHAPES.iter().chain(split).enumerate() {
+        let geo = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
+        let (gx, cx) = both(g, &values(n * c * h * w, 110 + i as u32));
+        let (gw, cw) = both(g, &values(o * c * k * k, 120 + i as u32));
+        let (gb, cb) = both(g, &values(o, 130 + i as u32));
+        let (gr, cr) = both(g, &values(n * o * geo.oh * geo.ow, 140 + i as u32));
+        for (j, act) in acts.into_iter().enumerate() {
+            let bias = (i + j) % 2 == 0;
+            let residual = j % 3 != 2;
+            assert_close(
+                &format!("conv2d_fused {geo:?} act {act:?} bias {bias} residual {residual}"),
+                &down(
+                    &g.conv2d_fused(&gx, &gw, bias.then_some(&gb), residual.then_some(&gr), act, &geo)
+                        .unwrap(),
+                ),
+                &down(
+                    &cpu()
+                        .conv2d_fused(&cx, &cw, bias.then_some(&cb), residual.then_some(&cr), act, &geo)
+                        .unwrap(),
+                ),
+            );
+        }
+    }
+    // A residual of the wrong length is an error, not a stray read.
+    let geo = ConvGeometry::new(&[1, 2, 4, 4], &[3, 2, 3, 3], 1, 1).unwrap();
+    let (x, wt, short) = (
+        g.upload(&values(32, 1)).unwrap(),
+        g.upload(&values(54, 2)).unwrap(),
+        g.upload(&[0.0; 5]).unwrap(),
+    );
+    assert!(g.conv2d_fused(&x, &wt, None, Some(&short), None, &geo).is_err());
+}
+
 /// Values as the mixed GEMMs see them: rounded to f16 (nearest, ties to even) and back.
 fn to_half(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
@@ -574,6 +618,7 @@ fn main() {
             "matmul_bias_and_row_sums_match_the_cpu",
             matmul_bias_and_row_sums_match_the_cpu,
         ),
+        harness::gpu("fused_convolution_matches_the_cpu", fused_convolution_matches_the_cpu),
         harness::gpu(
             "mixed_precision_gemms_round_only_their_operands",
             mixed_precision_gemms_round_only_their_operands,

@@ -258,8 +258,36 @@ fn an_overflowing_step_is_skipped_and_the_scale_halved(dev: Device) {
     panic!("16 steps in a row overflowed");
 }
 
+/// The probes read the network in fp32 whatever the model's precision: the same figures, bit for
+/// bit, from a mixed model as from an fp32 one with the same weights.
+fn probes_measure_in_fp32_whatever_the_precision(dev: Device) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap();
+    let fp32 = Model::new(spec.clone(), 6, dev).unwrap();
+    let mut mixed = Model::new(spec, 6, dev).unwrap();
+    mixed.set_precision(Precision::Mixed).unwrap();
+    let (images, shape, labels) = batch(4, 3, 8, 10, 3);
+    assert_eq!(
+        format!("{:?}", mixed.gradient_norms(&images, shape, &labels).unwrap()),
+        format!("{:?}", fp32.gradient_norms(&images, shape, &labels).unwrap())
+    );
+    assert_eq!(
+        format!("{:?}", mixed.layer_responses(&images, shape, true).unwrap()),
+        format!("{:?}", fp32.layer_responses(&images, shape, true).unwrap())
+    );
+    // While the model itself computes in mixed precision.
+    assert_ne!(
+        mixed.predict(&images, shape).unwrap(),
+        fp32.predict(&images, shape).unwrap()
+    );
+}
+
 fn main() {
     harness::run([
+        harness::gpu(
+            "probes_measure_in_fp32_whatever_the_precision",
+            probes_measure_in_fp32_whatever_the_precision,
+        ),
         harness::gpu(
             "mixed_precision_tracks_the_fp32_loss_curve",
             mixed_precision_tracks_the_fp32_loss_curve,

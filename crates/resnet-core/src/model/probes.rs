@@ -10,6 +10,7 @@ use crate::backend::Storage;
 use crate::error::Result;
 use crate::memory::Pass;
 use crate::ops;
+use crate::precision::Precision;
 use crate::tensor::Tensor;
 
 use super::context::{ctx, frozen};
@@ -55,7 +56,8 @@ impl Model {
     /// nets and nets without batch norm (`spec.batch_norm` false) the convolution's output. A
     /// forward pass only: nothing is recorded for autograd. With `training` batch norm uses the
     /// batch's statistics (as during training) but no running statistic or counter is updated;
-    /// without it, the running statistics. The model is left exactly as it was.
+    /// without it, the running statistics. The model is left exactly as it was. Measured in fp32
+    /// whatever the model's precision: a probe reads the network, not the arithmetic.
     pub fn layer_responses(&self, images: &[f32], shape: [usize; 4], training: bool) -> Result<Vec<LayerResponse>> {
         self.check_batch(images, shape, Pass::Eval)?;
         let out = RefCell::new(Vec::new());
@@ -80,7 +82,7 @@ impl Model {
         let ctx = ctx(frozen(training), Some(&hook));
         no_grad(|| {
             let x = Tensor::from_vec(images, &shape, self.device)?;
-            self.net.forward(&x, &ctx).map(drop)
+            self.net.forward_at(Precision::Fp32, &x, &ctx).map(drop)
         })?;
         if let Some(e) = failed.into_inner() {
             return Err(e);
@@ -92,7 +94,8 @@ impl Model {
     /// weight, in layer order (the stem, each block's convolutions then its projection, `fc`),
     /// for one labelled batch in training mode (batch statistics). The model is left exactly as
     /// it was: parameters, running statistics and counters, optimiser state and step, and any
-    /// gradients the parameters already held.
+    /// gradients the parameters already held. In fp32 whatever the model's precision (in f16
+    /// operands, without loss scaling, small gradients would vanish).
     pub fn gradient_norms(&self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<Vec<GradNorm>> {
         self.check_labelled(images, shape, labels, self.training_pass(false))?;
         let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
@@ -102,7 +105,9 @@ impl Model {
         let held: Vec<Option<Storage>> = params.iter().map(|(_, p)| p.grad_storage()).collect();
         params.iter().for_each(|(_, p)| p.zero_grad());
         let run = || -> Result<Vec<GradNorm>> {
-            let logits = self.net.forward(&x, &ctx(BnMode::TrainFrozenStats, None))?;
+            let logits = self
+                .net
+                .forward_at(Precision::Fp32, &x, &ctx(BnMode::TrainFrozenStats, None))?;
             ops::cross_entropy(&logits, &y)?.backward()?;
             let mut norms = Vec::new();
             for (name, p) in &params {

@@ -157,8 +157,12 @@ impl ResNet {
 
     /// Globally pooled features [N, C] before the classifier.
     pub fn features(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        autocast(self.precision, || self.features_cast(x, ctx))
+    }
+
+    fn features_cast(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let mut last = self
-            .stage_outputs(x, ctx)?
+            .stage_outputs_cast(x, ctx)?
             .pop()
             .ok_or_else(|| Error::Internal("no stages".into()))?;
         if self.spec.pre_activation {
@@ -171,8 +175,12 @@ impl ResNet {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let features = self.features(x, ctx)?;
-        autocast(self.precision, || self.fc.forward(&features))
+        self.forward_at(self.precision, x, ctx)
+    }
+
+    /// [`ResNet::forward`] in `precision` whatever the net's own (the probes measure in fp32).
+    pub fn forward_at(&self, precision: Precision, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        autocast(precision, || self.fc.forward(&self.features_cast(x, ctx)?))
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {

@@ -131,7 +131,7 @@ impl GpuStorage {
 
 /// The largest tensor a kernel can bind, in bytes, and the limit that sets it.
 pub fn max_tensor_bytes(ctx: &GpuContext) -> (u64, &'static str) {
-    let binding = ctx.limits.max_storage_buffer_binding_size as u64;
+    let binding = ctx.limits.max_storage_buffer_binding_size;
     if ctx.limits.max_buffer_size < binding {
         (ctx.limits.max_buffer_size, "max_buffer_size")
     } else {

@@ -164,3 +164,36 @@ fn a_buffer_is_bound_by_its_name_only() {
     assert_eq!(elementwise::ELEMENTWISE.slot("y").unwrap(), 3);
     assert!(elementwise::ELEMENTWISE.slot("x").is_err());
 }
+
+/// The variants the families are launched with beyond their defaults: f16 tiles (precision
+/// 'mixed') in every GEMM family, and the inference epilogue (residual and each activation).
+#[test]
+fn the_mixed_precision_and_epilogue_variants_compile() {
+    use crate::backend::wgpu::pipelines::specialize;
+    let gemms = [
+        describe(&gemm::MATMUL),
+        describe(&conv::CONV_FORWARD),
+        describe(&conv::CONV_BACKWARD_DATA),
+        describe(&conv::CONV_BACKWARD_WEIGHT),
+    ];
+    let half = || ("Operand", "f16".to_string());
+    let mut variants: Vec<(&str, Vec<(&'static str, String)>)> =
+        gemms.iter().map(|f| (f.source, vec![half()])).collect();
+    let forward = conv::CONV_FORWARD.source();
+    for act in ["0", "1", "2"] {
+        variants.push((
+            forward,
+            vec![("ACT", act.to_string()), ("RESIDUAL", "true".to_string())],
+        ));
+    }
+    variants.push((forward, vec![("ACT", "0".to_string()), half()]));
+    for (source, consts) in variants {
+        let specialized = specialize(source, &consts).unwrap();
+        let what = format!("{consts:?}");
+        let module = naga::front::wgsl::parse_str(&specialized)
+            .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&specialized)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&specialized)));
+    }
+}

@@ -3,10 +3,10 @@
 //! kernel shape, stride and padding compiled into each variant.
 
 use super::gemm::{self, Gemm, PLAIN_K, TILE_LOOP};
-use super::{read, read_write, to_u32, uniform, Family, GRID};
+use super::{elementwise, read, read_write, to_u32, uniform, Family, GRID};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
-use crate::backend::ConvGeometry;
+use crate::backend::{Activation, ConvGeometry};
 use crate::error::Result;
 
 uniform! {
@@ -31,8 +31,15 @@ uniform! {
 pub(super) static CONV_FORWARD: Family<ConvParams> = Family::new(
     "conv2d_forward",
     &[],
-    &[read("x"), read("wt"), read("bias"), read_write("y")],
-    &[include_str!("conv2d_forward.wgsl"), PLAIN_K, TILE_LOOP, WINDOW, GRID],
+    &[read("x"), read("wt"), read("bias"), read("residual"), read_write("y")],
+    &[
+        include_str!("conv2d_forward.wgsl"),
+        PLAIN_K,
+        TILE_LOOP,
+        WINDOW,
+        GRID,
+        super::ACTIVATION,
+    ],
 );
 
 pub(super) static CONV_BACKWARD_DATA: Family<ConvParams> = Family::new(
@@ -104,12 +111,64 @@ pub fn forward(
     bias: Option<&GpuStorage>,
     g: &ConvGeometry,
 ) -> Result<GpuStorage> {
-    // The kernel reads `bias` only when it has one, but every binding it declares must be bound.
-    let bias_or_unused = bias.unwrap_or(x);
+    launch_forward(ctx, x, w, bias, None, None, g)
+}
+
+/// `act(conv(x, w) + bias + residual)` (inference): the residual and the activation are applied in
+/// the GEMM's store when the GEMM runs in one pass, and by elementwise kernels after the split-K
+/// sum otherwise.
+pub fn forward_fused(
+    ctx: &GpuContext,
+    x: &GpuStorage,
+    w: &GpuStorage,
+    bias: Option<&GpuStorage>,
+    residual: Option<&GpuStorage>,
+    act: Option<Activation>,
+    g: &ConvGeometry,
+) -> Result<GpuStorage> {
+    if gemm::unsplit(forward_mnk(g), g.n * g.c_out * g.oh * g.ow) {
+        return launch_forward(ctx, x, w, bias, residual, act, g);
+    }
+    let y = launch_forward(ctx, x, w, bias, None, None, g)?;
+    match (residual, act) {
+        (Some(r), Some(act)) => elementwise::add_activation(ctx, &y, r, act),
+        (Some(r), None) => elementwise::add(ctx, &y, r),
+        (None, Some(act)) => elementwise::activation(ctx, &y, act),
+        (None, None) => Ok(y),
+    }
+}
+
+fn forward_mnk(g: &ConvGeometry) -> (usize, usize, usize) {
+    (g.c_out, g.n * g.oh * g.ow, g.c_in * g.kh * g.kw)
+}
+
+fn launch_forward(
+    ctx: &GpuContext,
+    x: &GpuStorage,
+    w: &GpuStorage,
+    bias: Option<&GpuStorage>,
+    residual: Option<&GpuStorage>,
+    act: Option<Activation>,
+    g: &ConvGeometry,
+) -> Result<GpuStorage> {
+    // The kernel reads `bias` and `residual` only when it has them, but every binding it declares
+    // must be bound.
+    let mut variant = variant(g);
+    if let Some(act) = act {
+        variant.push(("ACT", elementwise::activation_code(act).to_string()));
+    }
+    if residual.is_some() {
+        variant.push(("RESIDUAL", "true".to_string()));
+    }
     let launch = Gemm {
-        mnk: (g.c_out, g.n * g.oh * g.ow, g.c_in * g.kh * g.kw),
-        variant: variant(g),
-        inputs: &[("x", x), ("wt", w), ("bias", bias_or_unused)],
+        mnk: forward_mnk(g),
+        variant,
+        inputs: &[
+            ("x", x),
+            ("wt", w),
+            ("bias", bias.unwrap_or(x)),
+            ("residual", residual.unwrap_or(x)),
+        ],
         output: "y",
         output_len: g.n * g.c_out * g.oh * g.ow,
         precision: g.precision,

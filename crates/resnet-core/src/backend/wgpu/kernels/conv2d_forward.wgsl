@@ -7,6 +7,11 @@
 
 const A_K_FAST: bool = true;
 const B_K_FAST: bool = false;
+// The inference epilogue, fused where the GEMM is not split (conv.rs decides): the residual added
+// and the activation applied (its code as activation.wgsl's; NO_ACT for none) in the store.
+const NO_ACT: u32 = 99u;
+const ACT: u32 = 99u;
+const RESIDUAL: bool = false;
 
 // The reduction cursors AKs/BKs are gemm_plain_k.wgsl's (plain k, nothing to precompute).
 
@@ -50,10 +55,17 @@ fn load_b(c: BCol, s: BKs, k_end: u32) -> f32 {
 
 fn store_c(m: u32, col: u32, split: u32, v: f32) {
     let o = grid_pos(col, P.oh, P.ow);
+    let at = (o.outer * P.m + m) * (P.oh * P.ow) + o.p;
     var out = v;
     if (P.has_bias != 0u && split == 0u) {
         out += bias[m];
     }
+    if (RESIDUAL) {
+        out += residual[at];
+    }
+    if (ACT != NO_ACT) {
+        out = activate(out, ACT);
+    }
     // Split-K partials follow one another, each laid out as y.
-    y[split * P.m * P.n + (o.outer * P.m + m) * (P.oh * P.ow) + o.p] = out;
+    y[split * P.m * P.n + at] = out;
 }

@@ -23,10 +23,10 @@ pub(super) static ELEMENTWISE: Family<ElementwiseParams> = Family::new(
     "elementwise",
     &[("WG", WG)],
     &[read("a"), read("b"), read_write("y")],
-    &[super::PRELUDE, include_str!("elementwise.wgsl")],
+    &[super::PRELUDE, super::ACTIVATION, include_str!("elementwise.wgsl")],
 );
 
-fn activation_code(act: Activation) -> u32 {
+pub(super) fn activation_code(act: Activation) -> u32 {
     match act {
         Activation::Relu => 0,
         Activation::Tanh => 1,

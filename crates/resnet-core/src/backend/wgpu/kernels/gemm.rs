@@ -204,6 +204,14 @@ fn operand_type(ctx: &GpuContext, precision: Precision) -> Result<Option<(&'stat
     }
 }
 
+/// Whether a GEMM of this shape runs in one pass (no split-K partials to add afterwards), so that
+/// its store can apply an epilogue.
+pub fn unsplit(mnk: (usize, usize, usize), output_len: usize) -> bool {
+    let (m, n, k) = mnk;
+    let tile = tile_for(m);
+    split_k(tile.tiles(m, n), k, tile.bk, output_len).0 == 1
+}
+
 /// Runs `g` through `family`, whose parameters `params` builds from the chosen shape. When the
 /// output tiles alone cannot fill the GPU the reduction is split (split-K) and the partials are
 /// added by reduce.wgsl.
@@ -296,4 +304,17 @@ pub fn matmul(
         splits: s.splits,
         k_chunk: s.k_chunk,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsplit;
+
+    #[test]
+    fn long_reductions_over_few_tiles_split_and_wide_ones_do_not() {
+        // ResNet-18's 512-channel 3x3 layer on one 4x4 image: 8 tiles, K = 4608.
+        assert!(!unsplit((512, 16, 4608), 512 * 16));
+        // A 64-channel 3x3 layer over 32 images of 56x56: plenty of tiles.
+        assert!(unsplit((64, 32 * 56 * 56, 576), 64 * 32 * 56 * 56));
+    }
 }

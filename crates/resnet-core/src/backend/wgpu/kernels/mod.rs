@@ -38,6 +38,8 @@ pub const CHUNK: u32 = WG * ITEMS;
 
 /// Shared WGSL helpers (`element`, the workgroup sums) for the families that use `WG`.
 const PRELUDE: &str = include_str!("prelude.wgsl");
+/// `activate(v, code)` for the families that apply an activation.
+const ACTIVATION: &str = include_str!("activation.wgsl");
 /// The NCHW and window index decoding (`grid_pos`, `channel_element`) for the families that
 /// address images.
 const GRID: &str = include_str!("grid.wgsl");
