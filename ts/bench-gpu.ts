@@ -21,10 +21,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { label, python, type BenchConfig } from './bench-measure.js';
+import { label, medianSeconds, python, randomBatch, spec, type BenchConfig } from './bench-measure.js';
 import { Model, type Precision } from './model.js';
 import { native } from './native.js';
-import { resnet, type ImagenetDepth, type ResNetSpec } from './spec.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -76,42 +75,14 @@ interface TorchRow {
   peak_train_mib_fp32: number;
 }
 
-// Ours as `bench.ts` builds them: option B for CIFAR (the anchor's projections), 10 classes.
-function spec(c: BenchConfig): ResNetSpec {
-  return c.net === 'cifar'
-    ? resnet.cifar({ depth: c.depth, shortcut: 'B', inChannels: c.channels, numClasses: 10 })
-    : resnet.imagenet({ depth: c.depth as ImagenetDepth, inChannels: c.channels, numClasses: 10 });
-}
-
-function batchOf(c: BenchConfig): { images: Float32Array; labels: Int32Array; shape: [number, number, number, number] } {
-  let state = 12345;
-  const random = (): number => {
-    state = (state * 1103515245 + 12345) % 2147483648;
-    return state / 2147483648;
-  };
-  const images = Float32Array.from({ length: c.batch * c.channels * c.size * c.size }, () => random() * 2 - 1);
-  const labels = Int32Array.from({ length: c.batch }, () => Math.floor(random() * 10));
-  return { images, labels, shape: [c.batch, c.channels, c.size, c.size] };
-}
-
-async function median(run: () => Promise<unknown>): Promise<number> {
-  for (let i = 0; i < warmup; i++) await run();
-  const times: number[] = [];
-  for (let i = 0; i < steps; i++) {
-    const t0 = performance.now();
-    await run(); // both calls read a result back: the GPU has finished when they resolve
-    times.push((performance.now() - t0) / 1000);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] ?? Number.NaN;
-}
-
 /** In this process: one configuration in one precision. */
 async function measure(c: BenchConfig, precision: Precision): Promise<GpuFigures> {
   const model = Model.create(spec(c), { seed: 0, device: 'gpu' });
   if (model.device !== 'gpu') throw new Error('bench:gpu: no GPU');
   model.setOptimizer({ lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
-  const { images, labels, shape } = batchOf(c);
+  const { images, labels } = randomBatch(c);
+  const shape = [c.batch, c.channels, c.size, c.size] as const;
+  const timing = { steps, warmup };
   let logitError: number | undefined;
   let skippedSteps: number | undefined;
   if (precision === 'mixed') {
@@ -129,8 +100,9 @@ async function measure(c: BenchConfig, precision: Precision): Promise<GpuFigures
       if (++skippedSteps >= 24) throw new Error(`24 mixed steps in a row overflowed on ${label(c)}`);
     }
   }
-  const train = await median(() => model.trainStep(images, labels, shape));
-  const infer = await median(() => model.predict(images, shape));
+  // Both calls read a result back: the GPU has finished when they resolve.
+  const train = await medianSeconds(timing, () => model.trainStep(images, labels, shape));
+  const infer = await medianSeconds(timing, () => model.predict(images, shape));
   const peak = model.memoryStats()?.peakBytes ?? Number.NaN;
   model.dispose();
   return {

@@ -50,14 +50,16 @@ export function label(c: BenchConfig): string {
   return `ResNet-${c.depth} ${c.channels}x${c.size}x${c.size} b${c.batch}`;
 }
 
-function spec(c: BenchConfig): ResNetSpec {
+/** The network of a configuration, as both benches build it. */
+export function spec(c: BenchConfig): ResNetSpec {
   return c.net === 'cifar'
     ? resnet.cifar({ depth: c.depth, shortcut: 'B', inChannels: c.channels, numClasses: 10 })
     : // resnet.imagenet names a depth it has no layout for.
       resnet.imagenet({ depth: c.depth as ImagenetDepth, inChannels: c.channels, numClasses: 10 });
 }
 
-function randomBatch(c: BenchConfig): { images: Float32Array; labels: Int32Array } {
+/** A configuration's batch of random images and labels (seeded: the same every run). */
+export function randomBatch(c: BenchConfig): { images: Float32Array; labels: Int32Array } {
   let state = 12345;
   const random = (): number => {
     state = (state * 1103515245 + 12345) % 2147483648;
@@ -68,7 +70,8 @@ function randomBatch(c: BenchConfig): { images: Float32Array; labels: Int32Array
   return { images, labels };
 }
 
-async function medianSeconds(t: Timing, run: () => Promise<unknown>): Promise<number> {
+/** The median of `t.steps` calls of `run` after `t.warmup` more. */
+export async function medianSeconds(t: Timing, run: () => Promise<unknown>): Promise<number> {
   for (let i = 0; i < t.warmup; i++) await run();
   const times: number[] = [];
   for (let i = 0; i < t.steps; i++) {

@@ -63,6 +63,19 @@ impl ConvGeometry {
         })
     }
 
+    /// Checks the lengths of an epilogue's bias ([c_out]) and residual (the output's shape): the
+    /// kernels index both by the geometry, so a mismatch must be an error, not a stray access.
+    pub fn check_epilogue(&self, bias: Option<usize>, residual: Option<usize>) -> Result<()> {
+        let out_len = self.n * self.c_out * self.oh * self.ow;
+        if bias.is_some_and(|b| b != self.c_out) || residual.is_some_and(|r| r != out_len) {
+            return Err(Error::Internal(format!(
+                "conv2d: bias of {bias:?} values (want {}), residual of {residual:?} (want {out_len})",
+                self.c_out
+            )));
+        }
+        Ok(())
+    }
+
     /// The same convolution computed in `precision`.
     pub fn with_precision(self, precision: Precision) -> Self {
         ConvGeometry { precision, ..self }

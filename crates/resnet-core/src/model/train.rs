@@ -62,59 +62,42 @@ impl Model {
         result
     }
 
+    /// In mixed precision the backward pass starts from the loss times the scale, and the update
+    /// divides the gradients by it, unless any gradient is inf or NaN (then no update and a lower
+    /// scale). The overflow check is read back with the loss and hits, before the update: still
+    /// one wait for the GPU a step.
     fn train_step_checked(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
-        if self.scaler.is_some() {
-            return self.train_step_scaled(images, shape, labels);
-        }
+        let scale = self.scaler.as_ref().map(LossScaler::scale);
         let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
         let x = Tensor::from_vec(images, &shape, self.device)?;
         self.optimizer.zero_grad();
         let logits = self.net.forward(&x, &ctx(BnMode::Train, None))?;
         let loss = ops::cross_entropy(&logits, &y)?;
-        loss.backward()?;
-        let lr = self.optimizer.lr();
-        self.optimizer.step()?;
-        self.optimizer.zero_grad();
-        let (loss_value, hits) = self.loss_and_hits(&logits, &y, &loss)?;
-        self.check_converging(loss_value, "")?;
-        Ok(TrainStats {
-            loss: loss_value,
-            correct: hits.round() as usize,
-            batch: shape[0],
-            lr,
-            step: self.step(),
-            loss_scale: None,
-            skipped: false,
-        })
-    }
-
-    /// The mixed-precision step: backward from the loss times the scale, then the update on the
-    /// gradients divided by it, unless any gradient is inf or NaN (then no update, a lower scale).
-    /// The overflow check is read back with the loss and hits: one wait for the GPU, as in fp32.
-    fn train_step_scaled(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
-        let scale = self.scaler.as_ref().map_or(1.0, LossScaler::scale);
-        let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
-        let x = Tensor::from_vec(images, &shape, self.device)?;
-        self.optimizer.zero_grad();
-        let logits = self.net.forward(&x, &ctx(BnMode::Train, None))?;
-        let loss = ops::cross_entropy(&logits, &y)?;
-        ops::scale(&loss, scale)?.backward()?;
-        let lr = self.optimizer.lr();
-        let be = self.device.backend();
-        let layout = LogitsLayout {
-            n: shape[0],
-            classes: self.net.spec.num_classes,
-        };
-        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, 1)?)?;
-        let check = self.gradient_sum()?;
-        let [loss_value, hits, check] = read_scalars([&loss.storage(), &hits, &check], self.device)?;
-        let decision = match self.scaler.as_mut() {
-            Some(s) => s.update(check.is_finite()),
-            None => ScaledStep::Apply,
-        };
-        if decision == ScaledStep::Apply {
-            self.optimizer.step_unscaling(1.0 / scale)?;
+        match scale {
+            Some(s) => ops::scale(&loss, s)?.backward()?,
+            None => loss.backward()?,
         }
+        let lr = self.optimizer.lr();
+        let hits = self.hits(&logits, &y)?;
+        let (loss_value, hits, decision) = match scale {
+            None => {
+                self.optimizer.step()?;
+                let [loss_value, hits] = read_scalars([&loss.storage(), &hits], self.device)?;
+                (loss_value, hits, ScaledStep::Apply)
+            }
+            Some(s) => {
+                let check = self.gradient_sum()?;
+                let [loss_value, hits, check] = read_scalars([&loss.storage(), &hits, &check], self.device)?;
+                let decision = match self.scaler.as_mut() {
+                    Some(scaler) => scaler.update(check.is_finite()),
+                    None => ScaledStep::Apply,
+                };
+                if decision == ScaledStep::Apply {
+                    self.optimizer.step_unscaling(1.0 / s)?;
+                }
+                (loss_value, hits, decision)
+            }
+        };
         self.optimizer.zero_grad();
         self.check_converging(loss_value, "")?;
         Ok(TrainStats {
@@ -123,7 +106,7 @@ impl Model {
             batch: shape[0],
             lr,
             step: self.step(),
-            loss_scale: Some(scale),
+            loss_scale: scale,
             skipped: decision == ScaledStep::Skip,
         })
     }
@@ -144,14 +127,19 @@ impl Model {
         total.ok_or_else(|| Error::Internal("a training step left no gradient".into()))
     }
 
-    /// A training step's mean loss and top-1 hits, in one download.
-    pub(super) fn loss_and_hits(&self, logits: &Tensor, labels: &Tensor, loss: &Tensor) -> Result<(f32, f32)> {
+    /// The top-1 hits of a batch's logits, as a one-value storage (read back with the loss).
+    pub(super) fn hits(&self, logits: &Tensor, labels: &Tensor) -> Result<Storage> {
         let be = self.device.backend();
         let layout = LogitsLayout {
             n: logits.shape()[0],
             classes: self.net.spec.num_classes,
         };
-        let hits = be.sum_all(&be.topk_correct(&logits.storage(), &labels.storage(), &layout, 1)?)?;
+        be.sum_all(&be.topk_correct(&logits.storage(), &labels.storage(), &layout, 1)?)
+    }
+
+    /// A training step's mean loss and top-1 hits, in one download.
+    pub(super) fn loss_and_hits(&self, logits: &Tensor, labels: &Tensor, loss: &Tensor) -> Result<(f32, f32)> {
+        let hits = self.hits(logits, labels)?;
         let [loss_value, hits] = read_scalars([&loss.storage(), &hits], self.device)?;
         Ok((loss_value, hits))
     }

@@ -273,16 +273,7 @@ impl Backend for CpuBackend {
             residual: residual.map(data).transpose()?,
             act,
         };
-        // The epilogue indexes both by the geometry: a mismatch must be an error, not a panic.
-        let out_len = g.n * g.c_out * g.oh * g.ow;
-        if epilogue.bias.is_some_and(|b| b.len() != g.c_out) || epilogue.residual.is_some_and(|r| r.len() != out_len) {
-            return Err(Error::Internal(format!(
-                "conv2d: bias of {:?} values (want {}), residual of {:?} (want {out_len})",
-                epilogue.bias.map(<[f32]>::len),
-                g.c_out,
-                epilogue.residual.map(<[f32]>::len)
-            )));
-        }
+        g.check_epilogue(epilogue.bias.map(<[f32]>::len), epilogue.residual.map(<[f32]>::len))?;
         store(conv::forward(data(x)?, data(w)?, &epilogue, g)?)
     }
 

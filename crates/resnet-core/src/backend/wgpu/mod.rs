@@ -253,16 +253,7 @@ impl Backend for WgpuBackend {
         act: Option<Activation>,
         g: &ConvGeometry,
     ) -> Result<Storage> {
-        // The kernel indexes both by the geometry: a mismatch must be an error, not a stray read.
-        let out_len = g.n * g.c_out * g.oh * g.ow;
-        if bias.is_some_and(|b| b.len() != g.c_out) || residual.is_some_and(|r| r.len() != out_len) {
-            return Err(Error::Internal(format!(
-                "conv2d: bias of {:?} values (want {}), residual of {:?} (want {out_len})",
-                bias.map(Storage::len),
-                g.c_out,
-                residual.map(Storage::len)
-            )));
-        }
+        g.check_epilogue(bias.map(Storage::len), residual.map(Storage::len))?;
         let (bias, residual) = (bias.map(gpu).transpose()?, residual.map(gpu).transpose()?);
         store(conv::forward_fused(
             context()?,
