@@ -273,8 +273,7 @@ export class Model {
   /** A freshly initialised model (He init, seeded). */
   static create(spec: ResNetSpec, options: CreateOptions = {}): Model {
     const model = new Model(new native.NativeModel(JSON.stringify(spec), options.seed ?? 0, options.device ?? 'auto'));
-    if (options.precision !== undefined) model.setPrecision(options.precision);
-    return model;
+    return model.#withPrecision(options.precision);
   }
 
   /**
@@ -283,10 +282,20 @@ export class Model {
    */
   static async load(path: string, options: { device?: DeviceName; precision?: Precision } = {}): Promise<Model> {
     const nativeModel = await native.NativeModel.load(path, options.device ?? 'auto');
-    const model = new Model(nativeModel, nativeModel.checkpointMetadata());
-    // A mixed run's checkpoint holds its loss scale: it is taken up again here.
-    if (options.precision !== undefined) model.setPrecision(options.precision);
-    return model;
+    // A mixed run's checkpoint holds its loss scale: setPrecision('mixed') takes it up again.
+    return new Model(nativeModel, nativeModel.checkpointMetadata()).#withPrecision(options.precision);
+  }
+
+  /** This model in `precision` (if given); a refusal frees it before the error is thrown. */
+  #withPrecision(precision: Precision | undefined): Model {
+    if (precision === undefined) return this;
+    try {
+      this.setPrecision(precision);
+    } catch (error) {
+      this.dispose();
+      throw error;
+    }
+    return this;
   }
 
   /** The architecture (a copy). */
