@@ -24,9 +24,10 @@ if [ "${1:-}" = "--pack" ]; then
   rm -rf .gpurt/dist .gpurt/native
   cp -r dist .gpurt/dist
   mkdir -p .gpurt/native && cp native/*.node native/index.cjs native/index.d.ts .gpurt/native/
-  # What dist/ imports at run time (package.json "dependencies"), and their dependencies.
-  for p in commander cli-progress @resvg ansi-regex string-width strip-ansi emoji-regex is-fullwidth-code-point; do
-    [ -e "node_modules/$p" ] && cp -r "node_modules/$p" ".gpurt/node_modules/$(dirname "$p")" 2>/dev/null || true
+  # What dist/ imports at run time: package.json's "dependencies" and theirs, as npm resolved them.
+  rm -rf .gpurt/node_modules
+  npm ls --omit=dev --all --parseable | sed "s|^$PWD/||" | grep '^node_modules/' | while read -r p; do
+    mkdir -p ".gpurt/$(dirname "$p")" && cp -r "$p" ".gpurt/$(dirname "$p")/"
   done
   cp package.json .gpurt/
   cp scripts/torch_gpu_bench.py .gpurt/scripts/

@@ -21,8 +21,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { label, medianSeconds, python, randomBatch, spec, type BenchConfig } from './bench-measure.js';
-import { Model, type Precision } from './model.js';
+import { benchModel, label, medianSeconds, python, randomBatch, type BenchConfig } from './bench-measure.js';
+import type { Precision } from './model.js';
 import { native } from './native.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -77,9 +77,8 @@ interface TorchRow {
 
 /** In this process: one configuration in one precision. */
 async function measure(c: BenchConfig, precision: Precision): Promise<GpuFigures> {
-  const model = Model.create(spec(c), { seed: 0, device: 'gpu' });
-  if (model.device !== 'gpu') throw new Error('bench:gpu: no GPU');
-  model.setOptimizer({ lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
+  // Created in fp32: a mixed model's first logits are compared with fp32 ones from the same weights.
+  const model = benchModel(c, 'gpu');
   const { images, labels } = randomBatch(c);
   const shape = [c.batch, c.channels, c.size, c.size] as const;
   const timing = { steps, warmup };

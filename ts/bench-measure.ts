@@ -50,8 +50,7 @@ export function label(c: BenchConfig): string {
   return `ResNet-${c.depth} ${c.channels}x${c.size}x${c.size} b${c.batch}`;
 }
 
-/** The network of a configuration, as both benches build it. */
-export function spec(c: BenchConfig): ResNetSpec {
+function spec(c: BenchConfig): ResNetSpec {
   return c.net === 'cifar'
     ? resnet.cifar({ depth: c.depth, shortcut: 'B', inChannels: c.channels, numClasses: 10 })
     : // resnet.imagenet names a depth it has no layout for.
@@ -83,7 +82,8 @@ export async function medianSeconds(t: Timing, run: () => Promise<unknown>): Pro
   return times[Math.floor(times.length / 2)] ?? Number.NaN;
 }
 
-function model(c: BenchConfig, device: DeviceName, precision: Precision = 'fp32'): Model {
+/** A configuration's model, seeded, with the bench's SGD settings. */
+export function benchModel(c: BenchConfig, device: DeviceName, precision: Precision = 'fp32'): Model {
   const m = Model.create(spec(c), { seed: 0, device, precision });
   m.setOptimizer({ lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
   return m;
@@ -91,7 +91,7 @@ function model(c: BenchConfig, device: DeviceName, precision: Precision = 'fp32'
 
 /** In this process: our training and inference throughput (the child's side of `oursInChild`). */
 export async function measureOurs(c: BenchConfig, t: Timing, device: DeviceName, precision: Precision = 'fp32'): Promise<Figures> {
-  const m = model(c, device, precision);
+  const m = benchModel(c, device, precision);
   const { images, labels } = randomBatch(c);
   const shape = [c.batch, c.channels, c.size, c.size] as const;
   const train = await medianSeconds(t, () => m.trainStep(images, labels, shape));
@@ -106,7 +106,7 @@ export async function measureOurs(c: BenchConfig, t: Timing, device: DeviceName,
 
 /** In this process: our phase breakdown of `steps` training steps after warm-up, per step. CPU only. */
 export async function profileOurs(c: BenchConfig, warmup: number, steps: number): Promise<Phases> {
-  const m = model(c, 'cpu');
+  const m = benchModel(c, 'cpu');
   const { images, labels } = randomBatch(c);
   const shape = [c.batch, c.channels, c.size, c.size] as const;
   for (let i = 0; i < warmup; i++) await m.trainStep(images, labels, shape);

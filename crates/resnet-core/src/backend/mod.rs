@@ -339,6 +339,11 @@ pub trait Backend: Send + Sync {
         g: &ConvGeometry,
     ) -> Result<Storage> {
         let y = self.conv2d(x, w, bias, g)?;
+        self.unfused_epilogue(y, residual, act)
+    }
+    /// What `conv2d_fused` does after the convolution, as separate kernels: the residual added,
+    /// then the activation (for backends, or shapes, whose convolution cannot apply them itself).
+    fn unfused_epilogue(&self, y: Storage, residual: Option<&Storage>, act: Option<Activation>) -> Result<Storage> {
         match (residual, act) {
             (_, Some(act)) => self.epilogue(y, residual, act),
             (Some(r), None) => self.add(&y, r),

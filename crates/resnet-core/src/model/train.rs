@@ -88,10 +88,10 @@ impl Model {
             Some(s) => {
                 let check = self.gradient_sum()?;
                 let [loss_value, hits, check] = read_scalars([&loss.storage(), &hits, &check], self.device)?;
-                let decision = match self.scaler.as_mut() {
-                    Some(scaler) => scaler.update(check.is_finite()),
-                    None => ScaledStep::Apply,
-                };
+                let decision = self
+                    .scaler
+                    .as_mut()
+                    .map_or(ScaledStep::Apply, |scaler| scaler.update(check.is_finite()));
                 if decision == ScaledStep::Apply {
                     self.optimizer.step_unscaling(1.0 / s)?;
                 }

@@ -207,13 +207,12 @@ fn batch_norm_backward(
     Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
 }
 
-/// The CPU kernels compute in f32 only (`Model` refuses 'mixed' on the CPU before any op runs).
+/// The CPU kernels compute in f32 only (`Model` refuses 'mixed' on the CPU before any op runs,
+/// with this same message).
 fn fp32_only(precision: Precision) -> Result<()> {
     match precision {
         Precision::Fp32 => Ok(()),
-        Precision::Mixed => Err(Error::invalid(
-            "precision 'mixed' runs on a GPU only (f16 operands); the CPU backend computes in fp32",
-        )),
+        Precision::Mixed => super::check_mixed_precision(Device::Cpu),
     }
 }
 

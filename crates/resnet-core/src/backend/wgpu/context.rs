@@ -330,6 +330,7 @@ fn cooperative_f16_shapes(adapter: &wgpu::Adapter) -> Vec<String> {
         .filter(|p| p.ab_type == wgpu::CooperativeScalarType::F16 && p.cr_type == wgpu::CooperativeScalarType::F32)
         .map(|p| format!("{}x{}x{}", p.m_size, p.n_size, p.k_size))
         .collect();
+    shapes.sort_unstable();
     shapes.dedup();
     shapes
 }

@@ -254,16 +254,14 @@ impl Backend for WgpuBackend {
         g: &ConvGeometry,
     ) -> Result<Storage> {
         g.check_epilogue(bias.map(Storage::len), residual.map(Storage::len))?;
-        let (bias, residual) = (bias.map(gpu).transpose()?, residual.map(gpu).transpose()?);
-        store(conv::forward_fused(
-            context()?,
-            gpu(x)?,
-            gpu(w)?,
-            bias,
-            residual,
-            act,
-            g,
-        )?)
+        let ctx = context()?;
+        let bias = bias.map(gpu).transpose()?;
+        if !conv::fuses_epilogue(g) {
+            let y = store(conv::forward(ctx, gpu(x)?, gpu(w)?, bias, g)?)?;
+            return self.unfused_epilogue(y, residual, act);
+        }
+        let residual = residual.map(gpu).transpose()?;
+        store(conv::forward_fused(ctx, gpu(x)?, gpu(w)?, bias, residual, act, g)?)
     }
 
     fn conv2d_backward_data(&self, gy: &Storage, w: &Storage, g: &ConvGeometry) -> Result<Storage> {

@@ -111,38 +111,22 @@ pub fn forward(
     bias: Option<&GpuStorage>,
     g: &ConvGeometry,
 ) -> Result<GpuStorage> {
-    launch_forward(ctx, x, w, bias, None, None, g)
+    forward_fused(ctx, x, w, bias, None, None, g)
 }
 
-/// `act(conv(x, w) + bias + residual)` (inference): the residual and the activation are applied in
-/// the GEMM's store when the GEMM runs in one pass, and by elementwise kernels after the split-K
-/// sum otherwise.
-pub fn forward_fused(
-    ctx: &GpuContext,
-    x: &GpuStorage,
-    w: &GpuStorage,
-    bias: Option<&GpuStorage>,
-    residual: Option<&GpuStorage>,
-    act: Option<Activation>,
-    g: &ConvGeometry,
-) -> Result<GpuStorage> {
-    if gemm::unsplit(forward_mnk(g), g.n * g.c_out * g.oh * g.ow) {
-        return launch_forward(ctx, x, w, bias, residual, act, g);
-    }
-    let y = launch_forward(ctx, x, w, bias, None, None, g)?;
-    match (residual, act) {
-        (Some(r), Some(act)) => elementwise::add_activation(ctx, &y, r, act),
-        (Some(r), None) => elementwise::add(ctx, &y, r),
-        (None, Some(act)) => elementwise::activation(ctx, &y, act),
-        (None, None) => Ok(y),
-    }
+/// Whether the forward GEMM of `g` runs in one pass, so that its store can apply the inference
+/// epilogue ([`forward_fused`]); with split-K partials the epilogue must follow their sum.
+pub fn fuses_epilogue(g: &ConvGeometry) -> bool {
+    gemm::unsplit(forward_mnk(g), g.n * g.c_out * g.oh * g.ow)
 }
 
 fn forward_mnk(g: &ConvGeometry) -> (usize, usize, usize) {
     (g.c_out, g.n * g.oh * g.ow, g.c_in * g.kh * g.kw)
 }
 
-fn launch_forward(
+/// `act(conv(x, w) + bias + residual)` (inference), the residual and the activation applied in the
+/// GEMM's store: only where [`fuses_epilogue`] (the caller checks).
+pub fn forward_fused(
     ctx: &GpuContext,
     x: &GpuStorage,
     w: &GpuStorage,
