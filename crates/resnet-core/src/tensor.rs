@@ -21,8 +21,11 @@ struct Inner {
     /// derived from them and cached (batch norm folded into a convolution's weights) compares
     /// versions to know it is stale, whoever made the change (optimiser, loader, a custom loop).
     version: AtomicU64,
-    /// The op that produced this tensor, kept only while gradients are being recorded.
-    op: Option<Op>,
+    /// The op that produced this tensor, kept only while gradients are being recorded, until a
+    /// backward pass that frees the graph has used it (`autograd::backward_freeing`).
+    op: Mutex<Option<Arc<Op>>>,
+    /// Whether an op produced this tensor (still true once that op has been released).
+    recorded: bool,
     requires_grad: bool,
     /// Accumulated gradient; only leaves that require grad ever hold one.
     grad: Mutex<Option<Storage>>,
@@ -35,7 +38,8 @@ impl Tensor {
             shape,
             storage: RwLock::new(storage),
             version: AtomicU64::new(0),
-            op,
+            recorded: op.is_some(),
+            op: Mutex::new(op.map(Arc::new)),
             requires_grad,
             grad: Mutex::new(None),
         }))
@@ -153,11 +157,18 @@ impl Tensor {
     }
 
     pub fn is_leaf(&self) -> bool {
-        self.0.op.is_none()
+        !self.0.recorded
     }
 
-    pub(crate) fn op(&self) -> Option<&Op> {
-        self.0.op.as_ref()
+    /// The op that produced this tensor; `None` for a leaf, and for a result whose op a
+    /// graph-freeing backward has released.
+    pub(crate) fn op(&self) -> Option<Arc<Op>> {
+        self.0.op.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Takes the op out, so that what it saved for backward can be freed once it is used.
+    pub(crate) fn take_op(&self) -> Option<Arc<Op>> {
+        self.0.op.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The accumulated gradient of a leaf, if backward has reached it.

@@ -1115,6 +1115,63 @@ fn gradients_accumulate_until_zeroed() {
     );
 }
 
+/// The training step's backward (`Graph::Free`) releases each op once its rule has run, so an
+/// activation nobody else holds is freed during the pass; the gradients are the same bits as a
+/// backward that keeps the graph, and a second pass through a freed graph is a clear error.
+#[test]
+fn a_freeing_backward_releases_activations_and_refuses_a_second_pass() {
+    use resnet_core::autograd::{backward_with, Graph};
+    use resnet_core::backend::Storage;
+    use std::sync::Arc;
+    let mut r = rng(23);
+    let x = Tensor::from_vec(&normal_ish(&mut r, 2 * 3 * 6 * 5, 1.0), &[2, 3, 6, 5], DEV).unwrap();
+    let w1 = Tensor::parameter(&normal_ish(&mut r, 4 * 3 * 9, 0.5), &[4, 3, 3, 3], DEV).unwrap();
+    let w2 = Tensor::parameter(&normal_ish(&mut r, 4 * 4 * 9, 0.5), &[4, 4, 3, 3], DEV).unwrap();
+    let mut grads = Vec::new();
+    for graph in [Graph::Keep, Graph::Free] {
+        w1.zero_grad();
+        w2.zero_grad();
+        let hidden = ops::relu(&ops::conv2d(&x, &w1, None, 1, 1).unwrap()).unwrap();
+        let loss = weighted_loss(&hidden, &w2);
+        let Storage::Cpu(buffer) = hidden.storage() else {
+            unreachable!("a CPU tensor")
+        };
+        let watch = Arc::downgrade(&buffer);
+        drop((buffer, hidden));
+        assert!(
+            watch.upgrade().is_some(),
+            "the graph holds the activation before backward"
+        );
+        backward_with(&loss, graph, &mut |_| Ok(())).unwrap();
+        grads.push([
+            w1.grad().unwrap().to_vec().unwrap(),
+            w2.grad().unwrap().to_vec().unwrap(),
+        ]);
+        match graph {
+            Graph::Keep => {
+                assert!(watch.upgrade().is_some(), "a kept graph still holds the activation");
+                loss.backward().unwrap();
+            }
+            Graph::Free => {
+                assert!(
+                    watch.upgrade().is_none(),
+                    "the activation outlived the backward that freed its graph"
+                );
+                let err = loss.backward().unwrap_err().to_string();
+                assert!(
+                    err.contains("second time") && err.contains("forward pass again"),
+                    "{err}"
+                );
+            }
+        }
+    }
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for (keep, free) in grads[0].iter().zip(&grads[1]) {
+        assert!(keep.iter().any(|&g| g != 0.0));
+        assert_eq!(bits(keep), bits(free));
+    }
+}
+
 #[test]
 fn no_grad_records_nothing() {
     let mut r = rng(21);

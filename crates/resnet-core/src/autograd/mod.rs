@@ -1,6 +1,9 @@
 //! Define-by-run reverse-mode autograd. Each op's result remembers the op (`Op`) and its inputs;
 //! `backward` orders that graph topologically and applies the rules of `rules.rs` in reverse,
-//! freeing each intermediate gradient as soon as it has been passed on.
+//! freeing each intermediate gradient as soon as it has been passed on. `backward_freeing` (the
+//! training step's) also releases each op once its rule has run, as PyTorch does by default: an
+//! activation is then freed as soon as the last gradient that needs it is computed, instead of
+//! at the end of the step, which lowers the step's peak memory.
 
 mod op;
 mod rules;
@@ -59,12 +62,28 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
 }
 
 pub fn backward(root: &Tensor) -> Result<()> {
-    backward_with(root, &mut |_| Ok(()))
+    backward_with(root, Graph::Keep, &mut |_| Ok(()))
+}
+
+/// What a backward pass does with the graph it has gone through.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Graph {
+    /// Keep every op and what it saved: backward can run through the same graph again
+    /// (`Tensor::backward`, the probes).
+    Keep,
+    /// Release each op once its rule has run, so its saved tensors go as soon as nothing else
+    /// needs them (the training step). A second backward through the same graph is an error.
+    Free,
+}
+
+/// `backward` that frees the graph as it goes (`Graph::Free`).
+pub fn backward_freeing(root: &Tensor) -> Result<()> {
+    backward_with(root, Graph::Free, &mut |_| Ok(()))
 }
 
 /// `backward`, calling `on_leaf` as soon as a leaf's gradient is final (every op that used it has
 /// passed its part on): data-parallel training starts the gradient all-reduce from there.
-pub fn backward_with(root: &Tensor, on_leaf: &mut dyn FnMut(&Tensor) -> Result<()>) -> Result<()> {
+pub fn backward_with(root: &Tensor, graph: Graph, on_leaf: &mut dyn FnMut(&Tensor) -> Result<()>) -> Result<()> {
     if root.numel() != 1 {
         return Err(Error::Autograd(format!(
             "backward needs a scalar (one element) to start from, got shape {:?}",
@@ -82,14 +101,26 @@ pub fn backward_with(root: &Tensor, on_leaf: &mut dyn FnMut(&Tensor) -> Result<(
     grads.insert(root.id(), backend.upload(&[1.0])?);
     // Gradient computations are never themselves recorded.
     no_grad(|| {
-        for t in topological_order(root).iter().rev() {
+        // Consumed in reverse: each tensor is dropped from here once its rule has run.
+        let mut order = topological_order(root);
+        while let Some(t) = order.pop() {
             let Some(g) = grads.remove(&t.id()) else { continue };
-            let Some(op) = t.op() else {
+            if t.is_leaf() {
                 t.accumulate_grad(g)?;
-                on_leaf(t)?;
+                on_leaf(&t)?;
                 continue;
+            }
+            let op = match graph {
+                Graph::Keep => t.op(),
+                Graph::Free => t.take_op(),
             };
-            for (input, gi) in rules::backward(op, t, &g)? {
+            let Some(op) = op else {
+                return Err(Error::Autograd(
+                    "backward through a graph a second time: the training step's backward freed what this graph saved; run the forward pass again"
+                        .into(),
+                ));
+            };
+            for (input, gi) in rules::backward(&op, &t, &g)? {
                 if !input.requires_grad() {
                     continue;
                 }

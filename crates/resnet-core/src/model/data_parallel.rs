@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::autograd::backward_with;
+use crate::autograd::{backward_with, Graph};
 use crate::backend::{Backend, Storage};
 use crate::distributed::reducer::{plan_buckets, GradReducer};
 use crate::distributed::{Communicator, WorldInfo};
@@ -231,7 +231,7 @@ impl Model {
         let share = ops::scale(&loss, (n_local as f64 / total) as f32)?;
         let params: Vec<Tensor> = self.parameters().into_iter().map(|(_, t)| t).collect();
         let mut reducer = GradReducer::new(&comm, &params, &buckets, options.overlap);
-        backward_with(&share, &mut |leaf| reducer.ready(leaf))?;
+        backward_with(&share, Graph::Free, &mut |leaf| reducer.ready(leaf))?;
         reducer.finish()?;
         let lr = self.optimizer.lr();
         self.optimizer.step()?;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::autograd::no_grad;
+use crate::autograd::{backward_freeing, no_grad};
 use crate::error::{Error, Result};
 use crate::memory::Pass;
 use crate::ops;
@@ -73,9 +73,11 @@ impl Model {
         self.optimizer.zero_grad();
         let logits = self.net.forward(&x, &ctx(BnMode::Train, None))?;
         let loss = ops::cross_entropy(&logits, &y)?;
+        // Freeing the graph as it goes: each activation is released once its last gradient is
+        // computed, not at the end of the step.
         match scale {
-            Some(s) => ops::scale(&loss, s)?.backward()?,
-            None => loss.backward()?,
+            Some(s) => backward_freeing(&ops::scale(&loss, s)?)?,
+            None => backward_freeing(&loss)?,
         }
         let lr = self.optimizer.lr();
         let hits = self.hits(&logits, &y)?;

@@ -8,6 +8,7 @@ mod loss;
 mod norm;
 mod pool;
 mod shortcut;
+mod simd;
 
 use super::{
     Activation, Backend, BatchStats, ChannelLayout, ConvGeometry, Device, LogitsLayout, MatmulGeometry, PoolGeometry,

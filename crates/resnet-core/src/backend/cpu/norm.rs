@@ -1,7 +1,9 @@
 //! Batch normalisation over NCHW on the CPU. Statistics are reduced per channel in f64 (one
-//! channel per task, in a fixed order: deterministic), the elementwise parts run per plane.
+//! channel per task, planes in order, each plane in `simd::LANES` partial sums: deterministic),
+//! the elementwise parts run per plane; both compiled for AVX-512 where the CPU has it (`simd`).
 
 use super::buffers::CpuBuffer;
+use super::simd::{grad_sums, sum_and_squares, wide_fn};
 use super::{activate, activate_grad};
 use crate::backend::{Activation, ChannelLayout, StatsSource};
 use crate::error::Result;
@@ -17,11 +19,9 @@ pub fn channel_stats(x: &[f32], layout: &ChannelLayout) -> (Vec<f32>, Vec<f32>) 
         .map(|ch| {
             let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
             for i in 0..n {
-                for &v in &x[(i * c + ch) * hw..(i * c + ch + 1) * hw] {
-                    let v = v as f64;
-                    sum += v;
-                    sum_sq += v * v;
-                }
+                let (s, q) = sum_and_squares(&x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
+                sum += s;
+                sum_sq += q;
             }
             let mean = sum / count;
             let var = (sum_sq / count - mean * mean).max(0.0);
@@ -61,7 +61,7 @@ pub fn apply(
             let scale = invstd[ch] * gamma[ch];
             let shift = beta[ch] - mean[ch] * scale;
             match epilogue {
-                None => yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift),
+                None => normalise_plane(yp, xp, None, scale, shift, |v| v),
                 Some((residual, act)) => {
                     let rp = residual.map(|r| &r[plane * hw..(plane + 1) * hw]);
                     // ReLU spelled out so the loop vectorises; the others go through `activate`.
@@ -75,14 +75,50 @@ pub fn apply(
     Ok(y)
 }
 
-fn normalise_plane(yp: &mut [f32], xp: &[f32], rp: Option<&[f32]>, scale: f32, shift: f32, act: impl Fn(f32) -> f32) {
-    match rp {
-        None => yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = act(v * scale + shift)),
-        Some(rp) => yp
-            .iter_mut()
-            .zip(xp)
-            .zip(rp)
-            .for_each(|((o, &v), &r)| *o = act(v * scale + shift + r)),
+wide_fn! {
+    fn normalise_plane(
+        yp: &mut [f32],
+        xp: &[f32],
+        rp: Option<&[f32]>,
+        scale: f32,
+        shift: f32,
+        act: impl Fn(f32) -> f32,
+    ) -> () {
+        match rp {
+            None => yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = act(v * scale + shift)),
+            Some(rp) => yp
+                .iter_mut()
+                .zip(xp)
+                .zip(rp)
+                .for_each(|((o, &v), &r)| *o = act(v * scale + shift + r)),
+        }
+    }
+}
+
+wide_fn! {
+    /// One plane of dx: `k * (dy - mean_gy - (x - mean) * proj)` with the batch's statistics
+    /// (`Some((mean_gy, mean, proj))`), `k * dy` with running ones.
+    fn input_grad_plane(
+        dp: &mut [f32],
+        gp: &[f32],
+        yp: &[f32],
+        xp: &[f32],
+        k: f32,
+        batch: Option<(f32, f32, f32)>,
+        dy: impl Fn(f32, f32) -> f32,
+    ) -> () {
+        match batch {
+            Some((mean_gy, mean, proj)) => {
+                for (((d, &g), &y), &v) in dp.iter_mut().zip(gp).zip(yp).zip(xp) {
+                    *d = k * (dy(y, g) - mean_gy - (v - mean) * proj);
+                }
+            }
+            None => {
+                for ((d, &g), &y) in dp.iter_mut().zip(gp).zip(yp) {
+                    *d = k * dy(y, g);
+                }
+            }
+        }
     }
 }
 
@@ -146,11 +182,9 @@ fn backward_with(
             let (mut sum_gy, mut sum_gy_xc) = (0.0f64, 0.0f64);
             for i in 0..n {
                 let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                for ((&g, &y), &v) in gy[r.clone()].iter().zip(&out[r.clone()]).zip(&x[r]) {
-                    let g = dy(y, g);
-                    sum_gy += g as f64;
-                    sum_gy_xc += g as f64 * (v - mean[ch]) as f64;
-                }
+                let (s, p) = grad_sums(&gy[r.clone()], &out[r.clone()], &x[r], mean[ch], &dy);
+                sum_gy += s;
+                sum_gy_xc += p;
             }
             (sum_gy, sum_gy_xc)
         })
@@ -167,19 +201,11 @@ fn backward_with(
         let ch = plane % c;
         let r = plane * hw..(plane + 1) * hw;
         let k = gamma[ch] * invstd[ch];
-        let (gp, yp) = (&gy[r.clone()], &out[r.clone()]);
-        if source == StatsSource::Batch {
+        let batch = (source == StatsSource::Batch).then(|| {
             // dx = k * (dy - mean(dy) - xhat * mean(dy * xhat))
-            let mean_gy = dbeta[ch] / count;
-            let proj = dgamma[ch] / count * invstd[ch];
-            for (((d, &g), &y), &v) in dp.iter_mut().zip(gp).zip(yp).zip(&x[r]) {
-                *d = k * (dy(y, g) - mean_gy - (v - mean[ch]) * proj);
-            }
-        } else {
-            for ((d, &g), &y) in dp.iter_mut().zip(gp).zip(yp) {
-                *d = k * dy(y, g);
-            }
-        }
+            (dbeta[ch] / count, mean[ch], dgamma[ch] / count * invstd[ch])
+        });
+        input_grad_plane(dp, &gy[r.clone()], &out[r.clone()], &x[r], k, batch, &dy);
     });
     Ok((dx, dgamma, dbeta))
 }
