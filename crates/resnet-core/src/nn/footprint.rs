@@ -7,10 +7,12 @@
 //! test holds them together for every family). Activations are an estimate of the peak of one
 //! pass, per image, from the layer shapes and how the forward pass records its ops:
 //!
-//! - training: every op's output is kept on the tape until the step ends (two tensors a
+//! - training: every op's output is kept on the tape until backward reaches it (two tensors a
 //!   convolution: its output, which batch norm saves, and the fused batch norm + activation's
 //!   output, which the next layer saves; the shortcut's tensors; the input), plus four tensors of
-//!   the largest layer for the gradients in flight during backward;
+//!   the largest layer for the gradients in flight during backward. The training step's backward
+//!   frees each activation once its last gradient is computed, so the real peak is lower (the
+//!   largest layers' gradients come last, when most of the tape is gone): an upper bound;
 //! - evaluation (no tape): five tensors of the largest layer alive at once, plus the input.
 //!
 //! Measured against the GPU pool's peak (tests/memory.rs) the training estimate is within a few
