@@ -14,10 +14,7 @@ fn main() -> resnet_core::Result<()> {
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     let imagenet = args.first().map(|a| a != "cifar").unwrap_or(true);
-    let nums: Vec<usize> = args
-        .iter()
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let nums: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let depth = *nums.first().unwrap_or(if imagenet { &50 } else { &20 });
     let side = *nums.get(1).unwrap_or(if imagenet { &224 } else { &32 });
     let batches = if nums.len() > 2 { nums[2..].to_vec() } else { vec![1, 2] };

@@ -83,7 +83,7 @@ wide_fn! {
         scale: f32,
         shift: f32,
         act: impl Fn(f32) -> f32,
-    ) -> () {
+    ) {
         match rp {
             None => yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = act(v * scale + shift)),
             Some(rp) => yp
@@ -106,7 +106,7 @@ wide_fn! {
         k: f32,
         batch: Option<(f32, f32, f32)>,
         dy: impl Fn(f32, f32) -> f32,
-    ) -> () {
+    ) {
         match batch {
             Some((mean_gy, mean, proj)) => {
                 for (((d, &g), &y), &v) in dp.iter_mut().zip(gp).zip(yp).zip(xp) {

@@ -10,6 +10,9 @@
 /// `wide_fn! { pub fn name(args) -> T { body } }`: `name` runs `body` compiled for AVX-512 where
 /// this CPU has it (detected at run time), and for baseline x86-64 elsewhere.
 macro_rules! wide_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        wide_fn! { $(#[$meta])* $vis fn $name($($arg: $ty),*) -> () $body }
+    };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) -> $ret {
