@@ -110,6 +110,40 @@ fn gpu_memory_reaches_a_steady_state(dev: Device) {
     );
 }
 
+fn readbacks() -> u64 {
+    resnet_core::backend::wgpu::memory_stats()
+        .expect("the GPU is in use")
+        .readbacks
+}
+
+/// `fit` between reports: steps queued on the GPU wait for nothing, and one download at the end
+/// gives every step's figures, bit for bit those of steps that each read their own.
+fn queued_steps_read_nothing_back_until_asked(dev: Device) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap();
+    let mut stepped = Model::new(spec.clone(), 8, dev).unwrap();
+    let mut queued = Model::new(spec, 8, dev).unwrap();
+    let batches: Vec<_> = (0..6).map(|s| batch(5 + s % 2, 3, 9, 10, 40 + s as u32)).collect();
+    let expected: Vec<_> = batches
+        .iter()
+        .map(|(x, shape, y)| stepped.train_step(x, *shape, y).unwrap())
+        .collect();
+    let before = readbacks();
+    for (x, shape, y) in &batches {
+        queued.queue_train_step(x, *shape, y).unwrap();
+    }
+    assert_eq!(readbacks(), before, "six queued steps read nothing back");
+    let got = queued.take_step_stats().unwrap();
+    assert_eq!(readbacks(), before + 1, "one download for all six steps' figures");
+    assert_eq!(got, expected);
+    let (images, shape, _) = batch(4, 3, 9, 10, 99);
+    assert_eq!(
+        queued.predict(&images, shape).unwrap(),
+        stepped.predict(&images, shape).unwrap(),
+        "the same weights and running statistics"
+    );
+}
+
 fn a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu(dev: Device) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let spec = ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap();
@@ -309,6 +343,10 @@ fn main() {
             batch_norm_free_nets_train_like_the_cpu,
         ),
         harness::gpu("gpu_memory_reaches_a_steady_state", gpu_memory_reaches_a_steady_state),
+        harness::gpu(
+            "queued_steps_read_nothing_back_until_asked",
+            queued_steps_read_nothing_back_until_asked,
+        ),
         harness::gpu(
             "a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu",
             a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu,

@@ -826,3 +826,63 @@ fn batch_norm_free_nets_train() {
         assert!(losses[39] < 0.9 * losses[0], "{}: {losses:?}", spec.name());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queued steps (figures read back only when asked for)
+
+#[test]
+fn queued_steps_report_what_train_step_reports_in_order() {
+    let mut stepped = resnet8(6);
+    let mut queued = resnet8(6);
+    let batches: Vec<_> = (0..5).map(|s| batch(30 + s, 3 + s as usize % 3, 3, 9, 10)).collect();
+    let expected: Vec<_> = batches
+        .iter()
+        .map(|(x, shape, y)| stepped.train_step(x, *shape, y).unwrap())
+        .collect();
+    for (x, shape, y) in &batches[..3] {
+        queued.queue_train_step(x, *shape, y).unwrap();
+    }
+    assert_eq!(queued.queued_steps(), 3);
+    // A plain step in between reports only itself and leaves the queued ones queued.
+    let (x, shape, y) = &batches[3];
+    assert_eq!(queued.train_step(x, *shape, y).unwrap(), expected[3]);
+    assert_eq!(queued.queued_steps(), 3);
+    let (x, shape, y) = &batches[4];
+    queued.queue_train_step(x, *shape, y).unwrap();
+    let got = queued.take_step_stats().unwrap();
+    let want: Vec<_> = [0, 1, 2, 4].iter().map(|&i| expected[i].clone()).collect();
+    assert_eq!(got, want, "queued figures, oldest first");
+    assert_eq!(got.iter().map(|s| s.step).collect::<Vec<_>>(), [1, 2, 3, 5]);
+    assert!(queued.take_step_stats().unwrap().is_empty(), "taken once");
+    assert_eq!(params_bits(&queued), params_bits(&stepped), "the same updates");
+}
+
+#[test]
+fn a_diverged_queued_step_is_the_error_a_plain_step_gives() {
+    let (x, shape, y) = batch(40, 6, 3, 8, 10);
+    let blown_up = |m: &mut Model| {
+        let mut cfg = m.optimizer_config().clone();
+        cfg.lr = 1e30;
+        cfg.schedule = resnet_core::optim::Schedule::Constant;
+        cfg.warmup_steps = 0;
+        m.configure_optimizer(cfg).unwrap();
+    };
+    let mut stepped = resnet8(7);
+    blown_up(&mut stepped);
+    let plain = (0..8)
+        .find_map(|_| stepped.train_step(&x, shape, &y).err())
+        .expect("an lr of 1e30 diverges within 8 steps")
+        .to_string();
+    assert!(
+        plain.contains("training diverged: the loss is") && plain.contains("lower the learning rate"),
+        "{plain}"
+    );
+    let mut queued = resnet8(7);
+    blown_up(&mut queued);
+    for _ in 0..8 {
+        queued.queue_train_step(&x, shape, &y).unwrap();
+    }
+    let e = queued.take_step_stats().unwrap_err().to_string();
+    assert_eq!(e, plain, "the same step is named");
+    assert_eq!(queued.queued_steps(), 0, "the diverged run's figures go with the error");
+}

@@ -38,6 +38,17 @@ impl Device {
         }
     }
 
+    /// Marks the end of a training step whose results nobody waits for: on a GPU the recorded
+    /// work is submitted and the host waits only for the step before (it runs at most one step
+    /// ahead of the device); nothing on the CPU, whose work is done when the call returns.
+    pub fn end_step(self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "gpu")]
+            Device::Gpu => self::wgpu::end_step(),
+        }
+    }
+
     /// "cpu", "gpu" or "auto". `gpu` fails with the reason when there is no usable adapter;
     /// `auto` takes a hardware GPU when there is one and the CPU otherwise, and says which on
     /// stderr (once). A software adapter (llvmpipe) is only used when named by

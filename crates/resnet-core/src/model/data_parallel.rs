@@ -242,7 +242,7 @@ impl Model {
         let (loss_value, hits) = self.loss_and_hits(&logits, &y, &loss)?;
         let global = comm.all_reduce_sum_f64(vec![loss_value as f64 * n_local as f64, hits as f64])?;
         let mean_loss = (global[0] / total) as f32;
-        self.check_converging(mean_loss, " over all ranks")?;
+        self.check_converging(mean_loss, self.step(), " over all ranks")?;
         Ok(TrainStats {
             loss: mean_loss,
             correct: global[1].round() as usize,

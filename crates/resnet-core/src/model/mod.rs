@@ -50,6 +50,8 @@ pub struct Model {
     /// A checkpoint's loss scaler, taken up when the precision becomes mixed (a resumed run goes
     /// on at the scale it had reached).
     resumed_scaler: Option<LossScaler>,
+    /// Steps taken whose figures have not been reported yet (`queue_train_step`).
+    queued: Vec<train::QueuedStep>,
 }
 
 impl Model {
@@ -70,6 +72,7 @@ impl Model {
             data_parallel: None,
             scaler: None,
             resumed_scaler: None,
+            queued: Vec::new(),
         })
     }
 

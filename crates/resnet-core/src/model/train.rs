@@ -41,8 +41,59 @@ pub struct EvalStats {
     pub count: usize,
 }
 
+/// A step taken but not yet reported: its figures are still on the device, or already on the
+/// host where the step had to read them anyway (mixed precision's overflow check, the ranks'
+/// all-reduce).
+pub(super) struct QueuedStep {
+    figures: Figures,
+    batch: usize,
+    lr: f32,
+    step: u64,
+    loss_scale: Option<f32>,
+    skipped: bool,
+}
+
+enum Figures {
+    OnDevice { loss: Storage, hits: Storage },
+    Read { loss: f32, hits: f32 },
+}
+
+impl QueuedStep {
+    fn read(s: TrainStats) -> Self {
+        QueuedStep {
+            figures: Figures::Read {
+                loss: s.loss,
+                hits: s.correct as f32,
+            },
+            batch: s.batch,
+            lr: s.lr,
+            step: s.step,
+            loss_scale: s.loss_scale,
+            skipped: s.skipped,
+        }
+    }
+
+    /// Its figures, once read.
+    fn stats(&self) -> Result<TrainStats> {
+        let Figures::Read { loss, hits } = self.figures else {
+            return Err(Error::Internal("a queued step's figures were not read back".into()));
+        };
+        Ok(TrainStats {
+            loss,
+            correct: hits.round() as usize,
+            batch: self.batch,
+            lr: self.lr,
+            step: self.step,
+            loss_scale: self.loss_scale,
+            skipped: self.skipped,
+        })
+    }
+}
+
 impl Model {
-    /// Forward, mean cross-entropy, backward and one SGD update.
+    /// Forward, mean cross-entropy, backward and one SGD update, and the step's figures (one wait
+    /// for the GPU). Steps queued before it by `queue_train_step` stay queued, their figures read
+    /// in the same download.
     ///
     /// A batch that cannot fit is refused before the forward pass (`memory::check_batch_fits`).
     /// When memory runs out during the step anyway (an `Error::OutOfMemory`), the model stays
@@ -50,23 +101,102 @@ impl Model {
     /// changed unless the update itself failed; only the batch-norm running statistics of layers
     /// the forward pass got through have seen the batch.
     pub fn train_step(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
+        self.queue_train_step(images, shape, labels)?;
+        self.read_queued()?;
+        let last = self
+            .queued
+            .pop()
+            .ok_or_else(|| Error::Internal("a training step queued nothing".into()))?;
+        let stats = last.stats()?;
+        self.check_converging(stats.loss, stats.step, "")?;
+        Ok(stats)
+    }
+
+    /// `train_step` without waiting for the step's figures: on a GPU the host records the next
+    /// step while the device runs this one (at most one step ahead, so uploads in flight stay
+    /// bounded). `take_step_stats` reads the figures of every queued step in one wait. Steps that
+    /// must read back anyway are read at once: mixed precision (the overflow check decides the
+    /// update, as `GradScaler` does) and data-parallel training (the ranks sum the figures).
+    pub fn queue_train_step(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<()> {
         self.check_labelled(images, shape, labels, self.training_pass(true))?;
         let result = if self.data_parallel.is_some() {
             self.train_step_data_parallel(images, shape, labels)
+                .map(QueuedStep::read)
         } else {
-            self.train_step_checked(images, shape, labels)
+            self.record_step(images, shape, labels)
         };
-        if result.is_err() {
-            self.optimizer.zero_grad();
+        match result {
+            Ok(step) => {
+                self.queued.push(step);
+                Ok(())
+            }
+            Err(e) => {
+                self.optimizer.zero_grad();
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// The figures of every step queued since the last call, oldest first, read in one download.
+    /// A non-finite loss among them is the "training diverged" error naming its step (the steps
+    /// after it were taken too, and their figures are dropped with it).
+    pub fn take_step_stats(&mut self) -> Result<Vec<TrainStats>> {
+        self.read_queued()?;
+        let queued = std::mem::take(&mut self.queued);
+        let mut stats = Vec::with_capacity(queued.len());
+        for q in &queued {
+            let s = q.stats()?;
+            self.check_converging(s.loss, s.step, "")?;
+            stats.push(s);
+        }
+        Ok(stats)
+    }
+
+    /// Steps queued and not yet taken by `take_step_stats`.
+    pub fn queued_steps(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// Reads the figures still on the device, all in one download.
+    fn read_queued(&mut self) -> Result<()> {
+        let on_device: Vec<&Storage> = self
+            .queued
+            .iter()
+            .filter_map(|q| match &q.figures {
+                Figures::OnDevice { loss, hits } => Some([loss, hits]),
+                Figures::Read { .. } => None,
+            })
+            .flatten()
+            .collect();
+        if on_device.is_empty() {
+            return Ok(());
+        }
+        let values = match self.device.backend().download_many(&on_device) {
+            Ok(v) => v,
+            Err(e) => {
+                // The device failed: what these steps did is unknown, so they are not reported.
+                self.queued.clear();
+                return Err(e);
+            }
+        };
+        let mut values = values.into_iter().map(|v| v.first().copied());
+        for q in self.queued.iter_mut() {
+            if let Figures::OnDevice { .. } = q.figures {
+                let (Some(Some(loss)), Some(Some(hits))) = (values.next(), values.next()) else {
+                    return Err(Error::Internal("a step's scalar has no value".into()));
+                };
+                q.figures = Figures::Read { loss, hits };
+            }
+        }
+        Ok(())
     }
 
     /// In mixed precision the backward pass starts from the loss times the scale, and the update
     /// divides the gradients by it, unless any gradient is inf or NaN (then no update and a lower
-    /// scale). The overflow check is read back with the loss and hits, before the update: still
-    /// one wait for the GPU a step.
-    fn train_step_checked(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<TrainStats> {
+    /// scale). The overflow check is read back with the loss and hits, before the update: one wait
+    /// for the GPU a step, as `GradScaler` has. In fp32 nothing is read: the loss and hits stay on
+    /// the device until `read_queued`.
+    fn record_step(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<QueuedStep> {
         let scale = self.scaler.as_ref().map(LossScaler::scale);
         let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
         let x = Tensor::from_vec(images, &shape, self.device)?;
@@ -81,15 +211,18 @@ impl Model {
         }
         let lr = self.optimizer.lr();
         let hits = self.hits(&logits, &y)?;
-        let (loss_value, hits, decision) = match scale {
+        let (figures, decision) = match scale {
             None => {
                 self.optimizer.step()?;
-                let [loss_value, hits] = read_scalars([&loss.storage(), &hits], self.device)?;
-                (loss_value, hits, ScaledStep::Apply)
+                let figures = Figures::OnDevice {
+                    loss: loss.storage(),
+                    hits,
+                };
+                (figures, ScaledStep::Apply)
             }
             Some(s) => {
                 let check = self.gradient_sum()?;
-                let [loss_value, hits, check] = read_scalars([&loss.storage(), &hits, &check], self.device)?;
+                let [loss, hits, check] = read_scalars([&loss.storage(), &hits, &check], self.device)?;
                 let decision = self
                     .scaler
                     .as_mut()
@@ -97,14 +230,13 @@ impl Model {
                 if decision == ScaledStep::Apply {
                     self.optimizer.step_unscaling(1.0 / s)?;
                 }
-                (loss_value, hits, decision)
+                (Figures::Read { loss, hits }, decision)
             }
         };
         self.optimizer.zero_grad();
-        self.check_converging(loss_value, "")?;
-        Ok(TrainStats {
-            loss: loss_value,
-            correct: hits.round() as usize,
+        self.device.end_step()?;
+        Ok(QueuedStep {
+            figures,
             batch: shape[0],
             lr,
             step: self.step(),
@@ -146,14 +278,13 @@ impl Model {
         Ok((loss_value, hits))
     }
 
-    /// Refuses a non-finite loss (`scope` says whose: "" or " over all ranks").
-    pub(super) fn check_converging(&self, loss: f32, scope: &str) -> Result<()> {
+    /// Refuses a non-finite loss of step `step` (`scope` says whose: "" or " over all ranks").
+    pub(super) fn check_converging(&self, loss: f32, step: u64, scope: &str) -> Result<()> {
         if loss.is_finite() {
             return Ok(());
         }
         Err(Error::invalid(format!(
-            "training diverged: the loss{scope} is {loss} at step {} (lower the learning rate)",
-            self.step()
+            "training diverged: the loss{scope} is {loss} at step {step} (lower the learning rate)"
         )))
     }
 

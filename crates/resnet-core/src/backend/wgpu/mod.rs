@@ -67,6 +67,8 @@ pub struct GpuMemoryStats {
     /// Command buffers submitted and kernels dispatched so far.
     pub submits: u64,
     pub dispatches: u64,
+    /// Reads from the GPU so far; each waits for the queue to drain.
+    pub readbacks: u64,
 }
 
 /// None until the GPU has been used.
@@ -81,6 +83,7 @@ pub fn memory_stats() -> Option<GpuMemoryStats> {
         peak_reserved: p.peak_reserved,
         submits: r.submits,
         dispatches: r.total_dispatches,
+        readbacks: r.readbacks,
     })
 }
 
@@ -128,6 +131,14 @@ pub fn available_memory() -> Option<Available> {
 /// it; None before the GPU is opened.
 pub fn max_tensor_bytes() -> Option<(u64, &'static str)> {
     existing_context().map(pool::max_tensor_bytes)
+}
+
+/// Ends a training step: see `queue::end_step`.
+pub fn end_step() -> Result<()> {
+    match existing_context() {
+        Some(ctx) => queue::end_step(ctx),
+        None => Ok(()),
+    }
 }
 
 /// Submits recorded work and waits for the GPU to finish it.

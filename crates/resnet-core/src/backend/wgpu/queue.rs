@@ -40,6 +40,11 @@ pub struct Recorder {
     pub submits: u64,
     /// Dispatches so far (statistics).
     pub total_dispatches: u64,
+    /// Readbacks so far: each one waits for the GPU (statistics).
+    pub readbacks: u64,
+    /// The newest submission, and the one that ended the last step (`end_step`).
+    last_submission: Option<wgpu::SubmissionIndex>,
+    previous_step: Option<wgpu::SubmissionIndex>,
 }
 
 impl Recorder {
@@ -53,6 +58,9 @@ impl Recorder {
             slot: (uniform_alignment as u64).max(MAX_PARAMS),
             submits: 0,
             total_dispatches: 0,
+            readbacks: 0,
+            last_submission: None,
+            previous_step: None,
         }
     }
 
@@ -81,7 +89,7 @@ impl Recorder {
                     ctx.queue.write_buffer(arena, 0, &self.params);
                 }
             }
-            ctx.queue.submit([enc.finish()]);
+            self.last_submission = Some(ctx.queue.submit([enc.finish()]));
             self.submits += 1;
         }
         self.params.clear();
@@ -194,6 +202,28 @@ pub fn sync(ctx: &GpuContext) -> Result<()> {
     ctx.check_error()
 }
 
+/// Ends a training step without waiting for it: submits what it recorded, then waits only for
+/// the step before it. The host so records step k+1 while the GPU runs step k, and never gets
+/// further ahead (each step's upload stays staged until its step runs, so the lag bounds that
+/// memory).
+pub fn end_step(ctx: &GpuContext) -> Result<()> {
+    let previous = {
+        let mut r = recorder(ctx);
+        r.submit(ctx);
+        let this = r.last_submission.clone();
+        std::mem::replace(&mut r.previous_step, this)
+    };
+    if let Some(index) = previous {
+        ctx.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
+    }
+    ctx.check_error()
+}
+
 /// Copies host data into `dst`. Recorded work is submitted first: a queue write lands before the
 /// commands of the next submit, so it must not overtake kernels already recorded.
 pub fn write(ctx: &GpuContext, dst: &GpuStorage, data: &[f32]) -> Result<()> {
@@ -258,6 +288,7 @@ pub fn read_many(ctx: &GpuContext, srcs: &[&GpuStorage]) -> Result<Vec<Vec<f32>>
             offset += len;
         }
         r.submit(ctx);
+        r.readbacks += 1;
     }
     let (tx, rx) = std::sync::mpsc::channel();
     staging.map_async(wgpu::MapMode::Read, .., move |res| {
