@@ -83,6 +83,71 @@ describe('fit', () => {
     model.dispose();
   });
 
+  it('reportEvery reads the figures in groups: every step still reported, in order, with the same values', async () => {
+    const run = async (reportEvery: number, abortAt?: number) => {
+      const model = Model.create(tinySpec({ numClasses: 4 }), { seed: 55 });
+      const controller = new AbortController();
+      const logs: Array<{ step: number; at: number; logs: BatchLogs }> = [];
+      const epochs: EpochLogs[] = [];
+      const history = await fit(model, train, {
+        epochs: 2,
+        batchSize: 40, // 5 batches an epoch, the last of 32: groups of 3 do not divide it
+        reportEvery,
+        signal: controller.signal,
+        callbacks: {
+          onBatchEnd: (step, l) => {
+            logs.push({ step, at: model.step, logs: l });
+            if (step === abortAt) controller.abort();
+          },
+          onEpochEnd: (_, l) => {
+            epochs.push(l);
+          },
+        },
+      });
+      const weights = await model.predict(new Float32Array(2 * 144).map((_, i) => Math.cos(i)), [2, 1, 12, 12]);
+      model.dispose();
+      return { logs, epochs, history, weights };
+    };
+    const each = await run(1);
+    const grouped = await run(3);
+    const fields = (r: typeof each) => r.logs.map(({ step, logs: l }) => [step, l.epoch, l.batch, l.size, l.loss, l.acc, l.lr]);
+    expect(fields(grouped)).toEqual(fields(each));
+    expect(grouped.logs).toHaveLength(10);
+    expect(grouped.history.history).toEqual(each.history.history);
+    expect(grouped.epochs.map((e) => [e.loss, e.acc, e.step])).toEqual(each.epochs.map((e) => [e.loss, e.acc, e.step]));
+    expect(grouped.weights).toEqual(each.weights);
+    // Read each step: the model is at the step reported. In groups of 3 (restarting each epoch):
+    // steps 1-3 arrive once step 3 is taken, 4-5 at the epoch's end, and so on.
+    expect(each.logs.map((l) => l.at)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(grouped.logs.map((l) => l.at)).toEqual([3, 3, 3, 5, 5, 8, 8, 8, 10, 10]);
+    // An abort inside a group still reports the steps already taken.
+    const aborted = await run(3, 1);
+    expect(aborted.history).toMatchObject({ aborted: true, steps: 3 });
+    expect(aborted.logs.map((l) => l.step)).toEqual([1, 2, 3]);
+    const model = Model.create(tinySpec({ numClasses: 4 }), { seed: 55 });
+    for (const bad of [0, -2, 1.5, Number.NaN]) {
+      await expect(fit(model, train, { reportEvery: bad })).rejects.toThrow(`reportEvery must be a positive integer, got ${bad}`);
+    }
+    expect(model.step).toBe(0);
+    model.dispose();
+  });
+
+  it('queueTrainStep + takeStepResults give what trainStep gives', async () => {
+    const x = new Float32Array(3 * 144).map((_, i) => Math.sin(i * 0.7));
+    const y = new Int32Array([2, 0, 3]);
+    const stepped = Model.create(tinySpec({ numClasses: 4 }), { seed: 56 });
+    const queued = Model.create(tinySpec({ numClasses: 4 }), { seed: 56 });
+    const expected = [await stepped.trainStep(x, y, [3, 1, 12, 12]), await stepped.trainStep(x, y, [3, 1, 12, 12])];
+    await queued.queueTrainStep(x, y, [3, 1, 12, 12]);
+    await queued.queueTrainStep(x, y, [3, 1, 12, 12]);
+    expect(queued.step).toBe(2);
+    expect(await queued.takeStepResults()).toEqual(expected);
+    expect(await queued.takeStepResults()).toEqual([]);
+    await expect(queued.queueTrainStep(x, new Int32Array([2, 0, 4]), [3, 1, 12, 12])).rejects.toThrow(/label 4/);
+    stepped.dispose();
+    queued.dispose();
+  });
+
   it('is deterministic for a seed, and Trainer reuses options', async () => {
     const run = async (): Promise<number[]> => {
       const model = Model.create(tinySpec({ numClasses: 4 }), { seed: 54 });

@@ -150,6 +150,15 @@ export declare class NativeModel {
   trainStep(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<TrainStats>
   /** `trainStep` on a batch the loader prepared, handed over as it is (no copy through JS). */
   trainBatch(batch: NativeBatch): Promise<TrainStats>
+  /**
+   * `trainStep` without waiting for the step's figures: they stay on the device until
+   * `takeStepStats`, so a GPU runs this step while the host prepares the next.
+   */
+  queueTrainStep(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<void>
+  /** `queueTrainStep` on a batch the loader prepared. */
+  queueTrainBatch(batch: NativeBatch): Promise<void>
+  /** The figures of every queued step, oldest first, in one read from the device. */
+  takeStepStats(): Promise<TrainStats[]>
   /** Logits [N, numClasses] (eval mode) on a worker thread. */
   predict(images: Float32Array, shape: Array<number>): Promise<Float32Array>
   /** `predict` on a batch the loader prepared (no copy through JS). */

@@ -19,7 +19,7 @@ import {
 } from './data.js';
 import { nativeWorldOf, type World } from './distributed.js';
 import { evaluateViews } from './evaluate.js';
-import { native, type NativeBatch, type NativeModel, type NativeViewScore } from './native.js';
+import { native, type NativeBatch, type NativeModel, type NativeViewScore, type TrainStats } from './native.js';
 import { exportOnnx } from './onnx.js';
 import { toSgdConfig, type SgdConfig, type SgdOptions } from './optim.js';
 import { defaultInputSize, nameOf, type ResNetSpec } from './spec.js';
@@ -75,6 +75,19 @@ export interface TrainStepResult {
   lossScale: number | null;
   /** Precision `'mixed'`: the gradients overflowed, so the weights were left as they were and the scale halved. */
   skipped: boolean;
+}
+
+function stepResult(s: TrainStats): TrainStepResult {
+  return {
+    loss: s.loss,
+    acc: s.batch > 0 ? s.correct / s.batch : 0,
+    correct: s.correct,
+    batch: s.batch,
+    lr: s.lr,
+    step: s.step,
+    lossScale: s.lossScale ?? null,
+    skipped: s.skipped,
+  };
 }
 
 /** Result of {@link Model.evaluate}: means over the dataset. */
@@ -401,16 +414,42 @@ export class Model {
       b.loaded !== undefined ? this.#native.trainBatch(b.loaded) : this.#native.trainStep(b.images, b.shape, b.labels),
     );
     this.#noteInputSize(b.shape, true);
-    return {
-      loss: s.loss,
-      acc: s.batch > 0 ? s.correct / s.batch : 0,
-      correct: s.correct,
-      batch: s.batch,
-      lr: s.lr,
-      step: s.step,
-      lossScale: s.lossScale ?? null,
-      skipped: s.skipped,
-    };
+    return stepResult(s);
+  }
+
+  /**
+   * {@link Model.trainStep} without waiting for the step's figures: its loss and hits stay on the
+   * device until {@link Model.takeStepResults} reads those of every queued step at once. A read
+   * from a GPU waits for all the work before it, so on a GPU this lets the device run the step
+   * while the host prepares the next (never more than one step ahead). On the CPU only the time
+   * the figures arrive changes. `fit` queues the steps between two reports
+   * ({@link FitOptions.reportEvery}). In precision `'mixed'` and while distributed, each step
+   * still reads its figures itself (the overflow check decides the update, as PyTorch's
+   * `GradScaler` does; the ranks sum the figures), and only hands them over later.
+   */
+  queueTrainStep(batch: Batch): Promise<void>;
+  queueTrainStep(images: Float32Array, labels: Int32Array | Uint8Array | readonly number[], shape?: Shape4): Promise<void>;
+  async queueTrainStep(
+    images: Float32Array | Batch,
+    labels?: Int32Array | Uint8Array | readonly number[],
+    shape?: Shape4,
+  ): Promise<void> {
+    const b = this.#labelledInput('queueTrainStep', images, labels, shape);
+    await this.#serial(() =>
+      b.loaded !== undefined ? this.#native.queueTrainBatch(b.loaded) : this.#native.queueTrainStep(b.images, b.shape, b.labels),
+    );
+    this.#noteInputSize(b.shape, true);
+  }
+
+  /**
+   * The results of every step queued by {@link Model.queueTrainStep} since the last call, oldest
+   * first, read from the device in one go. A queued step whose loss is not finite makes this throw
+   * the "training diverged" error that `trainStep` throws, naming that step; the figures of the
+   * steps queued with it are dropped.
+   */
+  async takeStepResults(): Promise<TrainStepResult[]> {
+    const stats = await this.#serial(() => this.#native.takeStepStats());
+    return stats.map(stepResult);
   }
 
   /**

@@ -16,7 +16,7 @@ import {
 import { reportAborted, type AbortSignalLike } from './abort.js';
 import type { World } from './distributed.js';
 import { agreeOnRun, failRank } from './distributed-fit.js';
-import type { Model, Precision } from './model.js';
+import type { Model, Precision, TrainStepResult } from './model.js';
 import { resolveSchedule, sgd, type ScheduleOption, type SgdConfig, type SgdOptions } from './optim.js';
 
 /** Logs passed to `onBatchEnd`. */
@@ -120,6 +120,16 @@ export interface FitOptions {
    * model keeps its own (`'fp32'` unless created or loaded with another).
    */
   precision?: Precision;
+  /**
+   * Steps between two reads of the training figures (loss, accuracy) from the device. Default 1
+   * on the CPU, where a read costs nothing, and 10 on a GPU, where a read waits for all the work
+   * queued before it and so leaves the device idle while the host prepares the next step.
+   * `onBatchEnd` still runs once for every step, in order, with that step's own figures; the
+   * calls for the steps between two reads come together after the last of them (and
+   * `model.step` is then ahead of the step they report). While `warmStart` is warming, every
+   * step is read. See {@link Model.queueTrainStep}.
+   */
+  reportEvery?: number;
   /**
    * The epoch to start from (default 0), to resume a run: `epochs` stays the run's total, the
    * loader draws epoch `initialEpoch`'s shuffle and augmentation, and relative schedules keep the
@@ -233,6 +243,10 @@ async function train(model: Model, dataset: AnyDataset, options: FitOptions, wor
     throw new Error(`iterations must be a positive integer, got ${iterations}`);
   }
   if (options.precision !== undefined) model.setPrecision(options.precision);
+  const reportEvery = options.reportEvery ?? (model.device === 'gpu' ? 10 : 1);
+  if (!Number.isInteger(reportEvery) || reportEvery < 1) {
+    throw new Error(`reportEvery must be a positive integer, got ${reportEvery}`);
+  }
   const normalization = resolveNormalization(options.normalize, dataset);
   const loader = new DataLoader(dataset, {
     batchSize: options.batchSize ?? 128,
@@ -296,14 +310,8 @@ async function train(model: Model, dataset: AnyDataset, options: FitOptions, wor
     let seen = 0;
     let batchIndex = 0;
     let lastLr = 0;
-    for await (const batch of loader.epoch(epoch)) {
-      if (await stopRequested()) {
-        history.aborted = true;
-        break;
-      }
-      if (model.step - runStart >= totalSteps) break;
-      // The loader's batch goes to Rust as it is: no copy of its images through JS.
-      const s = await model.trainStep(batch);
+    let queued = 0;
+    const report = async (s: TrainStepResult): Promise<void> => {
       lastLr = s.lr;
       lrControl.afterStep(s.correct, s.batch);
       lossSum += s.loss * s.batch;
@@ -323,7 +331,28 @@ async function train(model: Model, dataset: AnyDataset, options: FitOptions, wor
         lossScale: s.lossScale,
         skipped: s.skipped,
       });
+    };
+    const reportQueued = async (): Promise<void> => {
+      if (queued === 0) return;
+      queued = 0;
+      for (const s of await model.takeStepResults()) await report(s);
+    };
+    for await (const batch of loader.epoch(epoch)) {
+      if (await stopRequested()) {
+        history.aborted = true;
+        break;
+      }
+      if (model.step - runStart >= totalSteps) break;
+      // The loader's batch goes to Rust as it is: no copy of its images through JS.
+      if (reportEvery === 1 || lrControl.warming) {
+        await reportQueued();
+        await report(await model.trainStep(batch));
+        continue;
+      }
+      await model.queueTrainStep(batch);
+      if (++queued >= reportEvery) await reportQueued();
     }
+    await reportQueued();
     if (history.aborted || (await stopRequested())) {
       history.aborted = true;
       break;
@@ -397,6 +426,11 @@ class LrControl {
       this.#warming = true;
       this.#model.setOptimizer({ ...config, lr: warm.lr, schedule: { kind: 'constant' }, warmupSteps: 0 });
     }
+  }
+
+  /** True while the warm-start rate is in force (its end depends on every step's accuracy). */
+  get warming(): boolean {
+    return this.#warming;
   }
 
   afterStep(correct: number, batch: number): void {

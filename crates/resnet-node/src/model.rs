@@ -264,6 +264,31 @@ impl NativeModel {
         Ok(self.train_on(batch.shared()?))
     }
 
+    /// `trainStep` without waiting for the step's figures: they stay on the device until
+    /// `takeStepStats`, so a GPU runs this step while the host prepares the next.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn queue_train_step(&self, images: Float32Array, shape: Vec<f64>, labels: Int32Array) -> Result<Pending<()>> {
+        Ok(self.queue_on(Arc::new(copied_batch("queueTrainStep", &images, &shape, &labels)?)))
+    }
+
+    /// `queueTrainStep` on a batch the loader prepared.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn queue_train_batch(&self, batch: &NativeBatch) -> Result<Pending<()>> {
+        Ok(self.queue_on(batch.shared()?))
+    }
+
+    /// The figures of every queued step, oldest first, in one read from the device.
+    #[napi(ts_return_type = "Promise<TrainStats[]>")]
+    pub fn take_step_stats(&self) -> Pending<Vec<TrainStats>> {
+        let model = self.inner.clone();
+        job("takeStepStats", move || {
+            with_model(&model, |m| {
+                let stats = m.take_step_stats()?;
+                Ok(stats.into_iter().map(|s| train_stats(m, s)).collect())
+            })
+        })
+    }
+
     /// Logits [N, numClasses] (eval mode) on a worker thread.
     #[napi(ts_return_type = "Promise<Float32Array>")]
     pub fn predict(&self, images: Float32Array, shape: Vec<f64>) -> Result<Pending<Vec<f32>, Float32Array>> {
@@ -489,19 +514,16 @@ impl NativeModel {
         job("trainStep", move || {
             with_model(&model, |m| {
                 let s = m.train_step(&batch.images, batch.shape, &batch.labels)?;
-                // The rate as configured (f64), not the f32 the update used widened (0.10000000149...);
-                // a skipped step did not advance the count, so its rate is the next one's.
-                let attempted = if s.skipped { s.step } else { s.step.saturating_sub(1) };
-                let lr = m.optimizer_config().reported_lr(attempted);
-                Ok(TrainStats {
-                    loss: s.loss as f64,
-                    correct: s.correct as u32,
-                    batch: s.batch as u32,
-                    lr,
-                    step: s.step as i64,
-                    loss_scale: s.loss_scale.map(f64::from),
-                    skipped: s.skipped,
-                })
+                Ok(train_stats(m, s))
+            })
+        })
+    }
+
+    fn queue_on(&self, batch: Arc<Batch>) -> Pending<()> {
+        let model = self.inner.clone();
+        job("queueTrainStep", move || {
+            with_model(&model, |m| {
+                m.queue_train_step(&batch.images, batch.shape, &batch.labels)
             })
         })
     }
@@ -520,6 +542,22 @@ impl NativeModel {
         job("evaluateBatch", move || {
             with_model(&model, |m| m.evaluate_batch(&batch.images, batch.shape, &batch.labels)).map(EvalStats::from)
         })
+    }
+}
+
+/// A step's figures for JS. The rate is the one configured (f64), not the f32 the update used
+/// widened (0.10000000149...); a skipped step did not advance the count, so its rate is the next
+/// one's.
+fn train_stats(m: &Model, s: resnet_core::model::TrainStats) -> TrainStats {
+    let attempted = if s.skipped { s.step } else { s.step.saturating_sub(1) };
+    TrainStats {
+        loss: s.loss as f64,
+        correct: s.correct as u32,
+        batch: s.batch as u32,
+        lr: m.optimizer_config().reported_lr(attempted),
+        step: s.step as i64,
+        loss_scale: s.loss_scale.map(f64::from),
+        skipped: s.skipped,
     }
 }
 
