@@ -56,6 +56,8 @@ const PRECISIONS: Precision[] = ['fp32', 'mixed'];
 /** One configuration's figures, ours. */
 interface GpuFigures {
   trainImgPerSec: number;
+  /** What `fit` gets between two reads: steps queued back to back, their figures read once at the end. */
+  queuedTrainImgPerSec: number;
   inferImgPerSec: number;
   /** The buffer pool's peak bytes in use over training and inference, MiB. */
   peakMiB: number;
@@ -101,11 +103,16 @@ async function measure(c: BenchConfig, precision: Precision): Promise<GpuFigures
   }
   // Both calls read a result back: the GPU has finished when they resolve.
   const train = await medianSeconds(timing, () => model.trainStep(images, labels, shape));
+  const queuedStart = performance.now();
+  for (let i = 0; i < steps; i++) await model.queueTrainStep(images, labels, shape);
+  await model.takeStepResults();
+  const queued = (performance.now() - queuedStart) / 1000 / steps;
   const infer = await medianSeconds(timing, () => model.predict(images, shape));
   const peak = model.memoryStats()?.peakBytes ?? Number.NaN;
   model.dispose();
   return {
     trainImgPerSec: c.batch / train,
+    queuedTrainImgPerSec: c.batch / queued,
     inferImgPerSec: c.batch / infer,
     peakMiB: peak / 2 ** 20,
     ...(logitError === undefined ? {} : { logitError }),
@@ -167,6 +174,7 @@ async function main(): Promise<void> {
       const inferVs = name === 'fp32' ? [['PT fp32', t?.infer_fp32]] : [['PT fp32', t?.infer_fp32], ['PT bf16', t?.infer_bf16]];
       console.log(
         `  ours ${name.padEnd(5)} train ${num(f.trainImgPerSec)} img/s (${trainVs.map(([n, v]) => `${ratio(f.trainImgPerSec, v as number | undefined)} ${String(n)}`).join(', ')})` +
+          `, queued ${num(f.queuedTrainImgPerSec)} (${ratio(f.queuedTrainImgPerSec, trainVs[0]?.[1] as number | undefined)} ${String(trainVs[0]?.[0])})` +
           `, infer ${num(f.inferImgPerSec)} img/s (${inferVs.map(([n, v]) => `${ratio(f.inferImgPerSec, v as number | undefined)} ${String(n)}`).join(', ')})` +
           `, peak ${num(f.peakMiB)} MiB (${ratio(f.peakMiB, t?.peak_train_mib_fp32)} PT fp32 train)` +
           (f.logitError === undefined ? '' : `, logits vs fp32 ${f.logitError.toExponential(1)}`) +
@@ -180,7 +188,7 @@ async function main(): Promise<void> {
       );
     }
   }
-  console.log(`\nratios: ours / PyTorch img/s (above 1: we are faster); peak: our pool's peak bytes in use / PyTorch's max_memory_allocated (below 1: we use less). ${((performance.now() - started) / 1000).toFixed(0)} s in all.`);
+  console.log(`\nratios: ours / PyTorch img/s (above 1: we are faster); train: each step read back, as PyTorch's is synchronised; queued: ${steps} steps read back once (what fit does between reports), mean; peak: our pool's peak bytes in use / PyTorch's max_memory_allocated (below 1: we use less). ${((performance.now() - started) / 1000).toFixed(0)} s in all.`);
   if (values.json !== undefined) {
     const rows = ours.map(({ c, byPrecision }) => ({ config: c, fp32: byPrecision.get('fp32'), mixed: byPrecision.get('mixed') }));
     writeFileSync(values.json, JSON.stringify({ date: new Date().toISOString(), adapter, ours: rows, torch }, null, 1));
