@@ -106,6 +106,7 @@ const CONV_SHAPES: &[ConvShape] = &[
     (2, 33, 8, 8, 17, 1, 2, 0),
     (8, 16, 16, 16, 16, 3, 1, 1),
     (1, 3, 19, 17, 9, 7, 2, 3),
+    (1, 40, 4, 4, 300, 1, 2, 0),
 ];
 
 fn convolution_forward_matches_the_cpu(dev: Device) {
@@ -129,8 +130,19 @@ fn convolution_forward_matches_the_cpu(dev: Device) {
     }
 }
 
+/// Strided data gradients run phase by phase (strides 2 and 3, phases without any tap, long
+/// reductions whose phases share split-K partials: 130 -> 129 channels on a 5x5 image, and
+/// 40 -> 300 through a 1x1/2 on a 4x4 one, where three phases write zeros in every partial).
 fn convolution_gradients_match_the_cpu(dev: Device) {
     let g = dev.backend();
+    for &(n, c, h, w, o, k, s, p) in CONV_SHAPES {
+        let geo = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
+        assert_eq!(
+            resnet_core::backend::wgpu::data_gradient_by_phase(&geo),
+            s > 1,
+            "{geo:?}"
+        );
+    }
     for (i, &(n, c, h, w, o, k, s, p)) in CONV_SHAPES.iter().enumerate() {
         let geo = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
         let (gx, cx) = both(g, &values(n * c * h * w, 40 + i as u32));

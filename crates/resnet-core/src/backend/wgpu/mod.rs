@@ -133,6 +133,12 @@ pub fn max_tensor_bytes() -> Option<(u64, &'static str)> {
     existing_context().map(pool::max_tensor_bytes)
 }
 
+/// Whether the data gradient of `g` runs phase by phase (a strided convolution whose phases each
+/// fill the GPU), skipping the products with zeros; tests and benchmarks ask.
+pub fn data_gradient_by_phase(g: &crate::backend::ConvGeometry) -> bool {
+    kernels::conv::runs_by_phase(g)
+}
+
 /// Ends a training step: see `queue::end_step`.
 pub fn end_step() -> Result<()> {
     match existing_context() {

@@ -40,6 +40,7 @@ fn families() -> Vec<Described> {
         describe(&gemm::MATMUL),
         describe(&conv::CONV_FORWARD),
         describe(&conv::CONV_BACKWARD_DATA),
+        describe(&conv::CONV_BACKWARD_DATA_PHASE),
         describe(&conv::CONV_BACKWARD_WEIGHT),
     ]
 }
@@ -174,6 +175,7 @@ fn the_mixed_precision_and_epilogue_variants_compile() {
         describe(&gemm::MATMUL),
         describe(&conv::CONV_FORWARD),
         describe(&conv::CONV_BACKWARD_DATA),
+        describe(&conv::CONV_BACKWARD_DATA_PHASE),
         describe(&conv::CONV_BACKWARD_WEIGHT),
     ];
     let half = || ("Operand", "f16".to_string());

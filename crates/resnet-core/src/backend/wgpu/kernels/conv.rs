@@ -42,12 +42,51 @@ pub(super) static CONV_FORWARD: Family<ConvParams> = Family::new(
     ],
 );
 
+uniform! {
+    /// A phase of a strided data gradient (conv2d_backward_data_phase.wgsl): the input positions
+    /// (py + stride * ty, px + stride * tx), ph x pw of them, reached from output position
+    /// (ty + by - u, tx + bx - v) by tap (u, v) of the phase's taps (constants of its variant).
+    /// `gx_len`: the floats of one split-K partial of the whole gradient.
+    pub struct ConvPhaseParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        splits: u32,
+        k_chunk: u32,
+        c_out: u32,
+        h: u32,
+        w: u32,
+        oh: u32,
+        ow: u32,
+        py: u32,
+        px: u32,
+        ph: u32,
+        pw: u32,
+        by: u32,
+        bx: u32,
+        gx_len: u32,
+    }
+}
+
 pub(super) static CONV_BACKWARD_DATA: Family<ConvParams> = Family::new(
     "conv2d_backward_data",
     &[],
     &[read("gy"), read("wt"), read_write("gx")],
     &[
         include_str!("conv2d_backward_data.wgsl"),
+        PLAIN_K,
+        TILE_LOOP,
+        WINDOW,
+        GRID,
+    ],
+);
+
+pub(super) static CONV_BACKWARD_DATA_PHASE: Family<ConvPhaseParams> = Family::new(
+    "conv2d_backward_data_phase",
+    &[],
+    &[read("gy"), read("wt"), read_write("gx")],
+    &[
+        include_str!("conv2d_backward_data_phase.wgsl"),
         PLAIN_K,
         TILE_LOOP,
         WINDOW,
@@ -160,8 +199,12 @@ pub fn forward_fused(
     run(ctx, &CONV_FORWARD, g, launch, bias.is_some())
 }
 
-/// The input's gradient: M = c_in, N = batch * h * w, K = c_out * kh * kw.
+/// The input's gradient: M = c_in, N = batch * h * w, K = c_out * kh * kw. A strided convolution
+/// runs phase by phase ([`phases`]), so no product with a zero is computed.
 pub fn backward_data(ctx: &GpuContext, gy: &GpuStorage, w: &GpuStorage, g: &ConvGeometry) -> Result<GpuStorage> {
+    if runs_by_phase(g) {
+        return backward_data_by_phase(ctx, gy, w, g);
+    }
     let launch = Gemm {
         mnk: (g.c_in, g.n * g.h * g.w, g.c_out * g.kh * g.kw),
         variant: variant(g),
@@ -171,6 +214,193 @@ pub fn backward_data(ctx: &GpuContext, gy: &GpuStorage, w: &GpuStorage, g: &Conv
         precision: g.precision,
     };
     run(ctx, &CONV_BACKWARD_DATA, g, launch, false)
+}
+
+/// The input positions of one residue class of the stride, and the taps that reach them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Phase {
+    py: usize,
+    px: usize,
+    ph: usize,
+    pw: usize,
+    i0: usize,
+    j0: usize,
+    taps_h: usize,
+    taps_w: usize,
+    by: usize,
+    bx: usize,
+}
+
+impl Phase {
+    /// The phase's GEMM: M = c_in, N = batch * ph * pw, K = c_out * taps_h * taps_w.
+    fn mnk(&self, g: &ConvGeometry) -> (usize, usize, usize) {
+        (g.c_in, g.n * self.ph * self.pw, g.c_out * self.taps_h * self.taps_w)
+    }
+}
+
+/// The stride x stride phases of `g` that hold input positions. Position iy = py + s*t is reached
+/// by tap i exactly when iy + pad - i is a multiple of s, i.e. i = i0 + s*u with
+/// i0 = (py + pad) mod s, from output row (iy + pad - i) / s = t + by - u.
+pub(crate) fn phases(g: &ConvGeometry) -> Vec<Phase> {
+    let s = g.stride;
+    let mut out = Vec::with_capacity(s * s);
+    for py in 0..s.min(g.h) {
+        for px in 0..s.min(g.w) {
+            let (i0, j0) = ((py + g.padding) % s, (px + g.padding) % s);
+            out.push(Phase {
+                py,
+                px,
+                ph: (g.h - py).div_ceil(s),
+                pw: (g.w - px).div_ceil(s),
+                i0,
+                j0,
+                taps_h: g.kh.saturating_sub(i0).div_ceil(s),
+                taps_w: g.kw.saturating_sub(j0).div_ceil(s),
+                by: (py + g.padding - i0) / s,
+                bx: (px + g.padding - j0) / s,
+            });
+        }
+    }
+    out
+}
+
+/// Whether the data gradient of `g` runs phase by phase: whenever it is strided (at stride 1 the
+/// one phase is the plain kernel), unless `RESNET_WGPU_PHASED_DATA_GRAD=off` asks for the plain
+/// kernel everywhere (to measure one against the other).
+pub(crate) fn runs_by_phase(g: &ConvGeometry) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("RESNET_WGPU_PHASED_DATA_GRAD").is_ok_and(|v| v == "off"));
+    g.stride > 1 && !off
+}
+
+fn backward_data_by_phase(ctx: &GpuContext, gy: &GpuStorage, w: &GpuStorage, g: &ConvGeometry) -> Result<GpuStorage> {
+    let gx_len = g.n * g.c_in * g.h * g.w;
+    let phases = phases(g);
+    let inputs = [("gy", gy), ("wt", w)];
+    // Each phase's taps are constants of its variant, so the kernel's k -> (o, u, v) decoding
+    // divides by constants, as the plain kernel's does.
+    let parts = phases
+        .iter()
+        .map(|p| {
+            let mut variant = variant(g);
+            variant.extend([
+                ("I0", p.i0.to_string()),
+                ("J0", p.j0.to_string()),
+                ("TAPS_H", p.taps_h.to_string()),
+                ("TAPS_W", p.taps_w.to_string()),
+            ]);
+            Gemm {
+                mnk: p.mnk(g),
+                variant,
+                inputs: &inputs,
+                output: "gx",
+                output_len: gx_len,
+                precision: g.precision,
+            }
+        })
+        .collect();
+    let sizes = ConvPhaseParams {
+        c_out: to_u32(g.c_out)?,
+        h: to_u32(g.h)?,
+        w: to_u32(g.w)?,
+        oh: to_u32(g.oh)?,
+        ow: to_u32(g.ow)?,
+        gx_len: to_u32(gx_len)?,
+        ..ConvPhaseParams::default()
+    };
+    let phase_sizes = phases
+        .iter()
+        .map(|p| {
+            Ok(ConvPhaseParams {
+                py: to_u32(p.py)?,
+                px: to_u32(p.px)?,
+                ph: to_u32(p.ph)?,
+                pw: to_u32(p.pw)?,
+                by: to_u32(p.by)?,
+                bx: to_u32(p.bx)?,
+                ..sizes
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Every position of gx belongs to exactly one phase, which writes it (zero where no tap
+    // reaches it), in every split-K partial: nothing to clear first.
+    gemm::run_parts(ctx, &CONV_BACKWARD_DATA_PHASE, parts, gx_len, |i, s| ConvPhaseParams {
+        m: s.m,
+        n: s.n,
+        k: s.k,
+        splits: s.splits,
+        k_chunk: s.k_chunk,
+        ..phase_sizes[i]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(n: usize, c: usize, hw: usize, o: usize, k: usize, s: usize, p: usize) -> ConvGeometry {
+        ConvGeometry::new(&[n, c, hw, hw], &[o, c, k, k], s, p).unwrap()
+    }
+
+    /// Every (input position, tap) pair that the convolution connects is in exactly one phase,
+    /// with the output position the phase computes for it.
+    #[test]
+    fn phases_cover_every_connected_pair_once() {
+        for (hw, k, s, p) in [
+            (9, 3, 2, 1),
+            (8, 3, 2, 1),
+            (7, 1, 2, 0),
+            (11, 7, 2, 3),
+            (4, 5, 3, 2),
+            (1, 3, 2, 1),
+        ] {
+            let g = geometry(1, 1, hw, 1, k, s, p);
+            let mut from_phases = Vec::new();
+            let mut positions = 0;
+            for ph in phases(&g) {
+                positions += ph.ph * ph.pw;
+                for (t, u) in (0..ph.ph).flat_map(|t| (0..ph.taps_h).map(move |u| (t, u))) {
+                    let oy = (t + ph.by) as isize - u as isize;
+                    if ph.px == 0 && (0..g.oh as isize).contains(&oy) {
+                        from_phases.push((ph.py + s * t, ph.i0 + s * u, oy as usize));
+                    }
+                }
+            }
+            assert_eq!(positions, hw * hw, "{g:?}: every input position in one phase");
+            let mut direct = Vec::new();
+            for iy in 0..hw {
+                for i in 0..k {
+                    let t = iy as isize + p as isize - i as isize;
+                    if t >= 0 && t % s as isize == 0 && ((t / s as isize) as usize) < g.oh {
+                        direct.push((iy, i, (t / s as isize) as usize));
+                    }
+                }
+            }
+            from_phases.sort();
+            assert_eq!(from_phases, direct, "{g:?}: rows");
+        }
+    }
+
+    /// What the phases save: ResNet-50's 3x3/2 layers reduce over a quarter of the taps, its
+    /// 1x1/2 projections over a quarter of the positions (the rest get no tap at all).
+    #[test]
+    fn resnet_50s_strided_layers_skip_three_quarters_of_the_products() {
+        for g in [
+            geometry(128, 256, 28, 256, 3, 2, 1),
+            geometry(128, 512, 28, 1024, 1, 2, 0),
+        ] {
+            let plain = g.c_in * (g.n * g.h * g.w) * (g.c_out * g.kh * g.kw);
+            let phased: usize = phases(&g)
+                .iter()
+                .map(|p| {
+                    let (m, n, k) = p.mnk(&g);
+                    m * n * k
+                })
+                .sum();
+            assert_eq!(phased * 4, plain, "{g:?}");
+        }
+        assert!(!runs_by_phase(&geometry(128, 64, 56, 64, 3, 1, 1)), "stride 1");
+    }
 }
 
 /// The weight's gradient: M = c_out, N = c_in * kh * kw, K = batch * oh * ow (split-K).

@@ -221,6 +221,61 @@ pub fn run<P: Uniform>(
     g: Gemm,
     params: impl FnOnce(GemmShape) -> P,
 ) -> Result<GpuStorage> {
+    let (m, n, k) = g.mnk;
+    let tile = tile_for(m);
+    let (splits, k_chunk) = split_k(tile.tiles(m, n), k, tile.bk, g.output_len);
+    let out = output(ctx, splits * g.output_len)?;
+    let output_len = g.output_len;
+    launch(ctx, family, g, (tile, splits, k_chunk), &out, params)?;
+    if splits == 1 {
+        return Ok(out);
+    }
+    reduce::sum_leading(ctx, &out, splits, output_len)
+}
+
+/// Several GEMMs of one family that write disjoint parts of one output of `output_len` floats
+/// (each part's store says where). They share one split-K count, the largest any part wants, so
+/// the partials of every part land in the same `splits` copies of the output and one sum adds
+/// them; a part whose reduction is too short for that many chunks writes zeros in the rest.
+/// `params` builds part i's parameter block from its shape.
+pub fn run_parts<P: Uniform>(
+    ctx: &GpuContext,
+    family: &Family<P>,
+    parts: Vec<Gemm>,
+    output_len: usize,
+    params: impl Fn(usize, GemmShape) -> P,
+) -> Result<GpuStorage> {
+    let splits = parts
+        .iter()
+        .map(|g| {
+            let (m, n, k) = g.mnk;
+            let tile = tile_for(m);
+            split_k(tile.tiles(m, n), k, tile.bk, output_len).0
+        })
+        .max()
+        .unwrap_or(1);
+    let out = output(ctx, splits * output_len)?;
+    for (i, g) in parts.into_iter().enumerate() {
+        let (m, _, k) = g.mnk;
+        let tile = tile_for(m);
+        let bk = tile.bk as usize;
+        let k_chunk = (k.div_ceil(splits).div_ceil(bk) * bk).max(bk);
+        launch(ctx, family, g, (tile, splits, k_chunk), &out, |s| params(i, s))?;
+    }
+    if splits == 1 {
+        return Ok(out);
+    }
+    reduce::sum_leading(ctx, &out, splits, output_len)
+}
+
+fn launch<P: Uniform>(
+    ctx: &GpuContext,
+    family: &Family<P>,
+    g: Gemm,
+    (tile, splits, k_chunk): (Tile, usize, usize),
+    out: &GpuStorage,
+    params: impl FnOnce(GemmShape) -> P,
+) -> Result<()> {
     const {
         assert!(
             begins_as_gemm(P::FIELDS),
@@ -228,9 +283,6 @@ pub fn run<P: Uniform>(
         )
     };
     let (m, n, k) = g.mnk;
-    let tile = tile_for(m);
-    let (splits, k_chunk) = split_k(tile.tiles(m, n), k, tile.bk, g.output_len);
-    let out = output(ctx, splits * g.output_len)?;
     let mut variant = g.variant;
     variant.extend(tile.consts());
     variant.extend(operand_type(ctx, g.precision)?);
@@ -242,7 +294,7 @@ pub fn run<P: Uniform>(
         k_chunk: to_u32(k_chunk)?,
     };
     let mut buffers = g.inputs.to_vec();
-    buffers.push((g.output, &out));
+    buffers.push((g.output, out));
     family.launch_variant(
         ctx,
         "main",
@@ -250,11 +302,7 @@ pub fn run<P: Uniform>(
         &params(shape),
         &buffers,
         tile.tiles(m, n) * splits as u64,
-    )?;
-    if splits == 1 {
-        return Ok(out);
-    }
-    reduce::sum_leading(ctx, &out, splits, g.output_len)
+    )
 }
 
 uniform! {
