@@ -334,6 +334,20 @@ fn backward_data_by_phase(ctx: &GpuContext, gy: &GpuStorage, w: &GpuStorage, g: 
     })
 }
 
+/// The weight's gradient: M = c_out, N = c_in * kh * kw, K = batch * oh * ow (split-K).
+pub fn backward_weight(ctx: &GpuContext, x: &GpuStorage, gy: &GpuStorage, g: &ConvGeometry) -> Result<GpuStorage> {
+    let (m, n) = (g.c_out, g.c_in * g.kh * g.kw);
+    let launch = Gemm {
+        mnk: (m, n, g.n * g.oh * g.ow),
+        variant: variant(g),
+        inputs: &[("x", x), ("gy", gy)],
+        output: "partial",
+        output_len: m * n,
+        precision: g.precision,
+    };
+    run(ctx, &CONV_BACKWARD_WEIGHT, g, launch, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,18 +415,4 @@ mod tests {
         }
         assert!(!runs_by_phase(&geometry(128, 64, 56, 64, 3, 1, 1)), "stride 1");
     }
-}
-
-/// The weight's gradient: M = c_out, N = c_in * kh * kw, K = batch * oh * ow (split-K).
-pub fn backward_weight(ctx: &GpuContext, x: &GpuStorage, gy: &GpuStorage, g: &ConvGeometry) -> Result<GpuStorage> {
-    let (m, n) = (g.c_out, g.c_in * g.kh * g.kw);
-    let launch = Gemm {
-        mnk: (m, n, g.n * g.oh * g.ow),
-        variant: variant(g),
-        inputs: &[("x", x), ("gy", gy)],
-        output: "partial",
-        output_len: m * n,
-        precision: g.precision,
-    };
-    run(ctx, &CONV_BACKWARD_WEIGHT, g, launch, false)
 }
