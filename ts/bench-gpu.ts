@@ -120,9 +120,14 @@ async function measure(c: BenchConfig, precision: Precision): Promise<GpuFigures
   };
 }
 
-function inChild(c: BenchConfig, precision: Precision): GpuFigures | string {
+function inChild(c: BenchConfig, precision: Precision, env: Record<string, string> = {}): GpuFigures | string {
   const args = [join(here, 'bench-gpu.js'), '--worker', JSON.stringify({ c, precision }), '--steps', String(steps), '--warmup', String(warmup)];
-  const r = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 24 });
+  const r = spawnSync(process.execPath, args, {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    maxBuffer: 1 << 24,
+    env: { ...process.env, ...env },
+  });
   const last = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !last.startsWith('{')) return `failed (exit ${r.status ?? r.signal}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`;
   return JSON.parse(last) as GpuFigures;
@@ -146,13 +151,16 @@ async function main(): Promise<void> {
   const started = performance.now();
   const adapter = native.adaptersInfo().split('\n').find((l) => l.startsWith("device 'gpu' uses")) ?? 'no GPU';
   console.log(`resnet-wgpu bench:gpu, ${new Date().toISOString().slice(0, 10)}: ${adapter}; median of ${steps} steps after ${warmup} warm-up`);
+  // Where 'mixed' runs on tensor cores, it is timed on the f16 tiled loop too (RESNET_WGPU_COOP=off).
+  const tensorCores = /on tensor cores/.test(native.adaptersInfo());
   const ours = SUITE.map((c) => {
     const byPrecision = new Map<Precision, GpuFigures | string>();
     for (const p of PRECISIONS) {
       process.stderr.write(`measuring ours: ${label(c)} ${p} ...\n`);
       byPrecision.set(p, inChild(c, p));
     }
-    return { c, byPrecision };
+    const tiled = tensorCores ? inChild(c, 'mixed', { RESNET_WGPU_COOP: 'off' }) : undefined;
+    return { c, byPrecision, tiled };
   });
   process.stderr.write('measuring PyTorch ...\n');
   const torch = torchRows();
@@ -160,12 +168,14 @@ async function main(): Promise<void> {
   const ratio = (a: number | undefined, b: number | undefined): string =>
     a === undefined || b === undefined || !(b > 0) ? '    -' : `${(a / b).toFixed(2)}x`;
   console.log(typeof torch === 'string' ? torch : `PyTorch ${torch.version} on ${torch.gpu}, same run`);
-  for (const { c, byPrecision } of ours) {
+  for (const { c, byPrecision, tiled } of ours) {
     const t = typeof torch === 'string' ? undefined : torch.rows.find((r) => JSON.stringify(r.config) === JSON.stringify(c));
     const f32 = byPrecision.get('fp32');
     const mix = byPrecision.get('mixed');
     console.log(`\n${label(c)}`);
-    for (const [name, f] of [['fp32', f32], ['mixed', mix]] as const) {
+    const rows: Array<[string, GpuFigures | string | undefined]> = [['fp32', f32], ['mixed', mix]];
+    if (tiled !== undefined) rows.push(['mixed (f16 tiled, no tensor cores)', tiled]);
+    for (const [name, f] of rows) {
       if (typeof f === 'string' || f === undefined) {
         console.log(`  ours ${name}: ${f ?? 'not run'}`);
         continue;
@@ -190,7 +200,7 @@ async function main(): Promise<void> {
   }
   console.log(`\nratios: ours / PyTorch img/s (above 1: we are faster); train: each step read back, as PyTorch's is synchronised; queued: ${steps} steps read back once (what fit does between reports), mean; peak: our pool's peak bytes in use / PyTorch's max_memory_allocated (below 1: we use less). ${((performance.now() - started) / 1000).toFixed(0)} s in all.`);
   if (values.json !== undefined) {
-    const rows = ours.map(({ c, byPrecision }) => ({ config: c, fp32: byPrecision.get('fp32'), mixed: byPrecision.get('mixed') }));
+    const rows = ours.map(({ c, byPrecision, tiled }) => ({ config: c, fp32: byPrecision.get('fp32'), mixed: byPrecision.get('mixed'), mixedTiled: tiled }));
     writeFileSync(values.json, JSON.stringify({ date: new Date().toISOString(), adapter, ours: rows, torch }, null, 1));
   }
 }

@@ -235,6 +235,66 @@ fn check_mixed(what: &str, mixed: &[f32], on_rounded: &[f32], fp32: &[f32]) {
     );
 }
 
+/// Where the adapter offers 16x16x16 f16 cooperative matrices, precision 'mixed' runs its GEMMs on
+/// them: each result is checked against the f16 tiled loop's (the same f16 operands, f32 sums in
+/// another order). Elsewhere (lavapipe has none) the adapter report must say the tiled loop runs.
+fn cooperative_matrix_gemms_match_the_tiled_f16_loop(dev: Device) {
+    use resnet_core::backend::wgpu::{report, tensor_cores, use_tensor_cores};
+    let g = dev.backend();
+    let _ = g.zeros(1).unwrap(); // the context is open
+    let selected = report().selected.unwrap_or_default();
+    let adapter = report()
+        .adapters
+        .into_iter()
+        .find(|a| selected.starts_with(&a.name))
+        .expect("the adapter in use is in the report");
+    if tensor_cores() != Some(true) {
+        assert!(adapter.tensor_core_subgroup.is_none(), "{adapter:?}");
+        assert!(
+            adapter.mixed_precision().contains("tiled GEMM"),
+            "{}",
+            adapter.mixed_precision()
+        );
+        eprintln!(
+            "{}: no cooperative matrices, so precision 'mixed' runs the tiled f16 loop",
+            adapter.name
+        );
+        return;
+    }
+    eprintln!("{}: {}", adapter.name, adapter.mixed_precision());
+    let shapes: &[ConvShape] = &[
+        (2, 37, 9, 9, 70, 3, 1, 1),
+        (1, 130, 5, 5, 129, 3, 2, 1),
+        (4, 64, 14, 14, 128, 3, 2, 1),
+        (8, 256, 14, 14, 64, 1, 1, 0),
+    ];
+    for (i, &(n, c, h, w, o, k, s, p)) in shapes.iter().enumerate() {
+        let geo = ConvGeometry::new(&[n, c, h, w], &[o, c, k, k], s, p)
+            .unwrap()
+            .with_precision(Precision::Mixed);
+        let x = g.upload(&values(n * c * h * w, 110 + i as u32)).unwrap();
+        let wt = g.upload(&values(o * c * k * k, 120 + i as u32)).unwrap();
+        let gy = g.upload(&values(n * o * geo.oh * geo.ow, 130 + i as u32)).unwrap();
+        let run = |on: bool| {
+            use_tensor_cores(on);
+            let out = [
+                down(&g.conv2d(&x, &wt, None, &geo).unwrap()),
+                down(&g.conv2d_backward_data(&gy, &wt, &geo).unwrap()),
+                down(&g.conv2d_backward_weight(&x, &gy, &geo).unwrap()),
+            ];
+            use_tensor_cores(true);
+            out
+        };
+        let (coop, tiled) = (run(true), run(false));
+        for (what, (a, b)) in ["conv2d", "conv2d_backward_data", "conv2d_backward_weight"]
+            .iter()
+            .zip(coop.iter().zip(&tiled))
+        {
+            assert_close_tol(&format!("{what} {geo:?}: tensor cores vs tiled f16"), a, b, 1e-3);
+        }
+    }
+}
+
 fn mixed_precision_gemms_round_only_their_operands(dev: Device) {
     // CI's lavapipe offers SHADER_F16 (wgpu 30): this test must run, not pass by skipping.
     resnet_core::backend::check_mixed_precision(dev).expect("this adapter cannot run precision 'mixed'");
@@ -617,6 +677,10 @@ fn main() {
         harness::gpu(
             "convolution_forward_matches_the_cpu",
             convolution_forward_matches_the_cpu,
+        ),
+        harness::gpu(
+            "cooperative_matrix_gemms_match_the_tiled_f16_loop",
+            cooperative_matrix_gemms_match_the_tiled_f16_loop,
         ),
         harness::gpu(
             "convolution_gradients_match_the_cpu",

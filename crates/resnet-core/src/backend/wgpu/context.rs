@@ -17,6 +17,9 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// Set where the mixed-precision GEMMs run on cooperative matrices (tensor cores): the
+    /// subgroup size they are written for (see [`tensor_core_subgroup`]).
+    pub cooperative_subgroup: Option<u32>,
     /// Why this adapter was chosen, for `adapters_info`.
     pub reason: String,
     /// The largest device-local memory heap, in bytes, where the backend can say (Vulkan); wgpu
@@ -227,12 +230,24 @@ impl GpuContext {
         let adapter_limits = adapter.limits();
         let limits = wanted_limits(&adapter_limits);
         // Optional features are taken where offered; every kernel has a path without them.
-        let features = adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16);
+        let mut features = adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16);
+        let cooperative_subgroup = tensor_core_subgroup(&adapter, &info, &adapter_limits);
+        if cooperative_subgroup.is_some() {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
+        let experimental_features = if cooperative_subgroup.is_some() {
+            // SAFETY: wgpu's experimental cooperative matrices are asked for only on adapters that
+            // report an f16 x f16 -> f32 16x16x16 configuration, and used only by the GEMM loop
+            // written for it (gemm_coop.wgsl); `RESNET_WGPU_COOP=off` turns them off.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("resnet-wgpu"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -247,6 +262,7 @@ impl GpuContext {
             info,
             limits,
             features,
+            cooperative_subgroup,
             reason,
             device_memory,
             _instance: instance,
@@ -297,6 +313,8 @@ pub struct AdapterReport {
     /// The f16 x f16 -> f32 cooperative-matrix shapes the driver reports (`MxNxK`), where wgpu's
     /// experimental cooperative matrices are offered; empty elsewhere.
     pub cooperative_matrix_f16: Vec<String>,
+    /// Set where precision 'mixed' runs its GEMMs on cooperative matrices: the subgroup size.
+    pub tensor_core_subgroup: Option<u32>,
 }
 
 impl AdapterReport {
@@ -305,15 +323,46 @@ impl AdapterReport {
         if !self.shader_f16 {
             return "no (no f16 shaders)".into();
         }
-        if self.cooperative_matrix_f16.is_empty() {
-            "yes, f16 operands in the tiled GEMM (no cooperative matrices)".into()
-        } else {
-            format!(
-                "yes, f16 operands in the tiled GEMM (cooperative matrices f16->f32: {}; not used yet)",
+        match (self.cooperative_matrix_f16.is_empty(), self.tensor_core_subgroup) {
+            (true, _) => "yes, f16 operands in the tiled GEMM (no cooperative matrices)".into(),
+            (false, Some(size)) => format!(
+                "yes, on tensor cores: 16x16x16 cooperative matrices, subgroups of {size} (offered f16->f32: {})",
                 self.cooperative_matrix_f16.join(", ")
-            )
+            ),
+            (false, None) => format!(
+                "yes, f16 operands in the tiled GEMM (cooperative matrices f16->f32: {}, but no 16x16x16 one with \
+                 subgroups of one size, or RESNET_WGPU_COOP=off)",
+                self.cooperative_matrix_f16.join(", ")
+            ),
         }
     }
+}
+
+/// The subgroup size the cooperative-matrix GEMM loop (gemm_coop.wgsl) runs with on `adapter`, or
+/// None where it cannot run: it needs an f16 x f16 -> f32 16x16x16 configuration (the one square
+/// shape WGSL's `coop_mat16x16` names), f16 shaders, subgroups of one known size (its workgroup
+/// is 8 subgroups, one 32x32 block of the output each) within the workgroup limits (threads and
+/// 20 KiB of workgroup memory), and `RESNET_WGPU_COOP` not `off`.
+fn tensor_core_subgroup(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Option<u32> {
+    let needed =
+        wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+    if !adapter.features().contains(needed) || std::env::var("RESNET_WGPU_COOP").is_ok_and(|v| v == "off") {
+        return None;
+    }
+    let square = adapter.cooperative_matrix_properties().iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    let size = info.subgroup_min_size;
+    // gemm_coop.wgsl's workgroup memory: the f16 A and B tiles and 8 f32 16x16 scratches.
+    const WORKGROUP_BYTES: u32 = 64 * 32 * 2 + 128 * 32 * 2 + 8 * 256 * 4;
+    let fits = size == info.subgroup_max_size
+        && size > 0
+        && 8 * size <= limits.max_compute_invocations_per_workgroup
+        && 8 * size <= limits.max_compute_workgroup_size_x
+        && WORKGROUP_BYTES <= limits.max_compute_workgroup_storage_size;
+    (square && fits).then_some(size)
 }
 
 /// The f16 x f16 -> f32 cooperative-matrix configurations of an adapter, as `MxNxK`.
@@ -362,6 +411,7 @@ pub fn report() -> GpuReport {
                 subgroup: f.contains(wgpu::Features::SUBGROUP),
                 shader_f16: f.contains(wgpu::Features::SHADER_F16),
                 cooperative_matrix_f16: cooperative_f16_shapes(a),
+                tensor_core_subgroup: tensor_core_subgroup(a, &i, &l),
             }
         })
         .collect();

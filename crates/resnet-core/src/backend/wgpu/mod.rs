@@ -133,6 +133,19 @@ pub fn max_tensor_bytes() -> Option<(u64, &'static str)> {
     existing_context().map(pool::max_tensor_bytes)
 }
 
+/// Whether precision 'mixed' runs its GEMMs on cooperative matrices (tensor cores) now: the
+/// adapter offers them (`AdapterReport::tensor_core_subgroup`) and `use_tensor_cores` has not
+/// turned them off. None before the GPU is opened.
+pub fn tensor_cores() -> Option<bool> {
+    existing_context().map(|ctx| ctx.cooperative_subgroup.is_some() && kernels::gemm::tensor_cores_on())
+}
+
+/// Turns the cooperative-matrix GEMMs off (the f16 tiled loop instead) or back on, process-wide,
+/// to check or time one against the other; it changes nothing where they are not offered.
+pub fn use_tensor_cores(on: bool) {
+    kernels::gemm::set_tensor_cores(on);
+}
+
 /// Whether the data gradient of `g` runs phase by phase (a strided convolution whose phases each
 /// fill the GPU), skipping the products with zeros; tests and benchmarks ask.
 pub fn data_gradient_by_phase(g: &crate::backend::ConvGeometry) -> bool {

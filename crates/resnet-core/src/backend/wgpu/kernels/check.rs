@@ -11,7 +11,7 @@ use naga::{AddressSpace, StorageAccess, TypeInner};
 struct Described {
     name: &'static str,
     source: &'static str,
-    written: &'static [&'static str],
+    written: Vec<&'static str>,
     fields: &'static [(&'static str, &'static str)],
     size: usize,
     buffers: &'static [Buffer],
@@ -21,7 +21,7 @@ fn describe<P: Uniform>(f: &'static Family<P>) -> Described {
     Described {
         name: f.name,
         source: f.source(),
-        written: f.sources,
+        written: f.written().collect(),
         fields: P::FIELDS,
         size: std::mem::size_of::<P>(),
         buffers: f.buffers,
@@ -37,12 +37,28 @@ fn families() -> Vec<Described> {
         describe(&loss::LOSS),
         describe(&shortcut::SHORTCUT),
         describe(&sgd::SGD),
-        describe(&gemm::MATMUL),
-        describe(&conv::CONV_FORWARD),
-        describe(&conv::CONV_BACKWARD_DATA),
-        describe(&conv::CONV_BACKWARD_DATA_PHASE),
-        describe(&conv::CONV_BACKWARD_WEIGHT),
     ]
+    .into_iter()
+    .chain(gemm_families())
+    .collect()
+}
+
+/// Every GEMM family in both builds, register-tiled and on cooperative matrices.
+fn gemm_families() -> Vec<Described> {
+    let mut out = Vec::new();
+    macro_rules! both {
+        ($($f:expr),*) => {
+            $(out.push(describe(&$f.tiled)); out.push(describe(&$f.coop));)*
+        };
+    }
+    both!(
+        gemm::MATMUL,
+        conv::CONV_FORWARD,
+        conv::CONV_BACKWARD_DATA,
+        conv::CONV_BACKWARD_DATA_PHASE,
+        conv::CONV_BACKWARD_WEIGHT
+    );
+    out
 }
 
 fn validated(f: &Described) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -171,17 +187,10 @@ fn a_buffer_is_bound_by_its_name_only() {
 #[test]
 fn the_mixed_precision_and_epilogue_variants_compile() {
     use crate::backend::wgpu::pipelines::specialize;
-    let gemms = [
-        describe(&gemm::MATMUL),
-        describe(&conv::CONV_FORWARD),
-        describe(&conv::CONV_BACKWARD_DATA),
-        describe(&conv::CONV_BACKWARD_DATA_PHASE),
-        describe(&conv::CONV_BACKWARD_WEIGHT),
-    ];
     let half = || ("Operand", "f16".to_string());
     let mut variants: Vec<(&str, Vec<(&'static str, String)>)> =
-        gemms.iter().map(|f| (f.source, vec![half()])).collect();
-    let forward = conv::CONV_FORWARD.source();
+        gemm_families().iter().map(|f| (f.source, vec![half()])).collect();
+    let forward = conv::CONV_FORWARD.tiled.source();
     for act in ["0", "1", "2"] {
         variants.push((
             forward,
@@ -197,5 +206,45 @@ fn the_mixed_precision_and_epilogue_variants_compile() {
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&specialized)));
+    }
+}
+
+/// The cooperative-matrix loop as gemm.rs launches it (f16 operands, the adapter's subgroup size:
+/// 32 on NVIDIA, 64 on AMD's wave64), in every GEMM family, down to SPIR-V: no adapter here has
+/// cooperative matrices, so this is as far as a machine without one can take it.
+#[test]
+fn the_cooperative_matrix_variants_compile_to_spirv() {
+    use crate::backend::wgpu::pipelines::specialize;
+    let coop: Vec<Described> = gemm_families()
+        .into_iter()
+        .filter(|f| f.name.contains("cooperative"))
+        .collect();
+    assert_eq!(coop.len(), 5);
+    for f in &coop {
+        assert!(
+            f.source.starts_with("enable wgpu_cooperative_matrix;"),
+            "{}: the enable is hoisted",
+            f.name
+        );
+        for sg in ["32", "64"] {
+            let consts = [
+                ("Operand", "f16".to_string()),
+                ("BM", "64".to_string()),
+                ("BN", "128".to_string()),
+                ("BK", "32".to_string()),
+                ("SG", sg.to_string()),
+            ];
+            let specialized = specialize(f.source, &consts).unwrap();
+            let what = format!("{} with subgroups of {sg}", f.name);
+            let module = naga::front::wgsl::parse_str(&specialized)
+                .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&specialized)));
+            let info =
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&specialized)));
+            let words = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None)
+                .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+            assert!(words.len() > 100, "{what}: SPIR-V of {} words", words.len());
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! conv2d_backward_weight.wgsl): implicit GEMMs through the shared tile loop in gemm.rs, the
 //! kernel shape, stride and padding compiled into each variant.
 
-use super::gemm::{self, Gemm, PLAIN_K, TILE_LOOP};
-use super::{elementwise, read, read_write, to_u32, uniform, Family, GRID};
+use super::gemm::{self, Gemm, GemmFamily, PLAIN_K};
+use super::{elementwise, read, read_write, to_u32, uniform, GRID};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::backend::{Activation, ConvGeometry};
@@ -28,14 +28,13 @@ uniform! {
     }
 }
 
-pub(super) static CONV_FORWARD: Family<ConvParams> = Family::new(
+pub(super) static CONV_FORWARD: GemmFamily<ConvParams> = GemmFamily::new(
     "conv2d_forward",
-    &[],
+    "conv2d_forward (cooperative matrices)",
     &[read("x"), read("wt"), read("bias"), read("residual"), read_write("y")],
     &[
         include_str!("conv2d_forward.wgsl"),
         PLAIN_K,
-        TILE_LOOP,
         WINDOW,
         GRID,
         super::ACTIVATION,
@@ -68,37 +67,25 @@ uniform! {
     }
 }
 
-pub(super) static CONV_BACKWARD_DATA: Family<ConvParams> = Family::new(
+pub(super) static CONV_BACKWARD_DATA: GemmFamily<ConvParams> = GemmFamily::new(
     "conv2d_backward_data",
-    &[],
+    "conv2d_backward_data (cooperative matrices)",
     &[read("gy"), read("wt"), read_write("gx")],
-    &[
-        include_str!("conv2d_backward_data.wgsl"),
-        PLAIN_K,
-        TILE_LOOP,
-        WINDOW,
-        GRID,
-    ],
+    &[include_str!("conv2d_backward_data.wgsl"), PLAIN_K, WINDOW, GRID],
 );
 
-pub(super) static CONV_BACKWARD_DATA_PHASE: Family<ConvPhaseParams> = Family::new(
+pub(super) static CONV_BACKWARD_DATA_PHASE: GemmFamily<ConvPhaseParams> = GemmFamily::new(
     "conv2d_backward_data_phase",
-    &[],
+    "conv2d_backward_data_phase (cooperative matrices)",
     &[read("gy"), read("wt"), read_write("gx")],
-    &[
-        include_str!("conv2d_backward_data_phase.wgsl"),
-        PLAIN_K,
-        TILE_LOOP,
-        WINDOW,
-        GRID,
-    ],
+    &[include_str!("conv2d_backward_data_phase.wgsl"), PLAIN_K, WINDOW, GRID],
 );
 
-pub(super) static CONV_BACKWARD_WEIGHT: Family<ConvParams> = Family::new(
+pub(super) static CONV_BACKWARD_WEIGHT: GemmFamily<ConvParams> = GemmFamily::new(
     "conv2d_backward_weight",
-    &[],
+    "conv2d_backward_weight (cooperative matrices)",
     &[read("x"), read("gy"), read_write("partial")],
-    &[include_str!("conv2d_backward_weight.wgsl"), TILE_LOOP, WINDOW, GRID],
+    &[include_str!("conv2d_backward_weight.wgsl"), WINDOW, GRID],
 );
 
 /// The window constants and the A-row type the three families share.
@@ -117,7 +104,7 @@ fn variant(g: &ConvGeometry) -> Vec<(&'static str, String)> {
 /// Runs one direction's implicit GEMM with the geometry's sizes and the variant of its window.
 fn run(
     ctx: &GpuContext,
-    family: &Family<ConvParams>,
+    family: &GemmFamily<ConvParams>,
     g: &ConvGeometry,
     launch: Gemm,
     has_bias: bool,

@@ -9,9 +9,32 @@ use crate::backend::wgpu::pool::GpuStorage;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 
-/// The shared GEMM loop and, for families whose reduction cursor is plain k, its cursors.
+/// The shared GEMM loops, register-tiled and on cooperative matrices, and, for families whose
+/// reduction cursor is plain k, its cursors.
 pub const TILE_LOOP: &str = include_str!("gemm_tile.wgsl");
+pub const COOP_LOOP: &str = include_str!("gemm_coop.wgsl");
 pub const PLAIN_K: &str = include_str!("gemm_plain_k.wgsl");
+
+/// A GEMM family built twice, on the register-tiled loop (gemm_tile.wgsl) and on the
+/// cooperative-matrix loop (gemm_coop.wgsl): the same hooks, parameters and buffers.
+pub struct GemmFamily<P> {
+    pub tiled: Family<P>,
+    pub coop: Family<P>,
+}
+
+impl<P: Uniform> GemmFamily<P> {
+    pub const fn new(
+        name: &'static str,
+        coop_name: &'static str,
+        buffers: &'static [super::Buffer],
+        sources: &'static [&'static str],
+    ) -> Self {
+        GemmFamily {
+            tiled: Family::with_tail(name, buffers, sources, TILE_LOOP),
+            coop: Family::with_tail(coop_name, buffers, sources, COOP_LOOP),
+        }
+    }
+}
 
 /// The fields every GEMM family's parameter block starts with, in this order: gemm_tile.wgsl
 /// reads them as `P.m`, `P.n`, `P.k`, `P.splits`, `P.k_chunk`.
@@ -67,6 +90,8 @@ struct Tile {
     tm: u32,
     tn: u32,
     prefetch: bool,
+    /// Set for the cooperative-matrix loop: the subgroup size it runs with.
+    coop: Option<u32>,
 }
 
 /// Tuning override for experiments: `RESNET_WGPU_GEMM=bm,bn,bk,tm,tn,prefetch(0/1)` for every GEMM.
@@ -85,6 +110,7 @@ fn tile_override() -> Option<Tile> {
             tm: *v.get(3)?,
             tn: *v.get(4)?,
             prefetch: v.get(5) != Some(&0),
+            coop: None,
         };
         // gemm_tile.wgsl assumes 256 threads and BM, BN, BK dividing the thread count.
         let divides_256 = |x: u32| x > 0 && 256u32.is_multiple_of(x);
@@ -118,6 +144,7 @@ fn tile_for(m: usize) -> Tile {
             tm: 4,
             tn: 8,
             prefetch: true,
+            coop: None,
         },
         m if m > 16 => Tile {
             bm: 32,
@@ -126,6 +153,7 @@ fn tile_for(m: usize) -> Tile {
             tm: 2,
             tn: 8,
             prefetch: true,
+            coop: None,
         },
         _ => Tile {
             bm: 16,
@@ -134,12 +162,50 @@ fn tile_for(m: usize) -> Tile {
             tm: 2,
             tn: 8,
             prefetch: true,
+            coop: None,
         },
+    }
+}
+
+/// Cleared by `use_tensor_cores(false)`.
+static TENSOR_CORES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub fn tensor_cores_on() -> bool {
+    TENSOR_CORES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub fn set_tensor_cores(on: bool) {
+    TENSOR_CORES.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The tile of a launch: the cooperative-matrix loop's for precision 'mixed' on an adapter that
+/// has it (gemm_coop.wgsl), where M > 32 so that its 64 x 128 output tile is the tiled loop's too
+/// (the split-K decisions, and so [`unsplit`], stay the same); `tile_for` otherwise.
+fn launch_tile(ctx: &GpuContext, m: usize, precision: Precision) -> Tile {
+    match ctx.cooperative_subgroup {
+        Some(sg) if precision == Precision::Mixed && m > 32 && tile_override().is_none() && tensor_cores_on() => Tile {
+            bm: 64,
+            bn: 128,
+            bk: 32,
+            tm: 0,
+            tn: 0,
+            prefetch: true,
+            coop: Some(sg),
+        },
+        _ => tile_for(m),
     }
 }
 
 impl Tile {
     fn consts(&self) -> Vec<(&'static str, String)> {
+        if let Some(sg) = self.coop {
+            return vec![
+                ("BM", self.bm.to_string()),
+                ("BN", self.bn.to_string()),
+                ("BK", self.bk.to_string()),
+                ("SG", sg.to_string()),
+            ];
+        }
         vec![
             ("BM", self.bm.to_string()),
             ("BN", self.bn.to_string()),
@@ -217,12 +283,12 @@ pub fn unsplit(mnk: (usize, usize, usize), output_len: usize) -> bool {
 /// added by reduce.wgsl.
 pub fn run<P: Uniform>(
     ctx: &GpuContext,
-    family: &Family<P>,
+    family: &GemmFamily<P>,
     g: Gemm,
     params: impl FnOnce(GemmShape) -> P,
 ) -> Result<GpuStorage> {
     let (m, n, k) = g.mnk;
-    let tile = tile_for(m);
+    let tile = launch_tile(ctx, m, g.precision);
     let (splits, k_chunk) = split_k(tile.tiles(m, n), k, tile.bk, g.output_len);
     let out = output(ctx, splits * g.output_len)?;
     let output_len = g.output_len;
@@ -240,7 +306,7 @@ pub fn run<P: Uniform>(
 /// `params` builds part i's parameter block from its shape.
 pub fn run_parts<P: Uniform>(
     ctx: &GpuContext,
-    family: &Family<P>,
+    family: &GemmFamily<P>,
     parts: Vec<Gemm>,
     output_len: usize,
     params: impl Fn(usize, GemmShape) -> P,
@@ -249,7 +315,7 @@ pub fn run_parts<P: Uniform>(
         .iter()
         .map(|g| {
             let (m, n, k) = g.mnk;
-            let tile = tile_for(m);
+            let tile = launch_tile(ctx, m, g.precision);
             split_k(tile.tiles(m, n), k, tile.bk, output_len).0
         })
         .max()
@@ -257,7 +323,7 @@ pub fn run_parts<P: Uniform>(
     let out = output(ctx, splits * output_len)?;
     for (i, g) in parts.into_iter().enumerate() {
         let (m, _, k) = g.mnk;
-        let tile = tile_for(m);
+        let tile = launch_tile(ctx, m, g.precision);
         let bk = tile.bk as usize;
         let k_chunk = (k.div_ceil(splits).div_ceil(bk) * bk).max(bk);
         launch(ctx, family, g, (tile, splits, k_chunk), &out, |s| params(i, s))?;
@@ -270,7 +336,7 @@ pub fn run_parts<P: Uniform>(
 
 fn launch<P: Uniform>(
     ctx: &GpuContext,
-    family: &Family<P>,
+    family: &GemmFamily<P>,
     g: Gemm,
     (tile, splits, k_chunk): (Tile, usize, usize),
     out: &GpuStorage,
@@ -283,9 +349,6 @@ fn launch<P: Uniform>(
         )
     };
     let (m, n, k) = g.mnk;
-    let mut variant = g.variant;
-    variant.extend(tile.consts());
-    variant.extend(operand_type(ctx, g.precision)?);
     let shape = GemmShape {
         m: to_u32(m)?,
         n: to_u32(n)?,
@@ -293,16 +356,34 @@ fn launch<P: Uniform>(
         splits: to_u32(splits)?,
         k_chunk: to_u32(k_chunk)?,
     };
+    let p = params(shape);
     let mut buffers = g.inputs.to_vec();
     buffers.push((g.output, out));
-    family.launch_variant(
-        ctx,
-        "main",
-        &variant,
-        &params(shape),
-        &buffers,
-        tile.tiles(m, n) * splits as u64,
-    )
+    let attempt = |tile: Tile| -> Result<()> {
+        let mut variant = g.variant.clone();
+        variant.extend(tile.consts());
+        variant.extend(operand_type(ctx, g.precision)?);
+        let family = if tile.coop.is_some() {
+            &family.coop
+        } else {
+            &family.tiled
+        };
+        family.launch_variant(ctx, "main", &variant, &p, &buffers, tile.tiles(m, n) * splits as u64)
+    };
+    match attempt(tile) {
+        // The cooperative-matrix loop has only been validated by naga where it was written: a
+        // driver that will not compile it costs the tensor cores, not the run. The tiled tile
+        // has the same output tile, so the split-K plan stands.
+        Err(Error::Internal(e)) if tile.coop.is_some() && e.starts_with("compiling WGSL kernel") => {
+            set_tensor_cores(false);
+            eprintln!(
+                "resnet-wgpu: the tensor-core GEMM did not compile on this GPU ({e}); precision 'mixed' goes on \
+                 with the f16 tiled GEMM"
+            );
+            attempt(tile_for(m))
+        }
+        other => other,
+    }
 }
 
 uniform! {
@@ -315,11 +396,11 @@ uniform! {
     }
 }
 
-pub(super) static MATMUL: Family<MatmulParams> = Family::new(
+pub(super) static MATMUL: GemmFamily<MatmulParams> = GemmFamily::new(
     "matmul",
-    &[],
+    "matmul (cooperative matrices)",
     &[read("ma"), read("mb"), read_write("mc")],
-    &[include_str!("matmul.wgsl"), PLAIN_K, TILE_LOOP],
+    &[include_str!("matmul.wgsl"), PLAIN_K],
 );
 
 /// `c[m, n] = op(a) . op(b)`, op(a) being a [m, k] or, transposed, a [k, m] (and so for b).

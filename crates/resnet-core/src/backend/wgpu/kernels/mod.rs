@@ -82,6 +82,8 @@ pub struct Family<P> {
     buffers: &'static [Buffer],
     /// The hand-written WGSL, concatenated after the generated declarations.
     sources: &'static [&'static str],
+    /// One more hand-written file after `sources`: the GEMM families' loop (tiled or cooperative).
+    tail: &'static str,
     source: OnceLock<String>,
     params: PhantomData<fn(&P)>,
 }
@@ -98,9 +100,33 @@ impl<P: Uniform> Family<P> {
             consts,
             buffers,
             sources,
+            tail: "",
             source: OnceLock::new(),
             params: PhantomData,
         }
+    }
+
+    /// A family whose sources end with `tail` (a GEMM family's loop).
+    pub const fn with_tail(
+        name: &'static str,
+        buffers: &'static [Buffer],
+        sources: &'static [&'static str],
+        tail: &'static str,
+    ) -> Self {
+        Family {
+            name,
+            consts: &[],
+            buffers,
+            sources,
+            tail,
+            source: OnceLock::new(),
+            params: PhantomData,
+        }
+    }
+
+    /// The hand-written WGSL of the family, its tail included.
+    pub fn written(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sources.iter().copied().chain(std::iter::once(self.tail))
     }
 
     /// The full shader: generated constants, parameter struct and bindings, then the WGSL files.
@@ -126,8 +152,17 @@ impl<P: Uniform> Family<P> {
                 ));
             }
             s.push('\n');
-            s.extend(self.sources.iter().copied());
-            s
+            s.extend(self.written());
+            // WGSL wants `enable` directives before every declaration: a hand-written file's
+            // (gemm_coop.wgsl's cooperative matrices) go to the top.
+            let (enables, rest): (Vec<&str>, Vec<&str>) = s.lines().partition(|l| l.starts_with("enable "));
+            let mut out = enables.join("\n");
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&rest.join("\n"));
+            out.push('\n');
+            out
         })
     }
 
