@@ -7,7 +7,9 @@
 # which writes .nodebin/node.xz (this machine's Node), .gl/*.deb (the Vulkan loader) and
 # .gpurt/ (the addon, dist/, the runtime npm packages and the PyTorch anchor). Then on the device,
 # from the repository root, carrying .nodebin .gl .gpurt:
-#   bash scripts/device-check.sh            # writes $OUT/info.txt, bench-gpu.txt, bench-gpu.json
+#   bash scripts/device-check.sh            # writes $OUT/info.txt, kernels.txt, bench-gpu.txt, bench-gpu.json
+# kernels.txt: every GPU kernel test (tests/gpu_kernels.rs, built here) on the device's adapter,
+# the tensor-core GEMMs against the tiled f16 loop among them.
 # Timed on lavapipe here with `scripts/device-check.sh --smoke` (tiny networks, no PyTorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,10 @@ if [ "${1:-}" = "--pack" ]; then
     mkdir -p ".gpurt/$(dirname "$p")" && cp -r "$p" ".gpurt/$(dirname "$p")/"
   done
   cp package.json .gpurt/
+  # The GPU kernel tests, as one binary: no Rust on the device.
+  bin=$(cargo test --release -p resnet-core --test gpu_kernels --no-run --message-format=json 2>/dev/null \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  cp "$bin" .gpurt/gpu_kernels
   cp scripts/torch_gpu_bench.py .gpurt/scripts/
   cp ../shared/anchors/torch_resnet.py .gpurt/scripts/anchors/
   du -sh .nodebin .gl .gpurt
@@ -60,5 +66,9 @@ fi
 cd "$ROOT"
 start=$(date +%s)
 "$NODE" dist/cli.js info > "$OUT/info.txt" 2>&1 || true
+if [ -x gpu_kernels ] && [ ${#smoke[@]} -eq 0 ]; then
+  RESNET_WGPU_ADAPTER=nvidia RESNET_WGPU_REQUIRE_GPU=1 timeout 300 ./gpu_kernels --test-threads 1 --nocapture > "$OUT/kernels.txt" 2>&1 || true
+  tail -3 "$OUT/kernels.txt"
+fi
 "$NODE" dist/bench-gpu.js "${smoke[@]}" --json "$OUT/bench-gpu.json" 2>&1 | tee "$OUT/bench-gpu.txt"
 echo "device-check: $(( $(date +%s) - start )) s" | tee -a "$OUT/bench-gpu.txt"
