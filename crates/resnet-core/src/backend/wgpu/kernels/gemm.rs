@@ -11,8 +11,8 @@ use crate::precision::Precision;
 
 /// The shared GEMM loops, register-tiled and on cooperative matrices, and, for families whose
 /// reduction cursor is plain k, its cursors.
-pub const TILE_LOOP: &str = include_str!("gemm_tile.wgsl");
-pub const COOP_LOOP: &str = include_str!("gemm_coop.wgsl");
+pub const TILE_LOOP: &str = concat!(include_str!("gemm_stage.wgsl"), include_str!("gemm_tile.wgsl"));
+pub const COOP_LOOP: &str = concat!(include_str!("gemm_stage.wgsl"), include_str!("gemm_coop.wgsl"));
 pub const PLAIN_K: &str = include_str!("gemm_plain_k.wgsl");
 
 /// A GEMM family built twice, on the register-tiled loop (gemm_tile.wgsl) and on the

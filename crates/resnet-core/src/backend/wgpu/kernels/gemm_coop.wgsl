@@ -1,7 +1,8 @@
 // The cooperative-matrix GEMM loop (tensor cores): gemm_tile.wgsl's twin for precision 'mixed' on
 // adapters with 16x16x16 f16 x f16 -> f32 cooperative matrices. The family file in front of it is
 // the same (its a_row/load_a/b_col/load_b/store_c hooks and its Params), and so are the output
-// tile of a workgroup (BM x BN = 64 x 128, as gemm.rs's tile for M > 32) and the split-K scheme.
+// tile of a workgroup (BM x BN = 64 x 128, as gemm.rs's tile for M > 32), the split-K scheme and
+// the staging of the tiles (gemm_stage.wgsl).
 // A workgroup is SUBGROUPS = 8 subgroups of SG threads; subgroup s owns the 32x32 block
 // (s / 4, s % 4) of the tile as 2 x 2 accumulators. Each step of BK = 32 along K loads the A and B
 // tiles into workgroup memory rounded to Operand (f16: as gemm_tile.wgsl's f16 tiles, so the two
@@ -20,12 +21,6 @@ alias Operand = f32;
 const SUBGROUPS: u32 = 8u;
 const THREADS: u32 = SG * SUBGROUPS;
 const FRAG: u32 = 256u;
-const A_LOADS: u32 = (BM * BK + THREADS - 1u) / THREADS;
-const B_LOADS: u32 = (BN * BK + THREADS - 1u) / THREADS;
-const A_ROWS: u32 = select(1u, A_LOADS, A_K_FAST);
-const A_KS: u32 = select(A_LOADS, 1u, A_K_FAST);
-const B_COLS: u32 = select(1u, B_LOADS, B_K_FAST);
-const B_KS: u32 = select(B_LOADS, 1u, B_K_FAST);
 
 // As[k * BM + m] and Bs[k * BN + n]: A read column-major (stride BM), B row-major (stride BN).
 var<workgroup> As: array<Operand, BK * BM>;
@@ -71,42 +66,7 @@ fn main(
     let k_begin = split * P.k_chunk;
     let k_end = min(P.k, k_begin + P.k_chunk);
 
-    var a_rows: array<ARow, A_ROWS>;
-    var a_s: array<AKs, A_KS>;
-    var a_slot: array<u32, A_LOADS>;
-    for (var i = 0u; i < A_LOADS; i++) {
-        let e = lid + i * THREADS;
-        if (A_K_FAST) {
-            a_slot[i] = (e % BK) * BM + e / BK;
-            a_rows[i] = a_row(m0 + e / BK);
-        } else {
-            a_slot[i] = e;
-            a_s[i] = a_ks(k_begin + e / BM);
-        }
-    }
-    if (A_K_FAST) {
-        a_s[0] = a_ks(k_begin + lid % BK);
-    } else {
-        a_rows[0] = a_row(m0 + lid % BM);
-    }
-    var b_cols: array<BCol, B_COLS>;
-    var b_s: array<BKs, B_KS>;
-    var b_slot: array<u32, B_LOADS>;
-    for (var i = 0u; i < B_LOADS; i++) {
-        let e = lid + i * THREADS;
-        if (B_K_FAST) {
-            b_slot[i] = (e % BK) * BN + e / BK;
-            b_cols[i] = b_col(n0 + e / BK);
-        } else {
-            b_slot[i] = e;
-            b_s[i] = b_ks(k_begin + e / BN);
-        }
-    }
-    if (B_K_FAST) {
-        b_s[0] = b_ks(k_begin + lid % BK);
-    } else {
-        b_cols[0] = b_col(n0 + lid % BN);
-    }
+    var stage = stage_new(m0, n0, k_begin, lid);
 
     // The accumulators start from a zeroed scratch.
     for (var e = lid; e < SUBGROUPS * FRAG; e += THREADS) {
@@ -120,46 +80,12 @@ fn main(
     let row = (sg / 4u) * 32u;
     let col = (sg % 4u) * 32u;
 
-    var a_reg: array<f32, A_LOADS>;
-    var b_reg: array<f32, B_LOADS>;
-    for (var i = 0u; i < A_LOADS; i++) {
-        a_reg[i] = load_a(a_rows[select(0u, i, A_K_FAST)], a_s[select(i, 0u, A_K_FAST)], k_end);
-    }
-    for (var i = 0u; i < B_LOADS; i++) {
-        b_reg[i] = load_b(b_cols[select(0u, i, B_K_FAST)], b_s[select(i, 0u, B_K_FAST)], k_end);
-    }
-    for (var i = 0u; i < A_KS; i++) {
-        a_s[i] = a_ks_next(a_s[i]);
-    }
-    for (var i = 0u; i < B_KS; i++) {
-        b_s[i] = b_ks_next(b_s[i]);
-    }
-
+    stage_fetch(&stage, k_end);
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
-        for (var i = 0u; i < A_LOADS; i++) {
-            if (lid + i * THREADS < BM * BK) {
-                As[a_slot[i]] = Operand(a_reg[i]);
-            }
-        }
-        for (var i = 0u; i < B_LOADS; i++) {
-            if (lid + i * THREADS < BN * BK) {
-                Bs[b_slot[i]] = Operand(b_reg[i]);
-            }
-        }
+        stage_store(&stage, lid);
         workgroupBarrier();
         // The next tile's loads go out now and land while this one is multiplied.
-        for (var i = 0u; i < A_LOADS; i++) {
-            a_reg[i] = load_a(a_rows[select(0u, i, A_K_FAST)], a_s[select(i, 0u, A_K_FAST)], k_end);
-        }
-        for (var i = 0u; i < B_LOADS; i++) {
-            b_reg[i] = load_b(b_cols[select(0u, i, B_K_FAST)], b_s[select(i, 0u, B_K_FAST)], k_end);
-        }
-        for (var i = 0u; i < A_KS; i++) {
-            a_s[i] = a_ks_next(a_s[i]);
-        }
-        for (var i = 0u; i < B_KS; i++) {
-            b_s[i] = b_ks_next(b_s[i]);
-        }
+        stage_fetch(&stage, k_end);
         for (var kk = 0u; kk < BK; kk += 16u) {
             let a0 = coopLoad<coop_mat16x16<Operand, A>>(&As[kk * BM + row], BM);
             let a1 = coopLoad<coop_mat16x16<Operand, A>>(&As[kk * BM + row + 16u], BM);

@@ -13,10 +13,7 @@
 // and through its Params, which begin with m, n, k, splits, k_chunk (gemm.rs checks it at compile
 // time). With splits > 1 the K range is cut in chunks of k_chunk, one a workgroup, each writing
 // its own partial C (split-K), which reduce.wgsl adds up in a fixed order.
-// A_K_FAST/B_K_FAST: whether consecutive threads load consecutive k (true) or consecutive m/n
-// (false) of a tile, whichever is contiguous in memory. Either way a thread's loads of one tile
-// share one thing: with k fast they all sit at the same k (one k-state, several rows), otherwise
-// in the same row or column (one row, several k-states) -- few registers for addressing.
+// The tiles are staged by gemm_stage.wgsl (A_K_FAST/B_K_FAST are explained there).
 // PREFETCH: issue the next tile's loads before multiplying the current one.
 // Operand: the type the tiles are held in. f16 (mixed precision, on adapters with SHADER_F16)
 // rounds both operands to half precision, as PyTorch's autocast does; the products and their sums
@@ -33,13 +30,6 @@ alias Operand = f32;
 const TY: u32 = BM / TM;
 const TX: u32 = BN / TN;
 const THREADS: u32 = TX * TY;
-const A_LOADS: u32 = (BM * BK + THREADS - 1u) / THREADS;
-const B_LOADS: u32 = (BN * BK + THREADS - 1u) / THREADS;
-// How many rows (k fast) or k-states (otherwise) a thread keeps for its loads.
-const A_ROWS: u32 = select(1u, A_LOADS, A_K_FAST);
-const A_KS: u32 = select(A_LOADS, 1u, A_K_FAST);
-const B_COLS: u32 = select(1u, B_LOADS, B_K_FAST);
-const B_KS: u32 = select(B_LOADS, 1u, B_K_FAST);
 
 var<workgroup> As: array<Operand, BK * BM>;
 var<workgroup> Bs: array<Operand, BK * BN>;
@@ -65,59 +55,9 @@ fn main(
     let k_begin = split * P.k_chunk;
     let k_end = min(P.k, k_begin + P.k_chunk);
 
-    // Load i of a tile is element e = lid + i * THREADS of it (if e < BM * BK).
-    var a_rows: array<ARow, A_ROWS>;
-    var a_s: array<AKs, A_KS>;
-    var a_slot: array<u32, A_LOADS>;
-    for (var i = 0u; i < A_LOADS; i++) {
-        let e = lid + i * THREADS;
-        if (A_K_FAST) {
-            a_slot[i] = (e % BK) * BM + e / BK;
-            a_rows[i] = a_row(m0 + e / BK);
-        } else {
-            a_slot[i] = e;
-            a_s[i] = a_ks(k_begin + e / BM);
-        }
-    }
-    if (A_K_FAST) {
-        a_s[0] = a_ks(k_begin + lid % BK);
-    } else {
-        a_rows[0] = a_row(m0 + lid % BM);
-    }
-    var b_cols: array<BCol, B_COLS>;
-    var b_s: array<BKs, B_KS>;
-    var b_slot: array<u32, B_LOADS>;
-    for (var i = 0u; i < B_LOADS; i++) {
-        let e = lid + i * THREADS;
-        if (B_K_FAST) {
-            b_slot[i] = (e % BK) * BN + e / BK;
-            b_cols[i] = b_col(n0 + e / BK);
-        } else {
-            b_slot[i] = e;
-            b_s[i] = b_ks(k_begin + e / BN);
-        }
-    }
-    if (B_K_FAST) {
-        b_s[0] = b_ks(k_begin + lid % BK);
-    } else {
-        b_cols[0] = b_col(n0 + lid % BN);
-    }
-
-    var a_reg: array<f32, A_LOADS>;
-    var b_reg: array<f32, B_LOADS>;
+    var stage = stage_new(m0, n0, k_begin, lid);
     if (PREFETCH) {
-        for (var i = 0u; i < A_LOADS; i++) {
-            a_reg[i] = load_a(a_rows[select(0u, i, A_K_FAST)], a_s[select(i, 0u, A_K_FAST)], k_end);
-        }
-        for (var i = 0u; i < B_LOADS; i++) {
-            b_reg[i] = load_b(b_cols[select(0u, i, B_K_FAST)], b_s[select(i, 0u, B_K_FAST)], k_end);
-        }
-        for (var i = 0u; i < A_KS; i++) {
-            a_s[i] = a_ks_next(a_s[i]);
-        }
-        for (var i = 0u; i < B_KS; i++) {
-            b_s[i] = b_ks_next(b_s[i]);
-        }
+        stage_fetch(&stage, k_end);
     }
 
     let tx = lid % TX;
@@ -131,44 +71,13 @@ fn main(
 
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
         if (!PREFETCH) {
-            for (var i = 0u; i < A_LOADS; i++) {
-                a_reg[i] = load_a(a_rows[select(0u, i, A_K_FAST)], a_s[select(i, 0u, A_K_FAST)], k_end);
-            }
-            for (var i = 0u; i < B_LOADS; i++) {
-                b_reg[i] = load_b(b_cols[select(0u, i, B_K_FAST)], b_s[select(i, 0u, B_K_FAST)], k_end);
-            }
-            for (var i = 0u; i < A_KS; i++) {
-                a_s[i] = a_ks_next(a_s[i]);
-            }
-            for (var i = 0u; i < B_KS; i++) {
-                b_s[i] = b_ks_next(b_s[i]);
-            }
+            stage_fetch(&stage, k_end);
         }
-        for (var i = 0u; i < A_LOADS; i++) {
-            if (lid + i * THREADS < BM * BK) {
-                As[a_slot[i]] = Operand(a_reg[i]);
-            }
-        }
-        for (var i = 0u; i < B_LOADS; i++) {
-            if (lid + i * THREADS < BN * BK) {
-                Bs[b_slot[i]] = Operand(b_reg[i]);
-            }
-        }
+        stage_store(&stage, lid);
         workgroupBarrier();
         if (PREFETCH) {
             // The next tile's loads go out now and land while this tile is multiplied.
-            for (var i = 0u; i < A_LOADS; i++) {
-                a_reg[i] = load_a(a_rows[select(0u, i, A_K_FAST)], a_s[select(i, 0u, A_K_FAST)], k_end);
-            }
-            for (var i = 0u; i < B_LOADS; i++) {
-                b_reg[i] = load_b(b_cols[select(0u, i, B_K_FAST)], b_s[select(i, 0u, B_K_FAST)], k_end);
-            }
-            for (var i = 0u; i < A_KS; i++) {
-                a_s[i] = a_ks_next(a_s[i]);
-            }
-            for (var i = 0u; i < B_KS; i++) {
-                b_s[i] = b_ks_next(b_s[i]);
-            }
+            stage_fetch(&stage, k_end);
         }
         for (var kk = 0u; kk < BK; kk++) {
             for (var i = 0u; i < TM; i++) {
