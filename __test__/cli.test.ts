@@ -164,6 +164,9 @@ const data = Dataset.fromArrays({ images: new Uint8Array(24 * 64).map((_, i) => 
 const seen = [];
 await fit(model, data, { batchSize: 4, callbacks: { onBatchEnd: (step, logs) => { seen.push(step + '@' + model.step + (Number.isFinite(logs.loss) ? '' : '!')); } } });
 console.log(seen.join(' '));
+// evaluate queues its batches (10, 10, 4 images) and reads their sums once.
+const ev = await model.evaluate(data, { batchSize: 10 });
+console.log(ev.count, Number.isFinite(ev.loss), ev.top1 >= 0 && ev.top1 <= 1);
 // A step left queued at exit: the process still ends by itself.
 await model.queueTrainStep(images, new Int32Array([0, 1, 2, 3]), [4, 1, 8, 8]);
 `,
@@ -176,6 +179,6 @@ await model.queueTrainStep(images, new Int32Array([0, 1, 2, 3]), [4, 1, 8, 8]);
     expect(r.signal).toBeNull();
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    expect(r.stdout).toBe('gpu true 40 true\n1@8 2@8 3@8 4@8 5@8 6@8\n');
+    expect(r.stdout).toBe('gpu true 40 true\n1@8 2@8 3@8 4@8 5@8 6@8\n24 true true\n');
   });
 });

@@ -167,6 +167,13 @@ export declare class NativeModel {
   evaluateBatch(images: Float32Array, shape: Array<number>, labels: Int32Array): Promise<EvalStats>
   /** `evaluateBatch` on a batch the loader prepared (no copy through JS). */
   evaluateLoadedBatch(batch: NativeBatch): Promise<EvalStats>
+  /**
+   * `evaluateLoadedBatch` without waiting for the sums: they stay on the device until
+   * `takeEvalStats` (so a GPU evaluates this batch while the host prepares the next).
+   */
+  queueEvaluateLoadedBatch(batch: NativeBatch): Promise<void>
+  /** The sums of every batch queued by `queueEvaluateLoadedBatch`, in order, in one read. */
+  takeEvalStats(): Promise<EvalStats[]>
   /** Adds the views of a loader's batch to a multi-view `score` (eval mode) on a worker thread. */
   scoreViews(batch: NativeBatch, score: NativeViewScore): Promise<void>
   /**

@@ -537,15 +537,29 @@ export class Model {
     let top1 = 0;
     let top5 = 0;
     let count = 0;
+    let queued = 0;
     let aborted = false;
     for await (const batch of loader.epoch(0)) {
       if (options.signal?.aborted) {
         aborted = true;
-        reportAborted('evaluate', options.signal, `after ${count} of ${dataset.length} images`, 'the result covers those images only and has aborted: true');
+        reportAborted('evaluate', options.signal, `after ${queued} of ${dataset.length} images`, 'the result covers those images only and has aborted: true');
         break;
       }
-      // The sums are Rust's (evaluateBatch); only their totals are taken here.
-      const s = await this.evaluateBatch(batch);
+      // Queued: the sums stay on the device (a GPU evaluates this batch while the loader
+      // prepares the next) and are read once, after the loop.
+      const b = this.#labelledInput('evaluate', batch, undefined, undefined);
+      queued += b.shape[0] ?? 0;
+      if (b.loaded === undefined) {
+        const s = await this.evaluateBatch(batch);
+        [lossSum, top1, top5, count] = [lossSum + s.lossSum, top1 + s.top1, top5 + s.top5, count + s.count];
+        continue;
+      }
+      const loaded = b.loaded;
+      await this.#serial(() => this.#native.queueEvaluateLoadedBatch(loaded));
+      this.#noteInputSize(b.shape, false);
+    }
+    // The sums are Rust's, each batch's as evaluateBatch gives it; only their totals are taken here.
+    for (const s of await this.#serial(() => this.#native.takeEvalStats())) {
       lossSum += s.lossSum;
       top1 += s.top1;
       top5 += s.top5;

@@ -144,6 +144,27 @@ fn queued_steps_read_nothing_back_until_asked(dev: Device) {
     );
 }
 
+/// `evaluate` on a GPU: batches queued for evaluation wait for nothing, and one download gives each
+/// batch's sums exactly as `evaluate_batch` gives them.
+fn queued_evaluation_reads_nothing_back_until_asked(dev: Device) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap();
+    let mut model = Model::new(spec, 9, dev).unwrap();
+    let batches: Vec<_> = (0..4).map(|s| batch(3 + s % 3, 3, 9, 10, 60 + s as u32)).collect();
+    let expected: Vec<_> = batches
+        .iter()
+        .map(|(x, shape, y)| model.evaluate_batch(x, *shape, y).unwrap())
+        .collect();
+    let before = readbacks();
+    for (x, shape, y) in &batches {
+        model.queue_evaluate_batch(x, *shape, y).unwrap();
+    }
+    assert_eq!(readbacks(), before, "four queued batches read nothing back");
+    assert_eq!(model.take_eval_stats().unwrap(), expected);
+    assert_eq!(readbacks(), before + 1, "one download for all four");
+    assert!(model.take_eval_stats().unwrap().is_empty(), "taken once");
+}
+
 fn a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu(dev: Device) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let spec = ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap();
@@ -346,6 +367,10 @@ fn main() {
         harness::gpu(
             "queued_steps_read_nothing_back_until_asked",
             queued_steps_read_nothing_back_until_asked,
+        ),
+        harness::gpu(
+            "queued_evaluation_reads_nothing_back_until_asked",
+            queued_evaluation_reads_nothing_back_until_asked,
         ),
         harness::gpu(
             "a_checkpoint_saved_on_the_gpu_predicts_the_same_on_the_cpu",

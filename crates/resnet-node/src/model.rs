@@ -323,6 +323,29 @@ impl NativeModel {
         Ok(self.evaluate_on(batch.shared()?))
     }
 
+    /// `evaluateLoadedBatch` without waiting for the sums: they stay on the device until
+    /// `takeEvalStats` (so a GPU evaluates this batch while the host prepares the next).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn queue_evaluate_loaded_batch(&self, batch: &NativeBatch) -> Result<Pending<()>> {
+        let (model, batch) = (self.inner.clone(), batch.shared()?);
+        Ok(job("evaluate", move || {
+            with_model(&model, |m| {
+                m.queue_evaluate_batch(&batch.images, batch.shape, &batch.labels)
+            })
+        }))
+    }
+
+    /// The sums of every batch queued by `queueEvaluateLoadedBatch`, in order, in one read.
+    #[napi(ts_return_type = "Promise<EvalStats[]>")]
+    pub fn take_eval_stats(&self) -> Pending<Vec<EvalStats>> {
+        let model = self.inner.clone();
+        job("evaluate", move || {
+            with_model(&model, |m| {
+                Ok(m.take_eval_stats()?.into_iter().map(EvalStats::from).collect())
+            })
+        })
+    }
+
     /// Adds the views of a loader's batch to a multi-view `score` (eval mode) on a worker thread.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn score_views(&self, batch: &NativeBatch, score: &NativeViewScore) -> Result<Pending<()>> {

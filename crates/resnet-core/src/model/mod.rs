@@ -52,6 +52,8 @@ pub struct Model {
     resumed_scaler: Option<LossScaler>,
     /// Steps taken whose figures have not been reported yet (`queue_train_step`).
     queued: Vec<train::QueuedStep>,
+    /// Evaluated batches whose sums have not been read yet (`queue_evaluate_batch`).
+    queued_evals: Vec<([crate::backend::Storage; 3], usize)>,
 }
 
 impl Model {
@@ -73,6 +75,7 @@ impl Model {
             scaler: None,
             resumed_scaler: None,
             queued: Vec::new(),
+            queued_evals: Vec::new(),
         })
     }
 

@@ -300,23 +300,64 @@ impl Model {
     /// Summed loss and top-1/top-5 hits of one batch in eval mode.
     pub fn evaluate_batch(&self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<EvalStats> {
         self.check_labelled(images, shape, labels, Pass::Eval)?;
-        let classes = self.net.spec.num_classes;
-        no_grad(|| {
-            let y = ops::labels_tensor(labels, classes, self.device)?;
-            let x = Tensor::from_vec(images, &shape, self.device)?;
-            let logits = self.net.forward(&x, &ctx(BnMode::Eval, None))?;
-            let be = self.device.backend();
-            let layout = LogitsLayout { n: shape[0], classes };
-            let (losses, _) = be.cross_entropy(&logits.storage(), &y.storage(), &layout)?;
-            let hits = |k| be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, k)?);
-            let [loss_sum, top1, top5] =
-                read_scalars([&be.sum_all(&losses)?, &hits(1)?, &hits(5.min(classes))?], self.device)?;
-            Ok(EvalStats {
-                loss_sum: loss_sum as f64,
-                top1: top1.round() as usize,
-                top5: top5.round() as usize,
-                count: shape[0],
+        let sums = no_grad(|| self.eval_sums(images, shape, labels))?;
+        let [loss_sum, top1, top5] = read_scalars([&sums[0], &sums[1], &sums[2]], self.device)?;
+        Ok(eval_stats([loss_sum, top1, top5], shape[0]))
+    }
+
+    /// `evaluate_batch` without waiting for its sums: they stay on the device until
+    /// `take_eval_stats`, and a GPU evaluates this batch while the host prepares the next (at most
+    /// one batch ahead, as queued training steps).
+    pub fn queue_evaluate_batch(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<()> {
+        self.check_labelled(images, shape, labels, Pass::Eval)?;
+        let sums = no_grad(|| self.eval_sums(images, shape, labels))?;
+        self.queued_evals.push((sums, shape[0]));
+        self.device.end_step()
+    }
+
+    /// The sums of every batch queued by `queue_evaluate_batch` since the last call, in order,
+    /// read in one download: each exactly what `evaluate_batch` gives for that batch.
+    pub fn take_eval_stats(&mut self) -> Result<Vec<EvalStats>> {
+        let queued = std::mem::take(&mut self.queued_evals);
+        let storages: Vec<&Storage> = queued.iter().flat_map(|(sums, _)| sums.iter()).collect();
+        if storages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = self.device.backend().download_many(&storages)?;
+        let mut values = values.into_iter().map(|v| v.first().copied());
+        queued
+            .iter()
+            .map(|&(_, count)| {
+                let mut next = || {
+                    values
+                        .next()
+                        .flatten()
+                        .ok_or_else(|| Error::Internal("an evaluated batch's sum has no value".into()))
+                };
+                Ok(eval_stats([next()?, next()?, next()?], count))
             })
-        })
+            .collect()
+    }
+
+    /// The loss sum and top-1/top-5 hit counts of one batch, on the device.
+    fn eval_sums(&self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<[Storage; 3]> {
+        let classes = self.net.spec.num_classes;
+        let y = ops::labels_tensor(labels, classes, self.device)?;
+        let x = Tensor::from_vec(images, &shape, self.device)?;
+        let logits = self.net.forward(&x, &ctx(BnMode::Eval, None))?;
+        let be = self.device.backend();
+        let layout = LogitsLayout { n: shape[0], classes };
+        let (losses, _) = be.cross_entropy(&logits.storage(), &y.storage(), &layout)?;
+        let hits = |k| be.sum_all(&be.topk_correct(&logits.storage(), &y.storage(), &layout, k)?);
+        Ok([be.sum_all(&losses)?, hits(1)?, hits(5.min(classes))?])
+    }
+}
+
+fn eval_stats([loss_sum, top1, top5]: [f32; 3], count: usize) -> EvalStats {
+    EvalStats {
+        loss_sum: loss_sum as f64,
+        top1: top1.round() as usize,
+        top5: top5.round() as usize,
+        count,
     }
 }
