@@ -7,12 +7,25 @@ use crate::error::{Error, Result};
 
 /// The first value of each storage in `scalars`, in order, in one download.
 pub(crate) fn read_scalars<const K: usize>(scalars: [&Storage; K], device: Device) -> Result<[f32; K]> {
-    let values = device.backend().download_many(&scalars)?;
+    let values = read_scalar_list(&scalars, device)?;
     let mut out = [0.0f32; K];
-    for (v, got) in out.iter_mut().zip(values) {
-        *v = *got
-            .first()
-            .ok_or_else(|| Error::Internal("a step's scalar has no value".into()))?;
-    }
+    out.copy_from_slice(&values);
     Ok(out)
+}
+
+/// `read_scalars` for a number of storages known at run time (queued steps and batches).
+pub(crate) fn read_scalar_list(scalars: &[&Storage], device: Device) -> Result<Vec<f32>> {
+    if scalars.is_empty() {
+        return Ok(Vec::new());
+    }
+    device
+        .backend()
+        .download_many(scalars)?
+        .into_iter()
+        .map(|v| {
+            v.first()
+                .copied()
+                .ok_or_else(|| Error::Internal("a step's scalar has no value".into()))
+        })
+        .collect()
 }

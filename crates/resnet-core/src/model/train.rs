@@ -10,7 +10,7 @@ use crate::ops;
 use crate::tensor::Tensor;
 
 use super::context::ctx;
-use super::readback::read_scalars;
+use super::readback::{read_scalar_list, read_scalars};
 use super::Model;
 use crate::backend::{LogitsLayout, Storage};
 use crate::nn::BnMode;
@@ -171,7 +171,7 @@ impl Model {
         if on_device.is_empty() {
             return Ok(());
         }
-        let values = match self.device.backend().download_many(&on_device) {
+        let values = match read_scalar_list(&on_device, self.device) {
             Ok(v) => v,
             Err(e) => {
                 // The device failed: what these steps did is unknown, so they are not reported.
@@ -179,10 +179,10 @@ impl Model {
                 return Err(e);
             }
         };
-        let mut values = values.into_iter().map(|v| v.first().copied());
+        let mut values = values.into_iter();
         for q in self.queued.iter_mut() {
             if let Figures::OnDevice { .. } = q.figures {
-                let (Some(Some(loss)), Some(Some(hits))) = (values.next(), values.next()) else {
+                let (Some(loss), Some(hits)) = (values.next(), values.next()) else {
                     return Err(Error::Internal("a step's scalar has no value".into()));
                 };
                 q.figures = Figures::Read { loss, hits };
@@ -320,23 +320,12 @@ impl Model {
     pub fn take_eval_stats(&mut self) -> Result<Vec<EvalStats>> {
         let queued = std::mem::take(&mut self.queued_evals);
         let storages: Vec<&Storage> = queued.iter().flat_map(|(sums, _)| sums.iter()).collect();
-        if storages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values = self.device.backend().download_many(&storages)?;
-        let mut values = values.into_iter().map(|v| v.first().copied());
-        queued
+        let values = read_scalar_list(&storages, self.device)?;
+        Ok(queued
             .iter()
-            .map(|&(_, count)| {
-                let mut next = || {
-                    values
-                        .next()
-                        .flatten()
-                        .ok_or_else(|| Error::Internal("an evaluated batch's sum has no value".into()))
-                };
-                Ok(eval_stats([next()?, next()?, next()?], count))
-            })
-            .collect()
+            .zip(values.chunks_exact(3))
+            .map(|(&(_, count), v)| eval_stats([v[0], v[1], v[2]], count))
+            .collect())
     }
 
     /// The loss sum and top-1/top-5 hit counts of one batch, on the device.

@@ -349,19 +349,13 @@ fn tensor_core_subgroup(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo, limit
     if !adapter.features().contains(needed) || std::env::var("RESNET_WGPU_COOP").is_ok_and(|v| v == "off") {
         return None;
     }
-    let square = adapter.cooperative_matrix_properties().iter().any(|p| {
-        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
-            && p.ab_type == wgpu::CooperativeScalarType::F16
-            && p.cr_type == wgpu::CooperativeScalarType::F32
-    });
+    let square = cooperative_f16_shapes(adapter).iter().any(|s| s == "16x16x16");
     let size = info.subgroup_min_size;
-    // gemm_coop.wgsl's workgroup memory: the f16 A and B tiles and 8 f32 16x16 scratches.
-    const WORKGROUP_BYTES: u32 = 64 * 32 * 2 + 128 * 32 * 2 + 8 * 256 * 4;
     let fits = size == info.subgroup_max_size
         && size > 0
         && 8 * size <= limits.max_compute_invocations_per_workgroup
         && 8 * size <= limits.max_compute_workgroup_size_x
-        && WORKGROUP_BYTES <= limits.max_compute_workgroup_storage_size;
+        && super::kernels::gemm::COOP_WORKGROUP_BYTES <= limits.max_compute_workgroup_storage_size;
     (square && fits).then_some(size)
 }
 

@@ -167,6 +167,15 @@ fn tile_for(m: usize) -> Tile {
     }
 }
 
+/// gemm_coop.wgsl's tile (its BM, BN, BK): the tiled loop's for M > 32, stepped 32 along K.
+const COOP_BM: u32 = 64;
+const COOP_BN: u32 = 128;
+const COOP_BK: u32 = 32;
+
+/// Workgroup memory gemm_coop.wgsl needs: the f16 A and B tiles and its 8 subgroups' 16x16 f32
+/// scratches.
+pub const COOP_WORKGROUP_BYTES: u32 = (COOP_BM + COOP_BN) * COOP_BK * 2 + 8 * 256 * 4;
+
 /// Cleared by `use_tensor_cores(false)`.
 static TENSOR_CORES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
@@ -184,9 +193,9 @@ pub fn set_tensor_cores(on: bool) {
 fn launch_tile(ctx: &GpuContext, m: usize, precision: Precision) -> Tile {
     match ctx.cooperative_subgroup {
         Some(sg) if precision == Precision::Mixed && m > 32 && tile_override().is_none() && tensor_cores_on() => Tile {
-            bm: 64,
-            bn: 128,
-            bk: 32,
+            bm: COOP_BM,
+            bn: COOP_BN,
+            bk: COOP_BK,
             tm: 0,
             tn: 0,
             prefetch: true,
