@@ -125,7 +125,10 @@ export declare class NativeModel {
   /** The architecture as JSON (the same form the constructor takes). */
   specJson(): string
   numParameters(): number
-  /** Optimizer steps taken so far. */
+  /**
+   * Optimizer steps taken so far (queued mixed-precision steps are read first: whether each
+   * was applied or skipped is decided on the device).
+   */
   step(): number
   /** Per-layer rows (name, kind, outputShape, params, macs) for an h x w input, as JSON. */
   summary(height: number, width: number): string

@@ -326,7 +326,7 @@ export class Model {
     return this.#native.numParameters();
   }
 
-  /** Optimizer steps taken so far. */
+  /** Optimizer steps taken so far (a queued mixed-precision step counts once read: the device decides whether it is applied, and this reads what it decided). */
   get step(): number {
     return this.#native.step();
   }
@@ -423,9 +423,10 @@ export class Model {
    * from a GPU waits for all the work before it, so on a GPU this lets the device run the step
    * while the host prepares the next (never more than one step ahead). On the CPU only the time
    * the figures arrive changes. `fit` queues the steps between two reports
-   * ({@link FitOptions.reportEvery}). In precision `'mixed'` and while distributed, each step
-   * still reads its figures itself (the overflow check decides the update, as PyTorch's
-   * `GradScaler` does; the ranks sum the figures), and only hands them over later.
+   * ({@link FitOptions.reportEvery}). In precision `'mixed'` the device itself skips an
+   * overflowing step and moves the loss scale, so {@link Model.step} counts a queued step once its
+   * figures are read. While distributed, each step still reads its figures itself (the ranks sum
+   * them), and only hands them over later.
    */
   queueTrainStep(batch: Batch): Promise<void>;
   queueTrainStep(images: Float32Array, labels: Int32Array | Uint8Array | readonly number[], shape?: Shape4): Promise<void>;

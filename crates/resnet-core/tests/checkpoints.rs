@@ -62,7 +62,7 @@ fn a_flipped_data_byte_fails_every_load_naming_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("resnet8.safetensors");
     let mut rng = ChaCha8Rng::seed_from_u64(14);
-    let m = trained(3, 2);
+    let mut m = trained(3, 2);
     m.save_checkpoint(&path, BTreeMap::new()).unwrap();
     let valid = std::fs::read(&path).unwrap();
     let ranges = data_ranges(&valid);
@@ -125,7 +125,7 @@ fn weights_only_export_holds_the_state_dict_and_nothing_else() {
         dir.path().join("full.safetensors"),
         dir.path().join("weights.safetensors"),
     );
-    let m = trained(6, 3);
+    let mut m = trained(6, 3);
     m.save_checkpoint(&full, BTreeMap::new()).unwrap();
     let extra = BTreeMap::from([("note".to_string(), "for torch".to_string())]);
     m.export_weights(&only, extra.clone()).unwrap();

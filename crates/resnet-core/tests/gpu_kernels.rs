@@ -9,7 +9,7 @@ mod harness;
 use gpu_common::{assert_close, assert_close_tol, both, cpu, down, values, worst_error};
 use resnet_core::backend::{
     Activation, Backend, BatchStats, ChannelLayout, ConvGeometry, LogitsLayout, MatmulGeometry, PoolGeometry,
-    RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
+    RowLayout, RunningStatsUpdate, ScaleRule, ScalerGate, SgdStep, ShortcutGeometry, StatsSource, Storage,
 };
 use resnet_core::precision::Precision;
 use resnet_core::Device;
@@ -656,6 +656,75 @@ fn sgd_update_matches_the_cpu(dev: Device) {
     }
 }
 
+/// Mixed precision's device-side decision: the gated update and the scaler's update, on the GPU
+/// as on the CPU, over a run of steps that overflow (inf, then NaN) and steps that apply at the
+/// rate their count of applied steps picks; a growth interval of 2 makes the scale grow too.
+fn loss_scaling_on_the_device_matches_the_cpu(dev: Device) {
+    let g = dev.backend();
+    let len = 777;
+    let rule = ScaleRule {
+        growth_interval: 2,
+        min_scale: 1.0 / 65536.0,
+        max_scale: 16_777_216.0,
+    };
+    let (mut gp, mut cp) = both(g, &values(len, 3));
+    let (mut gb, mut cb): (Storage, Storage) = (g.zeros(len).unwrap(), cpu().zeros(len).unwrap());
+    let (mut gscale, mut cscale) = both(g, &[1024.0]);
+    let (mut gstate, mut cstate) = both(g, &[1.0 / 1024.0, 0.0, 0.0]);
+    let rates: Vec<f32> = (0..8).map(|i| 0.01 * (i + 1) as f32).collect();
+    let (grates, crates) = both(g, &rates);
+    let s = SgdStep {
+        lr: 0.0,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: true,
+        first_step: false,
+        grad_scale: 1.0,
+    };
+    let checks = [1.5f32, f32::INFINITY, 2.0, 3.0, f32::NAN, -4.0, 5.0];
+    for (step, &check) in checks.iter().enumerate() {
+        let (gg, cg) = both(g, &values(len, 20 + step as u32));
+        let (gcheck, ccheck) = both(g, &[check]);
+        let before = down(&gp);
+        g.sgd_update_gated(
+            &mut gp,
+            &gg,
+            &mut gb,
+            &s,
+            &ScalerGate {
+                check: &gcheck,
+                state: &gstate,
+                lrs: &grates,
+            },
+        )
+        .unwrap();
+        cpu()
+            .sgd_update_gated(
+                &mut cp,
+                &cg,
+                &mut cb,
+                &s,
+                &ScalerGate {
+                    check: &ccheck,
+                    state: &cstate,
+                    lrs: &crates,
+                },
+            )
+            .unwrap();
+        g.loss_scale_update(&mut gscale, &mut gstate, &gcheck, &rule).unwrap();
+        cpu().loss_scale_update(&mut cscale, &mut cstate, &ccheck, &rule).unwrap();
+        let what = format!("step {step} (check {check})");
+        assert_eq!(down(&gp) == before, !check.is_finite(), "{what}: updated exactly when finite");
+        assert_close(&format!("{what}: parameters"), &down(&gp), &down(&cp));
+        assert_close(&format!("{what}: momentum"), &down(&gb), &down(&cb));
+        assert_eq!(down(&gscale), down(&cscale), "{what}: scale");
+        assert_eq!(down(&gstate), down(&cstate), "{what}: [1 / scale, clean, applied]");
+    }
+    // 5 applied, 2 skipped; halved twice, doubled after each 2 clean steps in a row.
+    assert_eq!(down(&gstate)[2], 5.0);
+    assert_eq!(down(&gscale), vec![1024.0]);
+}
+
 fn device_parsing(dev: Device) {
     assert_eq!(Device::parse("cpu").unwrap(), Device::Cpu);
     assert!(Device::parse("tpu").is_err());
@@ -707,6 +776,10 @@ fn main() {
         ),
         harness::gpu("option_a_shortcut_matches_the_cpu", option_a_shortcut_matches_the_cpu),
         harness::gpu("sgd_update_matches_the_cpu", sgd_update_matches_the_cpu),
+        harness::gpu(
+            "loss_scaling_on_the_device_matches_the_cpu",
+            loss_scaling_on_the_device_matches_the_cpu,
+        ),
         harness::gpu("device_parsing", device_parsing),
     ])
 }

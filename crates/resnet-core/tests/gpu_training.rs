@@ -281,7 +281,9 @@ fn an_overflowing_step_is_skipped_and_the_scale_halved(dev: Device) {
     let first = model.train_step(&images, shape, &labels).unwrap();
     assert_eq!((first.skipped, first.loss_scale, first.step), (false, Some(65536.0), 1));
     // 2^24 times the loss gradient (up to 1/8 a logit) is far past f16's 65504.
-    model.resume_loss_scaler(LossScaler::restored(16_777_216.0, 0).unwrap());
+    model
+        .resume_loss_scaler(LossScaler::restored(16_777_216.0, 0).unwrap())
+        .unwrap();
     let state = |m: &Model| {
         let mut all: Vec<Vec<f32>> = m.parameters().iter().map(|(_, t)| t.to_vec().unwrap()).collect();
         for b in m.momentum_buffers().iter().flatten() {
@@ -311,6 +313,65 @@ fn an_overflowing_step_is_skipped_and_the_scale_halved(dev: Device) {
         assert_eq!(model.loss_scaler().unwrap().scale(), scale, "step {i}");
     }
     panic!("16 steps in a row overflowed");
+}
+
+/// Mixed precision between reports: the device skips an overflowing step, halves the scale and
+/// picks the next step's rate by how many steps it applied, with nothing read back; one download
+/// then gives what steps that each read their own check give, bit for bit, and the same weights,
+/// momentum, step count and scaler. Warm-up makes every step's rate differ, and a start at 2^24
+/// makes the first steps overflow, so a wrong rate, scale or skip shows.
+fn queued_mixed_steps_decide_on_the_device(dev: Device) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap();
+    let model = || {
+        let mut m = Model::new(spec.clone(), 11, dev).unwrap();
+        m.set_precision(Precision::Mixed).unwrap();
+        let mut cfg = m.optimizer_config().clone();
+        cfg.warmup_steps = 6;
+        cfg.nesterov = true;
+        m.configure_optimizer(cfg).unwrap();
+        m.resume_loss_scaler(LossScaler::restored(16_777_216.0, 0).unwrap())
+            .unwrap();
+        m
+    };
+    let (mut stepped, mut queued) = (model(), model());
+    let batches: Vec<_> = (0..12).map(|s| batch(6 + s % 3, 3, 8, 10, 70 + s as u32)).collect();
+    let expected: Vec<_> = batches
+        .iter()
+        .map(|(x, shape, y)| stepped.train_step(x, *shape, y).unwrap())
+        .collect();
+    let skipped = expected.iter().filter(|s| s.skipped).count();
+    assert!(
+        skipped >= 1 && expected.len() - skipped >= 3,
+        "the steps should both skip and apply: {expected:?}"
+    );
+    let before = readbacks();
+    for (x, shape, y) in &batches {
+        queued.queue_train_step(x, *shape, y).unwrap();
+    }
+    assert_eq!(readbacks(), before, "twelve queued mixed steps read nothing back");
+    assert_eq!(queued.step(), 0, "counted once read");
+    let got = queued.take_step_stats().unwrap();
+    assert_eq!(readbacks(), before + 1, "one download for all twelve");
+    assert_eq!(got, expected);
+    assert_eq!(queued.step(), stepped.step());
+    assert_eq!(queued.loss_scaler(), stepped.loss_scaler());
+    let state = |m: &Model| {
+        let mut all: Vec<Vec<f32>> = m.parameters().iter().map(|(_, t)| t.to_vec().unwrap()).collect();
+        for b in m.momentum_buffers().iter().flatten() {
+            all.push(b.device().backend().download(b).unwrap());
+        }
+        all
+    };
+    assert!(state(&queued) == state(&stepped), "the same weights and momentum");
+    // Queued on from the settled scaler: the device's copy starts again from the host's.
+    for (x, shape, y) in batches.iter().take(3) {
+        queued.queue_train_step(x, *shape, y).unwrap();
+        stepped.train_step(x, *shape, y).unwrap();
+    }
+    queued.settle().unwrap();
+    assert_eq!(queued.step(), stepped.step());
+    assert!(state(&queued) == state(&stepped), "the same after a second round");
 }
 
 /// The probes read the network in fp32 whatever the model's precision: the same figures, bit for
@@ -350,6 +411,10 @@ fn main() {
         harness::gpu(
             "an_overflowing_step_is_skipped_and_the_scale_halved",
             an_overflowing_step_is_skipped_and_the_scale_halved,
+        ),
+        harness::gpu(
+            "queued_mixed_steps_decide_on_the_device",
+            queued_mixed_steps_decide_on_the_device,
         ),
         harness::gpu(
             "resnet20_trains_like_the_cpu_for_five_steps",

@@ -178,10 +178,16 @@ impl NativeModel {
         })
     }
 
-    /// Optimizer steps taken so far.
+    /// Optimizer steps taken so far (queued mixed-precision steps are read first: whether each
+    /// was applied or skipped is decided on the device).
     #[napi]
     pub fn step(&self) -> Result<i64> {
-        guard("step", || with_model(&self.inner, |m| Ok(m.step() as i64)))
+        guard("step", || {
+            with_model(&self.inner, |m| {
+                m.settle()?;
+                Ok(m.step() as i64)
+            })
+        })
     }
 
     /// Per-layer rows (name, kind, outputShape, params, macs) for an h x w input, as JSON.

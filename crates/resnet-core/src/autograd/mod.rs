@@ -10,6 +10,7 @@ mod rules;
 
 pub use op::Op;
 
+use crate::backend::Storage;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::cell::Cell;
@@ -81,9 +82,25 @@ pub fn backward_freeing(root: &Tensor) -> Result<()> {
     backward_with(root, Graph::Free, &mut |_| Ok(()))
 }
 
+/// `backward_freeing` from `seed` (one value on the root's device) instead of 1: the gradient of
+/// `seed * root` without recording the product, so a seed that lives on the device (mixed
+/// precision's loss scale) is never read by the host.
+pub fn backward_freeing_from(root: &Tensor, seed: Storage) -> Result<()> {
+    backward_seeded(root, Some(seed), Graph::Free, &mut |_| Ok(()))
+}
+
 /// `backward`, calling `on_leaf` as soon as a leaf's gradient is final (every op that used it has
 /// passed its part on): data-parallel training starts the gradient all-reduce from there.
 pub fn backward_with(root: &Tensor, graph: Graph, on_leaf: &mut dyn FnMut(&Tensor) -> Result<()>) -> Result<()> {
+    backward_seeded(root, None, graph, on_leaf)
+}
+
+fn backward_seeded(
+    root: &Tensor,
+    seed: Option<Storage>,
+    graph: Graph,
+    on_leaf: &mut dyn FnMut(&Tensor) -> Result<()>,
+) -> Result<()> {
     if root.numel() != 1 {
         return Err(Error::Autograd(format!(
             "backward needs a scalar (one element) to start from, got shape {:?}",
@@ -98,7 +115,16 @@ pub fn backward_with(root: &Tensor, graph: Graph, on_leaf: &mut dyn FnMut(&Tenso
     }
     let backend = root.device().backend();
     let mut grads = HashMap::new();
-    grads.insert(root.id(), backend.upload(&[1.0])?);
+    let seed = match seed {
+        Some(s) if s.len() == 1 && s.device() == root.device() => s,
+        Some(s) => {
+            return Err(Error::Autograd(format!(
+                "a backward seed must be one value on the root's device, got {s:?}"
+            )))
+        }
+        None => backend.upload(&[1.0])?,
+    };
+    grads.insert(root.id(), seed);
     // Gradient computations are never themselves recorded.
     no_grad(|| {
         // Consumed in reverse: each tensor is dropped from here once its rule has run.

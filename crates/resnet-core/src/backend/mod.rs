@@ -500,6 +500,77 @@ pub trait Backend: Send + Sync {
     // Optimiser: in place, fused (weight decay, momentum, Nesterov, step).
     fn sgd_update(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, step: &SgdStep)
         -> Result<()>;
+    /// `sgd_update` of a mixed-precision step decided on the device: nothing changes when the
+    /// gate's check is inf or NaN; otherwise the gradient is multiplied by the gate's 1 / scale
+    /// and the rate is the gate's `lrs[applied]` (`step.lr` and `step.grad_scale` are not used).
+    fn sgd_update_gated(
+        &self,
+        param: &mut Storage,
+        grad: &Storage,
+        momentum_buf: &mut Storage,
+        step: &SgdStep,
+        gate: &ScalerGate,
+    ) -> Result<()>;
+    /// `LossScaler::update` on the device: from the check of this step's gradients, halves or
+    /// grows `scale` (1 value) and updates `state` (`[1 / scale, clean steps, applied steps]`).
+    fn loss_scale_update(
+        &self,
+        scale: &mut Storage,
+        state: &mut Storage,
+        check: &Storage,
+        rule: &ScaleRule,
+    ) -> Result<()>;
+}
+
+/// One step of dynamic loss scaling as `LossScaler::update` takes it, on the device's copy of
+/// the scaler: `(scale, 1 / scale, clean steps, applied steps)` after a step whose gradients were
+/// `finite` or not. Every scale is a power of two, so halving and doubling are exact and the
+/// reciprocal never needs a division.
+pub fn scaled_step(
+    scale: f32,
+    inv: f32,
+    clean: f32,
+    applied: f32,
+    finite: bool,
+    rule: &ScaleRule,
+) -> (f32, f32, f32, f32) {
+    if !finite {
+        return (
+            (scale * 0.5).max(rule.min_scale),
+            (inv * 2.0).min(1.0 / rule.min_scale),
+            0.0,
+            applied,
+        );
+    }
+    let clean = clean + 1.0;
+    if clean >= rule.growth_interval as f32 {
+        return (
+            (scale * 2.0).min(rule.max_scale),
+            (inv * 0.5).max(1.0 / rule.max_scale),
+            0.0,
+            applied + 1.0,
+        );
+    }
+    (scale, inv, clean, applied + 1.0)
+}
+
+/// What a gated SGD update reads on the device (see [`Backend::sgd_update_gated`]).
+pub struct ScalerGate<'a> {
+    /// The sum of every gradient of the step: finite exactly when the step is applied.
+    pub check: &'a Storage,
+    /// The loss scaler's `[1 / scale, clean steps, applied steps]`; applied steps count the
+    /// steps applied since the host last read the scaler, and index `lrs`.
+    pub state: &'a Storage,
+    /// The rate of the step for each count of applied steps the device may have reached.
+    pub lrs: &'a Storage,
+}
+
+/// The constants of dynamic loss scaling (`LossScaler`'s).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScaleRule {
+    pub growth_interval: u32,
+    pub min_scale: f32,
+    pub max_scale: f32,
 }
 
 /// Checks that every storage handed to an op lives on one device; names the op when not.

@@ -13,7 +13,7 @@
 
 use super::{
     Activation, Backend, BatchStats, ChannelLayout, ConvGeometry, Device, LogitsLayout, MatmulGeometry, PoolGeometry,
-    RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
+    RowLayout, RunningStatsUpdate, ScaleRule, ScalerGate, SgdStep, ShortcutGeometry, StatsSource, Storage,
 };
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -496,6 +496,31 @@ impl Backend for Profiled {
     ) -> Result<()> {
         self.time(Phase::Optimizer, || {
             self.inner.sgd_update(param, grad, momentum_buf, step)
+        })
+    }
+
+    fn sgd_update_gated(
+        &self,
+        param: &mut Storage,
+        grad: &Storage,
+        momentum_buf: &mut Storage,
+        step: &SgdStep,
+        gate: &ScalerGate,
+    ) -> Result<()> {
+        self.time(Phase::Optimizer, || {
+            self.inner.sgd_update_gated(param, grad, momentum_buf, step, gate)
+        })
+    }
+
+    fn loss_scale_update(
+        &self,
+        scale: &mut Storage,
+        state: &mut Storage,
+        check: &Storage,
+        rule: &ScaleRule,
+    ) -> Result<()> {
+        self.time(Phase::Optimizer, || {
+            self.inner.loss_scale_update(scale, state, check, rule)
         })
     }
 }

@@ -125,7 +125,9 @@ impl Model {
     }
 
     /// Weights, buffers, optimiser state and the spec in one safetensors file, written atomically.
-    pub fn save_checkpoint(&self, path: &Path, extra: BTreeMap<String, String>) -> Result<()> {
+    pub fn save_checkpoint(&mut self, path: &Path, extra: BTreeMap<String, String>) -> Result<()> {
+        // The step count and loss scaler of every queued step.
+        self.settle()?;
         let mut tensors = self.state_dict()?;
         let params = self.parameters();
         for ((name, p), buf) in params.iter().zip(self.optimizer.momentum_buffers()) {
@@ -189,6 +191,8 @@ impl Model {
     }
 
     fn restore(&mut self, path: &Path, tensors: &[NamedTensor], meta: &BTreeMap<String, String>) -> Result<()> {
+        // Queued steps are counted before the saved count replaces it.
+        self.settle()?;
         self.load_state_dict(tensors)
             .map_err(|e| Error::checkpoint(path, e.to_string()))?;
         if let Some(cfg) = meta.get("optimizer").and_then(|j| SgdConfig::from_json(j).ok()) {
@@ -199,7 +203,7 @@ impl Model {
                 .ok()
                 .and_then(|s| LossScaler::restored(s.scale(), s.clean_steps()))
                 .ok_or_else(|| Error::checkpoint(path, format!("its loss scaler {json} is not a valid one")))?;
-            self.resume_loss_scaler(scaler);
+            self.resume_loss_scaler(scaler)?;
         }
         let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
         let by_name: BTreeMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();

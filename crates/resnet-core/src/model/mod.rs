@@ -33,7 +33,7 @@ use crate::backend::Device;
 use crate::error::Result;
 use crate::memory;
 use crate::nn::{LayerSummary, ResNet, ResNetSpec};
-use crate::optim::{LossScaler, Sgd, SgdConfig};
+use crate::optim::{DeviceScaler, LossScaler, Sgd, SgdConfig};
 use crate::precision::Precision;
 use crate::tensor::Tensor;
 
@@ -45,8 +45,14 @@ pub struct Model {
     optimizer: Sgd,
     /// Set while training data-parallel across ranks.
     data_parallel: Option<data_parallel::DataParallel>,
-    /// Set in mixed precision: the loss scale of the next step.
+    /// Set in mixed precision: the loss scaler as of the last step whose figures were read
+    /// (the device's copy, `on_device`, is ahead of it by the `unsettled` steps since).
     scaler: Option<LossScaler>,
+    /// The loss scaler's copy that mixed-precision steps read and update on the device.
+    on_device: Option<DeviceScaler>,
+    /// Mixed-precision steps taken whose overflow check has not been read yet: whether each was
+    /// applied, so the step count, is known once it is.
+    unsettled: usize,
     /// A checkpoint's loss scaler, taken up when the precision becomes mixed (a resumed run goes
     /// on at the scale it had reached).
     resumed_scaler: Option<LossScaler>,
@@ -73,6 +79,8 @@ impl Model {
             optimizer,
             data_parallel: None,
             scaler: None,
+            on_device: None,
+            unsettled: 0,
             resumed_scaler: None,
             queued: Vec::new(),
             queued_evals: Vec::new(),
@@ -92,7 +100,9 @@ impl Model {
             }
         }
         if precision != self.net.precision {
+            self.settle()?;
             self.scaler = (precision == Precision::Mixed).then(|| self.resumed_scaler.clone().unwrap_or_default());
+            self.on_device = None;
         }
         self.net.precision = precision;
         Ok(())
@@ -102,17 +112,21 @@ impl Model {
         self.net.precision
     }
 
-    /// The loss scaler of mixed precision (None in fp32).
+    /// The loss scaler of mixed precision (None in fp32), as of the last step whose figures were
+    /// read: `settle` first to include queued steps.
     pub fn loss_scaler(&self) -> Option<&LossScaler> {
         self.scaler.as_ref()
     }
 
     /// Takes up a saved loss scaler: now in mixed precision, or when the precision becomes mixed.
-    pub fn resume_loss_scaler(&mut self, scaler: LossScaler) {
+    pub fn resume_loss_scaler(&mut self, scaler: LossScaler) -> Result<()> {
+        self.settle()?;
         if self.scaler.is_some() {
             self.scaler = Some(scaler.clone());
+            self.on_device = None;
         }
         self.resumed_scaler = Some(scaler);
+        Ok(())
     }
 
     pub fn spec(&self) -> &ResNetSpec {
@@ -148,6 +162,8 @@ impl Model {
         &self.optimizer.config
     }
 
+    /// Optimizer steps taken. In mixed precision a queued step counts once its figures are read
+    /// (`settle`, `take_step_stats`): until then whether it was applied or skipped is not known.
     pub fn step(&self) -> u64 {
         self.optimizer.step_count()
     }

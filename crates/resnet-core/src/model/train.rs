@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::autograd::{backward_freeing, no_grad};
+use crate::autograd::{backward_freeing, backward_freeing_from, no_grad};
 use crate::error::{Error, Result};
 use crate::memory::Pass;
 use crate::ops;
@@ -14,7 +14,7 @@ use super::readback::{read_scalar_list, read_scalars};
 use super::Model;
 use crate::backend::{LogitsLayout, Storage};
 use crate::nn::BnMode;
-use crate::optim::{LossScaler, ScaledStep};
+use crate::optim::{DeviceScaler, ScaledStep};
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TrainStats {
@@ -42,8 +42,7 @@ pub struct EvalStats {
 }
 
 /// A step taken but not yet reported: its figures are still on the device, or already on the
-/// host where the step had to read them anyway (mixed precision's overflow check, the ranks'
-/// all-reduce).
+/// host where the step had to read them anyway (the ranks' all-reduce).
 pub(super) struct QueuedStep {
     figures: Figures,
     batch: usize,
@@ -51,12 +50,28 @@ pub(super) struct QueuedStep {
     step: u64,
     loss_scale: Option<f32>,
     skipped: bool,
+    /// A mixed-precision step the device decided: its rate for each count of the unsettled steps
+    /// before it that were applied. Its `lr`, `step`, `loss_scale` and `skipped` are known once
+    /// its check is read (`Model::settle_mixed`).
+    rates: Option<Vec<f32>>,
 }
 
 enum Figures {
-    OnDevice { loss: Storage, hits: Storage },
-    Read { loss: f32, hits: f32 },
+    OnDevice {
+        loss: Storage,
+        hits: Storage,
+        /// Mixed precision: the sum of the step's gradients, finite when the step was applied.
+        check: Option<Storage>,
+    },
+    Read {
+        loss: f32,
+        hits: f32,
+    },
 }
+
+/// Mixed-precision steps queued without reading their overflow checks: each holds a rate for every
+/// count of the unsettled steps before it, so the queue is read (settled) at this length.
+const MAX_UNSETTLED: usize = 64;
 
 impl QueuedStep {
     fn read(s: TrainStats) -> Self {
@@ -70,6 +85,7 @@ impl QueuedStep {
             step: s.step,
             loss_scale: s.loss_scale,
             skipped: s.skipped,
+            rates: None,
         }
     }
 
@@ -114,9 +130,10 @@ impl Model {
 
     /// `train_step` without waiting for the step's figures: on a GPU the host records the next
     /// step while the device runs this one (at most one step ahead, so uploads in flight stay
-    /// bounded). `take_step_stats` reads the figures of every queued step in one wait. Steps that
-    /// must read back anyway are read at once: mixed precision (the overflow check decides the
-    /// update, as `GradScaler` does) and data-parallel training (the ranks sum the figures).
+    /// bounded). `take_step_stats` reads the figures of every queued step in one wait. In mixed
+    /// precision the device itself skips an overflowing step and moves the loss scale, so the
+    /// step count and scale are known once the figures are read. Data-parallel steps are read at
+    /// once (the ranks sum the figures).
     pub fn queue_train_step(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<()> {
         self.check_labelled(images, shape, labels, self.training_pass(true))?;
         let result = if self.data_parallel.is_some() {
@@ -157,15 +174,22 @@ impl Model {
         self.queued.len()
     }
 
+    /// Reads the figures of every queued step, so the step count and loss scaler include them
+    /// (mixed precision's queued steps are counted once their overflow checks are read).
+    pub fn settle(&mut self) -> Result<()> {
+        self.read_queued()
+    }
+
     /// Reads the figures still on the device, all in one download.
     fn read_queued(&mut self) -> Result<()> {
         let on_device: Vec<&Storage> = self
             .queued
             .iter()
             .filter_map(|q| match &q.figures {
-                Figures::OnDevice { loss, hits } => Some([loss, hits]),
+                Figures::OnDevice { loss, hits, check } => Some([Some(loss), Some(hits), check.as_ref()]),
                 Figures::Read { .. } => None,
             })
+            .flatten()
             .flatten()
             .collect();
         if on_device.is_empty() {
@@ -176,72 +200,131 @@ impl Model {
             Err(e) => {
                 // The device failed: what these steps did is unknown, so they are not reported.
                 self.queued.clear();
+                self.unsettled = 0;
+                self.on_device = None;
                 return Err(e);
             }
         };
         let mut values = values.into_iter();
-        for q in self.queued.iter_mut() {
-            if let Figures::OnDevice { .. } = q.figures {
+        let mut checks = Vec::new();
+        for (i, q) in self.queued.iter_mut().enumerate() {
+            if let Figures::OnDevice { check, .. } = &q.figures {
+                let has_check = check.is_some();
                 let (Some(loss), Some(hits)) = (values.next(), values.next()) else {
                     return Err(Error::Internal("a step's scalar has no value".into()));
                 };
+                if has_check {
+                    let c = values
+                        .next()
+                        .ok_or_else(|| Error::Internal("a step's check has no value".into()))?;
+                    checks.push((i, c));
+                }
                 q.figures = Figures::Read { loss, hits };
             }
         }
+        self.settle_mixed(&checks)
+    }
+
+    /// The host's loss scaler and step count catch up with what the device decided for each
+    /// unsettled mixed-precision step (`(queue index, check)`, in order), by the same rule.
+    fn settle_mixed(&mut self, checks: &[(usize, f32)]) -> Result<()> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let scaler = self
+            .scaler
+            .as_mut()
+            .ok_or_else(|| Error::Internal("a mixed-precision step without a loss scaler".into()))?;
+        let mut applied = 0;
+        for &(i, check) in checks {
+            let q = &mut self.queued[i];
+            let rates = q.rates.take().unwrap_or_default();
+            q.lr = *rates
+                .get(applied)
+                .ok_or_else(|| Error::Internal(format!("a queued step has no rate after {applied} applied steps")))?;
+            q.loss_scale = Some(scaler.scale());
+            q.skipped = scaler.update(check.is_finite()) == ScaledStep::Skip;
+            if !q.skipped {
+                self.optimizer.count_applied_step();
+                applied += 1;
+            }
+            q.step = self.optimizer.step_count();
+        }
+        // The device's copy counted its applied steps from the last copy: a fresh one from here.
+        self.unsettled = 0;
+        self.on_device = None;
         Ok(())
     }
 
     /// In mixed precision the backward pass starts from the loss times the scale, and the update
     /// divides the gradients by it, unless any gradient is inf or NaN (then no update and a lower
-    /// scale). The overflow check is read back with the loss and hits, before the update: one wait
-    /// for the GPU a step, as `GradScaler` has. In fp32 nothing is read: the loss and hits stay on
-    /// the device until `read_queued`.
+    /// scale), as `GradScaler` does; both the scale and the decision stay on the device
+    /// (`DeviceScaler`), so no step waits for the GPU. In fp32 as in mixed, the loss and hits stay
+    /// on the device until `read_queued`.
     fn record_step(&mut self, images: &[f32], shape: [usize; 4], labels: &[i32]) -> Result<QueuedStep> {
-        let scale = self.scaler.as_ref().map(LossScaler::scale);
+        if self.scaler.is_some() && self.unsettled >= MAX_UNSETTLED {
+            self.read_queued()?;
+        }
         let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
         let x = Tensor::from_vec(images, &shape, self.device)?;
         self.optimizer.zero_grad();
         let logits = self.net.forward(&x, &ctx(BnMode::Train, None))?;
         let loss = ops::cross_entropy(&logits, &y)?;
-        // Freeing the graph as it goes: each activation is released once its last gradient is
-        // computed, not at the end of the step.
-        match scale {
-            Some(s) => backward_freeing(&ops::scale(&loss, s)?)?,
-            None => backward_freeing(&loss)?,
-        }
-        let lr = self.optimizer.lr();
-        let hits = self.hits(&logits, &y)?;
-        let (figures, decision) = match scale {
-            None => {
-                self.optimizer.step()?;
-                let figures = Figures::OnDevice {
+        let Some(scaler) = self.scaler.as_ref() else {
+            // Freeing the graph as it goes: each activation is released once its last gradient
+            // is computed, not at the end of the step.
+            backward_freeing(&loss)?;
+            let (lr, hits) = (self.optimizer.lr(), self.hits(&logits, &y)?);
+            self.optimizer.step()?;
+            self.optimizer.zero_grad();
+            self.device.end_step()?;
+            return Ok(QueuedStep {
+                figures: Figures::OnDevice {
                     loss: loss.storage(),
                     hits,
-                };
-                (figures, ScaledStep::Apply)
-            }
-            Some(s) => {
-                let check = self.gradient_sum()?;
-                let [loss, hits, check] = read_scalars([&loss.storage(), &hits, &check], self.device)?;
-                let decision = self
-                    .scaler
-                    .as_mut()
-                    .map_or(ScaledStep::Apply, |scaler| scaler.update(check.is_finite()));
-                if decision == ScaledStep::Apply {
-                    self.optimizer.step_unscaling(1.0 / s)?;
-                }
-                (Figures::Read { loss, hits }, decision)
-            }
+                    check: None,
+                },
+                batch: shape[0],
+                lr,
+                step: self.step(),
+                loss_scale: None,
+                skipped: false,
+                rates: None,
+            });
         };
+        if self.on_device.is_none() {
+            self.on_device = Some(DeviceScaler::upload(scaler, self.device)?);
+        }
+        let seed = self.on_device.as_ref().map(DeviceScaler::scale);
+        backward_freeing_from(
+            &loss,
+            seed.ok_or_else(|| Error::Internal("no loss scale on the device".into()))?,
+        )?;
+        let hits = self.hits(&logits, &y)?;
+        let check = self.gradient_sum()?;
+        let rates = self.optimizer.pending_rates(self.unsettled);
+        let rates_on_device = self.device.backend().upload(&rates)?;
+        let on_device = self
+            .on_device
+            .as_mut()
+            .ok_or_else(|| Error::Internal("no loss scaler on the device".into()))?;
+        self.optimizer.step_gated(&on_device.gate(&check, &rates_on_device))?;
+        on_device.update(&check)?;
+        self.unsettled += 1;
         self.optimizer.zero_grad();
         self.device.end_step()?;
         Ok(QueuedStep {
-            figures,
+            figures: Figures::OnDevice {
+                loss: loss.storage(),
+                hits,
+                check: Some(check),
+            },
             batch: shape[0],
-            lr,
+            lr: 0.0,
             step: self.step(),
-            loss_scale: scale,
-            skipped: decision == ScaledStep::Skip,
+            loss_scale: None,
+            skipped: false,
+            rates: Some(rates),
         })
     }
 

@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Device, ScaleRule, ScalerGate, Storage};
+use crate::error::Result;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LossScaler {
@@ -73,6 +76,59 @@ impl LossScaler {
     pub fn clean_steps(&self) -> u32 {
         self.clean_steps
     }
+
+    /// The constants `update` applies, for the device's copy.
+    pub fn rule(&self) -> ScaleRule {
+        ScaleRule {
+            growth_interval: self.growth_interval,
+            min_scale: MIN_SCALE,
+            max_scale: MAX_SCALE,
+        }
+    }
+}
+
+/// A loss scaler's copy on the device, which mixed-precision steps read and update there, so a
+/// step waits for nothing: its backward starts from `scale`, and its update is skipped or applied
+/// by the device (`Backend::sgd_update_gated`). The host's `LossScaler` catches up when the
+/// steps' checks are read, by running `update` on each, which the device's `scaled_step` mirrors.
+pub struct DeviceScaler {
+    scale: Storage,
+    /// `[1 / scale, clean steps, steps applied since this copy was made]`.
+    state: Storage,
+    rule: ScaleRule,
+}
+
+impl DeviceScaler {
+    pub fn upload(scaler: &LossScaler, device: Device) -> Result<Self> {
+        let be = device.backend();
+        Ok(DeviceScaler {
+            scale: be.upload(&[scaler.scale])?,
+            // A power of two's reciprocal is exact.
+            state: be.upload(&[1.0 / scaler.scale, scaler.clean_steps as f32, 0.0])?,
+            rule: scaler.rule(),
+        })
+    }
+
+    /// The scale as one value on the device: a step's backward starts from it.
+    pub fn scale(&self) -> Storage {
+        self.scale.clone()
+    }
+
+    /// What a gated update of this step reads: its gradients' `check` and its `rates`, one for
+    /// each count of steps applied since this copy was made.
+    pub fn gate<'a>(&'a self, check: &'a Storage, rates: &'a Storage) -> ScalerGate<'a> {
+        ScalerGate {
+            check,
+            state: &self.state,
+            lrs: rates,
+        }
+    }
+
+    /// After the step's updates: the scale and counts that follow from its `check`.
+    pub fn update(&mut self, check: &Storage) -> Result<()> {
+        let be = check.device().backend();
+        be.loss_scale_update(&mut self.scale, &mut self.state, check, &self.rule)
+    }
 }
 
 #[cfg(test)]
@@ -106,5 +162,40 @@ mod tests {
         assert!(LossScaler::restored(3.0, 0).is_none());
         assert!(LossScaler::restored(f32::INFINITY, 0).is_none());
         assert_eq!(LossScaler::restored(1024.0, 7).unwrap().clean_steps(), 7);
+    }
+
+    /// The device's rule (`backend::scaled_step`, which the CPU backend runs and the GPU kernel
+    /// copies) decides every step as `update` does, the reciprocal exact at every scale.
+    #[test]
+    fn the_device_rule_follows_update() {
+        use crate::backend::scaled_step;
+        let mut host = LossScaler {
+            growth_interval: 3,
+            ..LossScaler::default()
+        };
+        let rule = host.rule();
+        let (mut scale, mut inv, mut clean, mut applied) = (host.scale, 1.0 / host.scale, 0.0, 0.0);
+        let mut applied_host = 0.0;
+        // Overflows down to the floor, clean runs up to the ceiling, and mixtures in between.
+        let finite: Vec<bool> = (0..40)
+            .map(|i| i % 7 == 3)
+            .chain((0..200).map(|i| i % 23 != 0))
+            .collect();
+        let (mut floor, mut ceiling) = (false, false);
+        for (i, &f) in finite.iter().enumerate() {
+            if host.update(f) == ScaledStep::Apply {
+                applied_host += 1.0;
+            }
+            (scale, inv, clean, applied) = scaled_step(scale, inv, clean, applied, f, &rule);
+            assert_eq!(
+                (scale, clean, applied),
+                (host.scale, host.clean_steps as f32, applied_host),
+                "step {i}"
+            );
+            assert_eq!(inv, 1.0 / scale, "step {i}");
+            floor |= scale == MIN_SCALE;
+            ceiling |= scale == MAX_SCALE;
+        }
+        assert!(floor && ceiling, "the scale reached both bounds");
     }
 }

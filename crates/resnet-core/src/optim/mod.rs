@@ -5,6 +5,6 @@ mod loss_scale;
 mod schedule;
 mod sgd;
 
-pub use loss_scale::{LossScaler, ScaledStep};
+pub use loss_scale::{DeviceScaler, LossScaler, ScaledStep};
 pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};

@@ -2,7 +2,7 @@
 //! buffer starts as the first gradient), with a schedule and optional linear warm-up.
 
 use super::Schedule;
-use crate::backend::{SgdStep, Storage};
+use crate::backend::{Backend, ScalerGate, SgdStep, Storage};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -177,6 +177,44 @@ impl Sgd {
     /// [`Sgd::step`] on gradients multiplied by `grad_scale` first (1 / the loss scale).
     pub fn step_unscaling(&mut self, grad_scale: f32) -> Result<()> {
         let lr = self.lr();
+        self.update_each(lr, grad_scale, |be, param, grad, buf, s| {
+            be.sgd_update(param, grad, buf, s)
+        })?;
+        self.step += 1;
+        Ok(())
+    }
+
+    /// One mixed-precision update whose skip, scale and rate the device decides (`gate`), so
+    /// the host waits for nothing. The step count does not move: whether the step was applied is
+    /// known once the gate's check is read, and then `count_applied_step` counts it.
+    pub fn step_gated(&mut self, gate: &ScalerGate) -> Result<()> {
+        // The rate comes from `gate.lrs`, the scale from `gate.state`.
+        self.update_each(0.0, 1.0, |be, param, grad, buf, s| {
+            be.sgd_update_gated(param, grad, buf, s, gate)
+        })
+    }
+
+    /// Counts a step `step_gated` took and the device applied.
+    pub fn count_applied_step(&mut self) {
+        self.step += 1;
+    }
+
+    /// The rates of the next gated step, one for each count of the `pending` steps before it
+    /// that the device may have applied (its index is the count).
+    pub fn pending_rates(&self, pending: usize) -> Vec<f32> {
+        (0..=pending as u64).map(|j| self.config.lr_at(self.step + j)).collect()
+    }
+
+    /// Runs `update(backend, param, grad, momentum, step)` on every parameter that has a
+    /// gradient, `step` at `lr` and `grad_scale`. A buffer made for this step starts at zero, which a skipped first step leaves
+    /// as it is: the momentum of the next step is then `momentum * 0 + d = d`, exactly the first
+    /// gradient PyTorch seeds it with.
+    fn update_each(
+        &mut self,
+        lr: f32,
+        grad_scale: f32,
+        update: impl Fn(&dyn Backend, &mut Storage, &Storage, &mut Storage, &SgdStep) -> Result<()>,
+    ) -> Result<()> {
         // Every missing momentum buffer first: when memory runs out here no parameter has moved
         // (and the buffers made so far are dropped again).
         let mut fresh = vec![false; self.params.len()];
@@ -215,9 +253,8 @@ impl Sgd {
                 first_step,
                 grad_scale,
             };
-            p.update_storage(|ps| be.sgd_update(ps, &grad, b, &s))?;
+            p.update_storage(|ps| update(be, ps, &grad, b, &s))?;
         }
-        self.step += 1;
         Ok(())
     }
 

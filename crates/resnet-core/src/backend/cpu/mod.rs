@@ -12,7 +12,7 @@ mod simd;
 
 use super::{
     Activation, Backend, BatchStats, ChannelLayout, ConvGeometry, Device, LogitsLayout, MatmulGeometry, PoolGeometry,
-    RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
+    RowLayout, RunningStatsUpdate, ScaleRule, ScalerGate, SgdStep, ShortcutGeometry, StatsSource, Storage,
 };
 use crate::error::{Error, Result};
 use crate::ops::BatchNormEpilogue;
@@ -497,36 +497,79 @@ impl Backend for CpuBackend {
     }
 
     fn sgd_update(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, s: &SgdStep) -> Result<()> {
-        let g = data(grad)?;
-        let p = data_mut(param)?;
-        let buf = data_mut(momentum_buf)?;
-        if p.len() != g.len() || buf.len() != p.len() {
-            return Err(Error::Internal(format!(
-                "sgd: param {} grad {} momentum {}",
-                p.len(),
-                g.len(),
-                buf.len()
-            )));
+        sgd(param, grad, momentum_buf, s)
+    }
+
+    fn sgd_update_gated(
+        &self,
+        param: &mut Storage,
+        grad: &Storage,
+        momentum_buf: &mut Storage,
+        s: &SgdStep,
+        gate: &ScalerGate,
+    ) -> Result<()> {
+        if !data(gate.check)?[0].is_finite() {
+            return Ok(());
         }
-        // PyTorch's SGD, term for term (dampening 0).
-        let step = |(pv, (&gv, bv)): (&mut f32, (&f32, &mut f32))| {
-            let gv = if s.grad_scale == 1.0 { gv } else { gv * s.grad_scale };
-            let d = gv + s.weight_decay * *pv;
-            if s.momentum != 0.0 {
-                *bv = if s.first_step { d } else { s.momentum * *bv + d };
-                let upd = if s.nesterov { d + s.momentum * *bv } else { *bv };
-                *pv -= s.lr * upd;
-            } else {
-                *pv -= s.lr * d;
-            }
+        let (state, lrs) = (data(gate.state)?, data(gate.lrs)?);
+        let lr = *lrs
+            .get(state[2] as usize)
+            .ok_or_else(|| Error::Internal(format!("sgd: {} applied steps, {} rates", state[2], lrs.len())))?;
+        let step = SgdStep {
+            lr,
+            grad_scale: state[0],
+            ..*s
         };
-        if p.len() >= PAR_THRESHOLD {
-            p.par_iter_mut()
-                .zip(g.par_iter().zip(buf.par_iter_mut()))
-                .for_each(step);
-        } else {
-            p.iter_mut().zip(g.iter().zip(buf.iter_mut())).for_each(step);
-        }
+        sgd(param, grad, momentum_buf, &step)
+    }
+
+    fn loss_scale_update(
+        &self,
+        scale: &mut Storage,
+        state: &mut Storage,
+        check: &Storage,
+        rule: &ScaleRule,
+    ) -> Result<()> {
+        let finite = data(check)?[0].is_finite();
+        let scale = data_mut(scale)?;
+        let state = data_mut(state)?;
+        let (s, inv, clean, applied) = super::scaled_step(scale[0], state[0], state[1], state[2], finite, rule);
+        scale[0] = s;
+        state.copy_from_slice(&[inv, clean, applied]);
         Ok(())
     }
+}
+
+/// PyTorch's SGD, term for term (dampening 0), in place.
+fn sgd(param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, s: &SgdStep) -> Result<()> {
+    let g = data(grad)?;
+    let p = data_mut(param)?;
+    let buf = data_mut(momentum_buf)?;
+    if p.len() != g.len() || buf.len() != p.len() {
+        return Err(Error::Internal(format!(
+            "sgd: param {} grad {} momentum {}",
+            p.len(),
+            g.len(),
+            buf.len()
+        )));
+    }
+    let step = |(pv, (&gv, bv)): (&mut f32, (&f32, &mut f32))| {
+        let gv = if s.grad_scale == 1.0 { gv } else { gv * s.grad_scale };
+        let d = gv + s.weight_decay * *pv;
+        if s.momentum != 0.0 {
+            *bv = if s.first_step { d } else { s.momentum * *bv + d };
+            let upd = if s.nesterov { d + s.momentum * *bv } else { *bv };
+            *pv -= s.lr * upd;
+        } else {
+            *pv -= s.lr * d;
+        }
+    };
+    if p.len() >= PAR_THRESHOLD {
+        p.par_iter_mut()
+            .zip(g.par_iter().zip(buf.par_iter_mut()))
+            .for_each(step);
+    } else {
+        p.iter_mut().zip(g.iter().zip(buf.iter_mut())).for_each(step);
+    }
+    Ok(())
 }

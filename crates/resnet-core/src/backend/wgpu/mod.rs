@@ -31,7 +31,7 @@ pub use pool::GpuStorage;
 
 use super::{
     Activation, Backend, BatchStats, ChannelLayout, ConvGeometry, Device, LogitsLayout, MatmulGeometry, PoolGeometry,
-    RowLayout, RunningStatsUpdate, SgdStep, ShortcutGeometry, StatsSource, Storage,
+    RowLayout, RunningStatsUpdate, ScaleRule, ScalerGate, SgdStep, ShortcutGeometry, StatsSource, Storage,
 };
 use crate::error::{Error, Result};
 use crate::memory::{human_bytes, Available};
@@ -486,5 +486,44 @@ impl Backend for WgpuBackend {
         }
         let (p, b) = (make_mut(ctx, param)?, make_mut(ctx, momentum_buf)?);
         sgd::step(ctx, &p, g, &b, s)
+    }
+
+    fn sgd_update_gated(
+        &self,
+        param: &mut Storage,
+        grad: &Storage,
+        momentum_buf: &mut Storage,
+        s: &SgdStep,
+        gate: &ScalerGate,
+    ) -> Result<()> {
+        let ctx = context()?;
+        let g = gpu(grad)?;
+        let (plen, blen) = (gpu(param)?.len(), gpu(momentum_buf)?.len());
+        if plen != g.len() || blen != plen {
+            return Err(Error::Internal(format!(
+                "sgd: param {plen} grad {} momentum {blen}",
+                g.len()
+            )));
+        }
+        let gate = sgd::Gate {
+            check: gpu(gate.check)?,
+            scaler: gpu(gate.state)?,
+            lrs: gpu(gate.lrs)?,
+        };
+        let (p, b) = (make_mut(ctx, param)?, make_mut(ctx, momentum_buf)?);
+        sgd::step_gated(ctx, &p, g, &b, s, &gate)
+    }
+
+    fn loss_scale_update(
+        &self,
+        scale: &mut Storage,
+        state: &mut Storage,
+        check: &Storage,
+        rule: &ScaleRule,
+    ) -> Result<()> {
+        let ctx = context()?;
+        let check = gpu(check)?;
+        let (scale, state) = (make_mut(ctx, scale)?, make_mut(ctx, state)?);
+        sgd::scale_update(ctx, &scale, &state, check, rule)
     }
 }

@@ -37,6 +37,7 @@ fn families() -> Vec<Described> {
         describe(&loss::LOSS),
         describe(&shortcut::SHORTCUT),
         describe(&sgd::SGD),
+        describe(&sgd::LOSS_SCALE),
     ]
     .into_iter()
     .chain(gemm_families())

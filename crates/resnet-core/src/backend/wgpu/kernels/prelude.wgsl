@@ -46,3 +46,9 @@ fn workgroup_sum2(a: f32, b: f32, lid: u32) -> vec2<f32> {
     }
     return vec2<f32>(red0[0], red1[0]);
 }
+
+// Neither inf nor NaN, read from the exponent bits (a comparison may be folded away by a driver
+// that assumes no NaN).
+fn is_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
