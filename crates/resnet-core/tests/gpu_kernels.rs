@@ -712,9 +712,15 @@ fn loss_scaling_on_the_device_matches_the_cpu(dev: Device) {
             )
             .unwrap();
         g.loss_scale_update(&mut gscale, &mut gstate, &gcheck, &rule).unwrap();
-        cpu().loss_scale_update(&mut cscale, &mut cstate, &ccheck, &rule).unwrap();
+        cpu()
+            .loss_scale_update(&mut cscale, &mut cstate, &ccheck, &rule)
+            .unwrap();
         let what = format!("step {step} (check {check})");
-        assert_eq!(down(&gp) == before, !check.is_finite(), "{what}: updated exactly when finite");
+        assert_eq!(
+            down(&gp) == before,
+            !check.is_finite(),
+            "{what}: updated exactly when finite"
+        );
         assert_close(&format!("{what}: parameters"), &down(&gp), &down(&cp));
         assert_close(&format!("{what}: momentum"), &down(&gb), &down(&cb));
         assert_eq!(down(&gscale), down(&cscale), "{what}: scale");

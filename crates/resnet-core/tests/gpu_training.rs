@@ -374,6 +374,37 @@ fn queued_mixed_steps_decide_on_the_device(dev: Device) {
     assert!(state(&queued) == state(&stepped), "the same after a second round");
 }
 
+/// Mixed steps queued past the rate table's length (64 unsettled steps) are settled once on the
+/// way, and train exactly as steps read one by one: the table starts again from the settled count.
+fn a_long_mixed_queue_settles_once_on_the_way(dev: Device) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ResNetSpec::cifar(8, ShortcutOption::A, false, 3, 10).unwrap();
+    let model = || {
+        let mut m = Model::new(spec.clone(), 12, dev).unwrap();
+        m.set_precision(Precision::Mixed).unwrap();
+        let mut cfg = m.optimizer_config().clone();
+        cfg.lr = 0.02;
+        cfg.warmup_steps = 80;
+        m.configure_optimizer(cfg).unwrap();
+        m
+    };
+    let (mut stepped, mut queued) = (model(), model());
+    let (x, shape, y) = batch(2, 3, 4, 10, 5);
+    let before = readbacks();
+    for _ in 0..70 {
+        queued.queue_train_step(&x, shape, &y).unwrap();
+    }
+    assert_eq!(readbacks(), before + 1, "70 queued steps settle once, at the 65th");
+    let got = queued.take_step_stats().unwrap();
+    let expected: Vec<_> = (0..70).map(|_| stepped.train_step(&x, shape, &y).unwrap()).collect();
+    assert_eq!(got, expected);
+    assert_eq!(queued.step(), stepped.step());
+    assert_eq!(
+        queued.parameter("fc.weight").unwrap().to_vec().unwrap(),
+        stepped.parameter("fc.weight").unwrap().to_vec().unwrap()
+    );
+}
+
 /// The probes read the network in fp32 whatever the model's precision: the same figures, bit for
 /// bit, from a mixed model as from an fp32 one with the same weights.
 fn probes_measure_in_fp32_whatever_the_precision(dev: Device) {
@@ -415,6 +446,10 @@ fn main() {
         harness::gpu(
             "queued_mixed_steps_decide_on_the_device",
             queued_mixed_steps_decide_on_the_device,
+        ),
+        harness::gpu(
+            "a_long_mixed_queue_settles_once_on_the_way",
+            a_long_mixed_queue_settles_once_on_the_way,
         ),
         harness::gpu(
             "resnet20_trains_like_the_cpu_for_five_steps",

@@ -265,12 +265,24 @@ impl Model {
         if self.scaler.is_some() && self.unsettled >= MAX_UNSETTLED {
             self.read_queued()?;
         }
+        // Every upload before the first kernel: an upload submits the work recorded before it.
         let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
         let x = Tensor::from_vec(images, &shape, self.device)?;
+        let mixed = match &self.scaler {
+            Some(scaler) => {
+                if self.on_device.is_none() {
+                    self.on_device = Some(DeviceScaler::upload(scaler, self.device)?);
+                }
+                let rates = self.optimizer.pending_rates(self.unsettled);
+                let on_device = self.device.backend().upload(&rates)?;
+                Some((rates, on_device))
+            }
+            None => None,
+        };
         self.optimizer.zero_grad();
         let logits = self.net.forward(&x, &ctx(BnMode::Train, None))?;
         let loss = ops::cross_entropy(&logits, &y)?;
-        let Some(scaler) = self.scaler.as_ref() else {
+        let Some((rates, rates_on_device)) = mixed else {
             // Freeing the graph as it goes: each activation is released once its last gradient
             // is computed, not at the end of the step.
             backward_freeing(&loss)?;
@@ -292,9 +304,6 @@ impl Model {
                 rates: None,
             });
         };
-        if self.on_device.is_none() {
-            self.on_device = Some(DeviceScaler::upload(scaler, self.device)?);
-        }
         let seed = self.on_device.as_ref().map(DeviceScaler::scale);
         backward_freeing_from(
             &loss,
@@ -302,8 +311,6 @@ impl Model {
         )?;
         let hits = self.hits(&logits, &y)?;
         let check = self.gradient_sum()?;
-        let rates = self.optimizer.pending_rates(self.unsettled);
-        let rates_on_device = self.device.backend().upload(&rates)?;
         let on_device = self
             .on_device
             .as_mut()
