@@ -269,6 +269,15 @@ fn mixed_precision_tracks_the_fp32_loss_curve(dev: Device) {
     );
 }
 
+/// Every parameter and momentum value of a model.
+fn state(m: &Model) -> Vec<Vec<f32>> {
+    let mut all: Vec<Vec<f32>> = m.parameters().iter().map(|(_, t)| t.to_vec().unwrap()).collect();
+    for b in m.momentum_buffers().iter().flatten() {
+        all.push(b.device().backend().download(b).unwrap());
+    }
+    all
+}
+
 /// A step whose scaled gradients overflow f16 changes nothing but the scale, as `GradScaler`'s
 /// skipped `optimizer.step()`: every parameter, buffer and momentum value stays, the step count
 /// too, and the scale halves; the next steps train again.
@@ -284,13 +293,6 @@ fn an_overflowing_step_is_skipped_and_the_scale_halved(dev: Device) {
     model
         .resume_loss_scaler(LossScaler::restored(16_777_216.0, 0).unwrap())
         .unwrap();
-    let state = |m: &Model| {
-        let mut all: Vec<Vec<f32>> = m.parameters().iter().map(|(_, t)| t.to_vec().unwrap()).collect();
-        for b in m.momentum_buffers().iter().flatten() {
-            all.push(b.device().backend().download(b).unwrap());
-        }
-        all
-    };
     let before = state(&model);
     let (images, shape, labels) = batch(8, 3, 8, 10, 2);
     let skipped = model.train_step(&images, shape, &labels).unwrap();
@@ -356,13 +358,6 @@ fn queued_mixed_steps_decide_on_the_device(dev: Device) {
     assert_eq!(got, expected);
     assert_eq!(queued.step(), stepped.step());
     assert_eq!(queued.loss_scaler(), stepped.loss_scaler());
-    let state = |m: &Model| {
-        let mut all: Vec<Vec<f32>> = m.parameters().iter().map(|(_, t)| t.to_vec().unwrap()).collect();
-        for b in m.momentum_buffers().iter().flatten() {
-            all.push(b.device().backend().download(b).unwrap());
-        }
-        all
-    };
     assert!(state(&queued) == state(&stepped), "the same weights and momentum");
     // Queued on from the settled scaler: the device's copy starts again from the host's.
     for (x, shape, y) in batches.iter().take(3) {

@@ -210,6 +210,19 @@ fn stats(s: batch_norm::Stats) -> BatchStats {
     }
 }
 
+/// An SGD update's gradient, once its parameter and momentum buffer are checked to match it.
+fn same_lengths<'a>(param: &Storage, grad: &'a Storage, momentum_buf: &Storage) -> Result<&'a GpuStorage> {
+    let g = gpu(grad)?;
+    let (plen, blen) = (gpu(param)?.len(), gpu(momentum_buf)?.len());
+    if plen != g.len() || blen != plen {
+        return Err(Error::Internal(format!(
+            "sgd: param {plen} grad {} momentum {blen}",
+            g.len()
+        )));
+    }
+    Ok(g)
+}
+
 /// The storage, unshared: a copy first if another handle (a tensor saved for backward) holds it.
 fn make_mut(ctx: &GpuContext, s: &mut Storage) -> Result<GpuStorage> {
     let g = gpu(s)?.clone();
@@ -476,14 +489,7 @@ impl Backend for WgpuBackend {
 
     fn sgd_update(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, s: &SgdStep) -> Result<()> {
         let ctx = context()?;
-        let g = gpu(grad)?;
-        let (plen, blen) = (gpu(param)?.len(), gpu(momentum_buf)?.len());
-        if plen != g.len() || blen != plen {
-            return Err(Error::Internal(format!(
-                "sgd: param {plen} grad {} momentum {blen}",
-                g.len()
-            )));
-        }
+        let g = same_lengths(param, grad, momentum_buf)?;
         let (p, b) = (make_mut(ctx, param)?, make_mut(ctx, momentum_buf)?);
         sgd::step(ctx, &p, g, &b, s)
     }
@@ -497,14 +503,7 @@ impl Backend for WgpuBackend {
         gate: &ScalerGate,
     ) -> Result<()> {
         let ctx = context()?;
-        let g = gpu(grad)?;
-        let (plen, blen) = (gpu(param)?.len(), gpu(momentum_buf)?.len());
-        if plen != g.len() || blen != plen {
-            return Err(Error::Internal(format!(
-                "sgd: param {plen} grad {} momentum {blen}",
-                g.len()
-            )));
-        }
+        let g = same_lengths(param, grad, momentum_buf)?;
         let gate = sgd::Gate {
             check: gpu(gate.check)?,
             scaler: gpu(gate.state)?,

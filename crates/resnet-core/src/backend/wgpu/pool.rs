@@ -1,13 +1,14 @@
 //! Device storage and the buffer pool under it. Sizes are rounded up to a size class (eight
 //! classes an octave, so at most 12.5% is wasted); a dropped storage returns its buffer to its
-//! class's free list, and the next request of that class takes it back. A training step allocates
+//! class's free list, and the next request of that class (or of a class up to a quarter smaller)
+//! takes it back. A training step allocates
 //! the same sizes in the same order every time, so after the first steps nothing new is created:
 //! memory reaches a steady state.
 
 use super::context::{context, existing_context, GpuContext};
 use crate::error::{Error, Result};
 use crate::memory::human_bytes;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Smallest buffer handed out, in bytes.
@@ -25,7 +26,7 @@ pub fn class_size(bytes: u64) -> u64 {
 
 #[derive(Default)]
 pub struct Pool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    free: BTreeMap<u64, Vec<wgpu::Buffer>>,
     /// Bytes held by live storages (size classes, as allocated).
     pub in_use: u64,
     pub peak_in_use: u64,
@@ -38,11 +39,19 @@ pub struct Pool {
 }
 
 impl Pool {
-    fn take(&mut self, class: u64) -> Option<wgpu::Buffer> {
-        let b = self.free.get_mut(&class)?.pop()?;
-        self.in_use += class;
+    /// A cached buffer for a request of `class`, and its own class: one of that class, or else
+    /// the smallest cached one at most a quarter larger (two classes up). A buffer reused is one
+    /// the driver need not give: ResNet-50's training step at batch 4 on lavapipe held 789.5 MiB
+    /// at its peak instead of 807.5 with exact classes, for 636.0 MiB in use instead of 634.0.
+    /// Reaching further saves little more and costs in use (half again: 772.2 held, 661.4 in use;
+    /// any size: 944.0 held, as large buffers go to small requests).
+    fn take(&mut self, class: u64) -> Option<(wgpu::Buffer, u64)> {
+        let larger = class + class / 4;
+        let (&got, list) = self.free.range_mut(class..=larger).find(|(_, l)| !l.is_empty())?;
+        let b = list.pop()?;
+        self.in_use += got;
         self.peak_in_use = self.peak_in_use.max(self.in_use);
-        Some(b)
+        Some((b, got))
     }
 
     fn created(&mut self, class: u64) {
@@ -60,7 +69,7 @@ impl Pool {
     /// Releases every cached (free) buffer to the driver; live storages are untouched. (Dropped,
     /// not destroyed: recorded work may still use them; wgpu frees each when the GPU is done.)
     pub fn trim(&mut self) {
-        for (class, list) in self.free.drain() {
+        for (class, list) in std::mem::take(&mut self.free) {
             self.reserved -= class * list.len() as u64;
         }
     }
@@ -121,9 +130,9 @@ impl GpuStorage {
         }
         let class = class_size(bytes).min(ctx.limits.max_buffer_size);
         let cached = ctx.pool.lock().unwrap_or_else(|p| p.into_inner()).take(class);
-        let buffer = match cached {
+        let (buffer, class) = match cached {
             Some(b) => b,
-            None => create(ctx, class)?,
+            None => (create(ctx, class)?, class),
         };
         Ok(GpuStorage(Arc::new(GpuBuffer { buffer, len, class })))
     }
