@@ -3,8 +3,9 @@
 //! gradients in flight) and the intercept (weights, gradients, momentum, per-step scratch).
 //! Runs on any adapter, lavapipe included, so the figure needs no GPU; compare the projection at
 //! batch 128 with PyTorch's `max_memory_allocated` for the same net (`shared/anchors/torch_mem.py`).
-//! `RESNET_WGPU_ADAPTER=llvmpipe cargo run --release -p resnet-core --example train_memory -- [imagenet|cifar] [depth] [side] [batches...]`
-//! (defaults: imagenet 50 224 1 2).
+//! Also prints the kernels dispatched by one training step and one prediction.
+//! `RESNET_WGPU_ADAPTER=llvmpipe cargo run --release -p resnet-core --example train_memory -- [imagenet|cifar] [mixed] [depth] [side] [batches...]`
+//! (defaults: imagenet, fp32, 50 224 1 2).
 
 #[cfg(feature = "gpu")]
 fn main() -> resnet_core::Result<()> {
@@ -24,6 +25,9 @@ fn main() -> resnet_core::Result<()> {
         (ResNetSpec::cifar(depth, ShortcutOption::B, false, 3, 10)?, 10)
     };
     let mut model = Model::new(spec, 0, Device::Gpu)?;
+    if args.iter().any(|a| a == "mixed") {
+        model.set_precision(resnet_core::precision::Precision::Mixed)?;
+    }
     let mib = |b: u64| b as f64 / 1048576.0;
     let mut points = Vec::new();
     for &n in &batches {
@@ -36,13 +40,19 @@ fn main() -> resnet_core::Result<()> {
         model.train_step(&images, shape, &labels)?;
         gpu::synchronize()?;
         gpu::reset_peak_memory();
+        let before = gpu::memory_stats().expect("a GPU model has pool statistics");
         model.train_step(&images, shape, &labels)?;
         gpu::synchronize()?;
         let m = gpu::memory_stats().expect("a GPU model has pool statistics");
+        model.predict(&images, shape)?;
+        let after = gpu::memory_stats().expect("a GPU model has pool statistics");
         println!(
-            "ResNet-{depth} {side}x{side} batch {n}: peak in use {:.1} MiB, peak held {:.1} MiB",
+            "ResNet-{depth} {side}x{side} batch {n}: peak in use {:.1} MiB, peak held {:.1} MiB; \
+             {} dispatches a training step, {} a prediction",
             mib(m.peak_in_use),
-            mib(m.peak_reserved)
+            mib(m.peak_reserved),
+            m.dispatches - before.dispatches,
+            after.dispatches - m.dispatches
         );
         points.push((n as f64, m.peak_in_use as f64));
     }

@@ -504,6 +504,121 @@ fn batch_norm_matches_the_cpu(dev: Device) {
     }
 }
 
+/// Batch norm with its epilogue (residual, activation) in the same pass, and its backward from
+/// the activation's output gradient, give the separate kernels' values to the bit, and the CPU's.
+fn fused_batch_norm_is_the_separate_kernels_to_the_bit(dev: Device) {
+    let g = dev.backend();
+    for &(n, c, hw) in &[(1usize, 3usize, 5usize), (2, 7, 9), (3, 5, 1000)] {
+        let len = n * c * hw;
+        let layout = ChannelLayout { n, c, hw };
+        let (gx, cx) = both(g, &values(len, (7 * n + c) as u32));
+        let (ggamma, cgamma) = both(g, &values(c, 11).iter().map(|v| v + 1.5).collect::<Vec<_>>());
+        let (gbeta, cbeta) = both(g, &values(c, 12));
+        let (gr, cr) = both(g, &values(len, 13));
+        let (ggy, cgy) = both(g, &values(len, 14));
+        for act in [Activation::Relu, Activation::Tanh, Activation::Sigmoid] {
+            for with_residual in [false, true] {
+                let what = format!("n={n} c={c} hw={hw} {act:?} residual {with_residual}");
+                let (gres, cres) = (with_residual.then_some(&gr), with_residual.then_some(&cr));
+                let (fused, fs) = g
+                    .batch_norm_train_act(&gx, &ggamma, &gbeta, &layout, 1e-5, gres, act)
+                    .unwrap();
+                let (y, s) = g.batch_norm_train(&gx, &ggamma, &gbeta, &layout, 1e-5).unwrap();
+                let separate = g.epilogue(y, gres, act).unwrap();
+                assert_eq!(down(&fused), down(&separate), "{what}: fused training forward");
+                assert_eq!(stats_down(&fs), stats_down(&s), "{what}: statistics");
+                let (cy, cs) = cpu()
+                    .batch_norm_train_act(&cx, &cgamma, &cbeta, &layout, 1e-5, cres, act)
+                    .unwrap();
+                assert_close(&format!("{what} forward against the CPU"), &down(&fused), &down(&cy));
+
+                let frozen = g
+                    .batch_norm_apply_act(&gx, &ggamma, &gbeta, &fs, &layout, gres, act)
+                    .unwrap();
+                let y = g.batch_norm_apply(&gx, &ggamma, &gbeta, &fs, &layout).unwrap();
+                let separate_frozen = g.epilogue(y, gres, act).unwrap();
+                assert_eq!(down(&frozen), down(&separate_frozen), "{what}: fused frozen forward");
+                let cfrozen = cpu()
+                    .batch_norm_apply_act(&cx, &cgamma, &cbeta, &cs, &layout, cres, act)
+                    .unwrap();
+                assert_close(
+                    &format!("{what} frozen against the CPU"),
+                    &down(&frozen),
+                    &down(&cfrozen),
+                );
+
+                if with_residual {
+                    continue; // the residual's gradient is the activation's: backward runs it separately
+                }
+                for source in [StatsSource::Batch, StatsSource::Running] {
+                    let w = format!("{what} backward ({source:?} statistics)");
+                    let fused_grads = g
+                        .batch_norm_act_backward(&gx, &fused, &ggy, &ggamma, &fs, &layout, source, act)
+                        .unwrap();
+                    let through = g.activation_backward(&fused, &ggy, act).unwrap();
+                    let separate_grads = g
+                        .batch_norm_backward(&gx, &through, &ggamma, &fs, &layout, source)
+                        .unwrap();
+                    let cpu_grads = cpu()
+                        .batch_norm_act_backward(&cx, &cy, &cgy, &cgamma, &cs, &layout, source, act)
+                        .unwrap();
+                    for (name, (f, (sep, c))) in ["dx", "dgamma", "dbeta"].iter().zip(
+                        [&fused_grads.0, &fused_grads.1, &fused_grads.2].into_iter().zip(
+                            [&separate_grads.0, &separate_grads.1, &separate_grads.2]
+                                .into_iter()
+                                .zip([&cpu_grads.0, &cpu_grads.1, &cpu_grads.2]),
+                        ),
+                    ) {
+                        assert_eq!(down(f), down(sep), "{w}: fused {name}");
+                        assert_close(&format!("{w} {name} against the CPU"), &down(f), &down(c));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Mixed precision's overflow check: zero while every value of every gradient is finite (even
+/// where their sum overflows), not finite once one value is inf or NaN, wherever it sits.
+fn overflow_check_finds_any_inf_or_nan(dev: Device) {
+    let g = dev.backend();
+    let lens = [1usize, 4097, 70_001];
+    let clean: Vec<Vec<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| values(n, 40 + i as u32))
+        .collect();
+    let check = |tensors: &[Vec<f32>]| -> (f32, f32) {
+        let (gs, cs): (Vec<Storage>, Vec<Storage>) = tensors.iter().map(|t| both(g, t)).unzip();
+        let gv = down(&g.nonfinite_check(&gs).unwrap());
+        let cv = down(&cpu().nonfinite_check(&cs).unwrap());
+        assert_eq!((gv.len(), cv.len()), (1, 1));
+        (gv[0], cv[0])
+    };
+    assert_eq!(check(&clean), (0.0, 0.0), "finite gradients");
+    // Values whose sum overflows f32 are still finite values: the step is applied.
+    let mut huge = clean.clone();
+    huge[2].iter_mut().for_each(|v| *v = 3.0e38);
+    assert_eq!(check(&huge), (0.0, 0.0), "finite values whose sum overflows");
+    for (t, at, bad) in [
+        (0usize, 0usize, f32::NAN),
+        (1, 4096, f32::INFINITY),
+        (1, 4000, f32::NAN), // the last slice of a workgroup's chunk
+        (2, 70_000, f32::NEG_INFINITY),
+        (2, 33_333, f32::NAN),
+    ] {
+        let mut tensors = clean.clone();
+        tensors[t][at] = bad;
+        let (gv, cv) = check(&tensors);
+        assert!(
+            !gv.is_finite() && !cv.is_finite(),
+            "{bad} at {at} of tensor {t}: {gv} {cv}"
+        );
+    }
+    // The check starts clean on every call (the previous one's flag does not leak).
+    assert_eq!(check(&clean), (0.0, 0.0), "finite gradients after a flagged check");
+}
+
 fn pooling_matches_the_cpu(dev: Device) {
     let g = dev.backend();
     for &(n, c, h, w, k, s, p) in &[
@@ -775,6 +890,14 @@ fn main() {
             mixed_precision_gemms_round_only_their_operands,
         ),
         harness::gpu("batch_norm_matches_the_cpu", batch_norm_matches_the_cpu),
+        harness::gpu(
+            "overflow_check_finds_any_inf_or_nan",
+            overflow_check_finds_any_inf_or_nan,
+        ),
+        harness::gpu(
+            "fused_batch_norm_is_the_separate_kernels_to_the_bit",
+            fused_batch_norm_is_the_separate_kernels_to_the_bit,
+        ),
         harness::gpu("pooling_matches_the_cpu", pooling_matches_the_cpu),
         harness::gpu(
             "loss_accuracy_and_sums_match_the_cpu",

@@ -297,6 +297,48 @@ fn gpu_limits_and_estimates(dev: Device) {
     }
 }
 
+/// An evaluation's folded weights (`nn::fold`) are freed when training resumes: the training
+/// step makes them stale anyway, and holding them would add a second set of convolution weights
+/// to every later step's peak.
+fn folded_weights_are_freed_when_training_resumes(dev: Device) {
+    let spec = ResNetSpec::cifar(20, ShortcutOption::B, false, 3, 10).unwrap();
+    let mut model = Model::new(spec, 0, dev).unwrap();
+    let conv_bytes: usize = model
+        .parameters()
+        .iter()
+        .filter(|(_, t)| t.shape().len() == 4)
+        .map(|(_, t)| t.numel() * 4)
+        .sum();
+    let (x, shape, y) = batch(5, 4, 3, 16, 10);
+    let in_use = || {
+        gpu_backend::synchronize().unwrap();
+        gpu_backend::memory_stats().unwrap().in_use as f64
+    };
+    model.train_step(&x, shape, &y).unwrap();
+    let training = in_use();
+    let first = model.predict(&x, shape).unwrap();
+    let evaluated = in_use();
+    eprintln!(
+        "in use: {:.2} MiB training, {:.2} MiB after a prediction; convolution weights {:.2} MiB",
+        training / 1048576.0,
+        evaluated / 1048576.0,
+        conv_bytes as f64 / 1048576.0
+    );
+    assert!(
+        evaluated - training >= 0.9 * conv_bytes as f64,
+        "a prediction holds its folded weights"
+    );
+    model.train_step(&x, shape, &y).unwrap();
+    let trained = in_use();
+    assert!(
+        trained <= training + 0.05 * conv_bytes as f64,
+        "after a training step {trained} bytes are in use, {training} before the prediction"
+    );
+    // Folded again from the new weights, not from the freed copy.
+    let second = model.predict(&x, shape).unwrap();
+    assert_ne!(first, second);
+}
+
 fn main() {
     harness::run([
         harness::cpu(
@@ -319,5 +361,9 @@ fn main() {
         // Run by allocation_failures_under_an_address_space_limit_are_errors under ulimit -v.
         harness::cpu("oom_child", oom_child).ignored(),
         harness::gpu("gpu_limits_and_estimates", gpu_limits_and_estimates),
+        harness::gpu(
+            "folded_weights_are_freed_when_training_resumes",
+            folded_weights_are_freed_when_training_resumes,
+        ),
     ])
 }

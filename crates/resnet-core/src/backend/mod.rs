@@ -492,6 +492,9 @@ pub trait Backend: Send + Sync {
     fn topk_correct(&self, logits: &Storage, labels: &Storage, layout: &LogitsLayout, k: usize) -> Result<Storage>;
     /// Sum of all elements, as a 1-element storage (stays on the device).
     fn sum_all(&self, x: &Storage) -> Result<Storage>;
+    /// Mixed precision's overflow check of a step's gradients, one value: 0 when every value of
+    /// every tensor is finite, else one of their infs or NaNs (GradScaler checks each value, too).
+    fn nonfinite_check(&self, tensors: &[Storage]) -> Result<Storage>;
 
     // Shortcut: the paper's parameter-free option A (subsample, zero-pad channels).
     fn shortcut_a(&self, x: &Storage, g: &ShortcutGeometry) -> Result<Storage>;
@@ -556,7 +559,7 @@ pub fn scaled_step(
 
 /// What a gated SGD update reads on the device (see [`Backend::sgd_update_gated`]).
 pub struct ScalerGate<'a> {
-    /// The sum of every gradient of the step: finite exactly when the step is applied.
+    /// The step's overflow check (`Backend::nonfinite_check`): finite exactly when the step is applied.
     pub check: &'a Storage,
     /// The loss scaler's `[1 / scale, clean steps, applied steps]`; applied steps count the
     /// steps applied since the host last read the scaler, and index `lrs`.

@@ -479,6 +479,10 @@ impl Backend for Profiled {
         self.time(Phase::Loss, || self.inner.sum_all(x))
     }
 
+    fn nonfinite_check(&self, tensors: &[Storage]) -> Result<Storage> {
+        self.time(Phase::Optimizer, || self.inner.nonfinite_check(tensors))
+    }
+
     fn shortcut_a(&self, x: &Storage, g: &ShortcutGeometry) -> Result<Storage> {
         self.time(Phase::Elementwise, || self.inner.shortcut_a(x, g))
     }

@@ -224,6 +224,7 @@ impl Model {
         let y = ops::labels_tensor(labels, self.net.spec.num_classes, self.device)?;
         let x = Tensor::from_vec(images, &shape, self.device)?;
         self.optimizer.zero_grad();
+        self.net.drop_folds();
         let sync = options.sync_batch_norm.then_some(&comm);
         let logits = self.net.forward(&x, &ctx_synced(BnMode::Train, sync))?;
         let loss = ops::cross_entropy(&logits, &y)?;

@@ -60,7 +60,7 @@ enum Figures {
     OnDevice {
         loss: Storage,
         hits: Storage,
-        /// Mixed precision: the sum of the step's gradients, finite when the step was applied.
+        /// Mixed precision: the overflow check of the step's gradients, finite when the step was applied.
         check: Option<Storage>,
     },
     Read {
@@ -280,6 +280,7 @@ impl Model {
             None => None,
         };
         self.optimizer.zero_grad();
+        self.net.drop_folds();
         let logits = self.net.forward(&x, &ctx(BnMode::Train, None))?;
         let loss = ops::cross_entropy(&logits, &y)?;
         let Some((rates, rates_on_device)) = mixed else {
@@ -310,7 +311,7 @@ impl Model {
             seed.ok_or_else(|| Error::Internal("no loss scale on the device".into()))?,
         )?;
         let hits = self.hits(&logits, &y)?;
-        let check = self.gradient_sum()?;
+        let check = self.overflow_check()?;
         let on_device = self
             .on_device
             .as_mut()
@@ -335,20 +336,18 @@ impl Model {
         })
     }
 
-    /// The sum of every gradient: finite exactly when no gradient holds an inf or a NaN (or when
-    /// the sum itself overflows f32, and then the gradients are too large to apply anyway).
-    fn gradient_sum(&self) -> Result<Storage> {
-        let be = self.device.backend();
-        let mut total: Option<Storage> = None;
-        for (_, p) in self.net.parameters() {
-            let Some(g) = p.grad_storage() else { continue };
-            let s = be.sum_all(&g)?;
-            total = Some(match total {
-                Some(t) => be.add(&t, &s)?,
-                None => s,
-            });
+    /// The step's overflow check: finite exactly when no gradient holds an inf or a NaN.
+    fn overflow_check(&self) -> Result<Storage> {
+        let grads: Vec<Storage> = self
+            .net
+            .parameters()
+            .into_iter()
+            .filter_map(|(_, p)| p.grad_storage())
+            .collect();
+        if grads.is_empty() {
+            return Err(Error::Internal("a training step left no gradient".into()));
         }
-        total.ok_or_else(|| Error::Internal("a training step left no gradient".into()))
+        self.device.backend().nonfinite_check(&grads)
     }
 
     /// The top-1 hits of a batch's logits, as a one-value storage (read back with the loss).

@@ -128,6 +128,12 @@ impl Shortcut {
         }
     }
 
+    fn for_each_conv(&self, f: &mut dyn FnMut(&Conv2d)) {
+        if let Shortcut::Projection { conv, .. } = self {
+            f(conv);
+        }
+    }
+
     fn visit(&self, prefix: &str, v: &mut Visitor) {
         if let Shortcut::Projection { conv, bn } = self {
             conv.visit(&format!("{prefix}downsample.0."), v);
@@ -322,6 +328,11 @@ impl Block {
             Some(s) => ops::add(&y, &s),
             None => Ok(y),
         }
+    }
+
+    pub fn for_each_conv(&self, f: &mut dyn FnMut(&Conv2d)) {
+        self.convs.iter().for_each(|c| f(&c.conv));
+        self.shortcut.for_each_conv(f);
     }
 
     pub fn visit(&self, prefix: &str, v: &mut Visitor) {

@@ -98,6 +98,14 @@ impl FoldCache {
         });
         Ok((weight, bias))
     }
+
+    /// Frees the folded copy. A training step calls this before its forward pass, which makes
+    /// the copy stale anyway (running statistics, then weights): otherwise the copy an
+    /// evaluation made (a second set of convolution weights) would be held through that step's
+    /// peak, and through the whole next epoch.
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// `act(bn(conv(x)) [+ residual])` with batch norm's running statistics, as one backend call and

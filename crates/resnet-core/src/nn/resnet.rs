@@ -217,6 +217,14 @@ impl ResNet {
         self.fc.visit("fc.", v);
     }
 
+    /// Frees every folded inference copy of the weights (`nn::fold`); a training step begins
+    /// with it.
+    pub fn drop_folds(&self) {
+        let mut drop = |c: &Conv2d| c.fold_cache().clear();
+        drop(&self.conv1);
+        self.stages.iter().flatten().for_each(|b| b.for_each_conv(&mut drop));
+    }
+
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         self.visit(&mut |name, e| {

@@ -488,6 +488,17 @@ impl Backend for CpuBackend {
         store(vec![data(x)?.iter().map(|&v| v as f64).sum::<f64>() as f32])
     }
 
+    fn nonfinite_check(&self, tensors: &[Storage]) -> Result<Storage> {
+        let mut first = None;
+        for t in tensors {
+            first = data(t)?.iter().copied().find(|v| !v.is_finite());
+            if first.is_some() {
+                break;
+            }
+        }
+        store(vec![first.unwrap_or(0.0)])
+    }
+
     fn shortcut_a(&self, x: &Storage, g: &ShortcutGeometry) -> Result<Storage> {
         store(shortcut::forward(data(x)?, g)?)
     }

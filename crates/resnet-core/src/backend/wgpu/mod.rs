@@ -328,8 +328,79 @@ impl Backend for WgpuBackend {
         layout: &ChannelLayout,
         eps: f32,
     ) -> Result<(Storage, BatchStats)> {
-        let (y, s) = batch_norm::train(context()?, gpu(x)?, gpu(gamma)?, gpu(beta)?, *layout, eps)?;
+        let no_epilogue = batch_norm::Epilogue::default();
+        let (y, s) = batch_norm::train(context()?, gpu(x)?, gpu(gamma)?, gpu(beta)?, *layout, eps, no_epilogue)?;
         Ok((store(y)?, stats(s)))
+    }
+
+    fn batch_norm_train_act(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        layout: &ChannelLayout,
+        eps: f32,
+        residual: Option<&Storage>,
+        act: Activation,
+    ) -> Result<(Storage, BatchStats)> {
+        let epilogue = batch_norm::Epilogue {
+            residual: residual.map(gpu).transpose()?,
+            act: Some(act),
+        };
+        let (y, s) = batch_norm::train(context()?, gpu(x)?, gpu(gamma)?, gpu(beta)?, *layout, eps, epilogue)?;
+        Ok((store(y)?, stats(s)))
+    }
+
+    fn batch_norm_apply_act(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        stats: &BatchStats,
+        layout: &ChannelLayout,
+        residual: Option<&Storage>,
+        act: Activation,
+    ) -> Result<Storage> {
+        let epilogue = batch_norm::Epilogue {
+            residual: residual.map(gpu).transpose()?,
+            act: Some(act),
+        };
+        let (mean, invstd) = (gpu(&stats.mean)?, gpu(&stats.invstd)?);
+        let affine = (gpu(gamma)?, gpu(beta)?);
+        store(batch_norm::apply(
+            context()?,
+            gpu(x)?,
+            affine,
+            (mean, invstd),
+            *layout,
+            epilogue,
+        )?)
+    }
+
+    fn batch_norm_act_backward(
+        &self,
+        x: &Storage,
+        out: &Storage,
+        gy: &Storage,
+        gamma: &Storage,
+        stats: &BatchStats,
+        layout: &ChannelLayout,
+        source: StatsSource,
+        act: Activation,
+    ) -> Result<(Storage, Storage, Storage)> {
+        let (mean, invstd) = (gpu(&stats.mean)?, gpu(&stats.invstd)?);
+        let (dx, dgamma, dbeta) = batch_norm::backward(
+            context()?,
+            gpu(x)?,
+            gpu(gy)?,
+            gpu(gamma)?,
+            mean,
+            invstd,
+            *layout,
+            source == StatsSource::Batch,
+            Some((gpu(out)?, act)),
+        )?;
+        Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
     }
 
     fn batch_norm_frozen_stats(&self, running_mean: &Storage, running_var: &Storage, eps: f32) -> Result<BatchStats> {
@@ -350,8 +421,16 @@ impl Backend for WgpuBackend {
         layout: &ChannelLayout,
     ) -> Result<Storage> {
         let (mean, invstd) = (gpu(&stats.mean)?, gpu(&stats.invstd)?);
-        let y = batch_norm::apply(context()?, gpu(x)?, gpu(gamma)?, gpu(beta)?, mean, invstd, *layout)?;
-        store(y)
+        let affine = (gpu(gamma)?, gpu(beta)?);
+        let no_epilogue = batch_norm::Epilogue::default();
+        store(batch_norm::apply(
+            context()?,
+            gpu(x)?,
+            affine,
+            (mean, invstd),
+            *layout,
+            no_epilogue,
+        )?)
     }
 
     fn batch_norm_backward(
@@ -375,6 +454,7 @@ impl Backend for WgpuBackend {
             invstd,
             planes,
             batch_statistics,
+            None,
         )?;
         Ok((store(dx)?, store(dgamma)?, store(dbeta)?))
     }
@@ -477,6 +557,11 @@ impl Backend for WgpuBackend {
 
     fn sum_all(&self, x: &Storage) -> Result<Storage> {
         store(reduce::sum_all(context()?, gpu(x)?)?)
+    }
+
+    fn nonfinite_check(&self, tensors: &[Storage]) -> Result<Storage> {
+        let tensors = tensors.iter().map(gpu).collect::<Result<Vec<_>>>()?;
+        store(reduce::nonfinite_check(context()?, &tensors)?)
     }
 
     fn shortcut_a(&self, x: &Storage, g: &ShortcutGeometry) -> Result<Storage> {

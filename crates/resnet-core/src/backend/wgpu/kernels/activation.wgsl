@@ -1,5 +1,5 @@
-// The activations by code (0 relu, 1 tanh, 2 sigmoid), shared by the elementwise kernels and the
-// convolution's epilogue.
+// The activations by code (0 relu, 1 tanh, 2 sigmoid) and their derivatives, shared by the
+// elementwise kernels, the convolution's epilogue and batch norm's fused passes.
 
 // tanh from exp where the built-in may overflow to NaN (|v| large on some drivers).
 fn tanh_safe(v: f32) -> f32 {
@@ -16,5 +16,14 @@ fn activate(v: f32, act: u32) -> f32 {
         case 0u: { return select(0.0, v, v > 0.0); }
         case 1u: { return tanh_safe(v); }
         default: { return 1.0 / (1.0 + exp(-v)); }
+    }
+}
+
+// d act / d x from the output y.
+fn activate_grad(yv: f32, g: f32, act: u32) -> f32 {
+    switch act {
+        case 0u: { return select(0.0, g, yv > 0.0); }
+        case 1u: { return g * (1.0 - yv * yv); }
+        default: { return g * yv * (1.0 - yv); }
     }
 }

@@ -1,13 +1,16 @@
 //! Launchers of batch_norm.wgsl: batch statistics in two passes (partial sums per chunk and
 //! channel, then per channel), the affine apply, the backward pass, frozen statistics and the
-//! running-statistics update.
+//! running-statistics update. The apply may finish with a residual add and an activation, and
+//! the backward pass may then start from the activation's output gradient (one pass each
+//! instead of two: a ResNet's batch norms are nearly all followed by a ReLU).
 
+use super::elementwise::activation_code;
 use super::reduce::chunks;
 use super::{output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
-use crate::backend::ChannelLayout;
-use crate::error::Result;
+use crate::backend::{Activation, ChannelLayout};
+use crate::error::{Error, Result};
 
 uniform! {
     pub struct BatchNormParams {
@@ -24,6 +27,10 @@ uniform! {
         momentum: f32,
         /// count / (count - 1): the running variance is the unbiased one (PyTorch).
         unbias: f32,
+        /// The fused activation: 0 none, else 1 + its code (elementwise.rs's `activation_code`).
+        act: u32,
+        /// Whether `apply` adds `residual` before the activation.
+        residual: u32,
     }
 }
 
@@ -35,6 +42,10 @@ pub(super) static BATCH_NORM: Family<BatchNormParams> = Family::new(
         read("gy"),
         read("gamma"),
         read("beta"),
+        // Added to apply's output before the activation.
+        read("residual"),
+        // The fused activation's output, for backward.
+        read("out"),
         read_write("mean"),
         read_write("var_"),
         read_write("invstd"),
@@ -46,7 +57,12 @@ pub(super) static BATCH_NORM: Family<BatchNormParams> = Family::new(
         read_write("running_mean"),
         read_write("running_var"),
     ],
-    &[super::PRELUDE, super::GRID, include_str!("batch_norm.wgsl")],
+    &[
+        super::PRELUDE,
+        super::GRID,
+        super::ACTIVATION,
+        include_str!("batch_norm.wgsl"),
+    ],
 );
 
 /// The parameters every entry reads for tensor shape `s` in `chunks` chunks a channel.
@@ -78,6 +94,17 @@ fn partial_sums(
     Ok(partial)
 }
 
+/// What `apply` does after normalising: add a residual (of x's length), then an activation.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub residual: Option<&'a GpuStorage>,
+    pub act: Option<Activation>,
+}
+
+fn fused_act(act: Option<Activation>) -> u32 {
+    act.map_or(0, |a| 1 + activation_code(a))
+}
+
 /// Per-channel statistics on the GPU.
 pub struct Stats {
     pub mean: GpuStorage,
@@ -85,7 +112,8 @@ pub struct Stats {
     pub invstd: GpuStorage,
 }
 
-/// Normalises `x` with its own (biased) batch statistics; returns the output and the statistics.
+/// Normalises `x` with its own (biased) batch statistics and applies `epilogue`; returns the
+/// output and the statistics.
 pub fn train(
     ctx: &GpuContext,
     x: &GpuStorage,
@@ -93,6 +121,7 @@ pub fn train(
     beta: &GpuStorage,
     s: ChannelLayout,
     eps: f32,
+    epilogue: Epilogue,
 ) -> Result<(GpuStorage, Stats)> {
     let chunks = chunks(s.n * s.hw);
     let p = BatchNormParams {
@@ -120,7 +149,7 @@ pub fn train(
         ],
         s.c,
     )?;
-    let y = apply_with(ctx, &p, x, gamma, beta, &stats.mean, &stats.invstd)?;
+    let y = apply_with(ctx, &p, x, (gamma, beta), (&stats.mean, &stats.invstd), epilogue)?;
     Ok((y, stats))
 }
 
@@ -135,42 +164,54 @@ pub fn frozen_invstd(ctx: &GpuContext, running_var: &GpuStorage, eps: f32) -> Re
     BATCH_NORM.launch_into(ctx, "frozen_invstd", &p, &[("var_", running_var)], "invstd", c)
 }
 
-/// `y = (x - mean) * invstd * gamma + beta`.
+/// `y = (x - mean) * invstd * gamma + beta`, then `epilogue`.
 pub fn apply(
     ctx: &GpuContext,
     x: &GpuStorage,
-    gamma: &GpuStorage,
-    beta: &GpuStorage,
-    mean: &GpuStorage,
-    invstd: &GpuStorage,
+    (gamma, beta): (&GpuStorage, &GpuStorage),
+    (mean, invstd): (&GpuStorage, &GpuStorage),
     s: ChannelLayout,
+    epilogue: Epilogue,
 ) -> Result<GpuStorage> {
     let p = BatchNormParams {
         unbias: 1.0,
         ..shape_params(s, 1)?
     };
-    apply_with(ctx, &p, x, gamma, beta, mean, invstd)
+    apply_with(ctx, &p, x, (gamma, beta), (mean, invstd), epilogue)
 }
 
 fn apply_with(
     ctx: &GpuContext,
     p: &BatchNormParams,
     x: &GpuStorage,
-    gamma: &GpuStorage,
-    beta: &GpuStorage,
-    mean: &GpuStorage,
-    invstd: &GpuStorage,
+    (gamma, beta): (&GpuStorage, &GpuStorage),
+    (mean, invstd): (&GpuStorage, &GpuStorage),
+    epilogue: Epilogue,
 ) -> Result<GpuStorage> {
+    if let Some(r) = epilogue.residual.filter(|r| r.len() != x.len()) {
+        return Err(Error::Internal(format!(
+            "batch norm's residual has {} values for {} inputs",
+            r.len(),
+            x.len()
+        )));
+    }
+    let p = BatchNormParams {
+        act: fused_act(epilogue.act),
+        residual: epilogue.residual.is_some() as u32,
+        ..*p
+    };
+    // Every binding the kernel declares must be bound: without a residual, x stands in (unread).
     BATCH_NORM.launch_into(
         ctx,
         "apply",
-        p,
+        &p,
         &[
             ("x", x),
             ("gamma", gamma),
             ("beta", beta),
             ("mean", mean),
             ("invstd", invstd),
+            ("residual", epilogue.residual.unwrap_or(x)),
         ],
         "y",
         p.len as usize,
@@ -178,7 +219,9 @@ fn apply_with(
 }
 
 /// The gradients (dx, dgamma, dbeta); `batch_statistics` says whether mean and invstd came from
-/// this batch (then their own gradient flows into dx).
+/// this batch (then their own gradient flows into dx). With `through`, the activation's output
+/// and the activation: `gy` is then the gradient of that output, taken back through the
+/// activation on the fly.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     ctx: &GpuContext,
@@ -189,14 +232,25 @@ pub fn backward(
     invstd: &GpuStorage,
     s: ChannelLayout,
     batch_statistics: bool,
+    through: Option<(&GpuStorage, Activation)>,
 ) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
+    if let Some((out, _)) = through.filter(|(out, _)| out.len() != gy.len()) {
+        return Err(Error::Internal(format!(
+            "batch norm's activation output has {} values for {} gradients",
+            out.len(),
+            gy.len()
+        )));
+    }
     let chunks = chunks(s.n * s.hw);
     let p = BatchNormParams {
         batch_statistics: batch_statistics as u32,
         unbias: 1.0,
+        act: fused_act(through.map(|(_, act)| act)),
         ..shape_params(s, chunks)?
     };
-    let inputs = [("x", x), ("gy", gy), ("mean", mean)];
+    // Without an activation, gy stands in for its output (unread).
+    let out = through.map_or(gy, |(out, _)| out);
+    let inputs = [("x", x), ("gy", gy), ("out", out), ("mean", mean)];
     let partial = partial_sums(ctx, "backward_partial", &p, &inputs, chunks)?;
     let (dgamma, dbeta) = (output(ctx, s.c)?, output(ctx, s.c)?);
     BATCH_NORM.launch_each(
@@ -219,6 +273,7 @@ pub fn backward(
         &[
             ("x", x),
             ("gy", gy),
+            ("out", out),
             ("gamma", gamma),
             ("mean", mean),
             ("invstd", invstd),

@@ -3,6 +3,10 @@
 // channel adds its chunks (`stats_finalize`, `backward_finalize`). The variance is taken around
 // a shift (the channel's first value) so large means cost no precision. Normalisation uses the
 // biased variance; the running variance gets the unbiased one (PyTorch).
+// A fused epilogue (P.act > 0: activation P.act - 1, after the residual when P.residual != 0)
+// finishes `apply`'s value in the same pass, and backward then starts from the activation's
+// output gradient: the batch-norm output and its gradient are never written out. The fused
+// values are the unfused kernels' to the bit: the same f32 operations in the same order.
 
 fn at(e: u32, ch: u32) -> u32 {
     return channel_element(e, ch, P.c, P.hw);
@@ -67,7 +71,27 @@ fn stats_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     invstd[ch] = 1.0 / sqrt(v + P.eps);
 }
 
-// y = (x - mean) * invstd * gamma + beta
+// The fused epilogue of element i: the residual added, then the activation.
+fn finish(v: f32, i: u32) -> f32 {
+    var s = v;
+    if (P.residual != 0u) {
+        s = s + residual[i];
+    }
+    if (P.act == 0u) {
+        return s;
+    }
+    return activate(s, P.act - 1u);
+}
+
+// The gradient of batch norm's output at j: gy itself, or gy through the fused activation.
+fn grad_at(j: u32) -> f32 {
+    if (P.act == 0u) {
+        return gy[j];
+    }
+    return activate_grad(out[j], gy[j], P.act - 1u);
+}
+
+// y = finish((x - mean) * invstd * gamma + beta)
 @compute @workgroup_size(WG)
 fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = element(wid, nwg, lid);
@@ -77,7 +101,7 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let ch = (i / P.hw) % P.c;
     let scale = invstd[ch] * gamma[ch];
     let shift = beta[ch] - mean[ch] * scale;
-    y[i] = fma(x[i], scale, shift);
+    y[i] = finish(fma(x[i], scale, shift), i);
 }
 
 @compute @workgroup_size(WG)
@@ -95,7 +119,7 @@ fn backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         let e = q * CHUNK + i * WG + lid;
         if (e < P.count) {
             let j = at(e, ch);
-            let g = gy[j];
+            let g = grad_at(j);
             s += g;
             sx = fma(g, x[j] - m, sx);
         }
@@ -131,9 +155,9 @@ fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let n = f32(P.count);
         let mean_gy = dbeta[ch] / n;
         let proj = dgamma[ch] / n * invstd[ch];
-        y[i] = k * (gy[i] - mean_gy - (x[i] - mean[ch]) * proj);
+        y[i] = k * (grad_at(i) - mean_gy - (x[i] - mean[ch]) * proj);
     } else {
-        y[i] = k * gy[i];
+        y[i] = k * grad_at(i);
     }
 }
 

@@ -2,15 +2,6 @@
 // (each dimension at most 65535) so any length fits. `op` selects the activation:
 // 0 relu, 1 tanh, 2 sigmoid (`activate` is activation.wgsl's).
 
-// d act / d x from the output y.
-fn activate_grad(yv: f32, g: f32, act: u32) -> f32 {
-    switch act {
-        case 0u: { return select(0.0, g, yv > 0.0); }
-        case 1u: { return g * (1.0 - yv * yv); }
-        default: { return g * yv * (1.0 - yv); }
-    }
-}
-
 @compute @workgroup_size(WG)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = element(wid, nwg, lid);

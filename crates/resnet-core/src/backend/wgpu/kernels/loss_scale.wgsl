@@ -1,6 +1,6 @@
 // Dynamic loss scaling on the device, as `LossScaler::update` (and `backend::scaled_step`) do it:
 // one thread updates the scale and `scaler` ([1 / scale, clean steps, applied steps]) from this
-// step's gradient sum. Scales are powers of two, so the reciprocal is kept, never divided.
+// step's overflow check. Scales are powers of two, so the reciprocal is kept, never divided.
 
 @compute @workgroup_size(1)
 fn loss_scale_update() {

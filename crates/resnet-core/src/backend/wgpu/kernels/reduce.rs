@@ -1,5 +1,5 @@
 //! Launchers of reduce.wgsl: sums in a fixed order (deterministic), used on their own (`sum_all`,
-//! row and channel sums) and after split-K GEMMs.
+//! row and channel sums) and after split-K GEMMs; and mixed precision's overflow check.
 
 use super::{elementwise, output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
 use crate::backend::wgpu::context::GpuContext;
@@ -85,4 +85,22 @@ pub fn sum_all(ctx: &GpuContext, x: &GpuStorage) -> Result<GpuStorage> {
         cur = out;
         len = groups;
     }
+}
+
+/// One value, finite exactly when every value of every tensor is: zeroed, then one dispatch a
+/// tensor that stores any inf or NaN it meets into it. (Summing each tensor and adding the sums
+/// took two or three dispatches a tensor, and a sum could overflow where no value did.)
+pub fn nonfinite_check(ctx: &GpuContext, tensors: &[&GpuStorage]) -> Result<GpuStorage> {
+    let check = output(ctx, 1)?;
+    elementwise::fill(ctx, &check, 0.0)?;
+    for x in tensors.iter().filter(|x| !x.is_empty()) {
+        let groups = chunks(x.len());
+        let p = ReduceParams {
+            len: to_u32(x.len())?,
+            count: to_u32(groups)?,
+            ..ReduceParams::default()
+        };
+        REDUCE.launch(ctx, "flag_nonfinite", &p, &[("x", x), ("out", &check)], groups as u64)?;
+    }
+    Ok(check)
 }

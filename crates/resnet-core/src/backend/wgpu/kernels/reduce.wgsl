@@ -4,6 +4,7 @@
 //   sum_chunks:    out[g] = sum of x[g * CHUNK ..][..CHUNK]    (sum_all, applied until one is left)
 //   channel_sums:  partial[q, c] = sum of chunk q of channel c of an [N, C, HW] tensor
 //                  (then sum_leading over q: the per-channel sum, e.g. a bias gradient)
+//   flag_nonfinite: out[0] = some inf or NaN of x, if x has one (left alone otherwise)
 
 @compute @workgroup_size(WG)
 fn sum_leading(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -56,5 +57,25 @@ fn channel_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let total = workgroup_sum(s, lid);
     if (lid == 0u) {
         out[flat] = total;
+    }
+}
+
+// A mixed-precision step's overflow check, one dispatch a gradient into the same out[0] (zeroed
+// first): a thread that meets an inf or a NaN stores it there. Several threads may store at
+// once, every one of them a non-finite value, so whichever lands the check is not finite.
+@compute @workgroup_size(WG)
+fn flag_nonfinite(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = workgroup_index(wid, nwg);
+    if (g >= P.count) {
+        return;
+    }
+    for (var i = 0u; i < ITEMS; i++) {
+        let e = g * CHUNK + i * WG + lid;
+        if (e < P.len) {
+            let v = x[e];
+            if (!is_finite(v)) {
+                out[0] = v;
+            }
+        }
     }
 }

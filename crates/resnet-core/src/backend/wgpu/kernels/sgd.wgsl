@@ -34,7 +34,7 @@ fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 }
 
 // A mixed-precision step whose skip the device decides, so the host reads nothing back: no
-// change when the step's gradients hold an inf or NaN (their sum `check` is then not finite);
+// change when the step's gradients hold an inf or NaN (their overflow `check` is then not finite);
 // otherwise unscaled by the loss scaler's 1 / scale, at the rate of the steps applied so far
 // (`scaler` is [1 / scale, clean steps, applied steps]; `lrs` has a rate for each count).
 @compute @workgroup_size(WG)
