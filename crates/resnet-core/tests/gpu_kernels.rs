@@ -187,18 +187,28 @@ fn fused_convolution_matches_the_cpu(dev: Device) {
         for (j, act) in acts.into_iter().enumerate() {
             let bias = (i + j) % 2 == 0;
             let residual = j % 3 != 2;
+            let what = format!("conv2d_fused {geo:?} act {act:?} bias {bias} residual {residual}");
+            let fused = g
+                .conv2d_fused(&gx, &gw, bias.then_some(&gb), residual.then_some(&gr), act, &geo)
+                .unwrap();
             assert_close(
-                &format!("conv2d_fused {geo:?} act {act:?} bias {bias} residual {residual}"),
-                &down(
-                    &g.conv2d_fused(&gx, &gw, bias.then_some(&gb), residual.then_some(&gr), act, &geo)
-                        .unwrap(),
-                ),
+                &what,
+                &down(&fused),
                 &down(
                     &cpu()
                         .conv2d_fused(&cx, &cw, bias.then_some(&cb), residual.then_some(&cr), act, &geo)
                         .unwrap(),
                 ),
             );
+            // The same values as the convolution followed by the separate kernels, to the bit.
+            let y = g.conv2d(&gx, &gw, bias.then_some(&gb), &geo).unwrap();
+            let separate = match (residual, act) {
+                (true, Some(act)) => g.add_activation(&y, &gr, act).unwrap(),
+                (true, None) => g.add(&y, &gr).unwrap(),
+                (false, Some(act)) => g.activation(&y, act).unwrap(),
+                (false, None) => y,
+            };
+            assert_eq!(down(&fused), down(&separate), "{what}: fused against separate kernels");
         }
     }
     // A residual of the wrong length is an error, not a stray read.

@@ -234,7 +234,11 @@ fn oom_child() {
 /// naming the limit; the model then trains; the estimate of a step's activations is close to what
 /// the buffer pool really holds; and ResNet-999998 is refused there too. One test, so that the
 /// pool's figures are this test's alone.
+/// The GPU tests here read the process-wide pool's figures: one at a time.
+static POOL_FIGURES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn gpu_limits_and_estimates(dev: Device) {
+    let _alone = POOL_FIGURES.lock().unwrap_or_else(|e| e.into_inner());
     let limit = backend::max_tensor_bytes(dev).expect("the GPU has buffer limits");
     let available = backend::available_memory(dev);
     eprintln!("GPU: largest tensor {limit:?}; available {available:?}");
@@ -301,6 +305,7 @@ fn gpu_limits_and_estimates(dev: Device) {
 /// step makes them stale anyway, and holding them would add a second set of convolution weights
 /// to every later step's peak.
 fn folded_weights_are_freed_when_training_resumes(dev: Device) {
+    let _alone = POOL_FIGURES.lock().unwrap_or_else(|e| e.into_inner());
     let spec = ResNetSpec::cifar(20, ShortcutOption::B, false, 3, 10).unwrap();
     let mut model = Model::new(spec, 0, dev).unwrap();
     let conv_bytes: usize = model

@@ -299,10 +299,6 @@ impl Backend for WgpuBackend {
         g.check_epilogue(bias.map(Storage::len), residual.map(Storage::len))?;
         let ctx = context()?;
         let bias = bias.map(gpu).transpose()?;
-        if !conv::fuses_epilogue(g) {
-            let y = store(conv::forward(ctx, gpu(x)?, gpu(w)?, bias, g)?)?;
-            return self.unfused_epilogue(y, residual, act);
-        }
         let residual = residual.map(gpu).transpose()?;
         store(conv::forward_fused(ctx, gpu(x)?, gpu(w)?, bias, residual, act, g)?)
     }

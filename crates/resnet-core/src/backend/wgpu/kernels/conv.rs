@@ -2,8 +2,8 @@
 //! conv2d_backward_weight.wgsl): implicit GEMMs through the shared tile loop in gemm.rs, the
 //! kernel shape, stride and padding compiled into each variant.
 
-use super::gemm::{self, Gemm, GemmFamily, PLAIN_K};
-use super::{elementwise, read, read_write, to_u32, uniform, GRID};
+use super::gemm::{self, Gemm, GemmFamily, GemmShape, PLAIN_K};
+use super::{elementwise, read, read_write, reduce, to_u32, uniform, GRID};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::backend::{Activation, ConvGeometry};
@@ -108,6 +108,7 @@ fn run(
     g: &ConvGeometry,
     launch: Gemm,
     has_bias: bool,
+    after_split: reduce::Epilogue,
 ) -> Result<GpuStorage> {
     let sizes = ConvParams {
         c_in: to_u32(g.c_in)?,
@@ -119,14 +120,15 @@ fn run(
         has_bias: has_bias as u32,
         ..ConvParams::default()
     };
-    gemm::run(ctx, family, launch, |s| ConvParams {
+    let params = |s: GemmShape| ConvParams {
         m: s.m,
         n: s.n,
         k: s.k,
         splits: s.splits,
         k_chunk: s.k_chunk,
         ..sizes
-    })
+    };
+    gemm::run_then(ctx, family, launch, params, after_split)
 }
 
 /// `y = conv(x, w) (+ bias)`: M = c_out, N = batch * oh * ow, K = c_in * kh * kw.
@@ -141,8 +143,8 @@ pub fn forward(
 }
 
 /// Whether the forward GEMM of `g` runs in one pass, so that its store can apply the inference
-/// epilogue ([`forward_fused`]); with split-K partials the epilogue must follow their sum.
-pub fn fuses_epilogue(g: &ConvGeometry) -> bool {
+/// epilogue ([`forward_fused`]); with split-K partials the sum of the partials applies it.
+fn fuses_epilogue(g: &ConvGeometry) -> bool {
     gemm::unsplit(forward_mnk(g), g.n * g.c_out * g.oh * g.ow)
 }
 
@@ -150,8 +152,9 @@ fn forward_mnk(g: &ConvGeometry) -> (usize, usize, usize) {
     (g.c_out, g.n * g.oh * g.ow, g.c_in * g.kh * g.kw)
 }
 
-/// `act(conv(x, w) + bias + residual)` (inference), the residual and the activation applied in the
-/// GEMM's store: only where [`fuses_epilogue`] (the caller checks).
+/// `act(conv(x, w) + bias + residual)` (inference): the residual and the activation applied in the
+/// GEMM's store, or where the reduction is split, in the pass that sums the partials (the bias
+/// comes with the first split's partial).
 pub fn forward_fused(
     ctx: &GpuContext,
     x: &GpuStorage,
@@ -164,12 +167,18 @@ pub fn forward_fused(
     // The kernel reads `bias` and `residual` only when it has them, but every binding it declares
     // must be bound.
     let mut variant = variant(g);
-    if let Some(act) = act {
+    let in_store = fuses_epilogue(g);
+    if let Some(act) = act.filter(|_| in_store) {
         variant.push(("ACT", elementwise::activation_code(act).to_string()));
     }
-    if residual.is_some() {
+    if residual.is_some() && in_store {
         variant.push(("RESIDUAL", "true".to_string()));
     }
+    let after_split = if in_store {
+        reduce::Epilogue::default()
+    } else {
+        reduce::Epilogue { residual, act }
+    };
     let launch = Gemm {
         mnk: forward_mnk(g),
         variant,
@@ -183,7 +192,7 @@ pub fn forward_fused(
         output_len: g.n * g.c_out * g.oh * g.ow,
         precision: g.precision,
     };
-    run(ctx, &CONV_FORWARD, g, launch, bias.is_some())
+    run(ctx, &CONV_FORWARD, g, launch, bias.is_some(), after_split)
 }
 
 /// The input's gradient: M = c_in, N = batch * h * w, K = c_out * kh * kw. A strided convolution
@@ -200,7 +209,7 @@ pub fn backward_data(ctx: &GpuContext, gy: &GpuStorage, w: &GpuStorage, g: &Conv
         output_len: g.n * g.c_in * g.h * g.w,
         precision: g.precision,
     };
-    run(ctx, &CONV_BACKWARD_DATA, g, launch, false)
+    run(ctx, &CONV_BACKWARD_DATA, g, launch, false, reduce::Epilogue::default())
 }
 
 /// The input positions of one residue class of the stride, and the taps that reach them.
@@ -332,7 +341,14 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuStorage, gy: &GpuStorage, g: &Co
         output_len: m * n,
         precision: g.precision,
     };
-    run(ctx, &CONV_BACKWARD_WEIGHT, g, launch, false)
+    run(
+        ctx,
+        &CONV_BACKWARD_WEIGHT,
+        g,
+        launch,
+        false,
+        reduce::Epilogue::default(),
+    )
 }
 
 #[cfg(test)]

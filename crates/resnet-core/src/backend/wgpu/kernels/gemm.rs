@@ -296,6 +296,18 @@ pub fn run<P: Uniform>(
     g: Gemm,
     params: impl FnOnce(GemmShape) -> P,
 ) -> Result<GpuStorage> {
+    run_then(ctx, family, g, params, reduce::Epilogue::default())
+}
+
+/// [`run`], with `after_split` applied by the split-K sum when the reduction is split (the
+/// family's store applies its own epilogue when it is not: see [`unsplit`]).
+pub fn run_then<P: Uniform>(
+    ctx: &GpuContext,
+    family: &GemmFamily<P>,
+    g: Gemm,
+    params: impl FnOnce(GemmShape) -> P,
+    after_split: reduce::Epilogue,
+) -> Result<GpuStorage> {
     let (m, n, k) = g.mnk;
     let tile = launch_tile(ctx, m, g.precision);
     let (splits, k_chunk) = split_k(tile.tiles(m, n), k, tile.bk, g.output_len);
@@ -305,7 +317,7 @@ pub fn run<P: Uniform>(
     if splits == 1 {
         return Ok(out);
     }
-    reduce::sum_leading(ctx, &out, splits, output_len)
+    reduce::sum_leading_then(ctx, &out, splits, output_len, after_split)
 }
 
 /// Several GEMMs of one family that write disjoint parts of one output of `output_len` floats

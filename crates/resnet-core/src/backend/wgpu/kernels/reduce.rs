@@ -4,7 +4,8 @@
 use super::{elementwise, output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
-use crate::error::Result;
+use crate::backend::Activation;
+use crate::error::{Error, Result};
 
 uniform! {
     pub struct ReduceParams {
@@ -15,14 +16,23 @@ uniform! {
         count: u32,
         c: u32,
         hw: u32,
+        /// `sum_leading_epilogue`'s activation: 0 none, else 1 + its code.
+        act: u32,
+        /// Whether `sum_leading_epilogue` adds `residual`.
+        residual: u32,
     }
 }
 
 pub(super) static REDUCE: Family<ReduceParams> = Family::new(
     "reduce",
     &[("WG", WG), ("ITEMS", ITEMS), ("CHUNK", CHUNK)],
-    &[read("x"), read_write("out")],
-    &[super::PRELUDE, super::GRID, include_str!("reduce.wgsl")],
+    &[read("x"), read("residual"), read_write("out")],
+    &[
+        super::PRELUDE,
+        super::GRID,
+        super::ACTIVATION,
+        include_str!("reduce.wgsl"),
+    ],
 );
 
 /// Workgroups of CHUNK values that cover `len` values.
@@ -40,6 +50,49 @@ pub fn sum_leading(ctx: &GpuContext, x: &GpuStorage, count: usize, len: usize) -
     REDUCE.launch_into(ctx, "sum_leading", &p, &[("x", x)], "out", len)
 }
 
+/// What follows a split-K sum: a residual of the output's length added, then an activation.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub residual: Option<&'a GpuStorage>,
+    pub act: Option<Activation>,
+}
+
+impl Epilogue<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.residual.is_none() && self.act.is_none()
+    }
+}
+
+/// [`sum_leading`], then `epilogue` in the same pass: the same values as adding and activating
+/// after it, without writing the sum out and reading it back.
+pub fn sum_leading_then(
+    ctx: &GpuContext,
+    x: &GpuStorage,
+    count: usize,
+    len: usize,
+    epilogue: Epilogue,
+) -> Result<GpuStorage> {
+    if epilogue.is_empty() {
+        return sum_leading(ctx, x, count, len);
+    }
+    if let Some(r) = epilogue.residual.filter(|r| r.len() != len) {
+        return Err(Error::Internal(format!(
+            "a split-K epilogue's residual has {} values for {len} outputs",
+            r.len()
+        )));
+    }
+    let p = ReduceParams {
+        len: to_u32(len)?,
+        count: to_u32(count)?,
+        act: epilogue.act.map_or(0, |a| 1 + elementwise::activation_code(a)),
+        residual: epilogue.residual.is_some() as u32,
+        ..ReduceParams::default()
+    };
+    // Without a residual, x stands in for it (unread): every declared binding must be bound.
+    let inputs = [("x", x), ("residual", epilogue.residual.unwrap_or(x))];
+    REDUCE.launch_into(ctx, "sum_leading_epilogue", &p, &inputs, "out", len)
+}
+
 /// Channel sums of an [n, c, hw] tensor: partial sums per chunk, then over chunks.
 pub fn channel_sum(ctx: &GpuContext, x: &GpuStorage, n: usize, c: usize, hw: usize) -> Result<GpuStorage> {
     let count = n * hw;
@@ -50,6 +103,7 @@ pub fn channel_sum(ctx: &GpuContext, x: &GpuStorage, n: usize, c: usize, hw: usi
         count: to_u32(chunks)?,
         c: to_u32(c)?,
         hw: to_u32(hw)?,
+        ..ReduceParams::default()
     };
     REDUCE.launch(
         ctx,

@@ -1,6 +1,8 @@
 // Reductions. Sums are taken in a fixed order (per thread, then a tree in workgroup memory), so
 // results do not depend on timing.
 //   sum_leading:   out[i] = sum over s of x[s * len + i]      (split-K partials, Linear's bias grad)
+//   sum_leading_epilogue: act(that sum + residual[i])         (an inference convolution's split-K
+//                  partials and the epilogue its store could not apply: P.act 0 none, else 1 + code)
 //   sum_chunks:    out[g] = sum of x[g * CHUNK ..][..CHUNK]    (sum_all, applied until one is left)
 //   channel_sums:  partial[q, c] = sum of chunk q of channel c of an [N, C, HW] tensor
 //                  (then sum_leading over q: the per-channel sum, e.g. a bias gradient)
@@ -15,6 +17,25 @@ fn sum_leading(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var s = 0.0;
     for (var j = 0u; j < P.count; j++) {
         s += x[j * P.len + i];
+    }
+    out[i] = s;
+}
+
+@compute @workgroup_size(WG)
+fn sum_leading_epilogue(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i >= P.len) {
+        return;
+    }
+    var s = 0.0;
+    for (var j = 0u; j < P.count; j++) {
+        s += x[j * P.len + i];
+    }
+    if (P.residual != 0u) {
+        s = s + residual[i];
+    }
+    if (P.act != 0u) {
+        s = activate(s, P.act - 1u);
     }
     out[i] = s;
 }
