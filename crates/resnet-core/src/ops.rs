@@ -129,35 +129,45 @@ pub(crate) fn batch_norm_forward(
                 format!("training needs more than one value per channel, got input {s:?} (use eval mode for a single 1x1 sample)"),
             ));
         }
-        let (y, stats, synced) = match (a.sync, epilogue) {
-            (None, None) => {
-                let (y, stats) = be.batch_norm_train(&xs, &gamma, &beta, &layout, a.eps)?;
-                (y, stats, None)
-            }
-            (None, Some((residual, act))) => {
-                let (y, stats) = be.batch_norm_train_act(&xs, &gamma, &beta, &layout, a.eps, residual, act)?;
-                (y, stats, None)
-            }
-            (Some(comm), epilogue) => {
-                let (y, stats, synced) = sync_bn::forward(be, &xs, (&gamma, &beta), &layout, a.eps, comm)?;
-                let y = match epilogue {
-                    Some((residual, act)) => be.epilogue(y, residual, act)?,
-                    None => y,
+        let updates = a.mode.updates_running_stats();
+        let Some(comm) = a.sync else {
+            // This rank's statistics: the running ones are updated in the same call.
+            let (y, stats) = if updates {
+                let update = RunningStatsUpdate {
+                    momentum: a.momentum,
+                    count: layout.per_channel(),
                 };
-                (y, stats, Some(synced))
-            }
+                a.running_mean.update_storage(|rm| {
+                    a.running_var.update_storage(|rv| {
+                        be.batch_norm_train_running(&xs, &gamma, &beta, &layout, a.eps, epilogue, (rm, rv), &update)
+                    })
+                })?
+            } else {
+                match epilogue {
+                    Some((residual, act)) => {
+                        be.batch_norm_train_act(&xs, &gamma, &beta, &layout, a.eps, residual, act)?
+                    }
+                    None => be.batch_norm_train(&xs, &gamma, &beta, &layout, a.eps)?,
+                }
+            };
+            return Ok((y, stats, None));
         };
-        if a.mode.updates_running_stats() {
+        let (y, stats, synced) = sync_bn::forward(be, &xs, (&gamma, &beta), &layout, a.eps, comm)?;
+        let y = match epilogue {
+            Some((residual, act)) => be.epilogue(y, residual, act)?,
+            None => y,
+        };
+        if updates {
             let update = RunningStatsUpdate {
                 momentum: a.momentum,
-                count: synced.as_ref().map_or(layout.per_channel(), |s| s.count),
+                count: synced.count,
             };
             a.running_mean.update_storage(|rm| {
                 a.running_var
                     .update_storage(|rv| be.update_running_stats(rm, rv, &stats, &update))
             })?;
         }
-        Ok((y, stats, synced))
+        Ok((y, stats, Some(synced)))
     } else {
         let stats = be.batch_norm_frozen_stats(&a.running_mean.storage(), &a.running_var.storage(), a.eps)?;
         let y = match epilogue {

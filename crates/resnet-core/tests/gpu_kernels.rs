@@ -526,6 +526,62 @@ fn fused_batch_norm_is_the_separate_kernels_to_the_bit(dev: Device) {
         let (gbeta, cbeta) = both(g, &values(c, 12));
         let (gr, cr) = both(g, &values(len, 13));
         let (ggy, cgy) = both(g, &values(len, 14));
+        // The running statistics updated in the pass that finishes the batch's, as
+        // `update_running_stats` after it would; a storage shared before keeps its values.
+        let update = RunningStatsUpdate {
+            momentum: 0.1,
+            count: n * hw,
+        };
+        for epilogue in [
+            None,
+            Some((Some(&gr), Activation::Relu)),
+            Some((None, Activation::Tanh)),
+        ] {
+            let what = format!("n={n} c={c} hw={hw} running update, epilogue {}", epilogue.is_some());
+            let running = || {
+                (
+                    g.upload(&values(c, 15)).unwrap(),
+                    g.upload(&values(c, 16).iter().map(|v| v.abs() + 0.5).collect::<Vec<_>>())
+                        .unwrap(),
+                )
+            };
+            let (mut rm, mut rv) = running();
+            let (shared_m, shared_v) = (rm.clone(), rv.clone());
+            let (before_m, before_v) = (down(&rm), down(&rv));
+            let (y, st) = g
+                .batch_norm_train_running(
+                    &gx,
+                    &ggamma,
+                    &gbeta,
+                    &layout,
+                    1e-5,
+                    epilogue,
+                    (&mut rm, &mut rv),
+                    &update,
+                )
+                .unwrap();
+            let (mut sm, mut sv) = running();
+            let (sy, sst) = match epilogue {
+                Some((residual, act)) => g
+                    .batch_norm_train_act(&gx, &ggamma, &gbeta, &layout, 1e-5, residual, act)
+                    .unwrap(),
+                None => g.batch_norm_train(&gx, &ggamma, &gbeta, &layout, 1e-5).unwrap(),
+            };
+            g.update_running_stats(&mut sm, &mut sv, &sst, &update).unwrap();
+            assert_eq!(down(&y), down(&sy), "{what}: output");
+            assert_eq!(stats_down(&st), stats_down(&sst), "{what}: statistics");
+            assert_eq!(
+                (down(&rm), down(&rv)),
+                (down(&sm), down(&sv)),
+                "{what}: running statistics"
+            );
+            assert_ne!(down(&rm), before_m, "{what}: the running mean moved");
+            assert_eq!(
+                (down(&shared_m), down(&shared_v)),
+                (before_m, before_v),
+                "{what}: copy on write"
+            );
+        }
         for act in [Activation::Relu, Activation::Tanh, Activation::Sigmoid] {
             for with_residual in [false, true] {
                 let what = format!("n={n} c={c} hw={hw} {act:?} residual {with_residual}");

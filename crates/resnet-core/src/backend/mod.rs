@@ -413,6 +413,28 @@ pub trait Backend: Send + Sync {
         let (y, stats) = self.batch_norm_train(x, gamma, beta, layout, eps)?;
         Ok((self.epilogue(y, residual, act)?, stats))
     }
+    /// A training step's batch norm: `batch_norm_train` (`batch_norm_train_act` with an
+    /// `epilogue`), then `update_running_stats` from the statistics it computed. A backend may
+    /// update the running statistics in the pass that finishes the batch's (the GPU does).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_running(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        layout: &ChannelLayout,
+        eps: f32,
+        epilogue: Option<(Option<&Storage>, Activation)>,
+        (running_mean, running_var): (&mut Storage, &mut Storage),
+        update: &RunningStatsUpdate,
+    ) -> Result<(Storage, BatchStats)> {
+        let (y, stats) = match epilogue {
+            Some((residual, act)) => self.batch_norm_train_act(x, gamma, beta, layout, eps, residual, act)?,
+            None => self.batch_norm_train(x, gamma, beta, layout, eps)?,
+        };
+        self.update_running_stats(running_mean, running_var, &stats, update)?;
+        Ok((y, stats))
+    }
     /// `act(batch_norm_apply(x) [+ residual])`, fusable as `batch_norm_train_act`.
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_apply_act(

@@ -375,6 +375,23 @@ impl Backend for Profiled {
         })
     }
 
+    fn batch_norm_train_running(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        layout: &ChannelLayout,
+        eps: f32,
+        epilogue: Option<(Option<&Storage>, Activation)>,
+        running: (&mut Storage, &mut Storage),
+        update: &RunningStatsUpdate,
+    ) -> Result<(Storage, BatchStats)> {
+        self.time(Phase::BnForward, || {
+            self.inner
+                .batch_norm_train_running(x, gamma, beta, layout, eps, epilogue, running, update)
+        })
+    }
+
     fn batch_norm_apply_act(
         &self,
         x: &Storage,

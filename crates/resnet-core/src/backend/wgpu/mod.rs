@@ -325,7 +325,15 @@ impl Backend for WgpuBackend {
         eps: f32,
     ) -> Result<(Storage, BatchStats)> {
         let no_epilogue = batch_norm::Epilogue::default();
-        let (y, s) = batch_norm::train(context()?, gpu(x)?, gpu(gamma)?, gpu(beta)?, *layout, eps, no_epilogue)?;
+        let (y, s) = batch_norm::train(
+            context()?,
+            gpu(x)?,
+            (gpu(gamma)?, gpu(beta)?),
+            *layout,
+            eps,
+            no_epilogue,
+            None,
+        )?;
         Ok((store(y)?, stats(s)))
     }
 
@@ -343,7 +351,53 @@ impl Backend for WgpuBackend {
             residual: residual.map(gpu).transpose()?,
             act: Some(act),
         };
-        let (y, s) = batch_norm::train(context()?, gpu(x)?, gpu(gamma)?, gpu(beta)?, *layout, eps, epilogue)?;
+        let (y, s) = batch_norm::train(
+            context()?,
+            gpu(x)?,
+            (gpu(gamma)?, gpu(beta)?),
+            *layout,
+            eps,
+            epilogue,
+            None,
+        )?;
+        Ok((store(y)?, stats(s)))
+    }
+
+    fn batch_norm_train_running(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        layout: &ChannelLayout,
+        eps: f32,
+        epilogue: Option<(Option<&Storage>, Activation)>,
+        (running_mean, running_var): (&mut Storage, &mut Storage),
+        update: &RunningStatsUpdate,
+    ) -> Result<(Storage, BatchStats)> {
+        let ctx = context()?;
+        let (rm, rv) = (make_mut(ctx, running_mean)?, make_mut(ctx, running_var)?);
+        let epilogue = match epilogue {
+            Some((residual, act)) => batch_norm::Epilogue {
+                residual: residual.map(gpu).transpose()?,
+                act: Some(act),
+            },
+            None => batch_norm::Epilogue::default(),
+        };
+        let running = batch_norm::RunningUpdate {
+            mean: &rm,
+            var: &rv,
+            momentum: update.momentum,
+            count: update.count,
+        };
+        let (y, s) = batch_norm::train(
+            ctx,
+            gpu(x)?,
+            (gpu(gamma)?, gpu(beta)?),
+            *layout,
+            eps,
+            epilogue,
+            Some(running),
+        )?;
         Ok((store(y)?, stats(s)))
     }
 

@@ -112,22 +112,38 @@ pub struct Stats {
     pub invstd: GpuStorage,
 }
 
+/// The running statistics a training step's batch norm updates, in place, with the statistics
+/// it computes: `running = (1 - momentum) * running + momentum * batch`, the variance unbiased
+/// over the `count` values a channel had.
+pub struct RunningUpdate<'a> {
+    pub mean: &'a GpuStorage,
+    pub var: &'a GpuStorage,
+    pub momentum: f32,
+    pub count: usize,
+}
+
+fn unbias(count: usize) -> f32 {
+    count as f32 / (count.max(2) - 1) as f32
+}
+
 /// Normalises `x` with its own (biased) batch statistics and applies `epilogue`; returns the
-/// output and the statistics.
+/// output and the statistics. With `running`, the pass that finishes the statistics updates
+/// the running ones too.
 pub fn train(
     ctx: &GpuContext,
     x: &GpuStorage,
-    gamma: &GpuStorage,
-    beta: &GpuStorage,
+    (gamma, beta): (&GpuStorage, &GpuStorage),
     s: ChannelLayout,
     eps: f32,
     epilogue: Epilogue,
+    running: Option<RunningUpdate>,
 ) -> Result<(GpuStorage, Stats)> {
     let chunks = chunks(s.n * s.hw);
     let p = BatchNormParams {
         batch_statistics: 1,
         eps,
-        unbias: 1.0,
+        unbias: running.as_ref().map_or(1.0, |r| unbias(r.count)),
+        momentum: running.as_ref().map_or(0.0, |r| r.momentum),
         ..shape_params(s, chunks)?
     };
     let partial = partial_sums(ctx, "stats_partial", &p, &[("x", x)], chunks)?;
@@ -136,19 +152,21 @@ pub fn train(
         var: output(ctx, s.c)?,
         invstd: output(ctx, s.c)?,
     };
-    BATCH_NORM.launch_each(
-        ctx,
-        "stats_finalize",
-        &p,
-        &[
-            ("x", x),
-            ("mean", &stats.mean),
-            ("var_", &stats.var),
-            ("invstd", &stats.invstd),
-            ("partial", &partial),
-        ],
-        s.c,
-    )?;
+    let mut buffers = vec![
+        ("x", x),
+        ("mean", &stats.mean),
+        ("var_", &stats.var),
+        ("invstd", &stats.invstd),
+        ("partial", &partial),
+    ];
+    let entry = match &running {
+        Some(r) => {
+            buffers.extend([("running_mean", r.mean), ("running_var", r.var)]);
+            "stats_finalize_running"
+        }
+        None => "stats_finalize",
+    };
+    BATCH_NORM.launch_each(ctx, entry, &p, &buffers, s.c)?;
     let y = apply_with(ctx, &p, x, (gamma, beta), (&stats.mean, &stats.invstd), epilogue)?;
     Ok((y, stats))
 }
@@ -301,7 +319,7 @@ pub fn update_running(
         count: to_u32(count)?,
         batch_statistics: 1,
         momentum,
-        unbias: count as f32 / (count.max(2) - 1) as f32,
+        unbias: unbias(count),
         ..shape_params(ChannelLayout { n: 1, c, hw: 1 }, 1)?
     };
     BATCH_NORM.launch_each(

@@ -54,12 +54,8 @@ fn stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
-@compute @workgroup_size(WG)
-fn stats_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ch = element(wid, nwg, lid);
-    if (ch >= P.c) {
-        return;
-    }
+// Channel ch's statistics from its chunks' sums.
+fn finalize_stats(ch: u32) {
     let t = chunk_totals(ch);
     let s = t.x;
     let ss = t.y;
@@ -69,6 +65,29 @@ fn stats_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     mean[ch] = x[ch * P.hw] + d;
     var_[ch] = v;
     invstd[ch] = 1.0 / sqrt(v + P.eps);
+}
+
+fn update_running(ch: u32) {
+    running_mean[ch] = (1.0 - P.momentum) * running_mean[ch] + P.momentum * mean[ch];
+    running_var[ch] = (1.0 - P.momentum) * running_var[ch] + P.momentum * var_[ch] * P.unbias;
+}
+
+@compute @workgroup_size(WG)
+fn stats_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = element(wid, nwg, lid);
+    if (ch < P.c) {
+        finalize_stats(ch);
+    }
+}
+
+// stats_finalize and running_update in one dispatch (a training step's batch norm).
+@compute @workgroup_size(WG)
+fn stats_finalize_running(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = element(wid, nwg, lid);
+    if (ch < P.c) {
+        finalize_stats(ch);
+        update_running(ch);
+    }
 }
 
 // The fused epilogue of element i: the residual added, then the activation.
@@ -174,7 +193,6 @@ fn frozen_invstd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 fn running_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = element(wid, nwg, lid);
     if (ch < P.c) {
-        running_mean[ch] = (1.0 - P.momentum) * running_mean[ch] + P.momentum * mean[ch];
-        running_var[ch] = (1.0 - P.momentum) * running_var[ch] + P.momentum * var_[ch] * P.unbias;
+        update_running(ch);
     }
 }
