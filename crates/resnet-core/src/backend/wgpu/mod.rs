@@ -235,6 +235,31 @@ fn make_mut(ctx: &GpuContext, s: &mut Storage) -> Result<GpuStorage> {
     Ok(g)
 }
 
+/// Batch norm's epilogue as the launcher takes it, from the `(residual, activation)` of the API.
+fn bn_epilogue(epilogue: Option<(Option<&Storage>, Activation)>) -> Result<batch_norm::Epilogue<'_>> {
+    Ok(match epilogue {
+        Some((residual, act)) => batch_norm::Epilogue {
+            residual: residual.map(gpu).transpose()?,
+            act: Some(act),
+        },
+        None => batch_norm::Epilogue::default(),
+    })
+}
+
+/// Training-mode batch norm on storages (see `batch_norm::train`).
+fn bn_train(
+    (x, gamma, beta): (&Storage, &Storage, &Storage),
+    layout: &ChannelLayout,
+    eps: f32,
+    epilogue: Option<(Option<&Storage>, Activation)>,
+    running: Option<batch_norm::RunningUpdate>,
+) -> Result<(Storage, BatchStats)> {
+    let affine = (gpu(gamma)?, gpu(beta)?);
+    let epilogue = bn_epilogue(epilogue)?;
+    let (y, s) = batch_norm::train(context()?, gpu(x)?, affine, *layout, eps, epilogue, running)?;
+    Ok((store(y)?, stats(s)))
+}
+
 impl Backend for WgpuBackend {
     fn device(&self) -> Device {
         Device::Gpu
@@ -324,17 +349,7 @@ impl Backend for WgpuBackend {
         layout: &ChannelLayout,
         eps: f32,
     ) -> Result<(Storage, BatchStats)> {
-        let no_epilogue = batch_norm::Epilogue::default();
-        let (y, s) = batch_norm::train(
-            context()?,
-            gpu(x)?,
-            (gpu(gamma)?, gpu(beta)?),
-            *layout,
-            eps,
-            no_epilogue,
-            None,
-        )?;
-        Ok((store(y)?, stats(s)))
+        bn_train((x, gamma, beta), layout, eps, None, None)
     }
 
     fn batch_norm_train_act(
@@ -347,20 +362,7 @@ impl Backend for WgpuBackend {
         residual: Option<&Storage>,
         act: Activation,
     ) -> Result<(Storage, BatchStats)> {
-        let epilogue = batch_norm::Epilogue {
-            residual: residual.map(gpu).transpose()?,
-            act: Some(act),
-        };
-        let (y, s) = batch_norm::train(
-            context()?,
-            gpu(x)?,
-            (gpu(gamma)?, gpu(beta)?),
-            *layout,
-            eps,
-            epilogue,
-            None,
-        )?;
-        Ok((store(y)?, stats(s)))
+        bn_train((x, gamma, beta), layout, eps, Some((residual, act)), None)
     }
 
     fn batch_norm_train_running(
@@ -376,29 +378,13 @@ impl Backend for WgpuBackend {
     ) -> Result<(Storage, BatchStats)> {
         let ctx = context()?;
         let (rm, rv) = (make_mut(ctx, running_mean)?, make_mut(ctx, running_var)?);
-        let epilogue = match epilogue {
-            Some((residual, act)) => batch_norm::Epilogue {
-                residual: residual.map(gpu).transpose()?,
-                act: Some(act),
-            },
-            None => batch_norm::Epilogue::default(),
-        };
         let running = batch_norm::RunningUpdate {
             mean: &rm,
             var: &rv,
             momentum: update.momentum,
             count: update.count,
         };
-        let (y, s) = batch_norm::train(
-            ctx,
-            gpu(x)?,
-            (gpu(gamma)?, gpu(beta)?),
-            *layout,
-            eps,
-            epilogue,
-            Some(running),
-        )?;
-        Ok((store(y)?, stats(s)))
+        bn_train((x, gamma, beta), layout, eps, epilogue, Some(running))
     }
 
     fn batch_norm_apply_act(
@@ -411,10 +397,7 @@ impl Backend for WgpuBackend {
         residual: Option<&Storage>,
         act: Activation,
     ) -> Result<Storage> {
-        let epilogue = batch_norm::Epilogue {
-            residual: residual.map(gpu).transpose()?,
-            act: Some(act),
-        };
+        let epilogue = bn_epilogue(Some((residual, act)))?;
         let (mean, invstd) = (gpu(&stats.mean)?, gpu(&stats.invstd)?);
         let affine = (gpu(gamma)?, gpu(beta)?);
         store(batch_norm::apply(

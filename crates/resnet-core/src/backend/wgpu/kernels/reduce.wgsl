@@ -8,17 +8,20 @@
 //                  (then sum_leading over q: the per-channel sum, e.g. a bias gradient)
 //   flag_nonfinite: out[0] = some inf or NaN of x, if x has one (left alone otherwise)
 
-@compute @workgroup_size(WG)
-fn sum_leading(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = element(wid, nwg, lid);
-    if (i >= P.len) {
-        return;
-    }
+fn leading_sum(i: u32) -> f32 {
     var s = 0.0;
     for (var j = 0u; j < P.count; j++) {
         s += x[j * P.len + i];
     }
-    out[i] = s;
+    return s;
+}
+
+@compute @workgroup_size(WG)
+fn sum_leading(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = element(wid, nwg, lid);
+    if (i < P.len) {
+        out[i] = leading_sum(i);
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -27,10 +30,7 @@ fn sum_leading_epilogue(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     if (i >= P.len) {
         return;
     }
-    var s = 0.0;
-    for (var j = 0u; j < P.count; j++) {
-        s += x[j * P.len + i];
-    }
+    var s = leading_sum(i);
     if (P.residual != 0u) {
         s = s + residual[i];
     }
