@@ -155,10 +155,14 @@ import { Dataset, Model, fit, resnet } from ${JSON.stringify(join(ROOT, 'dist', 
 const model = Model.create(resnet.cifar({ depth: 8, inChannels: 1 }), { seed: 1, device: 'gpu' });
 const images = new Float32Array(4 * 64).map((_, i) => Math.sin(i));
 const first = await model.trainStep(images, new Int32Array([0, 1, 2, 3]), [4, 1, 8, 8]);
+const before = model.memoryStats()?.dispatches ?? 0;
 await model.trainStep(images, new Int32Array([0, 1, 2, 3]), [4, 1, 8, 8]);
+const stepKernels = (model.memoryStats()?.dispatches ?? 0) - before;
 const logits = await model.predict(images, [4, 1, 8, 8]);
 const mem = model.memoryStats();
-console.log(model.device, Number.isFinite(first.loss), logits.length, mem !== null && mem.liveBytes > 0 && mem.peakBytes >= mem.liveBytes);
+const held = mem !== null && mem.liveBytes > 0 && mem.peakBytes >= mem.liveBytes;
+const inUse = mem !== null && mem.inUseBytes > 0 && mem.inUseBytes <= mem.liveBytes && mem.peakInUseBytes >= mem.inUseBytes && mem.peakInUseBytes <= mem.peakBytes;
+console.log(model.device, Number.isFinite(first.loss), logits.length, held && inUse && stepKernels > 20);
 // fit on a GPU reads the figures every 10 steps by default: all 6 steps arrive at the epoch's end.
 const data = Dataset.fromArrays({ images: new Uint8Array(24 * 64).map((_, i) => (i * 37) % 251), labels: new Uint8Array(24).map((_, i) => i % 10), channels: 1, height: 8, width: 8, numClasses: 10 });
 const seen = [];

@@ -217,7 +217,10 @@ export declare class NativeModel {
    * recorded for `backward()`.
    */
   stageOutputs(x: NativeTensor, training: boolean): Array<NativeTensor>
-  /** Device memory of the GPU buffer pool: bytes held now and at most so far; null on the CPU. */
+  /**
+   * The GPU buffer pool: bytes held and in use, now and at most so far, and the kernels
+   * dispatched; null on the CPU.
+   */
   memoryStats(): MemoryStats | null
   /** "cpu" or "gpu": where this model's tensors live. */
   device(): string
@@ -455,8 +458,16 @@ export interface MeanStd {
 
 /** GPU memory held by the buffer pool, in bytes. */
 export interface MemoryStats {
+  /** Bytes the pool holds from the driver now (live tensors and cached buffers). */
   liveBytes: number
+  /** The most it has held. */
   peakBytes: number
+  /** Bytes in live tensors now. */
+  inUseBytes: number
+  /** The most in live tensors since the process began. */
+  peakInUseBytes: number
+  /** GPU kernels this process has dispatched so far (a difference counts a step's). */
+  dispatches: number
 }
 
 /** What an unreadable image does: fail the batch, or be left out. */

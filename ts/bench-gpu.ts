@@ -59,8 +59,13 @@ interface GpuFigures {
   /** What `fit` gets between two reads: steps queued back to back, their figures read once at the end. */
   queuedTrainImgPerSec: number;
   inferImgPerSec: number;
-  /** The buffer pool's peak bytes in use over training and inference, MiB. */
-  peakMiB: number;
+  /** The buffer pool's peak bytes in live tensors over training and inference, MiB. */
+  peakInUseMiB: number;
+  /** The most the pool held from the driver (live tensors and cached buffers), MiB. */
+  peakHeldMiB: number;
+  /** GPU kernels dispatched by one training step, and by one prediction. */
+  trainDispatches: number;
+  inferDispatches: number;
   /** Mixed only: max |mixed - fp32| over the RMS of the fp32 logits, same weights and batch. */
   logitError?: number;
   /** Mixed only: steps skipped (overflow) before the first applied one, from the scale 2^16. */
@@ -108,13 +113,22 @@ async function measure(c: BenchConfig, precision: Precision): Promise<GpuFigures
   await model.takeStepResults();
   const queued = (performance.now() - queuedStart) / 1000 / steps;
   const infer = await medianSeconds(timing, () => model.predict(images, shape));
-  const peak = model.memoryStats()?.peakBytes ?? Number.NaN;
+  const stats = () => model.memoryStats() ?? { peakBytes: Number.NaN, peakInUseBytes: Number.NaN, dispatches: Number.NaN };
+  const memory = stats();
+  const beforeStep = stats().dispatches;
+  await model.trainStep(images, labels, shape);
+  const afterStep = stats().dispatches;
+  await model.predict(images, shape);
+  const afterPrediction = stats().dispatches;
   model.dispose();
   return {
     trainImgPerSec: c.batch / train,
     queuedTrainImgPerSec: c.batch / queued,
     inferImgPerSec: c.batch / infer,
-    peakMiB: peak / 2 ** 20,
+    peakInUseMiB: memory.peakInUseBytes / 2 ** 20,
+    peakHeldMiB: memory.peakBytes / 2 ** 20,
+    trainDispatches: afterStep - beforeStep,
+    inferDispatches: afterPrediction - afterStep,
     ...(logitError === undefined ? {} : { logitError }),
     ...(skippedSteps === undefined ? {} : { skippedSteps }),
   };
@@ -186,7 +200,8 @@ async function main(): Promise<void> {
         `  ours ${name.padEnd(5)} train ${num(f.trainImgPerSec)} img/s (${trainVs.map(([n, v]) => `${ratio(f.trainImgPerSec, v as number | undefined)} ${String(n)}`).join(', ')})` +
           `, queued ${num(f.queuedTrainImgPerSec)} (${ratio(f.queuedTrainImgPerSec, trainVs[0]?.[1] as number | undefined)} ${String(trainVs[0]?.[0])})` +
           `, infer ${num(f.inferImgPerSec)} img/s (${inferVs.map(([n, v]) => `${ratio(f.inferImgPerSec, v as number | undefined)} ${String(n)}`).join(', ')})` +
-          `, peak ${num(f.peakMiB)} MiB (${ratio(f.peakMiB, t?.peak_train_mib_fp32)} PT fp32 train)` +
+          `, peak in use ${num(f.peakInUseMiB)} MiB (${ratio(f.peakInUseMiB, t?.peak_train_mib_fp32)} PT fp32 train), held ${num(f.peakHeldMiB)} MiB` +
+          `, kernels ${f.trainDispatches} a step, ${f.inferDispatches} a prediction` +
           (f.logitError === undefined ? '' : `, logits vs fp32 ${f.logitError.toExponential(1)}`) +
           (f.skippedSteps ? `, ${f.skippedSteps} first step(s) skipped (overflow)` : ''),
       );

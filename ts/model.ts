@@ -342,10 +342,19 @@ export class Model {
   }
 
   /**
-   * GPU memory held by the buffer pool: bytes now and the most so far (it reaches a steady state
-   * after the first steps). `null` for a model on the CPU.
+   * The GPU buffer pool, process-wide: `liveBytes` and `peakBytes`, what it holds from the driver
+   * now and the most so far (it reaches a steady state after the first steps); `inUseBytes` and
+   * `peakInUseBytes`, what live tensors take (the figure to compare with PyTorch's
+   * `max_memory_allocated`); `dispatches`, the GPU kernels run so far (a difference counts a
+   * step's). `null` for a model on the CPU.
    */
-  memoryStats(): { liveBytes: number; peakBytes: number } | null {
+  memoryStats(): {
+    liveBytes: number;
+    peakBytes: number;
+    inUseBytes: number;
+    peakInUseBytes: number;
+    dispatches: number;
+  } | null {
     return this.#native.memoryStats() ?? null;
   }
 

@@ -96,8 +96,16 @@ pub struct GradNorm {
 /// GPU memory held by the buffer pool, in bytes.
 #[napi(object)]
 pub struct MemoryStats {
+    /// Bytes the pool holds from the driver now (live tensors and cached buffers).
     pub live_bytes: f64,
+    /// The most it has held.
     pub peak_bytes: f64,
+    /// Bytes in live tensors now.
+    pub in_use_bytes: f64,
+    /// The most in live tensors since the process began.
+    pub peak_in_use_bytes: f64,
+    /// GPU kernels this process has dispatched so far (a difference counts a step's).
+    pub dispatches: f64,
 }
 
 #[napi]
@@ -486,17 +494,21 @@ impl NativeModel {
         })
     }
 
-    /// Device memory of the GPU buffer pool: bytes held now and at most so far; null on the CPU.
+    /// The GPU buffer pool: bytes held and in use, now and at most so far, and the kernels
+    /// dispatched; null on the CPU.
     #[napi]
     pub fn memory_stats(&self) -> Result<Option<MemoryStats>> {
         guard("memoryStats", || {
             let device = with_model(&self.inner, |m| Ok(m.device()))?;
-            Ok(match (device, resnet_core::backend::gpu_memory_stats()) {
+            Ok(match (device, resnet_core::backend::wgpu::memory_stats()) {
                 (Device::Cpu, _) | (_, None) => None,
                 #[allow(unreachable_patterns)]
-                (_, Some((live, peak))) => Some(MemoryStats {
-                    live_bytes: live as f64,
-                    peak_bytes: peak as f64,
+                (_, Some(m)) => Some(MemoryStats {
+                    live_bytes: m.reserved as f64,
+                    peak_bytes: m.peak_reserved as f64,
+                    in_use_bytes: m.in_use as f64,
+                    peak_in_use_bytes: m.peak_in_use as f64,
+                    dispatches: m.dispatches as f64,
                 }),
             })
         })
