@@ -202,12 +202,7 @@ fn fused_convolution_matches_the_cpu(dev: Device) {
             );
             // The same values as the convolution followed by the separate kernels, to the bit.
             let y = g.conv2d(&gx, &gw, bias.then_some(&gb), &geo).unwrap();
-            let separate = match (residual, act) {
-                (true, Some(act)) => g.add_activation(&y, &gr, act).unwrap(),
-                (true, None) => g.add(&y, &gr).unwrap(),
-                (false, Some(act)) => g.activation(&y, act).unwrap(),
-                (false, None) => y,
-            };
+            let separate = g.unfused_epilogue(y, residual.then_some(&gr), act).unwrap();
             assert_eq!(down(&fused), down(&separate), "{what}: fused against separate kernels");
         }
     }

@@ -236,14 +236,34 @@ fn make_mut(ctx: &GpuContext, s: &mut Storage) -> Result<GpuStorage> {
 }
 
 /// Batch norm's epilogue as the launcher takes it, from the `(residual, activation)` of the API.
-fn bn_epilogue(epilogue: Option<(Option<&Storage>, Activation)>) -> Result<batch_norm::Epilogue<'_>> {
+fn bn_epilogue(epilogue: Option<(Option<&Storage>, Activation)>) -> Result<elementwise::Epilogue<'_>> {
     Ok(match epilogue {
-        Some((residual, act)) => batch_norm::Epilogue {
+        Some((residual, act)) => elementwise::Epilogue {
             residual: residual.map(gpu).transpose()?,
             act: Some(act),
         },
-        None => batch_norm::Epilogue::default(),
+        None => elementwise::Epilogue::default(),
     })
+}
+
+/// Batch norm with given statistics on storages, then `epilogue` (see `batch_norm::apply`).
+fn bn_apply(
+    (x, gamma, beta): (&Storage, &Storage, &Storage),
+    stats: &BatchStats,
+    layout: &ChannelLayout,
+    epilogue: Option<(Option<&Storage>, Activation)>,
+) -> Result<Storage> {
+    let affine = (gpu(gamma)?, gpu(beta)?);
+    let (mean, invstd) = (gpu(&stats.mean)?, gpu(&stats.invstd)?);
+    let epilogue = bn_epilogue(epilogue)?;
+    store(batch_norm::apply(
+        context()?,
+        gpu(x)?,
+        affine,
+        (mean, invstd),
+        *layout,
+        epilogue,
+    )?)
 }
 
 /// Training-mode batch norm on storages (see `batch_norm::train`).
@@ -397,17 +417,7 @@ impl Backend for WgpuBackend {
         residual: Option<&Storage>,
         act: Activation,
     ) -> Result<Storage> {
-        let epilogue = bn_epilogue(Some((residual, act)))?;
-        let (mean, invstd) = (gpu(&stats.mean)?, gpu(&stats.invstd)?);
-        let affine = (gpu(gamma)?, gpu(beta)?);
-        store(batch_norm::apply(
-            context()?,
-            gpu(x)?,
-            affine,
-            (mean, invstd),
-            *layout,
-            epilogue,
-        )?)
+        bn_apply((x, gamma, beta), stats, layout, Some((residual, act)))
     }
 
     fn batch_norm_act_backward(
@@ -453,17 +463,7 @@ impl Backend for WgpuBackend {
         stats: &BatchStats,
         layout: &ChannelLayout,
     ) -> Result<Storage> {
-        let (mean, invstd) = (gpu(&stats.mean)?, gpu(&stats.invstd)?);
-        let affine = (gpu(gamma)?, gpu(beta)?);
-        let no_epilogue = batch_norm::Epilogue::default();
-        store(batch_norm::apply(
-            context()?,
-            gpu(x)?,
-            affine,
-            (mean, invstd),
-            *layout,
-            no_epilogue,
-        )?)
+        bn_apply((x, gamma, beta), stats, layout, None)
     }
 
     fn batch_norm_backward(

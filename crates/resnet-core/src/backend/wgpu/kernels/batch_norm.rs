@@ -4,7 +4,7 @@
 //! the backward pass may then start from the activation's output gradient (one pass each
 //! instead of two: a ResNet's batch norms are nearly all followed by a ReLU).
 
-use super::elementwise::activation_code;
+use super::elementwise::{fused_act_code, Epilogue};
 use super::reduce::chunks;
 use super::{output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
 use crate::backend::wgpu::context::GpuContext;
@@ -27,7 +27,7 @@ uniform! {
         momentum: f32,
         /// count / (count - 1): the running variance is the unbiased one (PyTorch).
         unbias: f32,
-        /// The fused activation: 0 none, else 1 + its code (elementwise.rs's `activation_code`).
+        /// The fused activation: 0 none, else 1 + its code (`fused_act_code`).
         act: u32,
         /// Whether `apply` adds `residual` before the activation.
         residual: u32,
@@ -92,17 +92,6 @@ fn partial_sums(
     buffers.push(("partial", &partial));
     BATCH_NORM.launch(ctx, entry, p, &buffers, (chunks * c) as u64)?;
     Ok(partial)
-}
-
-/// What `apply` does after normalising: add a residual (of x's length), then an activation.
-#[derive(Clone, Copy, Default)]
-pub struct Epilogue<'a> {
-    pub residual: Option<&'a GpuStorage>,
-    pub act: Option<Activation>,
-}
-
-fn fused_act(act: Option<Activation>) -> u32 {
-    act.map_or(0, |a| 1 + activation_code(a))
 }
 
 /// Per-channel statistics on the GPU.
@@ -214,7 +203,7 @@ fn apply_with(
         )));
     }
     let p = BatchNormParams {
-        act: fused_act(epilogue.act),
+        act: fused_act_code(epilogue.act),
         residual: epilogue.residual.is_some() as u32,
         ..*p
     };
@@ -263,7 +252,7 @@ pub fn backward(
     let p = BatchNormParams {
         batch_statistics: batch_statistics as u32,
         unbias: 1.0,
-        act: fused_act(through.map(|(_, act)| act)),
+        act: fused_act_code(through.map(|(_, act)| act)),
         ..shape_params(s, chunks)?
     };
     // Without an activation, gy stands in for its output (unread).

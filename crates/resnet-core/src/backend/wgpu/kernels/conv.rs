@@ -2,8 +2,9 @@
 //! conv2d_backward_weight.wgsl): implicit GEMMs through the shared tile loop in gemm.rs, the
 //! kernel shape, stride and padding compiled into each variant.
 
+use super::elementwise::{self, Epilogue};
 use super::gemm::{self, Gemm, GemmFamily, GemmShape, PLAIN_K};
-use super::{elementwise, read, read_write, reduce, to_u32, uniform, GRID};
+use super::{read, read_write, to_u32, uniform, GRID};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::backend::{Activation, ConvGeometry};
@@ -108,7 +109,7 @@ fn run(
     g: &ConvGeometry,
     launch: Gemm,
     has_bias: bool,
-    after_split: reduce::Epilogue,
+    after_split: Epilogue,
 ) -> Result<GpuStorage> {
     let sizes = ConvParams {
         c_in: to_u32(g.c_in)?,
@@ -175,9 +176,9 @@ pub fn forward_fused(
         variant.push(("RESIDUAL", "true".to_string()));
     }
     let after_split = if in_store {
-        reduce::Epilogue::default()
+        Epilogue::default()
     } else {
-        reduce::Epilogue { residual, act }
+        Epilogue { residual, act }
     };
     let launch = Gemm {
         mnk: forward_mnk(g),
@@ -209,7 +210,7 @@ pub fn backward_data(ctx: &GpuContext, gy: &GpuStorage, w: &GpuStorage, g: &Conv
         output_len: g.n * g.c_in * g.h * g.w,
         precision: g.precision,
     };
-    run(ctx, &CONV_BACKWARD_DATA, g, launch, false, reduce::Epilogue::default())
+    run(ctx, &CONV_BACKWARD_DATA, g, launch, false, Epilogue::default())
 }
 
 /// The input positions of one residue class of the stride, and the taps that reach them.
@@ -341,14 +342,7 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuStorage, gy: &GpuStorage, g: &Co
         output_len: m * n,
         precision: g.precision,
     };
-    run(
-        ctx,
-        &CONV_BACKWARD_WEIGHT,
-        g,
-        launch,
-        false,
-        reduce::Epilogue::default(),
-    )
+    run(ctx, &CONV_BACKWARD_WEIGHT, g, launch, false, Epilogue::default())
 }
 
 #[cfg(test)]

@@ -34,6 +34,25 @@ pub(super) fn activation_code(act: Activation) -> u32 {
     }
 }
 
+/// What a fused kernel does to its value before storing it: add a residual (of the output's
+/// length), then apply an activation. Batch norm's apply and the split-K sum take it.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub residual: Option<&'a GpuStorage>,
+    pub act: Option<Activation>,
+}
+
+impl Epilogue<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.residual.is_none() && self.act.is_none()
+    }
+}
+
+/// An optional activation as a fused kernel's parameter: 0 none, else 1 + its code.
+pub(super) fn fused_act_code(act: Option<Activation>) -> u32 {
+    act.map_or(0, |a| 1 + activation_code(a))
+}
+
 fn params(len: usize, op: u32, alpha: f32) -> Result<ElementwiseParams> {
     Ok(ElementwiseParams {
         len: to_u32(len)?,

@@ -3,7 +3,7 @@
 //! sums split-K partials with reduce.wgsl. Also the matmul family itself (matmul.wgsl).
 
 use super::uniform::Uniform;
-use super::{output, read, read_write, reduce, to_u32, uniform, Family};
+use super::{elementwise, output, read, read_write, reduce, to_u32, uniform, Family};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
 use crate::error::{Error, Result};
@@ -296,7 +296,7 @@ pub fn run<P: Uniform>(
     g: Gemm,
     params: impl FnOnce(GemmShape) -> P,
 ) -> Result<GpuStorage> {
-    run_then(ctx, family, g, params, reduce::Epilogue::default())
+    run_then(ctx, family, g, params, elementwise::Epilogue::default())
 }
 
 /// [`run`], with `after_split` applied by the split-K sum when the reduction is split (the
@@ -306,7 +306,7 @@ pub fn run_then<P: Uniform>(
     family: &GemmFamily<P>,
     g: Gemm,
     params: impl FnOnce(GemmShape) -> P,
-    after_split: reduce::Epilogue,
+    after_split: elementwise::Epilogue,
 ) -> Result<GpuStorage> {
     let (m, n, k) = g.mnk;
     let tile = launch_tile(ctx, m, g.precision);

@@ -1,10 +1,10 @@
 //! Launchers of reduce.wgsl: sums in a fixed order (deterministic), used on their own (`sum_all`,
 //! row and channel sums) and after split-K GEMMs; and mixed precision's overflow check.
 
-use super::{elementwise, output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
+use super::elementwise::{self, Epilogue};
+use super::{output, read, read_write, to_u32, uniform, Family, CHUNK, ITEMS, WG};
 use crate::backend::wgpu::context::GpuContext;
 use crate::backend::wgpu::pool::GpuStorage;
-use crate::backend::Activation;
 use crate::error::{Error, Result};
 
 uniform! {
@@ -16,7 +16,7 @@ uniform! {
         count: u32,
         c: u32,
         hw: u32,
-        /// `sum_leading_epilogue`'s activation: 0 none, else 1 + its code.
+        /// `sum_leading_epilogue`'s activation: 0 none, else 1 + its code (`fused_act_code`).
         act: u32,
         /// Whether `sum_leading_epilogue` adds `residual`.
         residual: u32,
@@ -50,19 +50,6 @@ pub fn sum_leading(ctx: &GpuContext, x: &GpuStorage, count: usize, len: usize) -
     REDUCE.launch_into(ctx, "sum_leading", &p, &[("x", x)], "out", len)
 }
 
-/// What follows a split-K sum: a residual of the output's length added, then an activation.
-#[derive(Clone, Copy, Default)]
-pub struct Epilogue<'a> {
-    pub residual: Option<&'a GpuStorage>,
-    pub act: Option<Activation>,
-}
-
-impl Epilogue<'_> {
-    pub fn is_empty(&self) -> bool {
-        self.residual.is_none() && self.act.is_none()
-    }
-}
-
 /// [`sum_leading`], then `epilogue` in the same pass: the same values as adding and activating
 /// after it, without writing the sum out and reading it back.
 pub fn sum_leading_then(
@@ -84,7 +71,7 @@ pub fn sum_leading_then(
     let p = ReduceParams {
         len: to_u32(len)?,
         count: to_u32(count)?,
-        act: epilogue.act.map_or(0, |a| 1 + elementwise::activation_code(a)),
+        act: elementwise::fused_act_code(epilogue.act),
         residual: epilogue.residual.is_some() as u32,
         ..ReduceParams::default()
     };
