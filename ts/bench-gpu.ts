@@ -115,7 +115,7 @@ async function measure(c: BenchConfig, precision: Precision): Promise<GpuFigures
   const infer = await medianSeconds(timing, () => model.predict(images, shape));
   const stats = () => model.memoryStats() ?? { peakBytes: Number.NaN, peakInUseBytes: Number.NaN, dispatches: Number.NaN };
   const memory = stats();
-  const beforeStep = stats().dispatches;
+  const beforeStep = memory.dispatches;
   await model.trainStep(images, labels, shape);
   const afterStep = stats().dispatches;
   await model.predict(images, shape);
